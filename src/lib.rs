@@ -1,0 +1,16 @@
+//! rangedb: a replicated, range-partitioned key-value database on a hand-written Raft.
+//!
+//! # Layout
+//! - `raft`: the sans-IO Raft core (step in, Ready out).
+//! - `env`: the Disk, Network and Clock seams and their production implementations.
+//! - `storage`: node-wide WAL, snapshot files, the data directory.
+//! - `range`: range descriptors, routing and the KV state machine.
+//! - `node`: the event loop that drives every replica, the wire protocol, the server.
+//! - `client`: the client library the CLI uses.
+
+pub mod client;
+pub mod env;
+pub mod node;
+pub mod raft;
+pub mod range;
+pub mod storage;

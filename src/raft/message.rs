@@ -1,0 +1,103 @@
+//! Wire-level Raft vocabulary: identifiers, log entries, hard state, snapshots and
+//! the messages peers exchange. Everything here is plain data (serde) so the node can
+//! frame it for the network and the WAL without knowing Raft's rules.
+
+use serde::{Deserialize, Serialize};
+
+/// A node (a `rangedb server` process) in the cluster. Never 0.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct NodeId(pub u64);
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+/// A Raft term.
+pub type Term = u64;
+/// A Raft log index. Index 0 is the empty prefix before the first entry.
+pub type Index = u64;
+
+/// One replicated log entry. `data` empty is a leader's no-op entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub term: Term,
+    pub index: Index,
+    pub data: Vec<u8>,
+}
+
+/// State that must be durable before any message that depends on it is sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    pub term: Term,
+    pub vote: Option<NodeId>,
+    pub commit: Index,
+}
+
+/// The group's membership. Sorted, no duplicates.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfState {
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+}
+
+/// Describes the log prefix a snapshot replaces.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// Last index covered by the snapshot.
+    pub index: Index,
+    /// Term of the entry at `index`.
+    pub term: Term,
+    pub conf_state: ConfState,
+}
+
+/// A state machine image at `meta.index`. `data` is opaque to Raft.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub meta: SnapshotMeta,
+    pub data: Vec<u8>,
+}
+
+/// A message between two replicas of the same Raft group. The node wraps it with the
+/// range id (see `crate::node::wire::Envelope`); Raft itself never sees range ids.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    /// The sender's term (for PreVote: the term the sender would campaign in).
+    pub term: Term,
+    pub body: MessageBody,
+}
+
+/// What a message says. The Raft core owns the meaning of each variant; the set may
+/// grow (the wire format is versioned by the frame header, not by this enum).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageBody {
+    PreVote { last_index: Index, last_term: Term },
+    PreVoteResponse { reject: bool },
+    /// `transfer` is set when a leadership transfer asked for this election, so the
+    /// voter must not refuse it for having heard from a leader recently.
+    Vote { last_index: Index, last_term: Term, transfer: bool },
+    VoteResponse { reject: bool },
+    Append { prev_index: Index, prev_term: Term, entries: Vec<Entry>, commit: Index },
+    /// `index`: on success the last index now matching the leader; on reject the
+    /// `prev_index` that did not match. `hint_index`/`hint_term` drive fast backtracking.
+    AppendResponse { reject: bool, index: Index, hint_index: Index, hint_term: Term },
+    /// `context` is a read-index round (0 when none); `commit` is min(leader commit,
+    /// follower match).
+    Heartbeat { commit: Index, context: u64 },
+    HeartbeatResponse { context: u64 },
+    /// One chunk of a snapshot; `offset` is where `chunk` starts in `data`.
+    Snapshot { meta: SnapshotMeta, total_len: u64, offset: u64, chunk: Vec<u8>, done: bool },
+    /// `next_offset` of the chunk expected next; `reject` asks the leader to restart.
+    SnapshotResponse { index: Index, next_offset: u64, reject: bool },
+    /// Leadership transfer: campaign now.
+    TimeoutNow,
+    /// A follower asks its leader for a read index on behalf of a client.
+    ReadIndex { context: u64 },
+    /// `index` is the read index; `reject` when the receiver is not leader.
+    ReadIndexResponse { context: u64, index: Index, reject: bool },
+}

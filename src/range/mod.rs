@@ -1,0 +1,4 @@
+//! Ranges: descriptors, routing and the per-range KV state machine.
+
+pub mod descriptor;
+pub mod kv;
