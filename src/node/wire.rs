@@ -64,6 +64,9 @@ pub enum ReadConsistency {
     Linearizable,
     /// Leader lease only; falls back to ReadIndex when the lease is not valid.
     Lease,
+    /// This node's replica as it is now, leader or not: may be stale (etcd's
+    /// "serializable"). For inspecting replicas and for reads that can lag.
+    Local,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -49,6 +49,9 @@ impl KvStore {
     pub fn apply(&mut self, _index: u64, _command: &Command) -> CommandResult {
         todo!()
     }
+    pub fn bootstrap(_index: u64, _items: Vec<(Vec<u8>, Vec<u8>)>) -> KvStore {
+        todo!()
+    }
     pub fn apply_noop(&mut self, _index: u64) {
         todo!()
     }

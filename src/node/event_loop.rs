@@ -1,0 +1,351 @@
+//! The node's single event loop: every range replica hosted here is driven from it,
+//! so one WAL fsync covers the Ready of every range (group commit) and one frame per
+//! peer carries every range's messages.
+//!
+//! ```text
+//!  events (peer batches, client requests, ticks)
+//!     │ step / propose / read_index / tick
+//!     ▼
+//!  for each range: ready() ─► send `messages` now ─► WAL append (entries, hard state),
+//!                             snapshot files
+//!  one fsync ─► send `persisted_messages` ─► apply committed ─► serve reads ─► advance
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::env::Network;
+use crate::node::replica::{Replica, ReplyTo};
+use crate::node::wire::{
+    Envelope, NodeStatus, PeerBatch, RangeStatus, ReadConsistency, Request, Response,
+};
+use crate::raft::{Message, NodeId, Ready, Role, Snapshot, SnapshotMeta, Storage};
+use crate::range::descriptor::{RangeId, RangeTable, DESCRIPTOR_PREFIX, RESERVED_END, RESERVED_PREFIX};
+use crate::range::kv::{Command, KvStore, WriteOp};
+use crate::storage::{SnapshotStore, StorageError, Wal, WalRecord};
+
+/// Largest key and value a client may write.
+pub const KEY_BYTES_MAX: usize = 8 << 10;
+pub const VALUE_BYTES_MAX: usize = 4 << 20;
+
+/// Something for the loop to do.
+pub enum Event {
+    Peer { from: NodeId, batch: PeerBatch },
+    Client { request: Request, reply: ReplyTo },
+}
+
+pub struct Node {
+    pub id: NodeId,
+    /// Every member's client/peer address, this node's included.
+    pub addresses: Arc<BTreeMap<NodeId, String>>,
+    pub replicas: BTreeMap<RangeId, Replica>,
+    pub table: RangeTable,
+    pub wal: Wal,
+    pub snapshots: SnapshotStore,
+    pub network: Arc<dyn Network>,
+    /// A range snapshots its state machine once this many entries applied since the last.
+    pub snapshot_entries: u64,
+    next_read_context: u64,
+}
+
+impl Node {
+    pub fn new(
+        id: NodeId,
+        addresses: Arc<BTreeMap<NodeId, String>>,
+        replicas: BTreeMap<RangeId, Replica>,
+        table: RangeTable,
+        wal: Wal,
+        snapshots: SnapshotStore,
+        network: Arc<dyn Network>,
+        snapshot_entries: u64,
+    ) -> Node {
+        Node { id, addresses, replicas, table, wal, snapshots, network, snapshot_entries, next_read_context: 1 }
+    }
+
+    pub fn tick(&mut self) {
+        for replica in self.replicas.values_mut() {
+            replica.raft.tick();
+        }
+    }
+
+    pub fn handle(&mut self, event: Event) {
+        match event {
+            Event::Peer { from, batch } => self.handle_peer_batch(from, batch),
+            Event::Client { request, reply } => self.handle_client(request, reply),
+        }
+    }
+
+    fn handle_peer_batch(&mut self, from: NodeId, batch: PeerBatch) {
+        for Envelope { range, message } in batch.envelopes {
+            if message.from != from || message.to != self.id {
+                eprintln!("{}: dropping message for {} from {} on the link from {from}", self.id, message.to, message.from);
+                continue;
+            }
+            match self.replicas.get_mut(&range) {
+                Some(replica) => {
+                    if let Err(error) = replica.raft.step(message) {
+                        eprintln!("{} {range}: step: {error}", self.id);
+                    }
+                }
+                None => eprintln!("{}: message for unknown range {range} from {from}", self.id),
+            }
+        }
+    }
+
+    /// The redirect a non-leader replica of `range` answers with.
+    fn not_leader(&self, range: RangeId) -> impl Fn(Option<NodeId>) -> Response + use<> {
+        let addresses = Arc::clone(&self.addresses);
+        move |leader| Response::NotLeader {
+            range,
+            leader,
+            address: leader.and_then(|l| addresses.get(&l).cloned()),
+        }
+    }
+
+    fn handle_client(&mut self, request: Request, reply: ReplyTo) {
+        match &request {
+            Request::Put { key, value, request_id } => {
+                if let Err(reason) = validate_key(key).and_then(|()| validate_value(value)) {
+                    return reply.send(Response::Invalid { reason });
+                }
+                let op = WriteOp::Put { key: key.clone(), value: value.clone() };
+                self.propose(key, Command { request_id: Some(*request_id), op }, reply);
+            }
+            Request::Delete { key, request_id } => {
+                if let Err(reason) = validate_key(key) {
+                    return reply.send(Response::Invalid { reason });
+                }
+                let op = WriteOp::Delete { key: key.clone() };
+                self.propose(key, Command { request_id: Some(*request_id), op }, reply);
+            }
+            Request::Get { key, consistency: ReadConsistency::Local, .. } => {
+                let range = self.table.lookup(key).id;
+                let replica = self.replicas.get(&range).expect("every range in the table has a replica");
+                reply.send(replica.read_now(&request));
+            }
+            Request::Get { key, .. } => {
+                let key = key.clone();
+                self.read(&key, request, reply);
+            }
+            Request::Scan { start, end, .. } => {
+                if end.as_ref().is_some_and(|end| end <= start) {
+                    return reply.send(Response::Scan { kvs: vec![], resume: None, read_revision: 0 });
+                }
+                let start = start.clone();
+                self.read(&start, request, reply);
+            }
+            Request::RangeTable => reply.send(self.range_table()),
+            Request::Status => reply.send(Response::Status(self.status())),
+        }
+    }
+
+    fn propose(&mut self, key: &[u8], command: Command, reply: ReplyTo) {
+        let range = self.table.lookup(key).id;
+        let not_leader = self.not_leader(range);
+        // The table and the replica map are built from the same descriptors.
+        let replica = self.replicas.get_mut(&range).expect("every range in the table has a replica");
+        replica.propose_write(command, reply, not_leader);
+    }
+
+    fn read(&mut self, key: &[u8], request: Request, reply: ReplyTo) {
+        let range = self.table.lookup(key).id;
+        let context = self.next_read_context;
+        self.next_read_context += 1;
+        let not_leader = self.not_leader(range);
+        let replica = self.replicas.get_mut(&range).expect("every range in the table has a replica");
+        replica.start_read(context, request, reply, not_leader);
+    }
+
+    /// Descriptors as stored under `_/range/` in the meta range, plus addresses.
+    fn range_table(&self) -> Response {
+        let meta = self.table.lookup(RESERVED_PREFIX).id;
+        let mut ranges = Vec::new();
+        if let Some(replica) = self.replicas.get(&meta) {
+            for kv in replica.scan_all(DESCRIPTOR_PREFIX, RESERVED_END) {
+                match bincode::serde::decode_from_slice(&kv.value, bincode::config::standard()) {
+                    Ok((descriptor, _)) => ranges.push(descriptor),
+                    Err(error) => eprintln!("{}: undecodable descriptor at {:?}: {error}", self.id, kv.key),
+                }
+            }
+        }
+        if ranges.is_empty() {
+            ranges = self.table.ranges().to_vec();
+        }
+        let addresses = self.addresses.iter().map(|(id, a)| (*id, a.clone())).collect();
+        Response::RangeTable { ranges, addresses }
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let ranges = self
+            .replicas
+            .values()
+            .map(|replica| {
+                let status = replica.raft.status();
+                RangeStatus {
+                    descriptor: replica.descriptor.clone(),
+                    role: format!("{:?}", status.role),
+                    leader: status.leader,
+                    term: status.term,
+                    commit: status.commit,
+                    applied: replica.kv.applied(),
+                    last_index: status.last_index,
+                }
+            })
+            .collect();
+        let peers = self
+            .addresses
+            .iter()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, address)| (*id, address.clone(), self.network.is_connected(*id)))
+            .collect();
+        NodeStatus {
+            node: self.id,
+            address: self.addresses.get(&self.id).cloned().unwrap_or_default(),
+            peers,
+            ranges,
+        }
+    }
+
+    /// Runs the Ready cycle for every range with work: persist with one fsync, send,
+    /// apply, advance.
+    pub fn flush(&mut self) -> Result<(), StorageError> {
+        let mut readies: Vec<(RangeId, Ready)> = Vec::new();
+        let mut send_now: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
+        let mut wrote = false;
+        for (range, replica) in self.replicas.iter_mut() {
+            if !replica.raft.has_ready() {
+                continue;
+            }
+            let mut ready = replica.raft.ready();
+            outbox(&mut send_now, *range, std::mem::take(&mut ready.messages));
+            if let Some(snapshot) = &ready.snapshot {
+                self.snapshots.save(*range, snapshot)?;
+                replica.snapshot_index = snapshot.meta.index;
+            }
+            if !ready.entries.is_empty() {
+                let entries = ready.entries.clone();
+                self.wal.append(&WalRecord::Entries { range: *range, entries })?;
+                wrote = true;
+            }
+            if let Some(hard_state) = ready.hard_state {
+                self.wal.append(&WalRecord::HardState { range: *range, hard_state })?;
+                wrote = true;
+            }
+            readies.push((*range, ready));
+        }
+        self.send(send_now);
+        if wrote {
+            self.wal.sync()?;
+        }
+        // Everything each Ready asked to persist is durable now: its dependent messages
+        // may leave.
+        let mut send_after: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
+        for (range, ready) in readies.iter_mut() {
+            outbox(&mut send_after, *range, std::mem::take(&mut ready.persisted_messages));
+        }
+        self.send(send_after);
+        for (range, ready) in readies {
+            self.apply_ready(range, ready)?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, outbox: BTreeMap<NodeId, Vec<Envelope>>) {
+        for (to, envelopes) in outbox {
+            assert_ne!(to, self.id, "{}: Raft addressed a message to its own node", self.id);
+            self.network.send(to, envelopes);
+        }
+    }
+
+    fn apply_ready(&mut self, range: RangeId, mut ready: Ready) -> Result<(), StorageError> {
+        let not_leader_lost = || Response::Unavailable { reason: "leadership changed; retry".into() };
+        let replica = self.replicas.get_mut(&range).expect("ready came from this replica");
+        if let Some(snapshot) = ready.snapshot.take() {
+            restore_snapshot(replica, &snapshot);
+        }
+        for entry in &ready.committed_entries {
+            replica.apply(entry);
+        }
+        for read in &ready.read_states {
+            replica.confirm_read(read.context, read.index);
+        }
+        if let Some(soft) = ready.soft_state {
+            if soft.role != Role::Leader {
+                replica.fail_pending(not_leader_lost);
+            }
+        }
+        replica.serve_reads();
+        replica.raft.advance(ready);
+        self.maybe_snapshot(range)
+    }
+
+    /// Snapshots a range whose log grew past `snapshot_entries`, then releases WAL
+    /// segments no range needs any more.
+    fn maybe_snapshot(&mut self, range: RangeId) -> Result<(), StorageError> {
+        let replica = self.replicas.get_mut(&range).expect("range exists");
+        let applied = replica.kv.applied();
+        if applied < replica.snapshot_index + self.snapshot_entries {
+            return Ok(());
+        }
+        let store = replica.raft.store();
+        let term = match store.term(applied) {
+            Ok(term) => term,
+            Err(_) => return Ok(()),
+        };
+        let meta = SnapshotMeta { index: applied, term, conf_state: store.conf_state() };
+        let snapshot = Snapshot { meta, data: replica.kv.snapshot() };
+        self.snapshots.save(range, &snapshot)?;
+        replica.snapshot_index = applied;
+        if let Err(error) = replica.raft.compact(snapshot) {
+            eprintln!("{} {range}: compact at {applied}: {error}", self.id);
+        }
+        let covered: BTreeMap<RangeId, u64> =
+            self.replicas.iter().map(|(id, r)| (*id, r.snapshot_index)).collect();
+        self.wal.release(&covered)
+    }
+
+    /// Fails every waiting request (shutdown).
+    pub fn fail_all(&mut self, reason: &str) {
+        for replica in self.replicas.values_mut() {
+            replica.fail_pending(|| Response::Unavailable { reason: reason.to_string() });
+        }
+    }
+}
+
+fn restore_snapshot(replica: &mut Replica, snapshot: &Snapshot) {
+    match KvStore::restore(&snapshot.data) {
+        Ok(kv) => {
+            replica.kv = kv;
+            replica.snapshot_index = snapshot.meta.index;
+        }
+        // The snapshot passed the frame checksums of every chunk and was produced by a
+        // peer's KvStore::snapshot: failing to decode it is a bug, not an input error.
+        Err(error) => panic!("range {}: received snapshot does not decode: {error}", replica.id()),
+    }
+}
+
+fn outbox(outbox: &mut BTreeMap<NodeId, Vec<Envelope>>, range: RangeId, messages: Vec<Message>) {
+    for message in messages {
+        outbox.entry(message.to).or_default().push(Envelope { range, message });
+    }
+}
+
+fn validate_key(key: &[u8]) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("empty key".into());
+    }
+    if key.starts_with(RESERVED_PREFIX) {
+        return Err("keys starting with \"_/\" are reserved".into());
+    }
+    if key.len() > KEY_BYTES_MAX {
+        return Err(format!("key of {} bytes exceeds the limit of {KEY_BYTES_MAX}", key.len()));
+    }
+    Ok(())
+}
+
+fn validate_value(value: &[u8]) -> Result<(), String> {
+    if value.len() > VALUE_BYTES_MAX {
+        return Err(format!("value of {} bytes exceeds the limit of {VALUE_BYTES_MAX}", value.len()));
+    }
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! One range replica on this node: its Raft group, its KV state machine, and the
+//! client requests waiting on either.
+//!
+//! ```text
+//!  client write ──propose──► RaftGroup ──committed_entries──► KvStore::apply ──► reply
+//!  client read  ──read_index─► RaftGroup ──ReadState{index}──► wait applied >= index ──► reply
+//! ```
+
+use std::collections::BTreeMap;
+
+use crate::node::wire::{KeyValue, Request, Response};
+use crate::raft::{Entry, Index, NodeId, RaftGroup, Role, Term};
+use crate::range::descriptor::{RangeDescriptor, RangeId};
+use crate::range::kv::{Command, CommandResult, KvStore, RevisionUnavailable};
+
+/// Where a reply goes: a client connection's outbox and the request's id on it.
+#[derive(Clone, Debug)]
+pub struct ReplyTo {
+    pub outbox: tokio::sync::mpsc::UnboundedSender<crate::node::wire::ClientResponse>,
+    pub id: u64,
+}
+
+impl ReplyTo {
+    /// Sends the response; a closed connection is not an error (the client is gone).
+    pub fn send(self, response: Response) {
+        let _ = self.outbox.send(crate::node::wire::ClientResponse { id: self.id, response });
+    }
+}
+
+/// A write proposed at `index` in `term`, waiting to apply.
+struct PendingWrite {
+    term: Term,
+    reply: ReplyTo,
+}
+
+/// A read waiting for its read index, then for the state machine to reach it.
+struct PendingRead {
+    request: Request,
+    reply: ReplyTo,
+}
+
+pub struct Replica {
+    pub descriptor: RangeDescriptor,
+    pub raft: RaftGroup,
+    pub kv: KvStore,
+    /// Index of the newest durable snapshot of this range (0: none).
+    pub snapshot_index: Index,
+    writes: BTreeMap<Index, PendingWrite>,
+    /// Reads that asked Raft for a read index, by read context.
+    reads_unconfirmed: BTreeMap<u64, PendingRead>,
+    /// Reads with a read index, waiting for `kv.applied() >= index`.
+    reads_confirmed: Vec<(Index, PendingRead)>,
+}
+
+impl Replica {
+    pub fn new(descriptor: RangeDescriptor, raft: RaftGroup, kv: KvStore, snapshot_index: Index) -> Self {
+        Replica {
+            descriptor,
+            raft,
+            kv,
+            snapshot_index,
+            writes: BTreeMap::new(),
+            reads_unconfirmed: BTreeMap::new(),
+            reads_confirmed: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> RangeId {
+        self.descriptor.id
+    }
+
+    /// Proposes a write; replies at once if this replica cannot take it.
+    pub fn propose_write(&mut self, command: Command, reply: ReplyTo, not_leader: impl Fn(Option<NodeId>) -> Response) {
+        let data = match bincode::serde::encode_to_vec(&command, bincode::config::standard()) {
+            Ok(data) => data,
+            Err(error) => return reply.send(Response::Invalid { reason: format!("unencodable command: {error}") }),
+        };
+        match self.raft.propose(data) {
+            Ok(index) => {
+                let term = self.raft.status().term;
+                let previous = self.writes.insert(index, PendingWrite { term, reply });
+                assert!(previous.is_none(), "range {} proposed twice at index {index}", self.id());
+            }
+            Err(crate::raft::RaftError::NotLeader { leader_hint }) => reply.send(not_leader(leader_hint)),
+            Err(error) => reply.send(Response::Unavailable { reason: error.to_string() }),
+        }
+    }
+
+    /// Starts a linearizable read tagged `context`.
+    pub fn start_read(&mut self, context: u64, request: Request, reply: ReplyTo, not_leader: impl Fn(Option<NodeId>) -> Response) {
+        match self.raft.read_index(context) {
+            Ok(()) => {
+                self.reads_unconfirmed.insert(context, PendingRead { request, reply });
+            }
+            Err(crate::raft::RaftError::NotLeader { leader_hint }) => reply.send(not_leader(leader_hint)),
+            Err(error) => reply.send(Response::Unavailable { reason: error.to_string() }),
+        }
+    }
+
+    /// A read index arrived for `context`.
+    pub fn confirm_read(&mut self, context: u64, index: Index) {
+        if let Some(read) = self.reads_unconfirmed.remove(&context) {
+            self.reads_confirmed.push((index, read));
+        }
+    }
+
+    /// Applies one committed entry and answers the write waiting on it, if any.
+    pub fn apply(&mut self, entry: &Entry) {
+        let waiting = self.writes.remove(&entry.index);
+        if entry.data.is_empty() {
+            self.kv.apply_noop(entry.index);
+            if let Some(write) = waiting {
+                // Our proposal at this index was replaced by a new leader's no-op.
+                write.reply.send(Response::Unavailable { reason: "leader changed; retry".into() });
+            }
+            return;
+        }
+        let decoded = bincode::serde::decode_from_slice::<Command, _>(&entry.data, bincode::config::standard());
+        let command = match decoded {
+            Ok((command, _)) => command,
+            // Every entry was encoded by propose_write on some node of this cluster.
+            Err(error) => panic!("range {} entry {} is undecodable: {error}", self.id(), entry.index),
+        };
+        let result = self.kv.apply(entry.index, &command);
+        if let Some(write) = waiting {
+            if write.term == entry.term {
+                write.reply.send(match result {
+                    CommandResult::Put { revision } => Response::Put { revision },
+                    CommandResult::Delete { revision, existed } => Response::Delete { revision, existed },
+                });
+            } else {
+                write.reply.send(Response::Unavailable { reason: "leader changed; retry".into() });
+            }
+        }
+    }
+
+    /// Answers every confirmed read the state machine has caught up with.
+    pub fn serve_reads(&mut self) {
+        let applied = self.kv.applied();
+        if self.reads_confirmed.iter().all(|(index, _)| *index > applied) {
+            return;
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.reads_confirmed).into_iter().partition(|(index, _)| *index <= applied);
+        self.reads_confirmed = waiting;
+        for (_, read) in ready {
+            let response = self.read_now(&read.request);
+            read.reply.send(response);
+        }
+    }
+
+    /// Answers a read from the local state machine as it is now.
+    pub fn read_now(&self, request: &Request) -> Response {
+        let applied = self.kv.applied();
+        let unavailable = |e: RevisionUnavailable| Response::RevisionUnavailable { revision: e.revision, first: e.first, last: e.last };
+        match request {
+            Request::Get { key, revision, .. } => match self.kv.get(key, *revision) {
+                Ok(kv) => Response::Get { kv, read_revision: revision.unwrap_or(applied) },
+                Err(e) => unavailable(e),
+            },
+            Request::Scan { start, end, limit, revision } => self.scan_now(start, end.as_deref(), *limit, *revision),
+            other => Response::Invalid { reason: format!("not a read: {other:?}") },
+        }
+    }
+
+    /// Scans `[start, end)` clipped to this range; `resume` is this range's end when
+    /// the scan must continue in the next range.
+    fn scan_now(&self, start: &[u8], end: Option<&[u8]>, limit: u64, revision: Option<u64>) -> Response {
+        let range_end = self.descriptor.end.as_deref();
+        let (clipped_end, resume) = match (end, range_end) {
+            (_, None) => (end, None),
+            (None, Some(r)) => (Some(r), Some(r.to_vec())),
+            (Some(e), Some(r)) if e <= r => (Some(e), None),
+            (Some(_), Some(r)) => (Some(r), Some(r.to_vec())),
+        };
+        match self.kv.scan(start, clipped_end, limit, revision) {
+            Ok(kvs) => {
+                let full = limit != 0 && kvs.len() as u64 >= limit;
+                let resume = if full { None } else { resume };
+                Response::Scan { kvs, resume, read_revision: revision.unwrap_or(self.kv.applied()) }
+            }
+            Err(e) => Response::RevisionUnavailable { revision: e.revision, first: e.first, last: e.last },
+        }
+    }
+
+    /// Leadership was lost: fail every waiting request so clients retry at the new
+    /// leader. Writes may still commit; their retry is deduplicated by request id.
+    pub fn fail_pending(&mut self, response: impl Fn() -> Response) {
+        for (_, write) in std::mem::take(&mut self.writes) {
+            write.reply.send(response());
+        }
+        for (_, read) in std::mem::take(&mut self.reads_unconfirmed) {
+            read.reply.send(response());
+        }
+        for (_, read) in std::mem::take(&mut self.reads_confirmed) {
+            read.reply.send(response());
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.role() == Role::Leader
+    }
+
+    /// Live keys: values under the descriptor prefix of the meta range.
+    pub fn scan_all(&self, start: &[u8], end: &[u8]) -> Vec<KeyValue> {
+        self.kv.scan(start, Some(end), 0, None).unwrap_or_default()
+    }
+}

@@ -1,0 +1,245 @@
+//! Real `rangedb server` processes on loopback for integration tests.
+//!
+//! Ports come from binding 127.0.0.1:0 and releasing it, so parallel test runs do
+//! not clash. Each server's stderr goes to a log file in the cluster's temporary
+//! directory; a failing test prints the logs' tails.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::Duration;
+
+use rangedb::node::wire::{
+    read_frame, write_frame, ClientRequest, ClientResponse, Hello, ReadConsistency, Request,
+    Response, PROTOCOL_VERSION,
+};
+use tokio::io::AsyncWriteExt;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rangedb");
+
+/// A free loopback port (released before use; another process could take it, which
+/// the OS makes unlikely for freshly released ephemeral ports).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+pub struct Server {
+    pub id: u64,
+    pub address: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub servers: BTreeMap<u64, Server>,
+    pub peers_flag: String,
+    pub extra_flags: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` servers (ids 1..=n) and waits until each accepts connections.
+    pub fn start(n: u64, extra_flags: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addresses: BTreeMap<u64, String> =
+            (1..=n).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
+        let peers_flag =
+            addresses.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
+        let servers = addresses
+            .iter()
+            .map(|(id, address)| {
+                let server = Server {
+                    id: *id,
+                    address: address.clone(),
+                    data_dir: dir.path().join(format!("node{id}")),
+                    log: dir.path().join(format!("node{id}.log")),
+                    child: None,
+                };
+                (*id, server)
+            })
+            .collect();
+        let extra_flags = extra_flags.iter().map(|s| s.to_string()).collect();
+        let mut cluster = Cluster { dir, servers, peers_flag, extra_flags };
+        for id in 1..=n {
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.servers.values().map(|s| s.address.clone()).collect()
+    }
+
+    pub fn endpoints_flag(&self) -> String {
+        self.endpoints().join(",")
+    }
+
+    pub fn start_node(&mut self, id: u64) {
+        let server = self.servers.get_mut(&id).expect("known node");
+        assert!(server.child.is_none(), "node {id} is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&server.log)
+            .expect("open log");
+        let child = Command::new(BIN)
+            .arg("server")
+            .args(["--id", &id.to_string(), "--listen", &server.address])
+            .args(["--peers", &self.peers_flag])
+            .arg("--data-dir")
+            .arg(&server.data_dir)
+            .args(&self.extra_flags)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn rangedb server");
+        server.child = Some(child);
+        wait_listening(&server.address);
+    }
+
+    /// SIGKILL: no chance to sync or clean up.
+    pub fn kill(&mut self, id: u64) {
+        let server = self.servers.get_mut(&id).expect("known node");
+        let mut child = server.child.take().expect("node is running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(&mut self, id: u64) -> ExitStatus {
+        let server = self.servers.get_mut(&id).expect("known node");
+        let child = server.child.take().expect("node is running");
+        terminate(child)
+    }
+
+    /// Runs the CLI against the cluster.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.endpoints_flag(), args)
+    }
+
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for server in self.servers.values() {
+            let text = std::fs::read_to_string(&server.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            all.push_str(&format!("--- node {} ({}) ---\n", server.id, server.address));
+            for line in tail.iter().rev() {
+                all.push_str(line);
+                all.push('\n');
+            }
+        }
+        all
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("server logs:\n{}", self.logs());
+        }
+        for server in self.servers.values_mut() {
+            if let Some(mut child) = server.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+pub fn terminate(mut child: Child) -> ExitStatus {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -TERM failed");
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("server did not exit within 10 s of SIGTERM");
+}
+
+/// Waits until `address` accepts TCP connections.
+pub fn wait_listening(address: &str) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(address).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing listens on {address} after 5 s");
+}
+
+pub fn cli(endpoints: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["--endpoints", endpoints])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rangedb CLI")
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A raw client connection speaking the wire protocol, for requests the client
+/// library does not make (local reads from one particular node).
+pub struct RawConnection {
+    stream: tokio::net::TcpStream,
+    next_id: u64,
+}
+
+impl RawConnection {
+    pub async fn connect(address: &str) -> std::io::Result<RawConnection> {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        write_frame(&mut stream, &Hello::Client { version: PROTOCOL_VERSION })
+            .await
+            .map_err(std::io::Error::other)?;
+        stream.flush().await?;
+        Ok(RawConnection { stream, next_id: 1 })
+    }
+
+    pub async fn call(&mut self, request: Request) -> std::io::Result<Response> {
+        let id = self.next_id;
+        self.next_id += 1;
+        write_frame(&mut self.stream, &ClientRequest { id, request })
+            .await
+            .map_err(std::io::Error::other)?;
+        self.stream.flush().await?;
+        let response: Option<ClientResponse> =
+            read_frame(&mut self.stream).await.map_err(std::io::Error::other)?;
+        let response = response.ok_or_else(|| std::io::Error::other("connection closed"))?;
+        assert_eq!(response.id, id, "responses come back in order on one connection");
+        Ok(response.response)
+    }
+
+    /// This node's own replica's value of `key`, leader or not.
+    pub async fn local_get(&mut self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+        let request =
+            Request::Get { key: key.to_vec(), revision: None, consistency: ReadConsistency::Local };
+        match self.call(request).await? {
+            Response::Get { kv, .. } => Ok(kv.map(|kv| kv.value)),
+            other => Err(std::io::Error::other(format!("unexpected {other:?}"))),
+        }
+    }
+}
+
+/// Keys spread over every default range: `0…`, `5…`, `a…`, `h…`, `q…`, `z…`.
+pub fn spread_key(i: u64) -> Vec<u8> {
+    const PREFIXES: [&str; 6] = ["0", "5", "a", "h", "q", "z"];
+    format!("{}-key-{i:06}", PREFIXES[(i % 6) as usize]).into_bytes()
+}
+
+pub fn value_of(i: u64, round: u64) -> Vec<u8> {
+    format!("value-{i}-{round}-{}", "x".repeat(32)).into_bytes()
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
