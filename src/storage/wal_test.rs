@@ -263,3 +263,32 @@ fn release_deletes_covered_segments() {
     assert_eq!(log(&recovery, 1).hard_state, Some(hard_state(1, 40)));
     assert_eq!(log(&recovery, 2).hard_state, Some(hard_state(1, 5)));
 }
+
+#[test]
+fn torn_tail_scan_of_a_full_size_segment_is_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment_bytes = WalOptions::default().segment_bytes;
+    let (mut wal, _) = open(dir.path(), segment_bytes);
+    append_entries(&mut wal, 1, 1, 1, 2);
+    wal.sync().unwrap();
+    let torn_offset = wal.offset;
+    append_entries(&mut wal, 1, 1, 3, 4);
+    wal.sync().unwrap();
+    let path = wal.segment_paths()[0].clone();
+    drop(wal);
+    // Tear the record and fill the rest of the segment with non-zero garbage, the
+    // worst case for the search for a later batch.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut state: u32 = 7;
+    for byte in &mut bytes[torn_offset as usize + 4..] {
+        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        *byte = (state >> 16) as u8;
+    }
+    std::fs::write(&path, bytes).unwrap();
+    let started = std::time::Instant::now();
+    let (_, recovery) = open(dir.path(), segment_bytes);
+    let elapsed = started.elapsed();
+    assert_eq!(log(&recovery, 1).entries, entries(1, 1, 2));
+    // Generous for unoptimized test builds on a shared machine.
+    assert!(elapsed < std::time::Duration::from_secs(3), "recovery took {elapsed:?}");
+}
