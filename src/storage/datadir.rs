@@ -203,7 +203,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0x40;
         std::fs::write(&meta_path, bytes).unwrap();
-        let err = data_dir.load_meta().err().expect("corrupt meta");
+        let err = data_dir.load_meta().expect_err("corrupt meta");
         assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
     }
 }
