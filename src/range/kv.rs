@@ -1,8 +1,25 @@
-//! The per-range state machine: key -> versions. (STUB)
+//! The per-range state machine: key -> versions.
+//!
+//! Every committed Raft entry of a range is applied here in index order; the entry's
+//! index becomes the revision of whatever it writes, so revisions are strictly
+//! increasing and a read "as of revision r" sees exactly the entries <= r. Each key
+//! keeps all its versions (a value or a tombstone), oldest first, which is what
+//! reads at a revision and scans need. Nothing is compacted yet.
+//!
+//! Client retries are deduplicated here, inside the replicated state (Raft
+//! dissertation, section 6.3): a table client -> (last seq, last result) is updated
+//! by `apply` and carried in snapshots, so every replica answers a retried request
+//! with the original result instead of applying it twice.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
 use crate::node::wire::{KeyValue, RequestId};
+
+/// Bumped whenever the snapshot encoding changes.
+const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 
 /// A write as replicated in a Raft entry's data (bincode).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -11,6 +28,7 @@ pub struct Command {
     pub op: WriteOp,
 }
 
+/// The write a command performs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteOp {
     Put { key: Vec<u8>, value: Vec<u8> },
@@ -24,6 +42,7 @@ pub enum CommandResult {
     Delete { revision: u64, existed: bool },
 }
 
+/// A read asked for a revision this store cannot serve.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("revision {revision} unavailable (have {first}..={last})")]
 pub struct RevisionUnavailable {
@@ -32,49 +51,379 @@ pub struct RevisionUnavailable {
     pub last: u64,
 }
 
+/// A snapshot's bytes are not a state machine image this code can read.
 #[derive(Debug, thiserror::Error)]
 #[error("undecodable state machine snapshot: {0}")]
 pub struct SnapshotDecodeError(pub String);
 
+/// One version of a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// The Raft index of the entry that wrote this version.
+    pub revision: u64,
+    /// None is a tombstone (the key was deleted at `revision`).
+    pub value: Option<Vec<u8>>,
+}
+
+/// The last request applied for one client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct ClientSession {
+    seq: u64,
+    result: CommandResult,
+}
+
+/// The snapshot image (bincode).
+#[derive(Serialize, Deserialize)]
+struct KvImage {
+    format_version: u32,
+    applied: u64,
+    map: BTreeMap<Vec<u8>, Vec<Version>>,
+    sessions: BTreeMap<u64, ClientSession>,
+}
+
 /// Revisions are the range's Raft indexes.
-#[derive(Clone, Debug, Default)]
-pub struct KvStore {}
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvStore {
+    /// Invariant: every version list is non-empty, revisions strictly increase and
+    /// are <= `applied`.
+    map: BTreeMap<Vec<u8>, Vec<Version>>,
+    /// The index of the last entry applied (0 before any).
+    applied: u64,
+    /// client -> the last request of that client applied.
+    sessions: BTreeMap<u64, ClientSession>,
+    /// Number of keys whose newest version is a value.
+    live_keys: u64,
+}
 
 impl KvStore {
+    /// An empty store at applied index 0.
     pub fn new() -> KvStore {
-        KvStore {}
+        KvStore::default()
     }
+
+    /// A store whose applied index is `index`, holding `items` at revision `index`
+    /// (the initial contents of a range, e.g. the range descriptors).
+    ///
+    /// # Panics
+    /// If a key appears twice.
+    pub fn bootstrap(index: u64, items: Vec<(Vec<u8>, Vec<u8>)>) -> KvStore {
+        let mut store = KvStore { applied: index, ..KvStore::default() };
+        for (key, value) in items {
+            let version = Version { revision: index, value: Some(value) };
+            let previous = store.map.insert(key.clone(), vec![version]);
+            assert!(previous.is_none(), "bootstrap key {key:?} given twice");
+            store.live_keys += 1;
+        }
+        store
+    }
+
     /// Applies the entry at `index` (> applied). Empty/no-op entries go through
-    /// `apply_noop`.
-    pub fn apply(&mut self, _index: u64, _command: &Command) -> CommandResult {
-        todo!()
+    /// `apply_noop`. A retry of a request already applied (same or older seq of the
+    /// same client) is not applied again; the client's cached result is returned.
+    ///
+    /// # Panics
+    /// If `index <= applied`.
+    pub fn apply(&mut self, index: u64, command: &Command) -> CommandResult {
+        self.advance_applied(index);
+        if let Some(id) = command.request_id {
+            if let Some(session) = self.sessions.get(&id.client) {
+                if id.seq <= session.seq {
+                    return session.result.clone();
+                }
+            }
+        }
+        let result = match &command.op {
+            WriteOp::Put { key, value } => {
+                self.push_version(key, index, Some(value.clone()));
+                CommandResult::Put { revision: index }
+            }
+            WriteOp::Delete { key } => {
+                let existed = self.is_live(key);
+                if existed {
+                    self.push_version(key, index, None);
+                }
+                CommandResult::Delete { revision: index, existed }
+            }
+        };
+        if let Some(id) = command.request_id {
+            self.sessions.insert(id.client, ClientSession { seq: id.seq, result: result.clone() });
+        }
+        result
     }
-    pub fn bootstrap(_index: u64, _items: Vec<(Vec<u8>, Vec<u8>)>) -> KvStore {
-        todo!()
+
+    /// Advances the applied index over an entry that writes nothing.
+    ///
+    /// # Panics
+    /// If `index <= applied`.
+    pub fn apply_noop(&mut self, index: u64) {
+        self.advance_applied(index);
     }
-    pub fn apply_noop(&mut self, _index: u64) {
-        todo!()
+
+    fn advance_applied(&mut self, index: u64) {
+        assert!(index > self.applied, "apply index {index} <= applied {}", self.applied);
+        self.applied = index;
     }
+
+    /// Whether the newest version of `key` is a value.
+    fn is_live(&self, key: &[u8]) -> bool {
+        let newest = self.map.get(key).and_then(|versions| versions.last());
+        newest.is_some_and(|version| version.value.is_some())
+    }
+
+    fn push_version(&mut self, key: &[u8], revision: u64, value: Option<Vec<u8>>) {
+        let was_live = self.is_live(key);
+        let now_live = value.is_some();
+        let versions = self.map.entry(key.to_vec()).or_default();
+        if let Some(last) = versions.last() {
+            assert!(last.revision < revision, "key {key:?}: revision {revision} after {}", last.revision);
+        }
+        versions.push(Version { revision, value });
+        match (was_live, now_live) {
+            (false, true) => self.live_keys += 1,
+            (true, false) => self.live_keys -= 1,
+            _ => {}
+        }
+    }
+
+    /// The index of the last applied entry: the newest readable revision.
     pub fn applied(&self) -> u64 {
-        todo!()
+        self.applied
     }
-    pub fn get(&self, _key: &[u8], _revision: Option<u64>) -> Result<Option<KeyValue>, RevisionUnavailable> {
-        todo!()
+
+    /// Number of live keys at the newest revision.
+    pub fn len(&self) -> usize {
+        usize::try_from(self.live_keys).expect("key count fits in memory")
     }
+
+    /// Whether no key is live at the newest revision.
+    pub fn is_empty(&self) -> bool {
+        self.live_keys == 0
+    }
+
+    /// Checks a read revision (None = latest) and resolves it.
+    fn read_revision(&self, revision: Option<u64>) -> Result<u64, RevisionUnavailable> {
+        let revision = revision.unwrap_or(self.applied);
+        if revision > self.applied {
+            // Every revision from 0 is kept (no compaction), so `first` is 0.
+            return Err(RevisionUnavailable { revision, first: 0, last: self.applied });
+        }
+        Ok(revision)
+    }
+
+    /// The version of a key visible at `revision`, if it is a value.
+    fn visible(key: &[u8], versions: &[Version], revision: u64) -> Option<KeyValue> {
+        let count = versions.partition_point(|version| version.revision <= revision);
+        let version = versions[..count].last()?;
+        let value = version.value.as_ref()?;
+        Some(KeyValue { key: key.to_vec(), value: value.clone(), revision: version.revision })
+    }
+
+    /// The value of `key` as of `revision` (None = latest).
+    ///
+    /// # Errors
+    /// `RevisionUnavailable` when `revision` is beyond the applied index.
+    pub fn get(&self, key: &[u8], revision: Option<u64>) -> Result<Option<KeyValue>, RevisionUnavailable> {
+        let revision = self.read_revision(revision)?;
+        Ok(self.map.get(key).and_then(|versions| Self::visible(key, versions, revision)))
+    }
+
     /// Live keys in `[start, end)` at `revision`, at most `limit` (0 = no limit).
+    ///
+    /// # Errors
+    /// `RevisionUnavailable` when `revision` is beyond the applied index.
     pub fn scan(
         &self,
-        _start: &[u8],
-        _end: Option<&[u8]>,
-        _limit: u64,
-        _revision: Option<u64>,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: u64,
+        revision: Option<u64>,
     ) -> Result<Vec<KeyValue>, RevisionUnavailable> {
-        todo!()
+        let revision = self.read_revision(revision)?;
+        if end.is_some_and(|end| end <= start) {
+            return Ok(Vec::new());
+        }
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        let range = self.map.range::<[u8], _>((Bound::Included(start), upper));
+        let visible = range.filter_map(|(key, versions)| Self::visible(key, versions, revision));
+        let limit = if limit == 0 { usize::MAX } else { usize::try_from(limit).unwrap_or(usize::MAX) };
+        Ok(visible.take(limit).collect())
     }
+
+    /// The whole state (versions, applied index, client table) as bytes.
     pub fn snapshot(&self) -> Vec<u8> {
-        todo!()
+        let image = KvImage {
+            format_version: SNAPSHOT_FORMAT_VERSION,
+            applied: self.applied,
+            map: self.map.clone(),
+            sessions: self.sessions.clone(),
+        };
+        bincode::serde::encode_to_vec(&image, bincode::config::standard()).expect("KvImage always encodes")
     }
-    pub fn restore(_data: &[u8]) -> Result<KvStore, SnapshotDecodeError> {
-        todo!()
+
+    /// The inverse of `snapshot`.
+    ///
+    /// # Errors
+    /// `SnapshotDecodeError` when the bytes do not decode, have another format
+    /// version, or break the store's invariants.
+    pub fn restore(data: &[u8]) -> Result<KvStore, SnapshotDecodeError> {
+        let (image, used): (KvImage, usize) = bincode::serde::decode_from_slice(data, bincode::config::standard())
+            .map_err(|e| SnapshotDecodeError(e.to_string()))?;
+        if used != data.len() {
+            return Err(SnapshotDecodeError(format!("{} trailing bytes", data.len() - used)));
+        }
+        if image.format_version != SNAPSHOT_FORMAT_VERSION {
+            let reason = format!("format version {}, expected {SNAPSHOT_FORMAT_VERSION}", image.format_version);
+            return Err(SnapshotDecodeError(reason));
+        }
+        let mut live_keys = 0;
+        for (key, versions) in &image.map {
+            let increasing = versions.windows(2).all(|pair| pair[0].revision < pair[1].revision);
+            let last = versions.last().ok_or_else(|| SnapshotDecodeError(format!("key {key:?} has no versions")))?;
+            if !increasing || last.revision > image.applied {
+                return Err(SnapshotDecodeError(format!("key {key:?} has revisions out of order")));
+            }
+            live_keys += u64::from(last.value.is_some());
+        }
+        Ok(KvStore { map: image.map, applied: image.applied, sessions: image.sessions, live_keys })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, value: &str) -> Command {
+        Command { request_id: None, op: WriteOp::Put { key: key.into(), value: value.into() } }
+    }
+
+    fn delete(key: &str) -> Command {
+        Command { request_id: None, op: WriteOp::Delete { key: key.into() } }
+    }
+
+    fn kv(key: &str, value: &str, revision: u64) -> KeyValue {
+        KeyValue { key: key.into(), value: value.into(), revision }
+    }
+
+    /// A naive model: the full map after every index.
+    type Model = Vec<BTreeMap<Vec<u8>, (Vec<u8>, u64)>>;
+
+    fn model_scan(model: &Model, revision: u64, start: &[u8], end: Option<&[u8]>, limit: u64) -> Vec<KeyValue> {
+        let state = &model[revision as usize];
+        let items = state.iter().filter(|(k, _)| k.as_slice() >= start && end.is_none_or(|e| k.as_slice() < e));
+        let items = items.map(|(k, (v, r))| KeyValue { key: k.clone(), value: v.clone(), revision: *r });
+        items.take(if limit == 0 { usize::MAX } else { limit as usize }).collect()
+    }
+
+    #[test]
+    fn against_model() {
+        let mut store = KvStore::new();
+        let mut model: Model = vec![BTreeMap::new()];
+        // A deterministic pseudo-random workload over a few keys.
+        let mut seed: u64 = 0x9e3779b97f4a7c15;
+        for index in 1..=400u64 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let key = format!("k{}", (seed >> 33) % 12);
+            let mut state = model.last().unwrap().clone();
+            match (seed >> 20) % 5 {
+                0 => store.apply_noop(index),
+                1 => {
+                    let existed = state.remove(key.as_bytes()).is_some();
+                    let result = store.apply(index, &delete(&key));
+                    assert_eq!(result, CommandResult::Delete { revision: index, existed });
+                }
+                _ => {
+                    let value = format!("v{index}");
+                    state.insert(key.clone().into_bytes(), (value.clone().into_bytes(), index));
+                    assert_eq!(store.apply(index, &put(&key, &value)), CommandResult::Put { revision: index });
+                }
+            }
+            model.push(state);
+            assert_eq!(store.len(), model.last().unwrap().len());
+        }
+        for revision in [0, 1, 50, 199, 400] {
+            for (start, end, limit) in [("", None, 0), ("k3", Some("k7"), 0), ("k1", None, 3), ("k5", Some("k2"), 0)] {
+                let end = end.map(str::as_bytes);
+                let got = store.scan(start.as_bytes(), end, limit, Some(revision)).unwrap();
+                assert_eq!(got, model_scan(&model, revision, start.as_bytes(), end, limit), "rev {revision}");
+            }
+            for k in 0..12 {
+                let key = format!("k{k}");
+                let want = model[revision as usize].get(key.as_bytes()).map(|(v, r)| KeyValue {
+                    key: key.clone().into_bytes(),
+                    value: v.clone(),
+                    revision: *r,
+                });
+                assert_eq!(store.get(key.as_bytes(), Some(revision)).unwrap(), want);
+            }
+        }
+        assert_eq!(store.scan(b"", None, 0, None).unwrap(), model_scan(&model, 400, b"", None, 0));
+        let restored = KvStore::restore(&store.snapshot()).unwrap();
+        assert_eq!(restored, store);
+    }
+
+    #[test]
+    fn revision_beyond_applied_is_unavailable() {
+        let mut store = KvStore::new();
+        store.apply(1, &put("a", "1"));
+        store.apply(2, &put("a", "2"));
+        assert_eq!(store.get(b"a", None).unwrap(), Some(kv("a", "2", 2)));
+        assert_eq!(store.get(b"a", Some(1)).unwrap(), Some(kv("a", "1", 1)));
+        assert_eq!(store.get(b"a", Some(3)), Err(RevisionUnavailable { revision: 3, first: 0, last: 2 }));
+        assert!(store.scan(b"", None, 0, Some(9)).is_err());
+    }
+
+    #[test]
+    fn delete_of_missing_key_does_not_write() {
+        let mut store = KvStore::new();
+        assert_eq!(store.apply(1, &delete("a")), CommandResult::Delete { revision: 1, existed: false });
+        assert_eq!(store.applied(), 1);
+        store.apply(2, &put("a", "x"));
+        assert_eq!(store.apply(3, &delete("a")), CommandResult::Delete { revision: 3, existed: true });
+        assert_eq!(store.apply(4, &delete("a")), CommandResult::Delete { revision: 4, existed: false });
+        assert_eq!(store.get(b"a", Some(2)).unwrap(), Some(kv("a", "x", 2)));
+        assert_eq!(store.get(b"a", None).unwrap(), None);
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn retried_request_is_applied_once() {
+        let mut store = KvStore::new();
+        let id = RequestId { client: 9, seq: 5 };
+        let first = Command { request_id: Some(id), op: WriteOp::Put { key: b"k".to_vec(), value: b"1".to_vec() } };
+        assert_eq!(store.apply(1, &first), CommandResult::Put { revision: 1 });
+        // The same request committed again (a client retry): same result, no write.
+        assert_eq!(store.apply(2, &first), CommandResult::Put { revision: 1 });
+        assert_eq!(store.get(b"k", None).unwrap(), Some(kv("k", "1", 1)));
+        // A stale retry (older seq) is not applied either.
+        let stale = Command { request_id: Some(RequestId { client: 9, seq: 4 }), op: WriteOp::Delete { key: b"k".to_vec() } };
+        assert_eq!(store.apply(3, &stale), CommandResult::Put { revision: 1 });
+        assert_eq!(store.applied(), 3);
+        assert_eq!(store.len(), 1);
+        // The dedup table survives a snapshot.
+        let mut restored = KvStore::restore(&store.snapshot()).unwrap();
+        assert_eq!(restored.apply(4, &first), CommandResult::Put { revision: 1 });
+        let next = Command { request_id: Some(RequestId { client: 9, seq: 6 }), op: WriteOp::Delete { key: b"k".to_vec() } };
+        assert_eq!(restored.apply(5, &next), CommandResult::Delete { revision: 5, existed: true });
+    }
+
+    #[test]
+    fn bootstrap_and_restore_errors() {
+        let store = KvStore::bootstrap(3, vec![(b"_/r1".to_vec(), b"d1".to_vec()), (b"_/r2".to_vec(), b"d2".to_vec())]);
+        assert_eq!(store.applied(), 3);
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.get(b"_/r1", None).unwrap().map(|kv| kv.revision), Some(3));
+        assert_eq!(store.get(b"_/r1", Some(2)).unwrap(), None);
+        assert!(KvStore::restore(b"\x05garbage").is_err());
+        let mut bytes = store.snapshot();
+        bytes.push(0);
+        assert!(KvStore::restore(&bytes).is_err());
+    }
+
+    #[test]
+    #[should_panic(expected = "apply index 2 <= applied 2")]
+    fn apply_out_of_order_panics() {
+        let mut store = KvStore::new();
+        store.apply_noop(2);
+        store.apply_noop(2);
     }
 }
