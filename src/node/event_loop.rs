@@ -219,8 +219,12 @@ impl Node {
             let mut ready = replica.raft.ready();
             outbox(&mut send_now, *range, std::mem::take(&mut ready.messages));
             if let Some(snapshot) = &ready.snapshot {
+                // The file first: once the marker is durable, recovery needs it.
                 self.snapshots.save(*range, snapshot)?;
                 replica.snapshot_index = snapshot.meta.index;
+                let (index, term) = (snapshot.meta.index, snapshot.meta.term);
+                self.wal.append(&WalRecord::SnapshotInstalled { range: *range, index, term })?;
+                wrote = true;
             }
             if !ready.entries.is_empty() {
                 let entries = ready.entries.clone();

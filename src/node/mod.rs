@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::env::real_disk::RealDisk;
 use crate::env::real_net::TcpNetwork;
 use crate::env::Disk;
-use crate::raft::{self, ConfState, HardState, MemStorage, NodeId, RaftGroup, Snapshot, SnapshotMeta};
+use crate::raft::{self, ConfState, Entry, HardState, MemStorage, NodeId, RaftGroup, Snapshot, SnapshotMeta};
 use crate::range::descriptor::{
     default_split_keys, descriptor_key, initial_descriptors, RangeDescriptor, RangeId, RangeTable,
     RESERVED_PREFIX,
@@ -264,7 +264,7 @@ fn recover_replicas(
         };
         let log = recovery.ranges.remove(&range).unwrap_or_default();
         let hard_state = log.hard_state.unwrap_or(HardState::default());
-        let entries: Vec<_> = log.entries.into_iter().filter(|e| e.index > snapshot.meta.index).collect();
+        let entries = entries_after(&snapshot.meta, log.entries);
         let snapshot_index = snapshot.meta.index;
         let store = MemStorage::recover(snapshot, hard_state, entries)
             .map_err(|e| recovery_error(format!("log does not follow its snapshot: {e}")))?;
@@ -277,6 +277,17 @@ fn recover_replicas(
         replicas.insert(range, Replica::new(descriptor.clone(), raft, kv, snapshot_index));
     }
     Ok(replicas)
+}
+
+/// The recovered entries that extend `snapshot`. If the log holds the snapshot's own
+/// index with another term, everything after it is from a history the snapshot
+/// replaced (a crash between saving a received snapshot and logging its marker).
+fn entries_after(snapshot: &SnapshotMeta, entries: Vec<Entry>) -> Vec<Entry> {
+    let diverged = entries.iter().any(|e| e.index == snapshot.index && e.term != snapshot.term);
+    if diverged {
+        return Vec::new();
+    }
+    entries.into_iter().filter(|e| e.index > snapshot.index).collect()
 }
 
 /// A range's state machine before its first entry: the meta range holds every range

@@ -127,6 +127,9 @@ impl Replica {
                 write.reply.send(match result {
                     CommandResult::Put { revision } => Response::Put { revision },
                     CommandResult::Delete { revision, existed } => Response::Delete { revision, existed },
+                    CommandResult::Expired => Response::Unavailable {
+                        reason: "retry too old to deduplicate; the outcome is unknown".into(),
+                    },
                 });
             } else {
                 write.reply.send(Response::Unavailable { reason: "leader changed; retry".into() });

@@ -7,9 +7,15 @@
 //! reads at a revision and scans need. Nothing is compacted yet.
 //!
 //! Client retries are deduplicated here, inside the replicated state (Raft
-//! dissertation, section 6.3): a table client -> (last seq, last result) is updated
-//! by `apply` and carried in snapshots, so every replica answers a retried request
-//! with the original result instead of applying it twice.
+//! dissertation, section 6.3): a table client -> recent (seq -> result) is updated by
+//! `apply` and carried in snapshots, so every replica answers a retried request with
+//! the original result instead of applying it twice. A client may have many writes
+//! in flight (pipelining), so a retried seq below the newest one applied is not
+//! necessarily a duplicate: each client keeps the results of its last
+//! `SESSION_RESULTS_MAX` writes. A retry older than that window is refused as
+//! `Expired` (its outcome is unknown to the client) rather than applied again.
+//! At most `SESSIONS_MAX` clients are remembered; the ones that wrote least recently
+//! (by revision, so every replica evicts the same ones) are forgotten first.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -19,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::node::wire::{KeyValue, RequestId};
 
 /// Bumped whenever the snapshot encoding changes.
-const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 
 /// A write as replicated in a Raft entry's data (bincode).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +46,14 @@ pub enum WriteOp {
 pub enum CommandResult {
     Put { revision: u64 },
     Delete { revision: u64, existed: bool },
+    /// A retry too old to tell whether it was applied; nothing was done now.
+    Expired,
 }
+
+/// Results remembered per client: its writes in flight at once must stay below this.
+pub const SESSION_RESULTS_MAX: usize = 1024;
+/// Clients remembered per range.
+pub const SESSIONS_MAX: usize = 10_000;
 
 /// A read asked for a revision this store cannot serve.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -65,11 +78,13 @@ pub struct Version {
     pub value: Option<Vec<u8>>,
 }
 
-/// The last request applied for one client.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The recent requests applied for one client.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct ClientSession {
-    seq: u64,
-    result: CommandResult,
+    /// seq -> result, at most `SESSION_RESULTS_MAX` of the highest seqs applied.
+    results: BTreeMap<u64, CommandResult>,
+    /// Revision of this client's latest applied write (for eviction order).
+    last_revision: u64,
 }
 
 /// The snapshot image (bincode).
@@ -127,8 +142,12 @@ impl KvStore {
         self.advance_applied(index);
         if let Some(id) = command.request_id {
             if let Some(session) = self.sessions.get(&id.client) {
-                if id.seq <= session.seq {
-                    return session.result.clone();
+                if let Some(result) = session.results.get(&id.seq) {
+                    return result.clone();
+                }
+                let full = session.results.len() >= SESSION_RESULTS_MAX;
+                if full && session.results.keys().next().is_some_and(|oldest| id.seq < *oldest) {
+                    return CommandResult::Expired;
                 }
             }
         }
@@ -146,9 +165,28 @@ impl KvStore {
             }
         };
         if let Some(id) = command.request_id {
-            self.sessions.insert(id.client, ClientSession { seq: id.seq, result: result.clone() });
+            self.remember(id, index, result.clone());
         }
         result
+    }
+
+    /// Records a client's result, bounding the session and the session table.
+    fn remember(&mut self, id: RequestId, index: u64, result: CommandResult) {
+        let session = self.sessions.entry(id.client).or_default();
+        session.results.insert(id.seq, result);
+        session.last_revision = index;
+        while session.results.len() > SESSION_RESULTS_MAX {
+            session.results.pop_first();
+        }
+        if self.sessions.len() > SESSIONS_MAX + SESSIONS_MAX / 8 {
+            let mut by_age: Vec<(u64, u64)> =
+                self.sessions.iter().map(|(client, s)| (s.last_revision, *client)).collect();
+            by_age.sort_unstable();
+            let excess = self.sessions.len() - SESSIONS_MAX;
+            for (_, client) in by_age.into_iter().take(excess) {
+                self.sessions.remove(&client);
+            }
+        }
     }
 
     /// Advances the applied index over an entry that writes nothing.
@@ -394,16 +432,51 @@ mod tests {
         // The same request committed again (a client retry): same result, no write.
         assert_eq!(store.apply(2, &first), CommandResult::Put { revision: 1 });
         assert_eq!(store.get(b"k", None).unwrap(), Some(kv("k", "1", 1)));
-        // A stale retry (older seq) is not applied either.
-        let stale = Command { request_id: Some(RequestId { client: 9, seq: 4 }), op: WriteOp::Delete { key: b"k".to_vec() } };
-        assert_eq!(store.apply(3, &stale), CommandResult::Put { revision: 1 });
-        assert_eq!(store.applied(), 3);
-        assert_eq!(store.len(), 1);
+        // An older seq not seen before is a pipelined write that arrived late: it applies.
+        let late = Command { request_id: Some(RequestId { client: 9, seq: 4 }), op: WriteOp::Delete { key: b"k".to_vec() } };
+        assert_eq!(store.apply(3, &late), CommandResult::Delete { revision: 3, existed: true });
+        assert_eq!(store.apply(4, &late), CommandResult::Delete { revision: 3, existed: true });
+        assert_eq!(store.applied(), 4);
+        assert_eq!(store.len(), 0);
         // The dedup table survives a snapshot.
         let mut restored = KvStore::restore(&store.snapshot()).unwrap();
-        assert_eq!(restored.apply(4, &first), CommandResult::Put { revision: 1 });
-        let next = Command { request_id: Some(RequestId { client: 9, seq: 6 }), op: WriteOp::Delete { key: b"k".to_vec() } };
-        assert_eq!(restored.apply(5, &next), CommandResult::Delete { revision: 5, existed: true });
+        assert_eq!(restored.apply(5, &first), CommandResult::Put { revision: 1 });
+        let next = Command { request_id: Some(RequestId { client: 9, seq: 6 }), op: WriteOp::Put { key: b"k".to_vec(), value: b"2".to_vec() } };
+        assert_eq!(restored.apply(6, &next), CommandResult::Put { revision: 6 });
+    }
+
+    #[test]
+    fn a_retry_older_than_the_session_window_is_refused_not_reapplied() {
+        let mut store = KvStore::new();
+        let put = |seq: u64| Command {
+            request_id: Some(RequestId { client: 1, seq }),
+            op: WriteOp::Put { key: b"k".to_vec(), value: seq.to_le_bytes().to_vec() },
+        };
+        for seq in 1..=SESSION_RESULTS_MAX as u64 + 1 {
+            store.apply(seq, &put(seq));
+        }
+        let next = SESSION_RESULTS_MAX as u64 + 2;
+        // seq 1 fell out of the window: whether it applied is no longer known.
+        assert_eq!(store.apply(next, &put(1)), CommandResult::Expired);
+        assert_eq!(store.get(b"k", None).unwrap().unwrap().revision, next - 1);
+        // seq 2 is still remembered.
+        assert_eq!(store.apply(next + 1, &put(2)), CommandResult::Put { revision: 2 });
+    }
+
+    #[test]
+    fn least_recently_writing_clients_are_forgotten_first() {
+        let mut store = KvStore::new();
+        let put = |client: u64| Command {
+            request_id: Some(RequestId { client, seq: 1 }),
+            op: WriteOp::Put { key: b"k".to_vec(), value: vec![] },
+        };
+        let clients = (SESSIONS_MAX + SESSIONS_MAX / 8 + 1) as u64;
+        for client in 1..=clients {
+            store.apply(client, &put(client));
+        }
+        assert_eq!(store.sessions.len(), SESSIONS_MAX);
+        assert!(!store.sessions.contains_key(&1), "the oldest client is evicted");
+        assert!(store.sessions.contains_key(&clients), "the newest client is kept");
     }
 
     #[test]

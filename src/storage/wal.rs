@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{io_err, StorageError};
 use crate::env::{Disk, DiskFile};
-use crate::raft::{Entry, HardState, Index};
+use crate::raft::{Entry, HardState, Index, Term};
 use crate::range::descriptor::RangeId;
 
 /// Frame header: len u32 + crc32 u32.
@@ -71,6 +71,10 @@ const SEGMENT_SUFFIX: &str = ".wal";
 pub enum WalRecord {
     Entries { range: RangeId, entries: Vec<Entry> },
     HardState { range: RangeId, hard_state: HardState },
+    /// A snapshot received from the leader at `index` (term `term`) replaced the
+    /// range's whole log: every earlier Entries record of the range is void, even
+    /// entries above `index` (they may belong to a divergent history).
+    SnapshotInstalled { range: RangeId, index: Index, term: Term },
 }
 
 /// Tuning of the WAL.
@@ -276,6 +280,9 @@ fn replay(recovery: &mut WalRecovery, max_index: &mut BTreeMap<RangeId, Index>, 
         WalRecord::HardState { range, hard_state } => {
             recovery.ranges.entry(range).or_default().hard_state = Some(hard_state);
         }
+        WalRecord::SnapshotInstalled { range, .. } => {
+            recovery.ranges.entry(range).or_default().entries.clear();
+        }
         WalRecord::Entries { range, entries } => {
             let (Some(first_new), Some(last_new)) = (entries.first(), entries.last()) else {
                 return;
@@ -404,6 +411,9 @@ impl Wal {
                     *max = (*max).max(last.index);
                 }
             }
+            // Voids older entries at replay; older segments still hold them back from
+            // release until the range's snapshot index passes them, which is safe.
+            WalRecord::SnapshotInstalled { .. } => {}
         }
         self.check_invariants();
         Ok(())

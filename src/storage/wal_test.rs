@@ -292,3 +292,23 @@ fn torn_tail_scan_of_a_full_size_segment_is_fast() {
     // Generous for unoptimized test builds on a shared machine.
     assert!(elapsed < std::time::Duration::from_secs(3), "recovery took {elapsed:?}");
 }
+
+#[test]
+fn an_installed_snapshot_voids_every_earlier_entry_of_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), 1 << 20);
+    // Entries 1..=20 of term 2, of which 11..=20 diverge from the leader's history.
+    append_entries(&mut wal, 1, 2, 1, 20);
+    append_entries(&mut wal, 2, 2, 1, 5);
+    wal.append(&WalRecord::SnapshotInstalled { range: RangeId(1), index: 15, term: 3 }).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (mut wal, recovery) = open(dir.path(), 1 << 20);
+    assert!(log(&recovery, 1).entries.is_empty(), "nothing of the old log survives");
+    assert_eq!(log(&recovery, 2).entries, entries(2, 1, 5), "other ranges are untouched");
+    append_entries(&mut wal, 1, 3, 16, 18);
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, recovery) = open(dir.path(), 1 << 20);
+    assert_eq!(log(&recovery, 1).entries, entries(3, 16, 18));
+}
