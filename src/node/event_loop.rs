@@ -261,11 +261,12 @@ impl Node {
         }
     }
 
-    fn apply_ready(&mut self, range: RangeId, mut ready: Ready) -> Result<(), StorageError> {
+    fn apply_ready(&mut self, range: RangeId, ready: Ready) -> Result<(), StorageError> {
         let not_leader_lost = || Response::Unavailable { reason: "leadership changed; retry".into() };
         let replica = self.replicas.get_mut(&range).expect("ready came from this replica");
-        if let Some(snapshot) = ready.snapshot.take() {
-            restore_snapshot(replica, &snapshot);
+        if let Some(snapshot) = &ready.snapshot {
+            // advance() needs the snapshot too: it replaces the group's stable log.
+            restore_snapshot(replica, snapshot);
         }
         for entry in &ready.committed_entries {
             replica.apply(entry);

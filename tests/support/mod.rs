@@ -126,9 +126,11 @@ impl Cluster {
         let mut all = String::new();
         for server in self.servers.values() {
             let text = std::fs::read_to_string(&server.log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            // Panics first (a backtrace would push them out of the tail), then the tail.
+            let panics = text.lines().filter(|l| l.contains("panicked at")).take(3);
+            let tail: Vec<&str> = text.lines().filter(|l| !l.starts_with("  ")).rev().take(20).collect();
             all.push_str(&format!("--- node {} ({}) ---\n", server.id, server.address));
-            for line in tail.iter().rev() {
+            for line in panics.chain(tail.into_iter().rev()) {
                 all.push_str(line);
                 all.push('\n');
             }
@@ -162,6 +164,21 @@ pub fn terminate(mut child: Child) -> ExitStatus {
     }
     let _ = child.kill();
     panic!("server did not exit within 10 s of SIGTERM");
+}
+
+/// Waits for a process expected to exit by itself; kills it and fails the test if it
+/// is still running after `limit`.
+pub fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
+    let polls = limit.as_millis() / 50;
+    for _ in 0..polls {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("collect output");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("collect output");
+    panic!("still running after {limit:?}; stderr: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 /// Waits until `address` accepts TCP connections.
