@@ -17,6 +17,8 @@ pub struct Network {
     pub read_states: BTreeMap<NodeId, Vec<ReadState>>,
     /// Snapshots each node restored from Ready.snapshot.
     pub restored: BTreeMap<NodeId, Vec<Snapshot>>,
+    /// Drops any message it returns true for.
+    pub drop_if: Option<Box<dyn Fn(&Message) -> bool>>,
 }
 
 pub fn id(n: u64) -> NodeId {
@@ -54,6 +56,7 @@ impl Network {
             applied: BTreeMap::new(),
             read_states: BTreeMap::new(),
             restored: BTreeMap::new(),
+            drop_if: None,
         }
     }
 
@@ -99,6 +102,9 @@ impl Network {
     /// Delivers one message unless its link is cut; processes the receiver.
     pub fn deliver(&mut self, msg: Message) {
         if self.cut.contains(&(msg.from, msg.to)) || !self.nodes.contains_key(&msg.to) {
+            return;
+        }
+        if self.drop_if.as_ref().is_some_and(|drop| drop(&msg)) {
             return;
         }
         let to = msg.to;
