@@ -28,17 +28,30 @@ impl RaftLog {
     /// state machine is assumed restored from the snapshot (applied = snapshot index).
     pub fn new(store: MemStorage) -> RaftLog {
         let snapshot_index = store.first_index() - 1;
-        let committed = store.hard_state().commit.clamp(snapshot_index, store.last_index());
+        let committed = store
+            .hard_state()
+            .commit
+            .clamp(snapshot_index, store.last_index());
         let unstable = Unstable::new(store.last_index() + 1);
-        RaftLog { store, unstable, committed, applied: snapshot_index, applying: snapshot_index }
+        RaftLog {
+            store,
+            unstable,
+            committed,
+            applied: snapshot_index,
+            applying: snapshot_index,
+        }
     }
 
     pub fn first_index(&self) -> Index {
-        self.unstable.maybe_first_index().unwrap_or_else(|| self.store.first_index())
+        self.unstable
+            .maybe_first_index()
+            .unwrap_or_else(|| self.store.first_index())
     }
 
     pub fn last_index(&self) -> Index {
-        self.unstable.maybe_last_index().unwrap_or_else(|| self.store.last_index())
+        self.unstable
+            .maybe_last_index()
+            .unwrap_or_else(|| self.store.last_index())
     }
 
     pub fn term(&self, index: Index) -> Result<Term, StorageError> {
@@ -60,7 +73,8 @@ impl RaftLog {
     }
 
     pub fn last_term(&self) -> Term {
-        self.term(self.last_index()).expect("the last index always has a term")
+        self.term(self.last_index())
+            .expect("the last index always has a term")
     }
 
     pub fn match_term(&self, index: Index, term: Term) -> bool {
@@ -69,7 +83,8 @@ impl RaftLog {
 
     /// Raft paper 5.4.1: a candidate's log is at least as up to date as ours.
     pub fn is_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
-        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     /// Highest index that is durable and still part of the log. While a received
@@ -82,14 +97,23 @@ impl RaftLog {
     }
 
     /// Entries `[low, high)` cut at `max_bytes` (at least one when low < high).
-    pub fn slice(&self, low: Index, high: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+    pub fn slice(
+        &self,
+        low: Index,
+        high: Index,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
         if low >= high {
             return Ok(Vec::new());
         }
         if low < self.first_index() {
             return Err(StorageError::Compacted(low));
         }
-        assert!(high <= self.last_index() + 1, "slice [{low}, {high}) beyond {}", self.last_index());
+        assert!(
+            high <= self.last_index() + 1,
+            "slice [{low}, {high}) beyond {}",
+            self.last_index()
+        );
         let offset = self.unstable.offset;
         let mut out = Vec::new();
         if low < offset {
@@ -114,7 +138,11 @@ impl RaftLog {
     /// overwrites its own log (DESIGN 8).
     pub fn append(&mut self, entries: &[Entry]) -> Index {
         if let Some(first) = entries.first() {
-            assert_eq!(first.index, self.last_index() + 1, "leader append must not truncate");
+            assert_eq!(
+                first.index,
+                self.last_index() + 1,
+                "leader append must not truncate"
+            );
             self.unstable.truncate_and_append(entries);
         }
         self.last_index()
@@ -123,7 +151,12 @@ impl RaftLog {
     /// Follower path (Raft paper figure 2, AppendEntries 2-5): if the log matches at
     /// `prev_index`/`prev_term`, appends `entries` replacing any conflicting suffix and
     /// returns the last index known to match the leader.
-    pub fn maybe_append(&mut self, prev_index: Index, prev_term: Term, entries: &[Entry]) -> Option<Index> {
+    pub fn maybe_append(
+        &mut self,
+        prev_index: Index,
+        prev_term: Term,
+        entries: &[Entry],
+    ) -> Option<Index> {
         if !self.match_term(prev_index, prev_term) {
             return None;
         }
@@ -142,7 +175,10 @@ impl RaftLog {
 
     /// The first entry that is not already in the log with the same term.
     fn find_conflict(&self, entries: &[Entry]) -> Option<Index> {
-        entries.iter().find(|e| !self.match_term(e.index, e.term)).map(|e| e.index)
+        entries
+            .iter()
+            .find(|e| !self.match_term(e.index, e.term))
+            .map(|e| e.index)
     }
 
     /// The largest index <= `index` whose term is <= `term`, with its term (used to
@@ -163,7 +199,11 @@ impl RaftLog {
         if index <= self.committed {
             return;
         }
-        assert!(index <= self.last_index(), "commit {index} beyond last {}", self.last_index());
+        assert!(
+            index <= self.last_index(),
+            "commit {index} beyond last {}",
+            self.last_index()
+        );
         self.committed = index;
     }
 
@@ -182,7 +222,9 @@ impl RaftLog {
         if self.unstable.snapshot.is_some() {
             return self.applying;
         }
-        self.committed.min(self.persisted_index()).max(self.applying)
+        self.committed
+            .min(self.persisted_index())
+            .max(self.applying)
     }
 
     pub fn has_next_committed_entries(&self) -> bool {
@@ -194,12 +236,16 @@ impl RaftLog {
         if high <= self.applying {
             return Vec::new();
         }
-        self.slice(self.applying + 1, high + 1, max_bytes).expect("committed entries are not compacted")
+        self.slice(self.applying + 1, high + 1, max_bytes)
+            .expect("committed entries are not compacted")
     }
 
     /// Resets the log to a snapshot received from the leader.
     pub fn restore(&mut self, snapshot: Snapshot) {
-        assert!(snapshot.meta.index > self.committed, "restore of an already committed snapshot");
+        assert!(
+            snapshot.meta.index > self.committed,
+            "restore of an already committed snapshot"
+        );
         self.committed = snapshot.meta.index;
         self.unstable.restore(snapshot);
     }
@@ -210,13 +256,20 @@ mod tests {
     use super::*;
 
     fn entry(index: Index, term: Term) -> Entry {
-        Entry { term, index, data: vec![] }
+        Entry {
+            term,
+            index,
+            data: vec![],
+        }
     }
 
     fn log_with(terms: &[Term]) -> RaftLog {
         let mut log = RaftLog::new(MemStorage::new(ConfState::default()));
-        let entries: Vec<Entry> =
-            terms.iter().enumerate().map(|(i, &t)| entry(i as u64 + 1, t)).collect();
+        let entries: Vec<Entry> = terms
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| entry(i as u64 + 1, t))
+            .collect();
         log.append(&entries);
         log
     }

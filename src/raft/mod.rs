@@ -31,8 +31,8 @@ mod replication;
 mod rng;
 mod snapshot;
 mod step;
-mod transfer;
 pub mod storage;
+mod transfer;
 mod unstable;
 
 #[cfg(test)]
@@ -210,7 +210,10 @@ impl RaftGroup {
         let hard_state = store.hard_state();
         let voters: BTreeSet<NodeId> = store.conf_state().voters.into_iter().collect();
         if !voters.contains(&config.id) {
-            return Err(RaftError::InvalidConfig(format!("{} is not a voter", config.id)));
+            return Err(RaftError::InvalidConfig(format!(
+                "{} is not a voter",
+                config.id
+            )));
         }
         let log = RaftLog::new(store);
         let mut group = RaftGroup {
@@ -239,7 +242,10 @@ impl RaftGroup {
             messages: Vec::new(),
             persisted_messages: Vec::new(),
             read_states: Vec::new(),
-            prev_soft_state: SoftState { leader: None, role: Role::Follower },
+            prev_soft_state: SoftState {
+                leader: None,
+                role: Role::Follower,
+            },
             prev_hard_state: hard_state,
             ready_number: 0,
             ready_outstanding: false,
@@ -264,7 +270,11 @@ impl RaftGroup {
     /// # Errors
     /// None today; kept for messages the core may refuse in future.
     pub fn step(&mut self, msg: Message) -> Result<(), RaftError> {
-        assert_eq!(msg.to, self.id, "message for {} stepped into {}", msg.to, self.id);
+        assert_eq!(
+            msg.to, self.id,
+            "message for {} stepped into {}",
+            msg.to, self.id
+        );
         self.step_message(msg);
         self.debug_check_invariants();
         Ok(())
@@ -276,7 +286,9 @@ impl RaftGroup {
     /// `NotLeader` on a non-leader; `ProposalDropped` during a leadership transfer.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<Index, RaftError> {
         if self.role != Role::Leader {
-            return Err(RaftError::NotLeader { leader_hint: self.leader_id });
+            return Err(RaftError::NotLeader {
+                leader_hint: self.leader_id,
+            });
         }
         if self.lead_transferee.is_some() {
             return Err(RaftError::ProposalDropped);
@@ -322,7 +334,12 @@ impl RaftGroup {
     /// If the snapshot is beyond the applied index or its term disagrees with the log.
     pub fn compact(&mut self, snapshot: Snapshot) -> Result<(), RaftError> {
         let index = snapshot.meta.index;
-        assert!(index <= self.log.applied, "{}: compact at {index} beyond applied {}", self.id, self.log.applied);
+        assert!(
+            index <= self.log.applied,
+            "{}: compact at {index} beyond applied {}",
+            self.id,
+            self.log.applied
+        );
         if index + 1 < self.log.store.first_index() {
             return Err(StorageError::Compacted(index).into());
         }
@@ -359,11 +376,18 @@ impl RaftGroup {
     }
 
     fn soft_state(&self) -> SoftState {
-        SoftState { leader: self.leader_id, role: self.role }
+        SoftState {
+            leader: self.leader_id,
+            role: self.role,
+        }
     }
 
     fn hard_state(&self) -> HardState {
-        HardState { term: self.term, vote: self.vote, commit: self.log.committed }
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
     }
 
     fn quorum_size(&self) -> usize {
@@ -379,7 +403,12 @@ impl RaftGroup {
     /// Queues a message. Anything whose meaning relies on durable term, vote or log
     /// (vote requests and grants, acks of entries or snapshots) waits for persistence.
     fn send_in_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
-        let msg = Message { from: self.id, to, term, body };
+        let msg = Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        };
         if needs_persistence(&msg.body) {
             self.persisted_messages.push(msg);
         } else {

@@ -11,7 +11,11 @@ use super::{RaftError, RaftGroup, ReadState, Role};
 
 impl RaftGroup {
     /// A read from the local client (`from` None) or forwarded by a follower.
-    pub(super) fn handle_read_request(&mut self, context: u64, from: Option<NodeId>) -> Result<(), RaftError> {
+    pub(super) fn handle_read_request(
+        &mut self,
+        context: u64,
+        from: Option<NodeId>,
+    ) -> Result<(), RaftError> {
         if self.role != Role::Leader {
             let Some(leader) = self.leader_id else {
                 return Err(RaftError::NotLeader { leader_hint: None });
@@ -46,14 +50,20 @@ impl RaftGroup {
             return false;
         }
         let sent: Vec<Option<u64>> = self.progress.values().map(|p| p.acked_send_tick).collect();
-        let Some(start) = quorum::quorum_value(sent) else { return false };
+        let Some(start) = quorum::quorum_value(sent) else {
+            return false;
+        };
         let length = u64::from(self.config.election_tick - self.config.lease_drift_ticks);
         self.now_tick < start + length
     }
 
     /// Answers every read whose heartbeat round a quorum acknowledged.
     pub(super) fn confirm_reads(&mut self) {
-        let rounds: Vec<Option<u64>> = self.progress.values().map(|p| Some(p.acked_round)).collect();
+        let rounds: Vec<Option<u64>> = self
+            .progress
+            .values()
+            .map(|p| Some(p.acked_round))
+            .collect();
         let confirmed_round = quorum::quorum_value(rounds).unwrap_or(0);
         for request in self.reads.confirm(confirmed_round) {
             self.answer_read(request.context, request.from, request.index);
@@ -64,7 +74,11 @@ impl RaftGroup {
         match from {
             None => self.read_states.push(ReadState { context, index }),
             Some(peer) => {
-                let body = MessageBody::ReadIndexResponse { context, index, reject: false };
+                let body = MessageBody::ReadIndexResponse {
+                    context,
+                    index,
+                    reject: false,
+                };
                 self.send(peer, body);
             }
         }

@@ -65,8 +65,7 @@ impl RaftGroup {
         assert!(
             !self.ready_outstanding,
             "{}: ready() called again before advance() of Ready {}",
-            self.id,
-            self.ready_number
+            self.id, self.ready_number
         );
         if self.role == Role::Leader && self.reads.has_unsent() {
             self.broadcast_heartbeat();
@@ -100,8 +99,16 @@ impl RaftGroup {
     /// # Panics
     /// If `ready` is not the outstanding Ready.
     pub fn advance(&mut self, ready: Ready) {
-        assert!(self.ready_outstanding, "{}: advance() without ready()", self.id);
-        assert_eq!(ready.number, self.ready_number, "{}: advance() of a stale Ready", self.id);
+        assert!(
+            self.ready_outstanding,
+            "{}: advance() without ready()",
+            self.id
+        );
+        assert_eq!(
+            ready.number, self.ready_number,
+            "{}: advance() of a stale Ready",
+            self.id
+        );
         self.ready_outstanding = false;
         if let Some(snapshot) = ready.snapshot {
             let index = snapshot.meta.index;

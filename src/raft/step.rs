@@ -14,7 +14,9 @@ impl RaftGroup {
             return;
         }
         match msg.body {
-            MessageBody::PreVote { .. } | MessageBody::Vote { .. } => self.handle_vote_request(&msg),
+            MessageBody::PreVote { .. } | MessageBody::Vote { .. } => {
+                self.handle_vote_request(&msg)
+            }
             _ => match self.role {
                 Role::Leader => self.step_leader(msg),
                 Role::Candidate | Role::PreCandidate => self.step_candidate(msg),
@@ -26,9 +28,10 @@ impl RaftGroup {
     /// A message from a higher term. Returns whether to go on processing it.
     fn step_higher_term(&mut self, msg: &Message) -> bool {
         match msg.body {
-            MessageBody::PreVote { .. } | MessageBody::Vote { transfer: false, .. }
-                if self.in_leader_lease() =>
-            {
+            MessageBody::PreVote { .. }
+            | MessageBody::Vote {
+                transfer: false, ..
+            } if self.in_leader_lease() => {
                 // Leader stickiness: a live leader exists; ignore the disruption.
                 return false;
             }
@@ -38,9 +41,9 @@ impl RaftGroup {
             _ => {}
         }
         let leader = match msg.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::Snapshot { .. } => {
-                Some(msg.from)
-            }
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::Snapshot { .. } => Some(msg.from),
             _ => None,
         };
         self.become_follower(msg.term, leader);
@@ -53,7 +56,12 @@ impl RaftGroup {
             MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
                 // With check-quorum or pre-vote a partitioned node may never bump the
                 // stale leader's term by a vote; this answer makes it step down.
-                let body = MessageBody::AppendResponse { reject: true, index: 0, hint_index: 0, hint_term: 0 };
+                let body = MessageBody::AppendResponse {
+                    reject: true,
+                    index: 0,
+                    hint_index: 0,
+                    hint_term: 0,
+                };
                 self.send(msg.from, body);
             }
             MessageBody::PreVote { .. } => {
@@ -69,7 +77,9 @@ impl RaftGroup {
         }
         match msg.body {
             MessageBody::AppendResponse { .. } => self.handle_append_response(&msg),
-            MessageBody::HeartbeatResponse { context } => self.handle_heartbeat_response(msg.from, context),
+            MessageBody::HeartbeatResponse { context } => {
+                self.handle_heartbeat_response(msg.from, context)
+            }
             MessageBody::SnapshotResponse { .. } => self.handle_snapshot_response(&msg),
             MessageBody::ReadIndex { context } => {
                 let _ = self.handle_read_request(context, Some(msg.from));
@@ -80,7 +90,9 @@ impl RaftGroup {
 
     fn step_candidate(&mut self, msg: Message) {
         match msg.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::Snapshot { .. } => {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::Snapshot { .. } => {
                 // A leader exists in our term (paper 5.2): return to follower.
                 self.become_follower(msg.term, Some(msg.from));
                 self.step_follower(msg);
@@ -107,7 +119,11 @@ impl RaftGroup {
                 self.handle_snapshot(msg);
             }
             MessageBody::TimeoutNow => self.hup(true),
-            MessageBody::ReadIndexResponse { context, index, reject } => {
+            MessageBody::ReadIndexResponse {
+                context,
+                index,
+                reject,
+            } => {
                 if !reject {
                     self.read_states.push(super::ReadState { context, index });
                 }
