@@ -52,6 +52,7 @@ impl RaftGroup {
         self.randomize_election_timeout();
         self.lead_transferee = None;
         self.transfer_elapsed = 0;
+        self.lease_revoked = false;
         self.votes.clear();
         self.progress.clear();
         self.reads.clear();

@@ -1,4 +1,7 @@
-//! Whole-state checks run after every input in debug builds (DESIGN section 8).
+//! Whole-state checks run after every input in debug builds (DESIGN section 8):
+//! commit never decreases; applied <= committed <= last index; the durable term and
+//! vote never run ahead of or contradict the in-memory ones; role-specific state.
+//! (A leader never truncating its own log is asserted in `RaftLog::append`.)
 
 use super::storage::Storage;
 use super::{RaftGroup, Role};
@@ -13,36 +16,40 @@ impl RaftGroup {
     /// # Panics
     /// If any invariant is broken; the message names the node, term and values.
     pub(super) fn check_invariants(&mut self) {
-        let (id, term) = (self.id, self.term);
-        let log = &self.log;
+        self.check_log_invariants();
+        self.check_role_invariants();
+        self.checked_commit = self.log.committed;
+    }
+
+    fn check_log_invariants(&self) {
+        let (id, term, log) = (self.id, self.term, &self.log);
+        let (applied, applying, committed) = (log.applied, log.applying, log.committed);
+        let last = log.last_index();
+        let before = self.checked_commit;
         assert!(
-            log.committed >= self.checked_commit,
-            "{id} t{term}: commit decreased {} -> {}",
-            self.checked_commit,
-            log.committed
+            committed >= before,
+            "{id} t{term}: commit decreased {before} -> {committed}"
         );
         assert!(
-            log.applied <= log.applying,
-            "{id} t{term}: applied {} > applying {}",
-            log.applied,
-            log.applying
+            applied <= applying,
+            "{id} t{term}: applied {applied} > applying {applying}"
         );
         assert!(
-            log.applying <= log.committed,
-            "{id} t{term}: applying {} > commit {}",
-            log.applying,
-            log.committed
+            applying <= committed,
+            "{id} t{term}: applying {applying} > commit {committed}"
         );
         assert!(
-            log.committed <= log.last_index(),
-            "{id} t{term}: commit {} > last {}",
-            log.committed,
-            log.last_index()
+            committed <= last,
+            "{id} t{term}: commit {committed} > last index {last}"
+        );
+        let first = log.first_index();
+        assert!(
+            first <= last + 1,
+            "{id} t{term}: first index {first} > last index {last} + 1"
         );
         assert!(
-            log.first_index() <= log.last_index() + 1,
-            "{id} t{term}: first {} > last+1",
-            log.first_index()
+            committed + 1 >= first,
+            "{id} t{term}: commit {committed} below snapshot"
         );
         let durable = log.store.hard_state();
         assert!(
@@ -56,6 +63,10 @@ impl RaftGroup {
                 "{id} t{term}: vote changed within a term"
             );
         }
+    }
+
+    fn check_role_invariants(&self) {
+        let (id, term) = (self.id, self.term);
         match self.role {
             Role::Leader => {
                 assert_eq!(
@@ -68,10 +79,11 @@ impl RaftGroup {
                     Some(id),
                     "{id} t{term}: leader did not vote for itself"
                 );
-                let own = &self.progress[&id];
+                let own = self.progress[&id].matched;
+                let persisted = self.log.persisted_index();
                 assert!(
-                    own.matched <= log.persisted_index(),
-                    "{id} t{term}: own match beyond persisted"
+                    own <= persisted,
+                    "{id} t{term}: own match {own} > persisted {persisted}"
                 );
             }
             Role::Candidate => assert_eq!(self.vote, Some(id), "{id} t{term}: candidate vote"),
@@ -79,9 +91,13 @@ impl RaftGroup {
                 assert!(
                     self.progress.is_empty(),
                     "{id} t{term}: non-leader keeps progress"
-                )
+                );
+                assert_ne!(
+                    self.leader_id,
+                    Some(id),
+                    "{id} t{term}: non-leader names itself"
+                );
             }
         }
-        self.checked_commit = log.committed;
     }
 }

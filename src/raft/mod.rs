@@ -180,6 +180,9 @@ pub struct RaftGroup {
     /// Leader only: the voter leadership is being transferred to, and for how long.
     lead_transferee: Option<NodeId>,
     transfer_elapsed: u32,
+    /// Leader only: a TimeoutNow was sent this term, so leases are unsafe until the
+    /// next term.
+    lease_revoked: bool,
     /// Leader only: the last heartbeat round sent, and the tick each recent one left.
     heartbeat_round: u64,
     round_send_ticks: BTreeMap<u64, u64>,
@@ -235,6 +238,7 @@ impl RaftGroup {
             now_tick: 0,
             lead_transferee: None,
             transfer_elapsed: 0,
+            lease_revoked: false,
             heartbeat_round: 0,
             round_send_ticks: BTreeMap::new(),
             reads: ReadIndexQueue::default(),

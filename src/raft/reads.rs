@@ -46,7 +46,8 @@ impl RaftGroup {
 
     /// Whether the leader lease covers the current tick.
     pub(super) fn lease_valid(&self) -> bool {
-        if !self.config.lease_read || self.role != Role::Leader || self.lead_transferee.is_some() {
+        let transferring = self.lead_transferee.is_some() || self.lease_revoked;
+        if !self.config.lease_read || self.role != Role::Leader || transferring {
             return false;
         }
         let sent: Vec<Option<u64>> = self.progress.values().map(|p| p.acked_send_tick).collect();

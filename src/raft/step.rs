@@ -72,9 +72,10 @@ impl RaftGroup {
     }
 
     fn step_leader(&mut self, msg: Message) {
-        if let Some(progress) = self.progress.get_mut(&msg.from) {
-            progress.recent_active = true;
-        }
+        let Some(progress) = self.progress.get_mut(&msg.from) else {
+            return; // Not a voter of this group: nothing it says counts.
+        };
+        progress.recent_active = true;
         match msg.body {
             MessageBody::AppendResponse { .. } => self.handle_append_response(&msg),
             MessageBody::HeartbeatResponse { context } => {

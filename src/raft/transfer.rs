@@ -26,6 +26,9 @@ impl RaftGroup {
             return false;
         }
         self.send(to, MessageBody::TimeoutNow);
+        // Voters may now elect `to` despite stickiness, so acks of this term no longer
+        // bound when another leader can appear: no lease for the rest of the term.
+        self.lease_revoked = true;
         true
     }
 
