@@ -46,6 +46,8 @@ mod read_index_test;
 mod replication_test;
 #[cfg(test)]
 mod snapshot_test;
+#[cfg(test)]
+mod safety_test;
 
 use std::collections::{BTreeMap, BTreeSet};
 
