@@ -45,9 +45,9 @@ mod read_index_test;
 #[cfg(test)]
 mod replication_test;
 #[cfg(test)]
-mod snapshot_test;
-#[cfg(test)]
 mod safety_test;
+#[cfg(test)]
+mod snapshot_test;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -424,17 +424,26 @@ impl RaftGroup {
 }
 
 /// Whether a message may only leave once the Ready it was produced with is durable.
+///
+/// Waits: `Vote` (the candidate's self-vote and term), `VoteResponse` and
+/// `PreVoteResponse` (a grant promises the vote and the log it compared), and
+/// `AppendResponse`/`SnapshotResponse` (they acknowledge entries or a snapshot, which
+/// the leader counts toward commit; a reject carries a term we may have just adopted).
+/// Sent at once: the leader's traffic (its term was durable before it won), `PreVote`
+/// (changes nothing durable), `HeartbeatResponse` (claims no log or vote: a follower
+/// that forgets the term cannot help elect another leader in it, whose voters already
+/// voted durably), `TimeoutNow`, and `ReadIndex`/`ReadIndexResponse`.
 fn needs_persistence(body: &MessageBody) -> bool {
     match body {
         MessageBody::Vote { .. }
         | MessageBody::VoteResponse { .. }
         | MessageBody::PreVoteResponse { .. }
         | MessageBody::AppendResponse { .. }
-        | MessageBody::HeartbeatResponse { .. }
         | MessageBody::SnapshotResponse { .. } => true,
         MessageBody::PreVote { .. }
         | MessageBody::Append { .. }
         | MessageBody::Heartbeat { .. }
+        | MessageBody::HeartbeatResponse { .. }
         | MessageBody::Snapshot { .. }
         | MessageBody::TimeoutNow
         | MessageBody::ReadIndex { .. }

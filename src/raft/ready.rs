@@ -26,6 +26,11 @@ pub struct ReadState {
 /// 3. send `persisted_messages` (they acknowledge or rely on durable state);
 /// 4. apply `committed_entries` in order; serve `read_states` once applied >= index;
 /// 5. `advance(ready)`. Do not call `ready()` again before that.
+///
+/// A Ready with no `snapshot`, `entries` or `hard_state` needs no fsync: its
+/// `persisted_messages` may go at once. `committed_entries` never include an entry
+/// not yet durable locally; a `snapshot` comes with no `committed_entries` (the
+/// entries after it come in later Readies).
 #[derive(Debug, Default)]
 pub struct Ready {
     /// Increases by one with each Ready of this group.

@@ -123,11 +123,9 @@ impl RaftGroup {
             MessageBody::ReadIndexResponse {
                 context,
                 index,
-                reject,
+                reject: false,
             } => {
-                if !reject {
-                    self.read_states.push(super::ReadState { context, index });
-                }
+                self.read_states.push(super::ReadState { context, index });
             }
             _ => {}
         }

@@ -6,6 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::*;
 
+/// Decides whether to drop a message.
+pub type DropRule = Box<dyn Fn(&Message) -> bool>;
+
 pub struct Network {
     pub nodes: BTreeMap<NodeId, RaftGroup>,
     pub queue: VecDeque<Message>,
@@ -18,7 +21,7 @@ pub struct Network {
     /// Snapshots each node restored from Ready.snapshot.
     pub restored: BTreeMap<NodeId, Vec<Snapshot>>,
     /// Drops any message it returns true for.
-    pub drop_if: Option<Box<dyn Fn(&Message) -> bool>>,
+    pub drop_if: Option<DropRule>,
 }
 
 pub fn id(n: u64) -> NodeId {
