@@ -24,7 +24,7 @@ impl RaftGroup {
     /// Starts an election: pre-vote first when enabled, unless a leadership transfer
     /// asked for it (`transfer`).
     pub(super) fn hup(&mut self, transfer: bool) {
-        if self.role == Role::Leader {
+        if self.role == Role::Leader || !self.voters.contains(&self.id) {
             return;
         }
         if self.config.pre_vote && !transfer {

@@ -209,17 +209,13 @@ impl RaftGroup {
     /// state (commit clamped to the log), applied = snapshot index.
     ///
     /// # Errors
-    /// `InvalidConfig` for a bad config or an id that is not a voter.
+    /// `InvalidConfig` for a bad config. A replica that is not (yet) a voter, e.g.
+    /// created empty to receive a snapshot, is allowed: it never campaigns, and it
+    /// takes the voters of the first snapshot it restores.
     pub fn new(config: Config, store: MemStorage) -> Result<RaftGroup, RaftError> {
         config.validate()?;
         let hard_state = store.hard_state();
         let voters: BTreeSet<NodeId> = store.conf_state().voters.into_iter().collect();
-        if !voters.contains(&config.id) {
-            return Err(RaftError::InvalidConfig(format!(
-                "{} is not a voter",
-                config.id
-            )));
-        }
         let log = RaftLog::new(store);
         let mut group = RaftGroup {
             id: config.id,

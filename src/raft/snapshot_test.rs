@@ -121,3 +121,27 @@ fn transfer_moves_leadership_and_drops_proposals_meanwhile() {
         vec![b"a".to_vec(), b"c".to_vec(), b"d".to_vec()]
     );
 }
+
+#[test]
+fn empty_replica_outside_the_voters_learns_them_from_a_snapshot() {
+    let mut net = Network::new(3, |c| c.snapshot_chunk_size = 16);
+    // Node 3 is created empty, without a membership (as a new replica would be).
+    let empty = RaftGroup::new(config(3), MemStorage::new(ConfState::default())).unwrap();
+    net.nodes.insert(id(3), empty);
+    net.isolate(3);
+    net.campaign(1);
+    net.propose(1, b"a");
+    let index = compact_at_applied(&mut net, 1, b"image");
+    net.tick_all(30);
+    net.heal();
+    net.tick_all(5);
+    assert_eq!(
+        net.leaders(),
+        vec![id(1)],
+        "the empty replica never campaigns"
+    );
+    let status = net.node(3).status();
+    assert_eq!(status.voters, vec![id(1), id(2), id(3)]);
+    assert_eq!(status.first_index, index + 1);
+    assert_eq!(status.applied, net.node(1).status().commit);
+}
