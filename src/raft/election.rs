@@ -183,9 +183,10 @@ impl RaftGroup {
     /// Whether this replica heard from a live leader within the election timeout, so
     /// it refuses to help depose it (thesis 4.2.3; also what makes leases safe).
     pub(super) fn in_leader_lease(&self) -> bool {
-        self.config.check_quorum
-            && self.leader_id.is_some()
-            && self.election_elapsed < self.config.election_tick
+        let heard = self.leader_id.is_some() && self.election_elapsed < self.config.election_tick;
+        // A restarted replica may have acked a lease holder just before it went down.
+        let restarting = self.now_tick < self.restart_sticky_ticks;
+        self.config.check_quorum && (heard || restarting)
     }
 
     /// PreVote and Vote requests whose term is not below ours (paper figure 2,

@@ -179,6 +179,9 @@ pub struct RaftGroup {
     rng: Rng,
     /// Ticks since creation; the lease clock.
     now_tick: u64,
+    /// A replica restarted with a nonzero term refuses (pre-)votes until this tick, as
+    /// if it had just heard from a leader: it may have acked a lease before the crash.
+    restart_sticky_ticks: u64,
     /// Leader only: the voter leadership is being transferred to, and for how long.
     lead_transferee: Option<NodeId>,
     transfer_elapsed: u32,
@@ -217,6 +220,12 @@ impl RaftGroup {
         let hard_state = store.hard_state();
         let voters: BTreeSet<NodeId> = store.conf_state().voters.into_iter().collect();
         let log = RaftLog::new(store);
+        let restarted = hard_state.term > 0;
+        let restart_sticky_ticks = if restarted {
+            u64::from(config.election_tick)
+        } else {
+            0
+        };
         let mut group = RaftGroup {
             id: config.id,
             rng: Rng::new(config.seed),
@@ -234,6 +243,7 @@ impl RaftGroup {
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             now_tick: 0,
+            restart_sticky_ticks,
             lead_transferee: None,
             transfer_elapsed: 0,
             lease_revoked: false,

@@ -142,3 +142,48 @@ fn lease_read_is_answered_at_once_within_the_lease() {
     );
     assert!(net.queue.is_empty(), "no heartbeat round was needed");
 }
+
+fn restart(net: &mut Network, n: u64, configure: impl Fn(&mut Config)) {
+    let store = net.node(n).store().clone();
+    let entries = store
+        .entries(store.first_index(), store.last_index() + 1, u64::MAX)
+        .unwrap();
+    let recovered = MemStorage::recover(store.snapshot(), store.hard_state(), entries).unwrap();
+    let mut config = config(n);
+    configure(&mut config);
+    net.nodes
+        .insert(id(n), RaftGroup::new(config, recovered).unwrap());
+}
+
+#[test]
+fn restarted_followers_do_not_elect_anyone_during_a_lease() {
+    let lease = |c: &mut Config| c.lease_read = true;
+    let mut net = Network::new(3, lease);
+    net.campaign(1);
+    net.tick_all(2);
+    net.isolate(1);
+    restart(&mut net, 2, lease);
+    restart(&mut net, 3, lease);
+    net.node(2).campaign();
+    net.deliver_all();
+    assert_ne!(
+        net.node(2).role(),
+        Role::Leader,
+        "node 3 must refuse while a lease may run"
+    );
+    net.node(1).read_index(9).unwrap();
+    net.process(id(1));
+    assert_eq!(
+        reads(&net, 1).len(),
+        1,
+        "the old leader's lease is still safe to use"
+    );
+    net.tick_all(30);
+    let leaders = net.leaders();
+    assert_eq!(
+        leaders.len(),
+        1,
+        "node 1 stepped down; the majority side elected anew"
+    );
+    assert_ne!(leaders[0], id(1));
+}

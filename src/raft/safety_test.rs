@@ -49,7 +49,7 @@ impl Sweep {
         self.rng.range(1, 4)
     }
 
-    fn step(&mut self, lease_read: bool) {
+    fn step(&mut self) {
         match self.rng.range(0, 100) {
             0..=44 => self.deliver_random(),
             45..=49 => {
@@ -68,7 +68,7 @@ impl Sweep {
             65..=74 => self.read(),
             75..=76 => self.partition(),
             80..=82 => self.compact(),
-            83 if !lease_read && self.rng.range(0, 4) == 0 => self.restart(),
+            83 if self.rng.range(0, 4) == 0 => self.restart(),
             _ => self.deliver_random(),
         }
         self.net.process_all();
@@ -185,7 +185,7 @@ impl Sweep {
 fn run(seed: u64, lease_read: bool, steps: usize) -> Sweep {
     let mut sweep = Sweep::new(seed, lease_read);
     for _ in 0..steps {
-        sweep.step(lease_read);
+        sweep.step();
     }
     sweep.converge(seed);
     sweep
