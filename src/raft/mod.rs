@@ -1,4 +1,4 @@
-//! The sans-IO Raft core. (STUB: public surface only; the implementation replaces it.)
+//! The sans-IO Raft core: one `RaftGroup` per replica of a range.
 //!
 //! Driver loop (the node does this for every range, one WAL fsync for all):
 //! 1. `tick()` on every tick, `step(msg)` for every message, `propose`/`read_index`
@@ -7,12 +7,59 @@
 //!    `rd.snapshot`, `rd.entries`, `rd.hard_state`; fsync; then send
 //!    `rd.persisted_messages`; apply `rd.committed_entries`; serve `rd.read_states`
 //!    once applied; `advance(rd)`.
+//!
+//! ```text
+//!  tick/step/propose/read_index ──> RaftGroup ──ready()──> Ready ──driver──> advance()
+//!                                   election.rs  replication.rs  snapshot.rs  reads.rs
+//!                                   log.rs = MemStorage (durable) + Unstable (tail)
+//! ```
+//!
+//! The core owns no socket, file, clock, thread or ambient randomness: time is ticks
+//! and election jitter comes from `Config::seed`.
 
+mod election;
+mod inflights;
+mod invariants;
+mod log;
 pub mod message;
+mod progress;
+mod quorum;
+mod read_index;
+mod reads;
+mod ready;
+mod replication;
+mod rng;
+mod snapshot;
+mod step;
 pub mod storage;
+mod transfer;
+mod unstable;
+
+#[cfg(test)]
+mod test_network;
+
+#[cfg(test)]
+mod election_test;
+#[cfg(test)]
+mod read_index_test;
+#[cfg(test)]
+mod replication_test;
+#[cfg(test)]
+mod safety_test;
+#[cfg(test)]
+mod snapshot_test;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use message::*;
+pub use ready::{ReadState, Ready, SoftState};
 pub use storage::{MemStorage, Storage, StorageError};
+
+use log::RaftLog;
+use progress::Progress;
+use read_index::ReadIndexQueue;
+use rng::Rng;
+use snapshot::SnapshotAssembly;
 
 /// Errors a caller can act on. A failed call does not change the group.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +113,25 @@ impl Config {
             seed,
         }
     }
+
+    /// # Errors
+    /// `InvalidConfig` when a field is out of range.
+    pub fn validate(&self) -> Result<(), RaftError> {
+        let invalid = |what: &str| Err(RaftError::InvalidConfig(what.to_string()));
+        if self.id.0 == 0 {
+            return invalid("id must not be 0");
+        }
+        if self.heartbeat_tick == 0 || self.election_tick <= self.heartbeat_tick {
+            return invalid("need 0 < heartbeat_tick < election_tick");
+        }
+        if self.max_inflight_msgs == 0 || self.snapshot_chunk_size == 0 {
+            return invalid("max_inflight_msgs and snapshot_chunk_size must be positive");
+        }
+        if self.lease_read && (!self.check_quorum || self.lease_drift_ticks >= self.election_tick) {
+            return invalid("lease_read needs check_quorum and lease_drift_ticks < election_tick");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,34 +140,6 @@ pub enum Role {
     PreCandidate,
     Candidate,
     Leader,
-}
-
-/// Volatile state that changed; not persisted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SoftState {
-    pub leader: Option<NodeId>,
-    pub role: Role,
-}
-
-/// A confirmed read: serve the read tagged `context` once applied >= `index`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReadState {
-    pub context: u64,
-    pub index: Index,
-}
-
-/// What the driver must do next. See the module docs for the order.
-#[derive(Debug, Default)]
-pub struct Ready {
-    pub number: u64,
-    pub soft_state: Option<SoftState>,
-    pub hard_state: Option<HardState>,
-    pub entries: Vec<Entry>,
-    pub snapshot: Option<Snapshot>,
-    pub messages: Vec<Message>,
-    pub persisted_messages: Vec<Message>,
-    pub committed_entries: Vec<Entry>,
-    pub read_states: Vec<ReadState>,
 }
 
 /// A snapshot of the group for `rangedb status`.
@@ -120,64 +158,301 @@ pub struct Status {
 
 /// One member of one Raft group.
 pub struct RaftGroup {
-    _config: Config,
-    _store: MemStorage,
+    config: Config,
+    id: NodeId,
+    /// Current term and vote (durable once the Ready carrying them is advanced).
+    term: Term,
+    vote: Option<NodeId>,
+    role: Role,
+    leader_id: Option<NodeId>,
+    log: RaftLog,
+    voters: BTreeSet<NodeId>,
+    /// Leader only: one entry per voter, including itself.
+    progress: BTreeMap<NodeId, Progress>,
+    /// (Pre-)candidate only: votes received in this election.
+    votes: BTreeMap<NodeId, bool>,
+    /// Ticks since the last election timeout reset (leader: since last quorum check).
+    election_elapsed: u32,
+    heartbeat_elapsed: u32,
+    /// In [election_tick, 2 * election_tick), redrawn at every role change.
+    randomized_election_timeout: u32,
+    rng: Rng,
+    /// Ticks since creation; the lease clock.
+    now_tick: u64,
+    /// A replica restarted with a nonzero term refuses (pre-)votes until this tick, as
+    /// if it had just heard from a leader: it may have acked a lease before the crash.
+    restart_sticky_ticks: u64,
+    /// Leader only: the voter leadership is being transferred to, and for how long.
+    lead_transferee: Option<NodeId>,
+    transfer_elapsed: u32,
+    /// Leader only: a TimeoutNow was sent this term, so leases are unsafe until the
+    /// next term.
+    lease_revoked: bool,
+    /// Leader only: the last heartbeat round sent, and the tick each recent one left.
+    heartbeat_round: u64,
+    round_send_ticks: BTreeMap<u64, u64>,
+    reads: ReadIndexQueue,
+    /// Follower only: a snapshot being received in chunks.
+    incoming_snapshot: Option<SnapshotAssembly>,
+    messages: Vec<Message>,
+    persisted_messages: Vec<Message>,
+    read_states: Vec<ReadState>,
+    /// What the last Ready reported, to report only changes.
+    prev_soft_state: SoftState,
+    prev_hard_state: HardState,
+    ready_number: u64,
+    /// A Ready was handed out and not yet advanced.
+    ready_outstanding: bool,
+    /// Debug only: the commit index at the last invariant check.
+    checked_commit: Index,
 }
 
 impl RaftGroup {
+    /// Builds a replica from its durable state: term, vote and commit from the hard
+    /// state (commit clamped to the log), applied = snapshot index.
+    ///
+    /// # Errors
+    /// `InvalidConfig` for a bad config. A replica that is not (yet) a voter, e.g.
+    /// created empty to receive a snapshot, is allowed: it never campaigns, and it
+    /// takes the voters of the first snapshot it restores.
     pub fn new(config: Config, store: MemStorage) -> Result<RaftGroup, RaftError> {
-        Ok(RaftGroup { _config: config, _store: store })
+        config.validate()?;
+        let hard_state = store.hard_state();
+        let voters: BTreeSet<NodeId> = store.conf_state().voters.into_iter().collect();
+        let log = RaftLog::new(store);
+        let restarted = hard_state.term > 0;
+        let restart_sticky_ticks = if restarted {
+            u64::from(config.election_tick)
+        } else {
+            0
+        };
+        let mut group = RaftGroup {
+            id: config.id,
+            rng: Rng::new(config.seed),
+            randomized_election_timeout: config.election_tick,
+            config,
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader_id: None,
+            checked_commit: log.committed,
+            log,
+            voters,
+            progress: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            now_tick: 0,
+            restart_sticky_ticks,
+            lead_transferee: None,
+            transfer_elapsed: 0,
+            lease_revoked: false,
+            heartbeat_round: 0,
+            round_send_ticks: BTreeMap::new(),
+            reads: ReadIndexQueue::default(),
+            incoming_snapshot: None,
+            messages: Vec::new(),
+            persisted_messages: Vec::new(),
+            read_states: Vec::new(),
+            prev_soft_state: SoftState {
+                leader: None,
+                role: Role::Follower,
+            },
+            prev_hard_state: hard_state,
+            ready_number: 0,
+            ready_outstanding: false,
+        };
+        group.randomize_election_timeout();
+        Ok(group)
     }
+
+    /// Advances logical time by one tick: elections on followers, heartbeats,
+    /// check-quorum and transfer timeouts on the leader.
     pub fn tick(&mut self) {
-        todo!()
+        self.now_tick += 1;
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            _ => self.tick_election(),
+        }
+        self.debug_check_invariants();
     }
-    pub fn step(&mut self, _msg: Message) -> Result<(), RaftError> {
-        todo!()
+
+    /// Feeds one message from a peer.
+    ///
+    /// # Errors
+    /// None today; kept for messages the core may refuse in future.
+    pub fn step(&mut self, msg: Message) -> Result<(), RaftError> {
+        assert_eq!(
+            msg.to, self.id,
+            "message for {} stepped into {}",
+            msg.to, self.id
+        );
+        self.step_message(msg);
+        self.debug_check_invariants();
+        Ok(())
     }
+
     /// Appends `data` to the leader's log; returns the index it will commit at.
-    pub fn propose(&mut self, _data: Vec<u8>) -> Result<Index, RaftError> {
-        todo!()
+    ///
+    /// # Errors
+    /// `NotLeader` on a non-leader; `ProposalDropped` during a leadership transfer.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<Index, RaftError> {
+        if self.role != Role::Leader {
+            return Err(RaftError::NotLeader {
+                leader_hint: self.leader_id,
+            });
+        }
+        if self.lead_transferee.is_some() {
+            return Err(RaftError::ProposalDropped);
+        }
+        let index = self.append_entry(data);
+        self.broadcast_append();
+        self.debug_check_invariants();
+        Ok(index)
     }
+
     /// Starts a linearizable read; the answer arrives as a `ReadState` with `context`.
-    pub fn read_index(&mut self, _context: u64) -> Result<(), RaftError> {
-        todo!()
+    ///
+    /// # Errors
+    /// `NotLeader { leader_hint: None }` when no leader is known.
+    pub fn read_index(&mut self, context: u64) -> Result<(), RaftError> {
+        self.handle_read_request(context, None)
     }
-    pub fn transfer_leader(&mut self, _to: NodeId) {
-        todo!()
+
+    /// Leader only: hands leadership to voter `to` once it is caught up. Proposals
+    /// are dropped meanwhile; aborted after `election_tick` ticks.
+    pub fn transfer_leader(&mut self, to: NodeId) {
+        self.start_transfer(to);
+        self.debug_check_invariants();
     }
+
     /// Starts an election now (used to elect a single-node group without waiting).
     pub fn campaign(&mut self) {
-        todo!()
+        self.hup(false);
+        self.debug_check_invariants();
     }
-    pub fn has_ready(&self) -> bool {
-        todo!()
+
+    /// The durable state of this replica as of the last `advance`.
+    pub fn store(&self) -> &MemStorage {
+        &self.log.store
     }
-    pub fn ready(&mut self) -> Ready {
-        todo!()
+
+    /// Drops log entries up to `snapshot.meta.index` (<= applied); the snapshot is
+    /// kept and served to lagging followers.
+    ///
+    /// # Errors
+    /// `Storage(Compacted)` if the log is already compacted past it.
+    /// # Panics
+    /// If the snapshot is beyond the applied index or its term disagrees with the log.
+    pub fn compact(&mut self, snapshot: Snapshot) -> Result<(), RaftError> {
+        let index = snapshot.meta.index;
+        assert!(
+            index <= self.log.applied,
+            "{}: compact at {index} beyond applied {}",
+            self.id,
+            self.log.applied
+        );
+        if index + 1 < self.log.store.first_index() {
+            return Err(StorageError::Compacted(index).into());
+        }
+        self.log.store.compact(snapshot);
+        Ok(())
     }
-    pub fn advance(&mut self, _ready: Ready) {
-        todo!()
-    }
-    /// The driver wrote a state machine snapshot at `snapshot.meta.index` (<= applied);
-    /// drop log entries up to it and serve it to lagging followers.
-    pub fn compact(&mut self, _snapshot: Snapshot) -> Result<(), RaftError> {
-        todo!()
-    }
+
     pub fn status(&self) -> Status {
-        todo!()
+        Status {
+            id: self.id,
+            role: self.role,
+            term: self.term,
+            leader: self.leader_id,
+            commit: self.log.committed,
+            applied: self.log.applied,
+            last_index: self.log.last_index(),
+            first_index: self.log.first_index(),
+            voters: self.voters.iter().copied().collect(),
+        }
     }
+
     pub fn leader(&self) -> Option<NodeId> {
-        todo!()
+        self.leader_id
     }
+
     pub fn role(&self) -> Role {
-        todo!()
+        self.role
     }
+
     /// Idle (leader with every follower caught up, or follower with a live leader):
-    /// the node may stop ticking it. (Quiescence is a later issue; may return false.)
+    /// the node may stop ticking it. (Quiescence is a later issue; returns false.)
     pub fn is_quiescent(&self) -> bool {
         false
     }
-    pub fn store(&self) -> &MemStorage {
-        &self._store
+
+    fn soft_state(&self) -> SoftState {
+        SoftState {
+            leader: self.leader_id,
+            role: self.role,
+        }
+    }
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    fn quorum_size(&self) -> usize {
+        quorum::majority(self.voters.len())
+    }
+
+    /// Queues a message in the current term.
+    fn send(&mut self, to: NodeId, body: MessageBody) {
+        let term = self.term;
+        self.send_in_term(to, term, body);
+    }
+
+    /// Queues a message. Anything whose meaning relies on durable term, vote or log
+    /// (vote requests and grants, acks of entries or snapshots) waits for persistence.
+    fn send_in_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        let msg = Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        };
+        if needs_persistence(&msg.body) {
+            self.persisted_messages.push(msg);
+        } else {
+            self.messages.push(msg);
+        }
+    }
+}
+
+/// Whether a message may only leave once the Ready it was produced with is durable.
+///
+/// Waits: `Vote` (the candidate's self-vote and term), `VoteResponse` and
+/// `PreVoteResponse` (a grant promises the vote and the log it compared), and
+/// `AppendResponse`/`SnapshotResponse` (they acknowledge entries or a snapshot, which
+/// the leader counts toward commit; a reject carries a term we may have just adopted).
+/// Sent at once: the leader's traffic (its term was durable before it won), `PreVote`
+/// (changes nothing durable), `HeartbeatResponse` (claims no log or vote: a follower
+/// that forgets the term cannot help elect another leader in it, whose voters already
+/// voted durably), `TimeoutNow`, and `ReadIndex`/`ReadIndexResponse`.
+fn needs_persistence(body: &MessageBody) -> bool {
+    match body {
+        MessageBody::Vote { .. }
+        | MessageBody::VoteResponse { .. }
+        | MessageBody::PreVoteResponse { .. }
+        | MessageBody::AppendResponse { .. }
+        | MessageBody::SnapshotResponse { .. } => true,
+        MessageBody::PreVote { .. }
+        | MessageBody::Append { .. }
+        | MessageBody::Heartbeat { .. }
+        | MessageBody::HeartbeatResponse { .. }
+        | MessageBody::Snapshot { .. }
+        | MessageBody::TimeoutNow
+        | MessageBody::ReadIndex { .. }
+        | MessageBody::ReadIndexResponse { .. } => false,
     }
 }
