@@ -233,7 +233,7 @@ impl Client {
     pub async fn status(&self) -> ClusterStatus {
         let deadline = Instant::now() + self.inner.config.attempt_timeout;
         let mut attempts = Attempts::new(deadline);
-        self.refresh_table(&mut attempts).await;
+        self.refresh_table(&mut attempts, 0).await;
         status::collect(self, self.candidates()).await
     }
 
@@ -271,8 +271,13 @@ impl Client {
     }
 
     /// Loads the range table from the first node that answers.
-    async fn refresh_table(&self, attempts: &mut Attempts) {
-        for address in self.candidates() {
+    /// Starts at the `rotation`-th candidate so that retries do not keep waiting on
+    /// the same dead node first.
+    async fn refresh_table(&self, attempts: &mut Attempts, rotation: usize) {
+        let mut candidates = self.candidates();
+        let len = candidates.len();
+        candidates.rotate_left(rotation % len.max(1));
+        for address in candidates {
             let Some(budget) = attempts.budget(self.inner.config.attempt_timeout) else {
                 return;
             };
@@ -311,7 +316,7 @@ impl Client {
                 Some(address) => address,
                 None => {
                     if self.routes().needs_refresh() {
-                        self.refresh_table(&mut attempts).await;
+                        self.refresh_table(&mut attempts, rotation).await;
                     }
                     self.pick_target(key, rotation)
                 }
@@ -337,6 +342,8 @@ impl Client {
                 }
                 Ok(Response::Unavailable { reason }) => {
                     attempts.answered = true;
+                    // A node shutting down fails writes it may already have proposed.
+                    attempts.maybe_sent |= kind == Kind::Write;
                     attempts.last_error = format!("{target} is unavailable: {reason}");
                 }
                 Ok(response) => {

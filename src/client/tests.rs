@@ -347,3 +347,32 @@ fn client_escape_shows_bytes_readably() {
     assert_eq!(escape(b"abc"), "abc");
     assert_eq!(escape(b"a\tb\n\\\x00\xff"), "a\\tb\\n\\\\\\x00\\xff");
 }
+
+#[tokio::test]
+async fn client_skips_a_dead_endpoint() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let table = Arc::new(Mutex::new(None));
+    let server = FakeServer::start(script(table.clone(), |request| match request {
+        Request::Put { .. } => Some(Response::Put { revision: 5 }),
+        _ => None,
+    }))
+    .await;
+    *table.lock().unwrap() = Some(single_table(&server.address));
+    let client = Client::new(config(&[&dead, &server.address], 3000));
+    assert_eq!(client.put(b"k", b"v").await, Ok(5));
+}
+
+#[tokio::test]
+async fn client_write_refused_by_shutting_down_node_is_outcome_unknown() {
+    let table = Arc::new(Mutex::new(None));
+    let server = FakeServer::start(script(table.clone(), |_| {
+        Some(Response::Unavailable { reason: "shutting down".to_string() })
+    }))
+    .await;
+    *table.lock().unwrap() = Some(single_table(&server.address));
+    let client = Client::new(config(&[&server.address], 300));
+    let result = client.put(b"k", b"v").await;
+    assert!(matches!(result, Err(ClientError::OutcomeUnknown { .. })), "{result:?}");
+}
