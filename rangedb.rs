@@ -1,1 +1,435 @@
-fn main(){}
+//! The `rangedb` command: runs a server or talks to a cluster as a client.
+//!
+//! Only parsing, printing and exit codes live here; the work is in the library
+//! (`rangedb::node::run_server`, `rangedb::client::Client`).
+
+// `madsim` is set by `cargo sim`; the signal code differs there.
+#![allow(unexpected_cfgs)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{CommandFactory, Parser, Subcommand};
+
+use rangedb::client::{check_key, escape, Client, ClientConfig, ClientError, ClusterStatus};
+use rangedb::node::ServerConfig;
+use rangedb::raft::NodeId;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  error (cluster unavailable, no quorum, bad server configuration, ...)
+  2  usage error (bad flags, empty key, key under the reserved prefix `_/`)
+  3  key not found (get, delete)
+  4  outcome unknown: a write timed out and may or may not have been applied";
+
+const EXIT_ERROR: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_NOT_FOUND: u8 = 3;
+const EXIT_OUTCOME_UNKNOWN: u8 = 4;
+
+/// A replicated, range-partitioned key-value database.
+#[derive(Parser, Debug)]
+#[command(name = "rangedb", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// Comma-separated `host:port` of cluster nodes to contact (clients only).
+    #[arg(long, global = true, value_delimiter = ',', default_value = "127.0.0.1:7001")]
+    endpoints: Vec<String>,
+    /// Deadline for one client operation, retries included: `5s`, `500ms`, `1m` or a
+    /// number of milliseconds.
+    #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
+    timeout: Duration,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs a node until SIGINT or SIGTERM.
+    Server(ServerArgs),
+    /// Writes VALUE at KEY (VALUE `-` reads it from stdin).
+    Put { key: OsString, value: OsString },
+    /// Prints the value at KEY (raw bytes; a newline is added on a terminal).
+    Get {
+        key: OsString,
+        /// Read as of this revision of the key's range.
+        #[arg(long)]
+        revision: Option<u64>,
+    },
+    /// Deletes KEY.
+    Delete { key: OsString },
+    /// Prints `key<TAB>value` for keys in [START, END) (END "" = to the end), with
+    /// non-printable bytes escaped.
+    Scan {
+        start: OsString,
+        end: OsString,
+        /// At most this many keys (0 = all).
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+    },
+    /// Shows every range (span, leader, term, commit, applied, replicas) and node.
+    Status,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServerArgs {
+    /// This node's id (> 0), one of the ids in --peers.
+    #[arg(long, default_value_t = 1)]
+    id: u64,
+    /// Address to listen on for clients and peers.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    listen: String,
+    /// Every cluster member as `id=host:port`, comma-separated, this node included
+    /// (default: a single-node cluster of this node at --listen).
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Directory holding this node's WAL and snapshots.
+    #[arg(long, default_value = "./rangedb-data")]
+    data_dir: PathBuf,
+    /// Keys at which the keyspace is first cut into ranges, comma-separated (only
+    /// when the cluster is created; default: the server's choice).
+    #[arg(long, value_delimiter = ',')]
+    split_keys: Option<Vec<String>>,
+    /// Raft tick interval in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    tick_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(ref args) => run_server(args),
+        _ => run_client(&cli),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Parses `5s`, `1.5s`, `500ms`, `2m` or a bare number of milliseconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 =
+        number.parse().map_err(|_| format!("`{text}` is not a duration like 5s or 500ms"))?;
+    let seconds = match unit.trim() {
+        "" | "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        other => return Err(format!("unknown unit `{other}` in `{text}` (use ms, s or m)")),
+    };
+    if !(seconds > 0.0 && seconds < 1e9) {
+        return Err(format!("`{text}` must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn run_server(args: &ServerArgs) -> anyhow::Result<u8> {
+    let config = server_config(args).context("invalid server configuration")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime
+        .block_on(rangedb::node::run_server(config, shutdown_signal()))
+        .context("server failed")?;
+    Ok(0)
+}
+
+fn server_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
+    if args.id == 0 {
+        bail!("--id must be greater than 0");
+    }
+    check_address(&args.listen).context("--listen")?;
+    let peers = if args.peers.is_empty() {
+        BTreeMap::from([(NodeId(args.id), args.listen.clone())])
+    } else {
+        parse_peers(&args.peers)?
+    };
+    if !peers.contains_key(&NodeId(args.id)) {
+        bail!("--peers must include this node's --id {}", args.id);
+    }
+    let split_keys = match &args.split_keys {
+        None => None,
+        Some(keys) => Some(parse_split_keys(keys)?),
+    };
+    if args.tick_ms == 0 {
+        bail!("--tick-ms must be greater than 0");
+    }
+    Ok(ServerConfig {
+        node_id: NodeId(args.id),
+        listen: args.listen.clone(),
+        peers,
+        data_dir: args.data_dir.clone(),
+        split_keys,
+        tick_ms: args.tick_ms,
+    })
+}
+
+fn parse_peers(entries: &[String]) -> anyhow::Result<BTreeMap<NodeId, String>> {
+    let mut peers = BTreeMap::new();
+    for entry in entries {
+        let Some((id, address)) = entry.split_once('=') else {
+            bail!("--peers entry `{entry}` is not of the form id=host:port");
+        };
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("--peers entry `{entry}`: `{id}` is not a node id"))?;
+        if id == 0 {
+            bail!("--peers entry `{entry}`: node ids start at 1");
+        }
+        let address = address.trim().to_string();
+        check_address(&address).with_context(|| format!("--peers entry `{entry}`"))?;
+        if peers.insert(NodeId(id), address).is_some() {
+            bail!("--peers lists node id {id} twice");
+        }
+    }
+    Ok(peers)
+}
+
+/// Accepts `host:port` with a numeric port (the host is resolved when connecting).
+fn check_address(address: &str) -> anyhow::Result<()> {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        bail!("`{address}` is not of the form host:port");
+    };
+    if host.is_empty() {
+        bail!("`{address}` has no host");
+    }
+    port.parse::<u16>().with_context(|| format!("`{address}`: `{port}` is not a port number"))?;
+    Ok(())
+}
+
+fn parse_split_keys(keys: &[String]) -> anyhow::Result<Vec<Vec<u8>>> {
+    let keys: Vec<Vec<u8>> = keys.iter().map(|key| key.as_bytes().to_vec()).collect();
+    for key in &keys {
+        check_key(key).with_context(|| format!("--split-keys `{}`", escape(key)))?;
+    }
+    if keys.windows(2).any(|pair| pair[0] >= pair[1]) {
+        bail!("--split-keys must be in increasing order without repeats");
+    }
+    Ok(keys)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(not(madsim))]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(error) => {
+                eprintln!("warning: cannot watch SIGTERM ({error}); stop with SIGINT");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(madsim)]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    eprintln!("shutting down");
+}
+
+fn run_client(cli: &Cli) -> anyhow::Result<u8> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let config = ClientConfig {
+        endpoints: cli.endpoints.clone(),
+        request_timeout: cli.timeout,
+        attempt_timeout: cli.timeout.min(Duration::from_secs(2)),
+        connect_timeout: cli.timeout.min(Duration::from_secs(1)),
+        client_id: None,
+    };
+    if config.endpoints.iter().all(|endpoint| endpoint.trim().is_empty()) {
+        usage_error("--endpoints is empty");
+    }
+    let client = Client::new(config);
+    runtime.block_on(client_command(&client, &cli.command))
+}
+
+async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Server(_) => unreachable!("handled by run_server"),
+        Command::Put { key, value } => {
+            let key = key_arg(key);
+            let value = if value == "-" {
+                let mut value = Vec::new();
+                std::io::stdin().read_to_end(&mut value).context("cannot read stdin")?;
+                value
+            } else {
+                value.clone().into_encoded_bytes()
+            };
+            let revision = client_result(client.put(&key, &value).await)?;
+            println!("OK (revision {revision})");
+            Ok(0)
+        }
+        Command::Get { key, revision } => {
+            let key = key_arg(key);
+            let found = match revision {
+                None => client.get(&key).await,
+                Some(revision) => client.get_at(&key, *revision).await,
+            };
+            let Some(kv) = client_result(found)? else {
+                eprintln!("key not found: {}", escape(&key));
+                return Ok(EXIT_NOT_FOUND);
+            };
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            out.write_all(&kv.value).context("cannot write to stdout")?;
+            if stdout.is_terminal() {
+                out.write_all(b"\n").context("cannot write to stdout")?;
+            }
+            out.flush().context("cannot write to stdout")?;
+            Ok(0)
+        }
+        Command::Delete { key } => {
+            let key = key_arg(key);
+            if client_result(client.delete(&key).await)? {
+                println!("OK (deleted)");
+                Ok(0)
+            } else {
+                eprintln!("key not found: {}", escape(&key));
+                Ok(EXIT_NOT_FOUND)
+            }
+        }
+        Command::Scan { start, end, limit } => {
+            let start = start.clone().into_encoded_bytes();
+            let end = end.clone().into_encoded_bytes();
+            let end = (!end.is_empty()).then_some(end);
+            let kvs = client_result(client.scan(&start, end.as_deref(), *limit).await)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            for kv in kvs {
+                writeln!(out, "{}\t{}", escape(&kv.key), escape(&kv.value))
+                    .context("cannot write to stdout")?;
+            }
+            out.flush().context("cannot write to stdout")?;
+            Ok(0)
+        }
+        Command::Status => {
+            let status = client.status().await;
+            print_status(&status);
+            let any_up = status.nodes.iter().any(|node| node.status.is_ok());
+            Ok(if any_up { 0 } else { EXIT_ERROR })
+        }
+    }
+}
+
+/// A key from the command line, or exit 2 if the server would refuse it.
+fn key_arg(key: &OsString) -> Vec<u8> {
+    let key = key.clone().into_encoded_bytes();
+    if let Err(error) = check_key(&key) {
+        usage_error(&error.to_string());
+    }
+    key
+}
+
+fn usage_error(message: &str) -> ! {
+    let mut command = Cli::command();
+    command.error(clap::error::ErrorKind::InvalidValue, message).exit()
+}
+
+/// Passes success through; exits 4 for an unknown outcome, 2 for an invalid request;
+/// other errors become `error: ...` with exit 1.
+fn client_result<T>(result: Result<T, ClientError>) -> anyhow::Result<T> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(error @ ClientError::OutcomeUnknown { .. }) => {
+            eprintln!("error: {error}");
+            std::process::exit(i32::from(EXIT_OUTCOME_UNKNOWN));
+        }
+        Err(error @ ClientError::Invalid { .. }) => {
+            eprintln!("error: {error}");
+            std::process::exit(i32::from(EXIT_USAGE));
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn print_status(status: &ClusterStatus) {
+    let mut rows =
+        vec![["RANGE", "START", "END", "LEADER", "TERM", "COMMIT", "APPLIED", "REPLICAS"]
+            .map(String::from)];
+    for range in status.ranges() {
+        let descriptor = &range.descriptor;
+        let leader = match range.leader {
+            Some(leader) => leader.to_string(),
+            None => "none".to_string(),
+        };
+        let replicas: Vec<String> = descriptor.replicas.iter().map(NodeId::to_string).collect();
+        rows.push([
+            descriptor.id.to_string(),
+            format!("\"{}\"", escape(&descriptor.start)),
+            match &descriptor.end {
+                Some(end) => format!("\"{}\"", escape(end)),
+                None => "(end)".to_string(),
+            },
+            leader,
+            range.term.to_string(),
+            range.commit.to_string(),
+            range.applied.to_string(),
+            replicas.join(","),
+        ]);
+    }
+    print_table(&rows);
+    println!();
+    let mut rows = vec![["NODE", "ADDRESS", "STATE"].map(String::from)];
+    for node in &status.nodes {
+        rows.push(match &node.status {
+            Ok(own) => {
+                let peers: Vec<String> = own
+                    .peers
+                    .iter()
+                    .map(|(id, _, up)| format!("{id} {}", if *up { "up" } else { "down" }))
+                    .collect();
+                [
+                    own.node.to_string(),
+                    node.address.clone(),
+                    format!("up, {} replicas, links: {}", own.ranges.len(), peers.join(", ")),
+                ]
+            }
+            Err(reason) => {
+                ["?".to_string(), node.address.clone(), format!("unreachable: {reason}")]
+            }
+        });
+    }
+    print_table(&rows);
+}
+
+fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let mut line = String::new();
+        for (column, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if column + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}

@@ -148,33 +148,429 @@ pub enum WireError {
     Io(#[from] std::io::Error),
 }
 
-/// Encodes one value as a complete frame. (STUB)
-pub fn encode_frame<T: Serialize>(_value: &T) -> Vec<u8> {
-    todo!()
+/// Bytes before the payload: `len: u32 LE | crc32: u32 LE`.
+pub const FRAME_HEADER_BYTES: usize = 8;
+
+/// bincode's standard configuration with a decode limit equal to the frame limit, so
+/// a length prefix inside a payload can never make bincode allocate more than a frame.
+fn bincode_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<{ MAX_FRAME_BYTES as usize }>,
+> {
+    bincode::config::standard().with_limit::<{ MAX_FRAME_BYTES as usize }>()
+}
+
+/// Encodes one value as a complete frame, refusing a payload over `MAX_FRAME_BYTES`
+/// (the receiver would drop the connection).
+///
+/// # Errors
+/// `TooLarge` when the payload exceeds `MAX_FRAME_BYTES`; `Decode` if serde refuses the
+/// value (not expected for the wire types).
+pub fn try_encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
+    // Reserve the header first so the payload is encoded in place, without a copy.
+    let mut frame = vec![0u8; FRAME_HEADER_BYTES];
+    bincode::serde::encode_into_std_write(value, &mut frame, bincode_config())
+        .map_err(|error| WireError::Decode(format!("cannot encode: {error}")))?;
+    let payload_len = frame.len() - FRAME_HEADER_BYTES;
+    if payload_len > MAX_FRAME_BYTES as usize {
+        return Err(WireError::TooLarge {
+            len: u32::try_from(payload_len).unwrap_or(u32::MAX),
+            max: MAX_FRAME_BYTES,
+        });
+    }
+    let crc = crc32fast::hash(&frame[FRAME_HEADER_BYTES..]);
+    // The cast holds: payload_len <= MAX_FRAME_BYTES, a u32.
+    frame[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+    Ok(frame)
+}
+
+/// Encodes one value as a complete frame.
+///
+/// # Panics
+/// If the payload exceeds `MAX_FRAME_BYTES`: callers size what they send (snapshot
+/// chunks, batches) below the limit; use `try_encode_frame` where they cannot.
+pub fn encode_frame<T: Serialize>(value: &T) -> Vec<u8> {
+    match try_encode_frame(value) {
+        Ok(frame) => frame,
+        Err(error) => panic!("encode_frame: {error}"),
+    }
+}
+
+/// Splits a frame header into `(len, crc)` and checks `len` against the limit.
+fn parse_header(header: &[u8; FRAME_HEADER_BYTES]) -> Result<(u32, u32), WireError> {
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_FRAME_BYTES {
+        return Err(WireError::TooLarge { len, max: MAX_FRAME_BYTES });
+    }
+    Ok((len, crc))
+}
+
+/// Checks the payload's checksum and decodes it; the payload must be consumed whole.
+fn decode_payload<T: serde::de::DeserializeOwned>(
+    expected_crc: u32,
+    payload: &[u8],
+) -> Result<T, WireError> {
+    let actual = crc32fast::hash(payload);
+    if actual != expected_crc {
+        return Err(WireError::Checksum { expected: expected_crc, actual });
+    }
+    let (value, consumed) = bincode::serde::decode_from_slice(payload, bincode_config())
+        .map_err(|error| WireError::Decode(error.to_string()))?;
+    if consumed != payload.len() {
+        return Err(WireError::Decode(format!(
+            "{} trailing bytes after the value",
+            payload.len() - consumed
+        )));
+    }
+    Ok(value)
 }
 
 /// Decodes one frame from the front of `buf`: `Ok(None)` if `buf` holds only part of
-/// a frame, else the value and the number of bytes consumed. Pure, for fuzzing. (STUB)
+/// a frame, else the value and the number of bytes consumed. Pure, for fuzzing.
+///
+/// # Errors
+/// `TooLarge` (checked from the header alone, before anything is allocated),
+/// `Checksum`, or `Decode`.
 pub fn decode_frame<T: serde::de::DeserializeOwned>(
-    _buf: &[u8],
+    buf: &[u8],
 ) -> Result<Option<(T, usize)>, WireError> {
-    todo!()
+    let Some(header) = buf.first_chunk::<FRAME_HEADER_BYTES>() else {
+        return Ok(None);
+    };
+    let (len, crc) = parse_header(header)?;
+    let frame_len = FRAME_HEADER_BYTES + len as usize;
+    if buf.len() < frame_len {
+        return Ok(None);
+    }
+    let value = decode_payload(crc, &buf[FRAME_HEADER_BYTES..frame_len])?;
+    Ok(Some((value, frame_len)))
 }
 
-/// Reads one frame; `Ok(None)` on a clean end of stream between frames. (STUB)
-pub async fn read_frame<T, R>(_reader: &mut R) -> Result<Option<T>, WireError>
+/// Reads one frame; `Ok(None)` on a clean end of stream between frames.
+///
+/// # Errors
+/// `Truncated` if the stream ends inside a frame; `TooLarge` (before the payload
+/// buffer is allocated), `Checksum`, `Decode`, or `Io`.
+pub async fn read_frame<T, R>(reader: &mut R) -> Result<Option<T>, WireError>
 where
     T: serde::de::DeserializeOwned,
     R: tokio::io::AsyncRead + Unpin,
 {
-    todo!()
+    use tokio::io::AsyncReadExt;
+
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    let mut filled = 0;
+    while filled < FRAME_HEADER_BYTES {
+        let read = reader.read(&mut header[filled..]).await?;
+        if read == 0 {
+            return if filled == 0 { Ok(None) } else { Err(WireError::Truncated) };
+        }
+        filled += read;
+    }
+    let (len, crc) = parse_header(&header)?;
+    let mut payload = vec![0u8; len as usize];
+    match reader.read_exact(&mut payload).await {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(WireError::Truncated)
+        }
+        Err(error) => return Err(WireError::Io(error)),
+    }
+    decode_payload(crc, &payload).map(Some)
 }
 
-/// Writes one frame (not flushed). (STUB)
-pub async fn write_frame<T, W>(_writer: &mut W, _value: &T) -> Result<(), WireError>
+/// Writes one frame (not flushed).
+///
+/// # Errors
+/// `TooLarge` if the value's payload exceeds `MAX_FRAME_BYTES` (nothing is written),
+/// or `Io`.
+pub async fn write_frame<T, W>(writer: &mut W, value: &T) -> Result<(), WireError>
 where
     T: Serialize,
     W: tokio::io::AsyncWrite + Unpin,
 {
-    todo!()
+    use tokio::io::AsyncWriteExt;
+
+    let frame = try_encode_frame(value)?;
+    writer.write_all(&frame).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{ConfState, Entry, MessageBody, SnapshotMeta};
+
+    fn descriptor() -> RangeDescriptor {
+        RangeDescriptor {
+            id: RangeId(7),
+            start: b"g".to_vec(),
+            end: Some(b"n".to_vec()),
+            generation: 3,
+            replicas: vec![NodeId(1), NodeId(2), NodeId(3)],
+        }
+    }
+
+    fn kv(key: &[u8]) -> KeyValue {
+        KeyValue { key: key.to_vec(), value: vec![0, 255, 10], revision: 42 }
+    }
+
+    fn requests() -> Vec<Request> {
+        let request_id = RequestId { client: u64::MAX, seq: 9 };
+        vec![
+            Request::Put { key: b"k".to_vec(), value: b"v".to_vec(), request_id },
+            Request::Put { key: vec![0; 1000], value: vec![], request_id },
+            Request::Delete { key: b"k".to_vec(), request_id },
+            Request::Get {
+                key: b"k".to_vec(),
+                revision: None,
+                consistency: ReadConsistency::Linearizable,
+            },
+            Request::Get {
+                key: b"k".to_vec(),
+                revision: Some(5),
+                consistency: ReadConsistency::Lease,
+            },
+            Request::Scan { start: vec![], end: None, limit: 0, revision: None },
+            Request::Scan {
+                start: b"a".to_vec(),
+                end: Some(b"z".to_vec()),
+                limit: 10,
+                revision: Some(3),
+            },
+            Request::RangeTable,
+            Request::Status,
+        ]
+    }
+
+    fn responses() -> Vec<Response> {
+        vec![
+            Response::Put { revision: 1 },
+            Response::Delete { revision: 2, existed: true },
+            Response::Get { kv: None, read_revision: 3 },
+            Response::Get { kv: Some(kv(b"a")), read_revision: 3 },
+            Response::Scan {
+                kvs: vec![kv(b"a"), kv(b"b")],
+                resume: Some(b"n".to_vec()),
+                read_revision: 4,
+            },
+            Response::Scan { kvs: vec![], resume: None, read_revision: 0 },
+            Response::RangeTable {
+                ranges: vec![descriptor()],
+                addresses: vec![(NodeId(1), "127.0.0.1:7001".to_string())],
+            },
+            Response::Status(NodeStatus {
+                node: NodeId(1),
+                address: "127.0.0.1:7001".to_string(),
+                peers: vec![(NodeId(2), "127.0.0.1:7002".to_string(), false)],
+                ranges: vec![RangeStatus {
+                    descriptor: descriptor(),
+                    role: "Leader".to_string(),
+                    leader: Some(NodeId(1)),
+                    term: 5,
+                    commit: 10,
+                    applied: 9,
+                    last_index: 11,
+                }],
+            }),
+            Response::NotLeader {
+                range: RangeId(1),
+                leader: Some(NodeId(2)),
+                address: Some("x:1".into()),
+            },
+            Response::NotLeader { range: RangeId(1), leader: None, address: None },
+            Response::RevisionUnavailable { revision: 1, first: 2, last: 3 },
+            Response::Invalid { reason: "empty key".to_string() },
+            Response::Unavailable { reason: "shutting down".to_string() },
+        ]
+    }
+
+    fn message_bodies() -> Vec<MessageBody> {
+        let meta = SnapshotMeta {
+            index: 10,
+            term: 2,
+            conf_state: ConfState { voters: vec![NodeId(1), NodeId(2)], learners: vec![NodeId(3)] },
+        };
+        vec![
+            MessageBody::PreVote { last_index: 1, last_term: 1 },
+            MessageBody::PreVoteResponse { reject: true },
+            MessageBody::Vote { last_index: 1, last_term: 1, transfer: true },
+            MessageBody::VoteResponse { reject: false },
+            MessageBody::Append {
+                prev_index: 4,
+                prev_term: 1,
+                entries: vec![
+                    Entry { term: 2, index: 5, data: vec![] },
+                    Entry { term: 2, index: 6, data: b"put".to_vec() },
+                ],
+                commit: 4,
+            },
+            MessageBody::AppendResponse { reject: true, index: 3, hint_index: 2, hint_term: 1 },
+            MessageBody::Heartbeat { commit: 9, context: 1 },
+            MessageBody::HeartbeatResponse { context: 1 },
+            MessageBody::Snapshot {
+                meta,
+                total_len: 100,
+                offset: 0,
+                chunk: vec![1; 50],
+                done: false,
+            },
+            MessageBody::SnapshotResponse { index: 10, next_offset: 50, reject: false },
+            MessageBody::TimeoutNow,
+            MessageBody::ReadIndex { context: 77 },
+            MessageBody::ReadIndexResponse { context: 77, index: 12, reject: false },
+        ]
+    }
+
+    fn peer_batch() -> PeerBatch {
+        let envelopes = message_bodies()
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| Envelope {
+                range: RangeId(i as u64),
+                message: Message { from: NodeId(1), to: NodeId(2), term: 3, body },
+            })
+            .collect();
+        PeerBatch { envelopes }
+    }
+
+    fn round_trip<T>(value: &T)
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let frame = encode_frame(value);
+        let (decoded, consumed) = decode_frame::<T>(&frame).unwrap().expect("complete frame");
+        assert_eq!(&decoded, value);
+        assert_eq!(consumed, frame.len());
+    }
+
+    #[test]
+    fn wire_round_trip_every_shape() {
+        for (id, request) in requests().into_iter().enumerate() {
+            round_trip(&ClientRequest { id: id as u64, request });
+        }
+        for (id, response) in responses().into_iter().enumerate() {
+            round_trip(&ClientResponse { id: id as u64, response });
+        }
+        round_trip(&Hello::Peer { version: PROTOCOL_VERSION, cluster: 99, from: NodeId(4) });
+        round_trip(&Hello::Client { version: PROTOCOL_VERSION });
+        round_trip(&peer_batch());
+        round_trip(&PeerBatch { envelopes: vec![] });
+    }
+
+    #[test]
+    fn wire_decode_consumes_one_frame_of_several() {
+        let mut buf = encode_frame(&Hello::Client { version: 1 });
+        let first_len = buf.len();
+        buf.extend(encode_frame(&peer_batch()));
+        let (hello, consumed) = decode_frame::<Hello>(&buf).unwrap().unwrap();
+        assert_eq!(hello, Hello::Client { version: 1 });
+        assert_eq!(consumed, first_len);
+        let (batch, _) = decode_frame::<PeerBatch>(&buf[consumed..]).unwrap().unwrap();
+        assert_eq!(batch, peer_batch());
+    }
+
+    #[test]
+    fn wire_every_truncation_is_incomplete() {
+        let frame = encode_frame(&peer_batch());
+        for cut in 0..frame.len() {
+            let result = decode_frame::<PeerBatch>(&frame[..cut]);
+            assert!(matches!(result, Ok(None)), "prefix of {cut} bytes: {result:?}");
+        }
+        // Truncating the payload but fixing up the header must be an error, not a panic.
+        for cut in 0..frame.len() - FRAME_HEADER_BYTES {
+            let payload = &frame[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + cut];
+            let mut shortened = (cut as u32).to_le_bytes().to_vec();
+            shortened.extend(crc32fast::hash(payload).to_le_bytes());
+            shortened.extend(payload);
+            let result = decode_frame::<PeerBatch>(&shortened);
+            assert!(matches!(result, Err(WireError::Decode(_))), "payload of {cut}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn wire_every_bit_flip_is_rejected() {
+        let frame = encode_frame(&ClientRequest { id: 1, request: requests().remove(0) });
+        for bit in 0..frame.len() * 8 {
+            let mut damaged = frame.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            let result = decode_frame::<ClientRequest>(&damaged);
+            assert!(!matches!(result, Ok(Some(_))), "bit {bit} flipped was accepted");
+        }
+    }
+
+    #[test]
+    fn wire_oversize_length_rejected_from_header() {
+        let mut header = (MAX_FRAME_BYTES + 1).to_le_bytes().to_vec();
+        header.extend([0u8; 4]);
+        let result = decode_frame::<PeerBatch>(&header);
+        assert!(
+            matches!(result, Err(WireError::TooLarge { len, .. }) if len == MAX_FRAME_BYTES + 1)
+        );
+        let mut header = u32::MAX.to_le_bytes().to_vec();
+        header.extend([0u8; 4]);
+        assert!(matches!(decode_frame::<Hello>(&header), Err(WireError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn wire_inner_length_prefix_cannot_allocate_past_limit() {
+        // A payload whose Vec length prefix claims ~2^60 elements, with a valid crc.
+        // PeerBatch is one field, the Vec; 253 is bincode's varint marker for "a u64
+        // follows".
+        let mut payload = vec![253u8];
+        payload.extend((1u64 << 60).to_le_bytes());
+        let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+        frame.extend(crc32fast::hash(&payload).to_le_bytes());
+        frame.extend(&payload);
+        assert!(matches!(decode_frame::<PeerBatch>(&frame), Err(WireError::Decode(_))));
+    }
+
+    #[test]
+    fn wire_oversize_value_refused_on_encode() {
+        let big = ClientRequest {
+            id: 1,
+            request: Request::Put {
+                key: b"k".to_vec(),
+                value: vec![0; MAX_FRAME_BYTES as usize + 1],
+                request_id: RequestId { client: 1, seq: 1 },
+            },
+        };
+        assert!(matches!(try_encode_frame(&big), Err(WireError::TooLarge { .. })));
+    }
+
+    #[tokio::test]
+    async fn wire_read_frame_from_stream() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let batch = peer_batch();
+        let sent = batch.clone();
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            write_frame(&mut client, &Hello::Client { version: 1 }).await.unwrap();
+            write_frame(&mut client, &sent).await.unwrap();
+            // A partial frame, then end of stream.
+            let frame = encode_frame(&sent);
+            client.write_all(&frame[..10]).await.unwrap();
+        });
+        let hello: Hello = read_frame(&mut server).await.unwrap().unwrap();
+        assert_eq!(hello, Hello::Client { version: 1 });
+        let received: PeerBatch = read_frame(&mut server).await.unwrap().unwrap();
+        assert_eq!(received, batch);
+        writer.await.unwrap();
+        let truncated = read_frame::<PeerBatch, _>(&mut server).await;
+        assert!(matches!(truncated, Err(WireError::Truncated)), "{truncated:?}");
+
+        let (client, mut server) = tokio::io::duplex(64);
+        drop(client);
+        assert!(read_frame::<Hello, _>(&mut server).await.unwrap().is_none());
+
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let mut header = (MAX_FRAME_BYTES + 1).to_le_bytes().to_vec();
+        header.extend([0u8; 4]);
+        tokio::io::AsyncWriteExt::write_all(&mut client, &header).await.unwrap();
+        let result = read_frame::<Hello, _>(&mut server).await;
+        assert!(matches!(result, Err(WireError::TooLarge { .. })));
+    }
 }
