@@ -98,6 +98,10 @@ struct ServerArgs {
     /// Raft tick interval in milliseconds.
     #[arg(long, default_value_t = 50)]
     tick_ms: u64,
+    /// Snapshot a range's state machine (and release old log segments) after this
+    /// many applied entries.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_entries: u64,
 }
 
 fn main() -> ExitCode {
@@ -173,6 +177,7 @@ fn server_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
         data_dir: args.data_dir.clone(),
         split_keys,
         tick_ms: args.tick_ms,
+        snapshot_entries: args.snapshot_entries,
     })
 }
 

@@ -278,27 +278,3 @@ mod tests {
         assert_eq!(store.entries(2, 3, 0).unwrap(), vec![entry(2, 2)]);
     }
 }
-
-impl Storage for MemStorage {
-    fn hard_state(&self) -> HardState {
-        todo!()
-    }
-    fn conf_state(&self) -> ConfState {
-        todo!()
-    }
-    fn first_index(&self) -> Index {
-        todo!()
-    }
-    fn last_index(&self) -> Index {
-        todo!()
-    }
-    fn term(&self, _index: Index) -> Result<Term, StorageError> {
-        todo!()
-    }
-    fn entries(&self, _low: Index, _high: Index, _max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        todo!()
-    }
-    fn snapshot(&self) -> Snapshot {
-        todo!()
-    }
-}
