@@ -6,6 +6,9 @@
 // `madsim` is set by `cargo sim`; the signal code differs there.
 #![allow(unexpected_cfgs)]
 
+#[path = "bench/harness.rs"]
+mod bench;
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
@@ -74,6 +77,8 @@ enum Command {
     },
     /// Shows every range (span, leader, term, commit, applied, replicas) and node.
     Status,
+    /// Measures throughput and latency against --endpoints or a --local cluster.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(ref args) => run_server(args),
+        Command::Bench(ref args) => bench::run(args, &cli.endpoints),
         _ => run_client(&cli),
     };
     match result {
@@ -272,7 +278,7 @@ fn run_client(cli: &Cli) -> anyhow::Result<u8> {
 
 async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8> {
     match command {
-        Command::Server(_) => unreachable!("handled by run_server"),
+        Command::Server(_) | Command::Bench(_) => unreachable!("handled in main"),
         Command::Put { key, value } => {
             let key = key_arg(key);
             let value = if value == "-" {

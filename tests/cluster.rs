@@ -17,7 +17,12 @@ fn client(cluster: &Cluster) -> Client {
 
 /// Writes keys `range` and records every acknowledged value. A write whose outcome
 /// is unknown is retried (same key, same value) until acknowledged.
-async fn write_keys(client: &Client, keys: std::ops::Range<u64>, round: u64, acked: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
+async fn write_keys(
+    client: &Client,
+    keys: std::ops::Range<u64>,
+    round: u64,
+    acked: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+) {
     for i in keys {
         let (key, value) = (spread_key(i), value_of(i, round));
         let mut attempts = 0;
@@ -26,7 +31,10 @@ async fn write_keys(client: &Client, keys: std::ops::Range<u64>, round: u64, ack
             match client.put(&key, &value).await {
                 Ok(_) => break,
                 Err(ClientError::OutcomeUnknown { .. }) if attempts < 5 => continue,
-                Err(error) => panic!("put {} failed after {attempts} attempts: {error}", String::from_utf8_lossy(&key)),
+                Err(error) => panic!(
+                    "put {} failed after {attempts} attempts: {error}",
+                    String::from_utf8_lossy(&key)
+                ),
             }
         }
         acked.insert(key, value);
@@ -38,7 +46,12 @@ async fn write_keys(client: &Client, keys: std::ops::Range<u64>, round: u64, ack
 async fn check_everywhere(cluster: &Cluster, client: &Client, acked: &BTreeMap<Vec<u8>, Vec<u8>>) {
     for (key, value) in acked {
         let got = client.get(key).await.unwrap_or_else(|e| panic!("linearizable get: {e}"));
-        assert_eq!(got.map(|kv| kv.value).as_ref(), Some(value), "key {}", String::from_utf8_lossy(key));
+        assert_eq!(
+            got.map(|kv| kv.value).as_ref(),
+            Some(value),
+            "key {}",
+            String::from_utf8_lossy(key)
+        );
     }
     for server in cluster.servers.values() {
         let mut connection = RawConnection::connect(&server.address).await.expect("connect");
@@ -291,7 +304,11 @@ async fn soak_sigkill_and_restart_a_random_node_100_times() {
         write_keys(&client, base..base + 20, round, &mut acked).await;
         cluster.start_node(victim);
         write_keys(&client, base + 20..base + 30, round, &mut acked).await;
-        eprintln!("round {}/{rounds}: killed and restarted node {victim}; {} keys acknowledged", round + 1, acked.len());
+        eprintln!(
+            "round {}/{rounds}: killed and restarted node {victim}; {} keys acknowledged",
+            round + 1,
+            acked.len()
+        );
     }
     check_everywhere(&cluster, &client, &acked).await;
 }

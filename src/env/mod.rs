@@ -16,6 +16,7 @@ use crate::raft::NodeId;
 
 /// One open file. Obligations: `write_at` may be lost on a crash until `sync`
 /// returns Ok; a failed `sync` means nothing since the last good sync is durable.
+#[allow(clippy::len_without_is_empty)] // A file's length is a size, not a collection's.
 pub trait DiskFile: Send + Sync {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;

@@ -98,7 +98,8 @@ impl Disk for RealDisk {
     }
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>> {
         let path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         match file.try_lock_exclusive() {
             Ok(()) => Ok(Box::new(RealDirLock { _file: file })),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),

@@ -20,7 +20,9 @@ use crate::node::wire::{
     Envelope, NodeStatus, PeerBatch, RangeStatus, ReadConsistency, Request, Response,
 };
 use crate::raft::{Message, NodeId, Ready, Role, Snapshot, SnapshotMeta, Storage};
-use crate::range::descriptor::{RangeId, RangeTable, DESCRIPTOR_PREFIX, RESERVED_END, RESERVED_PREFIX};
+use crate::range::descriptor::{
+    RangeId, RangeTable, DESCRIPTOR_PREFIX, RESERVED_END, RESERVED_PREFIX,
+};
 use crate::range::kv::{Command, KvStore, WriteOp};
 use crate::storage::{SnapshotStore, StorageError, Wal, WalRecord};
 
@@ -46,9 +48,12 @@ pub struct Node {
     /// A range snapshots its state machine once this many entries applied since the last.
     pub snapshot_entries: u64,
     next_read_context: u64,
+    /// Ticks since start (times out reads).
+    ticks: u64,
 }
 
 impl Node {
+    #[allow(clippy::too_many_arguments)] // Each is a distinct part the boot sequence built.
     pub fn new(
         id: NodeId,
         addresses: Arc<BTreeMap<NodeId, String>>,
@@ -59,12 +64,25 @@ impl Node {
         network: Arc<dyn Network>,
         snapshot_entries: u64,
     ) -> Node {
-        Node { id, addresses, replicas, table, wal, snapshots, network, snapshot_entries, next_read_context: 1 }
+        Node {
+            id,
+            addresses,
+            replicas,
+            table,
+            wal,
+            snapshots,
+            network,
+            snapshot_entries,
+            next_read_context: 1,
+            ticks: 0,
+        }
     }
 
     pub fn tick(&mut self) {
+        self.ticks += 1;
         for replica in self.replicas.values_mut() {
             replica.raft.tick();
+            replica.expire_reads(self.ticks);
         }
     }
 
@@ -78,7 +96,10 @@ impl Node {
     fn handle_peer_batch(&mut self, from: NodeId, batch: PeerBatch) {
         for Envelope { range, message } in batch.envelopes {
             if message.from != from || message.to != self.id {
-                eprintln!("{}: dropping message for {} from {} on the link from {from}", self.id, message.to, message.from);
+                eprintln!(
+                    "{}: dropping message for {} from {} on the link from {from}",
+                    self.id, message.to, message.from
+                );
                 continue;
             }
             match self.replicas.get_mut(&range) {
@@ -120,7 +141,8 @@ impl Node {
             }
             Request::Get { key, consistency: ReadConsistency::Local, .. } => {
                 let range = self.table.lookup(key).id;
-                let replica = self.replicas.get(&range).expect("every range in the table has a replica");
+                let replica =
+                    self.replicas.get(&range).expect("every range in the table has a replica");
                 reply.send(replica.read_now(&request));
             }
             Request::Get { key, .. } => {
@@ -129,7 +151,11 @@ impl Node {
             }
             Request::Scan { start, end, .. } => {
                 if end.as_ref().is_some_and(|end| end <= start) {
-                    return reply.send(Response::Scan { kvs: vec![], resume: None, read_revision: 0 });
+                    return reply.send(Response::Scan {
+                        kvs: vec![],
+                        resume: None,
+                        read_revision: 0,
+                    });
                 }
                 let start = start.clone();
                 self.read(&start, request, reply);
@@ -143,7 +169,8 @@ impl Node {
         let range = self.table.lookup(key).id;
         let not_leader = self.not_leader(range);
         // The table and the replica map are built from the same descriptors.
-        let replica = self.replicas.get_mut(&range).expect("every range in the table has a replica");
+        let replica =
+            self.replicas.get_mut(&range).expect("every range in the table has a replica");
         replica.propose_write(command, reply, not_leader);
     }
 
@@ -152,8 +179,9 @@ impl Node {
         let context = self.next_read_context;
         self.next_read_context += 1;
         let not_leader = self.not_leader(range);
-        let replica = self.replicas.get_mut(&range).expect("every range in the table has a replica");
-        replica.start_read(context, request, reply, not_leader);
+        let replica =
+            self.replicas.get_mut(&range).expect("every range in the table has a replica");
+        replica.start_read(context, self.ticks, request, reply, not_leader);
     }
 
     /// Descriptors as stored under `_/range/` in the meta range, plus addresses.
@@ -164,7 +192,9 @@ impl Node {
             for kv in replica.scan_all(DESCRIPTOR_PREFIX, RESERVED_END) {
                 match bincode::serde::decode_from_slice(&kv.value, bincode::config::standard()) {
                     Ok((descriptor, _)) => ranges.push(descriptor),
-                    Err(error) => eprintln!("{}: undecodable descriptor at {:?}: {error}", self.id, kv.key),
+                    Err(error) => {
+                        eprintln!("{}: undecodable descriptor at {:?}: {error}", self.id, kv.key)
+                    }
                 }
             }
         }
@@ -262,7 +292,8 @@ impl Node {
     }
 
     fn apply_ready(&mut self, range: RangeId, ready: Ready) -> Result<(), StorageError> {
-        let not_leader_lost = || Response::Unavailable { reason: "leadership changed; retry".into() };
+        let not_leader_lost =
+            || Response::Unavailable { reason: "leadership changed; retry".into() };
         let replica = self.replicas.get_mut(&range).expect("ready came from this replica");
         if let Some(snapshot) = &ready.snapshot {
             // advance() needs the snapshot too: it replaces the group's stable log.
@@ -350,7 +381,10 @@ fn validate_key(key: &[u8]) -> Result<(), String> {
 
 fn validate_value(value: &[u8]) -> Result<(), String> {
     if value.len() > VALUE_BYTES_MAX {
-        return Err(format!("value of {} bytes exceeds the limit of {VALUE_BYTES_MAX}", value.len()));
+        return Err(format!(
+            "value of {} bytes exceeds the limit of {VALUE_BYTES_MAX}",
+            value.len()
+        ));
     }
     Ok(())
 }

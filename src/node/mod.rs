@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::env::real_disk::RealDisk;
 use crate::env::real_net::TcpNetwork;
 use crate::env::Disk;
-use crate::raft::{self, ConfState, Entry, HardState, MemStorage, NodeId, RaftGroup, Snapshot, SnapshotMeta};
+use crate::raft::{self, ConfState, Entry, MemStorage, NodeId, RaftGroup, Snapshot, SnapshotMeta};
 use crate::range::descriptor::{
     default_split_keys, descriptor_key, initial_descriptors, RangeDescriptor, RangeId, RangeTable,
     RESERVED_PREFIX,
@@ -194,7 +194,9 @@ fn cluster_meta(data_dir: &DataDir, config: &ServerConfig) -> Result<ClusterMeta
             )));
         }
         if meta.peers != config.peers {
-            eprintln!("note: membership comes from the data directory; --peers differs and is ignored");
+            eprintln!(
+                "note: membership comes from the data directory; --peers differs and is ignored"
+            );
         }
         return Ok(meta);
     }
@@ -253,7 +255,8 @@ fn recover_replicas(
         let recovery_error = |reason: String| NodeError::Recovery { range, reason };
         let (snapshot, kv) = match snapshots.load(range)? {
             Some(snapshot) => {
-                let kv = KvStore::restore(&snapshot.data).map_err(|e| recovery_error(e.to_string()))?;
+                let kv =
+                    KvStore::restore(&snapshot.data).map_err(|e| recovery_error(e.to_string()))?;
                 (snapshot, kv)
             }
             None => {
@@ -263,7 +266,7 @@ fn recover_replicas(
             }
         };
         let log = recovery.ranges.remove(&range).unwrap_or_default();
-        let hard_state = log.hard_state.unwrap_or(HardState::default());
+        let hard_state = log.hard_state.unwrap_or_default();
         let entries = entries_after(&snapshot.meta, log.entries);
         let snapshot_index = snapshot.meta.index;
         let store = MemStorage::recover(snapshot, hard_state, entries)

@@ -37,7 +37,16 @@ struct PendingWrite {
 struct PendingRead {
     request: Request,
     reply: ReplyTo,
+    /// The node tick at which the read started (Raft may drop a read silently, e.g.
+    /// a forwarded one whose answer is lost, so reads time out).
+    started_tick: u64,
 }
+
+/// Ticks a read may wait for its read index before it is failed for a retry.
+pub const READ_TIMEOUT_TICKS: u64 = 40;
+/// A scan reply carries at most this many bytes of keys and values; the rest is
+/// left to a continuation from `resume`.
+pub const SCAN_REPLY_BYTES_MAX: usize = 4 << 20;
 
 pub struct Replica {
     pub descriptor: RangeDescriptor,
@@ -53,7 +62,12 @@ pub struct Replica {
 }
 
 impl Replica {
-    pub fn new(descriptor: RangeDescriptor, raft: RaftGroup, kv: KvStore, snapshot_index: Index) -> Self {
+    pub fn new(
+        descriptor: RangeDescriptor,
+        raft: RaftGroup,
+        kv: KvStore,
+        snapshot_index: Index,
+    ) -> Self {
         Replica {
             descriptor,
             raft,
@@ -70,10 +84,18 @@ impl Replica {
     }
 
     /// Proposes a write; replies at once if this replica cannot take it.
-    pub fn propose_write(&mut self, command: Command, reply: ReplyTo, not_leader: impl Fn(Option<NodeId>) -> Response) {
+    pub fn propose_write(
+        &mut self,
+        command: Command,
+        reply: ReplyTo,
+        not_leader: impl Fn(Option<NodeId>) -> Response,
+    ) {
         let data = match bincode::serde::encode_to_vec(&command, bincode::config::standard()) {
             Ok(data) => data,
-            Err(error) => return reply.send(Response::Invalid { reason: format!("unencodable command: {error}") }),
+            Err(error) => {
+                return reply
+                    .send(Response::Invalid { reason: format!("unencodable command: {error}") })
+            }
         };
         match self.raft.propose(data) {
             Ok(index) => {
@@ -81,18 +103,30 @@ impl Replica {
                 let previous = self.writes.insert(index, PendingWrite { term, reply });
                 assert!(previous.is_none(), "range {} proposed twice at index {index}", self.id());
             }
-            Err(crate::raft::RaftError::NotLeader { leader_hint }) => reply.send(not_leader(leader_hint)),
+            Err(crate::raft::RaftError::NotLeader { leader_hint }) => {
+                reply.send(not_leader(leader_hint))
+            }
             Err(error) => reply.send(Response::Unavailable { reason: error.to_string() }),
         }
     }
 
     /// Starts a linearizable read tagged `context`.
-    pub fn start_read(&mut self, context: u64, request: Request, reply: ReplyTo, not_leader: impl Fn(Option<NodeId>) -> Response) {
+    pub fn start_read(
+        &mut self,
+        context: u64,
+        now_tick: u64,
+        request: Request,
+        reply: ReplyTo,
+        not_leader: impl Fn(Option<NodeId>) -> Response,
+    ) {
         match self.raft.read_index(context) {
             Ok(()) => {
-                self.reads_unconfirmed.insert(context, PendingRead { request, reply });
+                let read = PendingRead { request, reply, started_tick: now_tick };
+                self.reads_unconfirmed.insert(context, read);
             }
-            Err(crate::raft::RaftError::NotLeader { leader_hint }) => reply.send(not_leader(leader_hint)),
+            Err(crate::raft::RaftError::NotLeader { leader_hint }) => {
+                reply.send(not_leader(leader_hint))
+            }
             Err(error) => reply.send(Response::Unavailable { reason: error.to_string() }),
         }
     }
@@ -101,6 +135,20 @@ impl Replica {
     pub fn confirm_read(&mut self, context: u64, index: Index) {
         if let Some(read) = self.reads_unconfirmed.remove(&context) {
             self.reads_confirmed.push((index, read));
+        }
+    }
+
+    /// Fails reads that have waited too long for their read index.
+    pub fn expire_reads(&mut self, now_tick: u64) {
+        let expired: Vec<u64> = self
+            .reads_unconfirmed
+            .iter()
+            .filter(|(_, read)| now_tick.saturating_sub(read.started_tick) > READ_TIMEOUT_TICKS)
+            .map(|(context, _)| *context)
+            .collect();
+        for context in expired {
+            let read = self.reads_unconfirmed.remove(&context).expect("collected above");
+            read.reply.send(Response::Unavailable { reason: "read index timed out; retry".into() });
         }
     }
 
@@ -115,18 +163,25 @@ impl Replica {
             }
             return;
         }
-        let decoded = bincode::serde::decode_from_slice::<Command, _>(&entry.data, bincode::config::standard());
+        let decoded = bincode::serde::decode_from_slice::<Command, _>(
+            &entry.data,
+            bincode::config::standard(),
+        );
         let command = match decoded {
             Ok((command, _)) => command,
             // Every entry was encoded by propose_write on some node of this cluster.
-            Err(error) => panic!("range {} entry {} is undecodable: {error}", self.id(), entry.index),
+            Err(error) => {
+                panic!("range {} entry {} is undecodable: {error}", self.id(), entry.index)
+            }
         };
         let result = self.kv.apply(entry.index, &command);
         if let Some(write) = waiting {
             if write.term == entry.term {
                 write.reply.send(match result {
                     CommandResult::Put { revision } => Response::Put { revision },
-                    CommandResult::Delete { revision, existed } => Response::Delete { revision, existed },
+                    CommandResult::Delete { revision, existed } => {
+                        Response::Delete { revision, existed }
+                    }
                     CommandResult::Expired => Response::Unavailable {
                         reason: "retry too old to deduplicate; the outcome is unknown".into(),
                     },
@@ -143,8 +198,9 @@ impl Replica {
         if self.reads_confirmed.iter().all(|(index, _)| *index > applied) {
             return;
         }
-        let (ready, waiting): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.reads_confirmed).into_iter().partition(|(index, _)| *index <= applied);
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_confirmed)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
         self.reads_confirmed = waiting;
         for (_, read) in ready {
             let response = self.read_now(&read.request);
@@ -155,20 +211,32 @@ impl Replica {
     /// Answers a read from the local state machine as it is now.
     pub fn read_now(&self, request: &Request) -> Response {
         let applied = self.kv.applied();
-        let unavailable = |e: RevisionUnavailable| Response::RevisionUnavailable { revision: e.revision, first: e.first, last: e.last };
+        let unavailable = |e: RevisionUnavailable| Response::RevisionUnavailable {
+            revision: e.revision,
+            first: e.first,
+            last: e.last,
+        };
         match request {
             Request::Get { key, revision, .. } => match self.kv.get(key, *revision) {
                 Ok(kv) => Response::Get { kv, read_revision: revision.unwrap_or(applied) },
                 Err(e) => unavailable(e),
             },
-            Request::Scan { start, end, limit, revision } => self.scan_now(start, end.as_deref(), *limit, *revision),
+            Request::Scan { start, end, limit, revision } => {
+                self.scan_now(start, end.as_deref(), *limit, *revision)
+            }
             other => Response::Invalid { reason: format!("not a read: {other:?}") },
         }
     }
 
     /// Scans `[start, end)` clipped to this range; `resume` is this range's end when
     /// the scan must continue in the next range.
-    fn scan_now(&self, start: &[u8], end: Option<&[u8]>, limit: u64, revision: Option<u64>) -> Response {
+    fn scan_now(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: u64,
+        revision: Option<u64>,
+    ) -> Response {
         let range_end = self.descriptor.end.as_deref();
         let (clipped_end, resume) = match (end, range_end) {
             (_, None) => (end, None),
@@ -176,14 +244,38 @@ impl Replica {
             (Some(e), Some(r)) if e <= r => (Some(e), None),
             (Some(_), Some(r)) => (Some(r), Some(r.to_vec())),
         };
-        match self.kv.scan(start, clipped_end, limit, revision) {
-            Ok(kvs) => {
-                let full = limit != 0 && kvs.len() as u64 >= limit;
-                let resume = if full { None } else { resume };
-                Response::Scan { kvs, resume, read_revision: revision.unwrap_or(self.kv.applied()) }
-            }
-            Err(e) => Response::RevisionUnavailable { revision: e.revision, first: e.first, last: e.last },
+        let read_revision = revision.unwrap_or(self.kv.applied());
+        // The meta range holds only rangedb's own keys: scans pass over it.
+        if self.descriptor.contains(crate::range::descriptor::RESERVED_PREFIX) {
+            return Response::Scan { kvs: vec![], resume, read_revision };
         }
+        let mut kvs = match self.kv.scan(start, clipped_end, limit, revision) {
+            Ok(kvs) => kvs,
+            Err(e) => {
+                return Response::RevisionUnavailable {
+                    revision: e.revision,
+                    first: e.first,
+                    last: e.last,
+                }
+            }
+        };
+        let full = limit != 0 && kvs.len() as u64 >= limit;
+        let mut resume = if full { None } else { resume };
+        // Cap the reply's size; the client continues just after the last key sent.
+        let mut bytes = 0;
+        if let Some(cut) = kvs.iter().position(|kv| {
+            bytes += kv.key.len() + kv.value.len() + 32;
+            bytes > SCAN_REPLY_BYTES_MAX
+        }) {
+            let cut = cut.max(1);
+            if cut < kvs.len() {
+                kvs.truncate(cut);
+                let mut next = kvs[cut - 1].key.clone();
+                next.push(0);
+                resume = Some(next);
+            }
+        }
+        Response::Scan { kvs, resume, read_revision }
     }
 
     /// Leadership was lost: fail every waiting request so clients retry at the new

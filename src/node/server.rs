@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 use crate::node::event_loop::Event;
 use crate::node::replica::ReplyTo;
 use crate::node::wire::{
-    read_frame, write_frame, ClientRequest, ClientResponse, Hello, PeerBatch, PROTOCOL_VERSION,
+    encode_frame, read_frame, try_encode_frame, ClientRequest, ClientResponse, Hello, PeerBatch,
+    Response, PROTOCOL_VERSION,
 };
 use crate::raft::NodeId;
 
@@ -57,7 +58,8 @@ async fn serve_connection(
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame::<Hello, _>(&mut reader)).await {
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame::<Hello, _>(&mut reader)).await
+    {
         Err(_) => return Err("no hello within 5 s".into()),
         Ok(Ok(Some(hello))) => hello,
         Ok(Ok(None)) => return Ok(()),
@@ -66,10 +68,15 @@ async fn serve_connection(
     match hello {
         Hello::Peer { version, cluster, from } => {
             if version != PROTOCOL_VERSION {
-                return Err(format!("peer speaks protocol {version}, this node {PROTOCOL_VERSION}"));
+                return Err(format!(
+                    "peer speaks protocol {version}, this node {PROTOCOL_VERSION}"
+                ));
             }
             if cluster != admission.cluster {
-                return Err(format!("peer {from} belongs to cluster {cluster:#x}, not {:#x}", admission.cluster));
+                return Err(format!(
+                    "peer {from} belongs to cluster {cluster:#x}, not {:#x}",
+                    admission.cluster
+                ));
             }
             if from == admission.me || !admission.peers.contains_key(&from) {
                 return Err(format!("{from} is not a member of this cluster"));
@@ -78,7 +85,9 @@ async fn serve_connection(
         }
         Hello::Client { version } => {
             if version != PROTOCOL_VERSION {
-                return Err(format!("client speaks protocol {version}, this node {PROTOCOL_VERSION}"));
+                return Err(format!(
+                    "client speaks protocol {version}, this node {PROTOCOL_VERSION}"
+                ));
             }
             serve_client(reader, writer, events).await
         }
@@ -135,11 +144,11 @@ async fn write_responses(
 ) {
     let mut writer = BufWriter::with_capacity(64 << 10, writer);
     while let Some(response) = responses.recv().await {
-        if write_frame(&mut writer, &response).await.is_err() {
+        if write_response(&mut writer, response).await.is_err() {
             return;
         }
         while let Ok(response) = responses.try_recv() {
-            if write_frame(&mut writer, &response).await.is_err() {
+            if write_response(&mut writer, response).await.is_err() {
                 return;
             }
         }
@@ -147,4 +156,21 @@ async fn write_responses(
             return;
         }
     }
+}
+
+/// Writes one response; one too large for a frame is replaced by an error reply.
+async fn write_response<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    response: ClientResponse,
+) -> Result<(), std::io::Error> {
+    let id = response.id;
+    let frame = match try_encode_frame(&response) {
+        Ok(frame) => frame,
+        Err(error) => {
+            let response = Response::Invalid { reason: format!("reply too large: {error}") };
+            // A short error reply always fits in a frame.
+            encode_frame(&ClientResponse { id, response })
+        }
+    };
+    writer.write_all(&frame).await
 }

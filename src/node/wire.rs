@@ -71,13 +71,29 @@ pub enum ReadConsistency {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    Put { key: Vec<u8>, value: Vec<u8>, request_id: RequestId },
-    Delete { key: Vec<u8>, request_id: RequestId },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        request_id: RequestId,
+    },
+    Delete {
+        key: Vec<u8>,
+        request_id: RequestId,
+    },
     /// `revision`: read as of that revision of the key's range (None: latest).
-    Get { key: Vec<u8>, revision: Option<u64>, consistency: ReadConsistency },
+    Get {
+        key: Vec<u8>,
+        revision: Option<u64>,
+        consistency: ReadConsistency,
+    },
     /// Scans `[start, end)` clipped to the range owning `start`; the client continues
     /// in the next range when `Response::Scan::resume` says so.
-    Scan { start: Vec<u8>, end: Option<Vec<u8>>, limit: u64, revision: Option<u64> },
+    Scan {
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+        limit: u64,
+        revision: Option<u64>,
+    },
     /// The range descriptors this node knows (read from the `_/` meta keys).
     RangeTable,
     /// This node's view of every range replica it hosts.
@@ -115,22 +131,49 @@ pub struct NodeStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// `revision`: the range revision (Raft index) the write applied at.
-    Put { revision: u64 },
-    Delete { revision: u64, existed: bool },
-    Get { kv: Option<KeyValue>, read_revision: u64 },
+    Put {
+        revision: u64,
+    },
+    Delete {
+        revision: u64,
+        existed: bool,
+    },
+    Get {
+        kv: Option<KeyValue>,
+        read_revision: u64,
+    },
     /// `resume`: the key to continue from (the next range's start) when the scan was
     /// clipped at a range boundary and the limit not reached.
-    Scan { kvs: Vec<KeyValue>, resume: Option<Vec<u8>>, read_revision: u64 },
-    RangeTable { ranges: Vec<RangeDescriptor>, addresses: Vec<(NodeId, String)> },
+    Scan {
+        kvs: Vec<KeyValue>,
+        resume: Option<Vec<u8>>,
+        read_revision: u64,
+    },
+    RangeTable {
+        ranges: Vec<RangeDescriptor>,
+        addresses: Vec<(NodeId, String)>,
+    },
     Status(NodeStatus),
     /// Ask `leader` (at `address`) instead; both None when no leader is known.
-    NotLeader { range: RangeId, leader: Option<NodeId>, address: Option<String> },
+    NotLeader {
+        range: RangeId,
+        leader: Option<NodeId>,
+        address: Option<String>,
+    },
     /// The revision asked for is compacted away or in the future.
-    RevisionUnavailable { revision: u64, first: u64, last: u64 },
+    RevisionUnavailable {
+        revision: u64,
+        first: u64,
+        last: u64,
+    },
     /// The request is malformed (reserved key, empty key, too large).
-    Invalid { reason: String },
+    Invalid {
+        reason: String,
+    },
     /// The node is shutting down or overloaded; retry elsewhere.
-    Unavailable { reason: String },
+    Unavailable {
+        reason: String,
+    },
 }
 
 /// Why a frame was refused. Any of these closes the connection.

@@ -37,12 +37,7 @@ impl RaftGroup {
     /// Common to every role change: clears per-role state; a new term clears the vote.
     fn reset(&mut self, term: Term) {
         if term != self.term {
-            assert!(
-                term > self.term,
-                "{}: term going back from {} to {term}",
-                self.id,
-                self.term
-            );
+            assert!(term > self.term, "{}: term going back from {} to {term}", self.id, self.term);
             self.term = term;
             self.vote = None;
         }
@@ -66,12 +61,7 @@ impl RaftGroup {
     }
 
     fn become_pre_candidate(&mut self) {
-        assert_ne!(
-            self.role,
-            Role::Leader,
-            "{}: leader cannot pre-campaign",
-            self.id
-        );
+        assert_ne!(self.role, Role::Leader, "{}: leader cannot pre-campaign", self.id);
         // A pre-candidate keeps its term and vote (thesis 9.6).
         self.votes.clear();
         self.leader_id = None;
@@ -81,31 +71,20 @@ impl RaftGroup {
     }
 
     fn become_candidate(&mut self) {
-        assert_ne!(
-            self.role,
-            Role::Leader,
-            "{}: leader cannot campaign",
-            self.id
-        );
+        assert_ne!(self.role, Role::Leader, "{}: leader cannot campaign", self.id);
         self.reset(self.term + 1);
         self.vote = Some(self.id);
         self.role = Role::Candidate;
     }
 
     pub(super) fn become_leader(&mut self) {
-        assert_eq!(
-            self.role,
-            Role::Candidate,
-            "{}: only a candidate becomes leader",
-            self.id
-        );
+        assert_eq!(self.role, Role::Candidate, "{}: only a candidate becomes leader", self.id);
         self.reset(self.term);
         self.role = Role::Leader;
         self.leader_id = Some(self.id);
         let next = self.log.last_index() + 1;
         for &voter in &self.voters {
-            self.progress
-                .insert(voter, Progress::new(next, self.config.max_inflight_msgs));
+            self.progress.insert(voter, Progress::new(next, self.config.max_inflight_msgs));
         }
         let persisted = self.log.persisted_index();
         let own = self.progress.get_mut(&self.id).expect("leader is a voter");
@@ -134,28 +113,13 @@ impl RaftGroup {
             return;
         }
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
-        let peers: Vec<NodeId> = self
-            .voters
-            .iter()
-            .copied()
-            .filter(|&v| v != self.id)
-            .collect();
+        let peers: Vec<NodeId> = self.voters.iter().copied().filter(|&v| v != self.id).collect();
         for peer in peers {
             if pre_vote {
-                let body = MessageBody::PreVote {
-                    last_index,
-                    last_term,
-                };
+                let body = MessageBody::PreVote { last_index, last_term };
                 self.send_in_term(peer, self.term + 1, body);
             } else {
-                self.send(
-                    peer,
-                    MessageBody::Vote {
-                        last_index,
-                        last_term,
-                        transfer,
-                    },
-                );
+                self.send(peer, MessageBody::Vote { last_index, last_term, transfer });
             }
         }
     }
@@ -193,15 +157,8 @@ impl RaftGroup {
     /// RequestVote receiver rules; thesis 9.6 for pre-vote).
     pub(super) fn handle_vote_request(&mut self, msg: &Message) {
         let (last_index, last_term, pre_vote) = match msg.body {
-            MessageBody::PreVote {
-                last_index,
-                last_term,
-            } => (last_index, last_term, true),
-            MessageBody::Vote {
-                last_index,
-                last_term,
-                ..
-            } => (last_index, last_term, false),
+            MessageBody::PreVote { last_index, last_term } => (last_index, last_term, true),
+            MessageBody::Vote { last_index, last_term, .. } => (last_index, last_term, false),
             _ => unreachable!("not a vote request: {:?}", msg.body),
         };
         let can_vote = self.vote == Some(msg.from)
@@ -210,11 +167,7 @@ impl RaftGroup {
         let grant = can_vote && self.log.is_up_to_date(last_index, last_term);
         if pre_vote {
             let term = if grant { msg.term } else { self.term };
-            self.send_in_term(
-                msg.from,
-                term,
-                MessageBody::PreVoteResponse { reject: !grant },
-            );
+            self.send_in_term(msg.from, term, MessageBody::PreVoteResponse { reject: !grant });
             return;
         }
         if grant {

@@ -8,16 +8,9 @@ fn single_node_elects_itself_and_commits_on_persist() {
     let mut net = Network::new(1, |_| {});
     net.node(1).campaign();
     assert_eq!(net.node(1).role(), Role::Leader);
-    assert_eq!(
-        net.node(1).status().commit,
-        0,
-        "no commit before the no-op is persisted"
-    );
+    assert_eq!(net.node(1).status().commit, 0, "no commit before the no-op is persisted");
     let ready = net.node(1).ready();
-    assert_eq!(
-        ready.hard_state.map(|h| (h.term, h.vote)),
-        Some((1, Some(id(1))))
-    );
+    assert_eq!(ready.hard_state.map(|h| (h.term, h.vote)), Some((1, Some(id(1)))));
     assert_eq!(ready.entries.len(), 1);
     assert!(ready.committed_entries.is_empty());
     net.node(1).advance(ready);
@@ -36,11 +29,7 @@ fn three_nodes_elect_exactly_one_leader_by_ticking() {
     let leader = leaders[0];
     for group in net.nodes.values() {
         assert_eq!(group.leader(), Some(leader));
-        assert_eq!(
-            group.status().commit,
-            1,
-            "the leader's no-op committed everywhere"
-        );
+        assert_eq!(group.status().commit, 1, "the leader's no-op committed everywhere");
     }
 }
 
@@ -48,19 +37,13 @@ fn three_nodes_elect_exactly_one_leader_by_ticking() {
 fn randomized_timeouts_depend_on_seed_and_stay_in_range() {
     let timeouts: Vec<u32> = (0..20)
         .map(|seed| {
-            let conf_state = ConfState {
-                voters: vec![id(1)],
-                learners: vec![],
-            };
+            let conf_state = ConfState { voters: vec![id(1)], learners: vec![] };
             let group =
                 RaftGroup::new(Config::new(id(1), seed), MemStorage::new(conf_state)).unwrap();
             group.randomized_election_timeout
         })
         .collect();
-    assert!(
-        timeouts.iter().all(|&t| (10..20).contains(&t)),
-        "{timeouts:?}"
-    );
+    assert!(timeouts.iter().all(|&t| (10..20).contains(&t)), "{timeouts:?}");
     let distinct: std::collections::BTreeSet<u32> = timeouts.iter().copied().collect();
     assert!(distinct.len() > 3, "timeouts barely vary: {timeouts:?}");
 }
@@ -73,11 +56,7 @@ fn pre_vote_keeps_partitioned_node_from_disrupting_the_term() {
     let term = net.node(1).status().term;
     net.isolate(3);
     net.tick_all(100);
-    assert_eq!(
-        net.node(3).status().term,
-        term,
-        "pre-vote never wins, so the term stays"
-    );
+    assert_eq!(net.node(3).status().term, term, "pre-vote never wins, so the term stays");
     assert_eq!(net.node(3).role(), Role::PreCandidate);
     net.heal();
     net.tick_all(5);
@@ -99,10 +78,7 @@ fn without_pre_vote_a_rejoining_node_bumps_the_term() {
     assert!(net.node(3).status().term > term + 1);
     net.heal();
     net.tick_all(60);
-    assert!(
-        net.node(1).status().term > term,
-        "the old term was disrupted"
-    );
+    assert!(net.node(1).status().term > term, "the old term was disrupted");
 }
 
 #[test]
@@ -132,18 +108,11 @@ fn vote_rejected_for_stale_log_and_once_per_term() {
         from: id(3),
         to: id(2),
         term: term + 1,
-        body: MessageBody::Vote {
-            last_index: 1,
-            last_term: term,
-            transfer: true,
-        },
+        body: MessageBody::Vote { last_index: 1, last_term: term, transfer: true },
     };
     net.node(2).step(stale).unwrap();
     let ready = net.node(2).ready();
-    assert!(
-        ready.messages.is_empty(),
-        "vote responses wait for persistence"
-    );
+    assert!(ready.messages.is_empty(), "vote responses wait for persistence");
     assert_eq!(
         ready.persisted_messages[0].body,
         MessageBody::VoteResponse { reject: true },
@@ -156,19 +125,13 @@ fn vote_rejected_for_stale_log_and_once_per_term() {
             from: id(candidate),
             to: id(2),
             term: term + 1,
-            body: MessageBody::Vote {
-                last_index,
-                last_term,
-                transfer: true,
-            },
+            body: MessageBody::Vote { last_index, last_term, transfer: true },
         };
         net.node(2).step(vote).unwrap();
         let ready = net.node(2).ready();
         assert_eq!(
             ready.persisted_messages[0].body,
-            MessageBody::VoteResponse {
-                reject: expect_reject
-            }
+            MessageBody::VoteResponse { reject: expect_reject }
         );
         if !expect_reject {
             assert_eq!(
@@ -190,18 +153,10 @@ fn sticky_follower_ignores_votes_while_leader_is_live() {
         from: id(3),
         to: id(2),
         term: term + 1,
-        body: MessageBody::Vote {
-            last_index: 10,
-            last_term: term,
-            transfer: false,
-        },
+        body: MessageBody::Vote { last_index: 10, last_term: term, transfer: false },
     };
     net.node(2).step(vote).unwrap();
-    assert_eq!(
-        net.node(2).status().term,
-        term,
-        "ignored: heard from the leader recently"
-    );
+    assert_eq!(net.node(2).status().term, term, "ignored: heard from the leader recently");
     assert!(!net.node(2).has_ready());
 }
 
@@ -213,9 +168,7 @@ fn restart_keeps_term_vote_and_log() {
     net.propose(1, b"b");
     let old = net.node(2).status();
     let store = net.node(2).store().clone();
-    let entries = store
-        .entries(store.first_index(), store.last_index() + 1, u64::MAX)
-        .unwrap();
+    let entries = store.entries(store.first_index(), store.last_index() + 1, u64::MAX).unwrap();
     let recovered = MemStorage::recover(store.snapshot(), store.hard_state(), entries).unwrap();
     let group = RaftGroup::new(config(2), recovered).unwrap();
     let status = group.status();
@@ -223,10 +176,7 @@ fn restart_keeps_term_vote_and_log() {
     assert_eq!(group.vote, Some(id(1)));
     assert_eq!(status.last_index, old.last_index);
     assert_eq!(status.commit, old.commit);
-    assert_eq!(
-        status.applied, 0,
-        "the driver re-applies committed entries after the snapshot"
-    );
+    assert_eq!(status.applied, 0, "the driver re-applies committed entries after the snapshot");
     net.nodes.insert(id(2), group);
     net.process(id(2));
     assert_eq!(

@@ -15,10 +15,7 @@ pub struct Inflights {
 impl Inflights {
     pub fn new(capacity: usize) -> Inflights {
         assert!(capacity > 0, "inflight capacity must be positive");
-        Inflights {
-            last_indexes: VecDeque::with_capacity(capacity),
-            capacity,
-        }
+        Inflights { last_indexes: VecDeque::with_capacity(capacity), capacity }
     }
 
     /// Records an Append whose entries end at `last_index`.
@@ -35,11 +32,7 @@ impl Inflights {
 
     /// Frees every Append whose entries end at or below `index` (acknowledged).
     pub fn free_to(&mut self, index: Index) {
-        while self
-            .last_indexes
-            .front()
-            .is_some_and(|&front| front <= index)
-        {
+        while self.last_indexes.front().is_some_and(|&front| front <= index) {
             self.last_indexes.pop_front();
         }
     }

@@ -26,42 +26,17 @@ impl RaftGroup {
         let (applied, applying, committed) = (log.applied, log.applying, log.committed);
         let last = log.last_index();
         let before = self.checked_commit;
-        assert!(
-            committed >= before,
-            "{id} t{term}: commit decreased {before} -> {committed}"
-        );
-        assert!(
-            applied <= applying,
-            "{id} t{term}: applied {applied} > applying {applying}"
-        );
-        assert!(
-            applying <= committed,
-            "{id} t{term}: applying {applying} > commit {committed}"
-        );
-        assert!(
-            committed <= last,
-            "{id} t{term}: commit {committed} > last index {last}"
-        );
+        assert!(committed >= before, "{id} t{term}: commit decreased {before} -> {committed}");
+        assert!(applied <= applying, "{id} t{term}: applied {applied} > applying {applying}");
+        assert!(applying <= committed, "{id} t{term}: applying {applying} > commit {committed}");
+        assert!(committed <= last, "{id} t{term}: commit {committed} > last index {last}");
         let first = log.first_index();
-        assert!(
-            first <= last + 1,
-            "{id} t{term}: first index {first} > last index {last} + 1"
-        );
-        assert!(
-            committed + 1 >= first,
-            "{id} t{term}: commit {committed} below snapshot"
-        );
+        assert!(first <= last + 1, "{id} t{term}: first index {first} > last index {last} + 1");
+        assert!(committed + 1 >= first, "{id} t{term}: commit {committed} below snapshot");
         let durable = log.store.hard_state();
-        assert!(
-            durable.term <= term,
-            "{id} t{term}: durable term {} ahead",
-            durable.term
-        );
+        assert!(durable.term <= term, "{id} t{term}: durable term {} ahead", durable.term);
         if durable.term == term && durable.vote.is_some() {
-            assert_eq!(
-                durable.vote, self.vote,
-                "{id} t{term}: vote changed within a term"
-            );
+            assert_eq!(durable.vote, self.vote, "{id} t{term}: vote changed within a term");
         }
     }
 
@@ -69,34 +44,16 @@ impl RaftGroup {
         let (id, term) = (self.id, self.term);
         match self.role {
             Role::Leader => {
-                assert_eq!(
-                    self.leader_id,
-                    Some(id),
-                    "{id} t{term}: leader does not know itself"
-                );
-                assert_eq!(
-                    self.vote,
-                    Some(id),
-                    "{id} t{term}: leader did not vote for itself"
-                );
+                assert_eq!(self.leader_id, Some(id), "{id} t{term}: leader does not know itself");
+                assert_eq!(self.vote, Some(id), "{id} t{term}: leader did not vote for itself");
                 let own = self.progress[&id].matched;
                 let persisted = self.log.persisted_index();
-                assert!(
-                    own <= persisted,
-                    "{id} t{term}: own match {own} > persisted {persisted}"
-                );
+                assert!(own <= persisted, "{id} t{term}: own match {own} > persisted {persisted}");
             }
             Role::Candidate => assert_eq!(self.vote, Some(id), "{id} t{term}: candidate vote"),
             Role::Follower | Role::PreCandidate => {
-                assert!(
-                    self.progress.is_empty(),
-                    "{id} t{term}: non-leader keeps progress"
-                );
-                assert_ne!(
-                    self.leader_id,
-                    Some(id),
-                    "{id} t{term}: non-leader names itself"
-                );
+                assert!(self.progress.is_empty(), "{id} t{term}: non-leader keeps progress");
+                assert_ne!(self.leader_id, Some(id), "{id} t{term}: non-leader names itself");
             }
         }
     }

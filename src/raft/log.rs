@@ -28,30 +28,17 @@ impl RaftLog {
     /// state machine is assumed restored from the snapshot (applied = snapshot index).
     pub fn new(store: MemStorage) -> RaftLog {
         let snapshot_index = store.first_index() - 1;
-        let committed = store
-            .hard_state()
-            .commit
-            .clamp(snapshot_index, store.last_index());
+        let committed = store.hard_state().commit.clamp(snapshot_index, store.last_index());
         let unstable = Unstable::new(store.last_index() + 1);
-        RaftLog {
-            store,
-            unstable,
-            committed,
-            applied: snapshot_index,
-            applying: snapshot_index,
-        }
+        RaftLog { store, unstable, committed, applied: snapshot_index, applying: snapshot_index }
     }
 
     pub fn first_index(&self) -> Index {
-        self.unstable
-            .maybe_first_index()
-            .unwrap_or_else(|| self.store.first_index())
+        self.unstable.maybe_first_index().unwrap_or_else(|| self.store.first_index())
     }
 
     pub fn last_index(&self) -> Index {
-        self.unstable
-            .maybe_last_index()
-            .unwrap_or_else(|| self.store.last_index())
+        self.unstable.maybe_last_index().unwrap_or_else(|| self.store.last_index())
     }
 
     pub fn term(&self, index: Index) -> Result<Term, StorageError> {
@@ -73,8 +60,7 @@ impl RaftLog {
     }
 
     pub fn last_term(&self) -> Term {
-        self.term(self.last_index())
-            .expect("the last index always has a term")
+        self.term(self.last_index()).expect("the last index always has a term")
     }
 
     pub fn match_term(&self, index: Index, term: Term) -> bool {
@@ -138,11 +124,7 @@ impl RaftLog {
     /// overwrites its own log (DESIGN 8).
     pub fn append(&mut self, entries: &[Entry]) -> Index {
         if let Some(first) = entries.first() {
-            assert_eq!(
-                first.index,
-                self.last_index() + 1,
-                "leader append must not truncate"
-            );
+            assert_eq!(first.index, self.last_index() + 1, "leader append must not truncate");
             self.unstable.truncate_and_append(entries);
         }
         self.last_index()
@@ -175,10 +157,7 @@ impl RaftLog {
 
     /// The first entry that is not already in the log with the same term.
     fn find_conflict(&self, entries: &[Entry]) -> Option<Index> {
-        entries
-            .iter()
-            .find(|e| !self.match_term(e.index, e.term))
-            .map(|e| e.index)
+        entries.iter().find(|e| !self.match_term(e.index, e.term)).map(|e| e.index)
     }
 
     /// The largest index <= `index` whose term is <= `term`, with its term (used to
@@ -199,11 +178,7 @@ impl RaftLog {
         if index <= self.committed {
             return;
         }
-        assert!(
-            index <= self.last_index(),
-            "commit {index} beyond last {}",
-            self.last_index()
-        );
+        assert!(index <= self.last_index(), "commit {index} beyond last {}", self.last_index());
         self.committed = index;
     }
 
@@ -222,9 +197,7 @@ impl RaftLog {
         if self.unstable.snapshot.is_some() {
             return self.applying;
         }
-        self.committed
-            .min(self.persisted_index())
-            .max(self.applying)
+        self.committed.min(self.persisted_index()).max(self.applying)
     }
 
     pub fn has_next_committed_entries(&self) -> bool {
@@ -242,10 +215,7 @@ impl RaftLog {
 
     /// Resets the log to a snapshot received from the leader.
     pub fn restore(&mut self, snapshot: Snapshot) {
-        assert!(
-            snapshot.meta.index > self.committed,
-            "restore of an already committed snapshot"
-        );
+        assert!(snapshot.meta.index > self.committed, "restore of an already committed snapshot");
         self.committed = snapshot.meta.index;
         self.unstable.restore(snapshot);
     }
@@ -256,20 +226,13 @@ mod tests {
     use super::*;
 
     fn entry(index: Index, term: Term) -> Entry {
-        Entry {
-            term,
-            index,
-            data: vec![],
-        }
+        Entry { term, index, data: vec![] }
     }
 
     fn log_with(terms: &[Term]) -> RaftLog {
         let mut log = RaftLog::new(MemStorage::new(ConfState::default()));
-        let entries: Vec<Entry> = terms
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| entry(i as u64 + 1, t))
-            .collect();
+        let entries: Vec<Entry> =
+            terms.iter().enumerate().map(|(i, &t)| entry(i as u64 + 1, t)).collect();
         log.append(&entries);
         log
     }

@@ -76,28 +76,70 @@ pub struct Message {
 /// grow (the wire format is versioned by the frame header, not by this enum).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MessageBody {
-    PreVote { last_index: Index, last_term: Term },
-    PreVoteResponse { reject: bool },
+    PreVote {
+        last_index: Index,
+        last_term: Term,
+    },
+    PreVoteResponse {
+        reject: bool,
+    },
     /// `transfer` is set when a leadership transfer asked for this election, so the
     /// voter must not refuse it for having heard from a leader recently.
-    Vote { last_index: Index, last_term: Term, transfer: bool },
-    VoteResponse { reject: bool },
-    Append { prev_index: Index, prev_term: Term, entries: Vec<Entry>, commit: Index },
+    Vote {
+        last_index: Index,
+        last_term: Term,
+        transfer: bool,
+    },
+    VoteResponse {
+        reject: bool,
+    },
+    Append {
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: Index,
+    },
     /// `index`: on success the last index now matching the leader; on reject the
     /// `prev_index` that did not match. `hint_index`/`hint_term` drive fast backtracking.
-    AppendResponse { reject: bool, index: Index, hint_index: Index, hint_term: Term },
+    AppendResponse {
+        reject: bool,
+        index: Index,
+        hint_index: Index,
+        hint_term: Term,
+    },
     /// `context` is a read-index round (0 when none); `commit` is min(leader commit,
     /// follower match).
-    Heartbeat { commit: Index, context: u64 },
-    HeartbeatResponse { context: u64 },
+    Heartbeat {
+        commit: Index,
+        context: u64,
+    },
+    HeartbeatResponse {
+        context: u64,
+    },
     /// One chunk of a snapshot; `offset` is where `chunk` starts in `data`.
-    Snapshot { meta: SnapshotMeta, total_len: u64, offset: u64, chunk: Vec<u8>, done: bool },
+    Snapshot {
+        meta: SnapshotMeta,
+        total_len: u64,
+        offset: u64,
+        chunk: Vec<u8>,
+        done: bool,
+    },
     /// `next_offset` of the chunk expected next; `reject` asks the leader to restart.
-    SnapshotResponse { index: Index, next_offset: u64, reject: bool },
+    SnapshotResponse {
+        index: Index,
+        next_offset: u64,
+        reject: bool,
+    },
     /// Leadership transfer: campaign now.
     TimeoutNow,
     /// A follower asks its leader for a read index on behalf of a client.
-    ReadIndex { context: u64 },
+    ReadIndex {
+        context: u64,
+    },
     /// `index` is the read index; `reject` when the receiver is not leader.
-    ReadIndexResponse { context: u64, index: Index, reject: bool },
+    ReadIndexResponse {
+        context: u64,
+        index: Index,
+        reject: bool,
+    },
 }

@@ -221,11 +221,7 @@ impl RaftGroup {
         let voters: BTreeSet<NodeId> = store.conf_state().voters.into_iter().collect();
         let log = RaftLog::new(store);
         let restarted = hard_state.term > 0;
-        let restart_sticky_ticks = if restarted {
-            u64::from(config.election_tick)
-        } else {
-            0
-        };
+        let restart_sticky_ticks = if restarted { u64::from(config.election_tick) } else { 0 };
         let mut group = RaftGroup {
             id: config.id,
             rng: Rng::new(config.seed),
@@ -254,10 +250,7 @@ impl RaftGroup {
             messages: Vec::new(),
             persisted_messages: Vec::new(),
             read_states: Vec::new(),
-            prev_soft_state: SoftState {
-                leader: None,
-                role: Role::Follower,
-            },
+            prev_soft_state: SoftState { leader: None, role: Role::Follower },
             prev_hard_state: hard_state,
             ready_number: 0,
             ready_outstanding: false,
@@ -282,11 +275,7 @@ impl RaftGroup {
     /// # Errors
     /// None today; kept for messages the core may refuse in future.
     pub fn step(&mut self, msg: Message) -> Result<(), RaftError> {
-        assert_eq!(
-            msg.to, self.id,
-            "message for {} stepped into {}",
-            msg.to, self.id
-        );
+        assert_eq!(msg.to, self.id, "message for {} stepped into {}", msg.to, self.id);
         self.step_message(msg);
         self.debug_check_invariants();
         Ok(())
@@ -298,9 +287,7 @@ impl RaftGroup {
     /// `NotLeader` on a non-leader; `ProposalDropped` during a leadership transfer.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<Index, RaftError> {
         if self.role != Role::Leader {
-            return Err(RaftError::NotLeader {
-                leader_hint: self.leader_id,
-            });
+            return Err(RaftError::NotLeader { leader_hint: self.leader_id });
         }
         if self.lead_transferee.is_some() {
             return Err(RaftError::ProposalDropped);
@@ -388,18 +375,11 @@ impl RaftGroup {
     }
 
     fn soft_state(&self) -> SoftState {
-        SoftState {
-            leader: self.leader_id,
-            role: self.role,
-        }
+        SoftState { leader: self.leader_id, role: self.role }
     }
 
     fn hard_state(&self) -> HardState {
-        HardState {
-            term: self.term,
-            vote: self.vote,
-            commit: self.log.committed,
-        }
+        HardState { term: self.term, vote: self.vote, commit: self.log.committed }
     }
 
     fn quorum_size(&self) -> usize {
@@ -415,12 +395,7 @@ impl RaftGroup {
     /// Queues a message. Anything whose meaning relies on durable term, vote or log
     /// (vote requests and grants, acks of entries or snapshots) waits for persistence.
     fn send_in_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
-        let msg = Message {
-            from: self.id,
-            to,
-            term,
-            body,
-        };
+        let msg = Message { from: self.id, to, term, body };
         if needs_persistence(&msg.body) {
             self.persisted_messages.push(msg);
         } else {

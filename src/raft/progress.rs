@@ -85,13 +85,8 @@ impl Progress {
 
     pub fn become_snapshot(&mut self, index: Index) {
         self.reset_state(ProgressState::Snapshot);
-        self.snapshot = Some(SnapshotTransfer {
-            index,
-            acked: 0,
-            sent: 0,
-            all_sent: false,
-            idle_ticks: 0,
-        });
+        self.snapshot =
+            Some(SnapshotTransfer { index, acked: 0, sent: 0, all_sent: false, idle_ticks: 0 });
     }
 
     /// The follower acknowledged entries up to `index`. Returns whether it was news.

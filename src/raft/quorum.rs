@@ -34,14 +34,8 @@ pub fn quorum_value<T: Ord + Copy>(mut values: Vec<Option<T>>) -> Option<T> {
 /// Tallies `votes` (granted or rejected) among `voters`.
 pub fn vote_result(voters: &BTreeSet<NodeId>, votes: &BTreeMap<NodeId, bool>) -> VoteResult {
     let need = majority(voters.len());
-    let granted = voters
-        .iter()
-        .filter(|v| votes.get(v) == Some(&true))
-        .count();
-    let rejected = voters
-        .iter()
-        .filter(|v| votes.get(v) == Some(&false))
-        .count();
+    let granted = voters.iter().filter(|v| votes.get(v) == Some(&true)).count();
+    let rejected = voters.iter().filter(|v| votes.get(v) == Some(&false)).count();
     if granted >= need {
         VoteResult::Won
     } else if voters.len() - rejected < need {
@@ -60,10 +54,7 @@ mod tests {
         assert_eq!(quorum_value(vec![Some(5)]), Some(5));
         assert_eq!(quorum_value(vec![Some(5), Some(1), Some(3)]), Some(3));
         assert_eq!(quorum_value(vec![Some(5), None, None]), None);
-        assert_eq!(
-            quorum_value(vec![Some(4), Some(4), Some(1), Some(9)]),
-            Some(4)
-        );
+        assert_eq!(quorum_value(vec![Some(4), Some(4), Some(1), Some(9)]), Some(4));
     }
 
     #[test]

@@ -31,12 +31,7 @@ pub struct ReadIndexQueue {
 impl ReadIndexQueue {
     /// A read that must wait for the leader's first commit in its term.
     pub fn wait_for_commit(&mut self, context: u64, from: Option<NodeId>) {
-        self.waiting_commit.push(ReadRequest {
-            context,
-            from,
-            index: 0,
-            round: 0,
-        });
+        self.waiting_commit.push(ReadRequest { context, from, index: 0, round: 0 });
     }
 
     /// The leader committed in its term: waiting reads get `committed` as index.
@@ -49,12 +44,7 @@ impl ReadIndexQueue {
 
     /// A read at `index` that joins the next heartbeat round.
     pub fn add(&mut self, context: u64, from: Option<NodeId>, index: Index) {
-        self.unsent.push(ReadRequest {
-            context,
-            from,
-            index,
-            round: 0,
-        });
+        self.unsent.push(ReadRequest { context, from, index, round: 0 });
     }
 
     pub fn has_unsent(&self) -> bool {
@@ -105,12 +95,7 @@ mod tests {
         let first = queue.confirm(7);
         assert_eq!(
             first,
-            vec![ReadRequest {
-                context: 2,
-                from: Some(NodeId(2)),
-                index: 5,
-                round: 7
-            }]
+            vec![ReadRequest { context: 2, from: Some(NodeId(2)), index: 5, round: 7 }]
         );
         let second = queue.confirm(9);
         assert_eq!(second[0].index, 6);

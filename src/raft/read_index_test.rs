@@ -15,10 +15,7 @@ fn leader_read_needs_a_heartbeat_round() {
     net.propose(1, b"a");
     net.node(1).read_index(7).unwrap();
     net.process(id(1));
-    assert!(
-        reads(&net, 1).is_empty(),
-        "not before a quorum confirms leadership"
-    );
+    assert!(reads(&net, 1).is_empty(), "not before a quorum confirms leadership");
     let round = net
         .queue
         .iter()
@@ -26,13 +23,7 @@ fn leader_read_needs_a_heartbeat_round() {
         .count();
     assert_eq!(round, 2, "one heartbeat round to both followers");
     net.deliver_all();
-    assert_eq!(
-        reads(&net, 1),
-        vec![ReadState {
-            context: 7,
-            index: 2
-        }]
-    );
+    assert_eq!(reads(&net, 1), vec![ReadState { context: 7, index: 2 }]);
 }
 
 #[test]
@@ -55,43 +46,24 @@ fn follower_read_is_forwarded_to_the_leader() {
     net.propose(1, b"a");
     net.node(2).read_index(8).unwrap();
     net.deliver_all();
-    assert_eq!(
-        reads(&net, 2),
-        vec![ReadState {
-            context: 8,
-            index: 2
-        }]
-    );
+    assert_eq!(reads(&net, 2), vec![ReadState { context: 8, index: 2 }]);
     let mut lonely = Network::new(3, |_| {});
-    assert_eq!(
-        lonely.node(2).read_index(1),
-        Err(RaftError::NotLeader { leader_hint: None })
-    );
+    assert_eq!(lonely.node(2).read_index(1), Err(RaftError::NotLeader { leader_hint: None }));
 }
 
 #[test]
 fn read_waits_for_the_first_commit_of_the_term() {
     let mut net = Network::new(3, |_| {});
-    net.drop_if = Some(Box::new(|m: &Message| {
-        matches!(m.body, MessageBody::AppendResponse { .. })
-    }));
+    net.drop_if =
+        Some(Box::new(|m: &Message| matches!(m.body, MessageBody::AppendResponse { .. })));
     net.campaign(1);
     assert_eq!(net.node(1).role(), Role::Leader);
     net.node(1).read_index(4).unwrap();
     net.tick_all(1);
-    assert!(
-        reads(&net, 1).is_empty(),
-        "the no-op of this term is not committed"
-    );
+    assert!(reads(&net, 1).is_empty(), "the no-op of this term is not committed");
     net.drop_if = None;
     net.tick_all(2);
-    assert_eq!(
-        reads(&net, 1),
-        vec![ReadState {
-            context: 4,
-            index: 1
-        }]
-    );
+    assert_eq!(reads(&net, 1), vec![ReadState { context: 4, index: 1 }]);
 }
 
 #[test]
@@ -105,10 +77,7 @@ fn stale_leader_serves_no_reads_new_leader_does() {
         assert_eq!(net.node(1).role(), Role::Leader, "still believes it leads");
         net.node(1).read_index(1).unwrap();
         net.tick_all(40);
-        assert!(
-            reads(&net, 1).is_empty(),
-            "lease_read={lease_read}: stale leader answered"
-        );
+        assert!(reads(&net, 1).is_empty(), "lease_read={lease_read}: stale leader answered");
         assert_ne!(net.node(1).role(), Role::Leader);
         let leader = net.leaders()[0];
         net.node(leader.0).read_index(2).unwrap();
@@ -124,35 +93,23 @@ fn lease_read_is_answered_at_once_within_the_lease() {
     net.propose(1, b"a");
     assert_eq!(net.node(1).read_index(1), Ok(()));
     net.process(id(1));
-    assert!(
-        reads(&net, 1).is_empty(),
-        "no acknowledged heartbeat yet: no lease"
-    );
+    assert!(reads(&net, 1).is_empty(), "no acknowledged heartbeat yet: no lease");
     net.deliver_all();
     net.tick_all(1);
     net.read_states.clear();
     net.node(1).read_index(2).unwrap();
     net.process(id(1));
-    assert_eq!(
-        reads(&net, 1),
-        vec![ReadState {
-            context: 2,
-            index: 2
-        }]
-    );
+    assert_eq!(reads(&net, 1), vec![ReadState { context: 2, index: 2 }]);
     assert!(net.queue.is_empty(), "no heartbeat round was needed");
 }
 
 fn restart(net: &mut Network, n: u64, configure: impl Fn(&mut Config)) {
     let store = net.node(n).store().clone();
-    let entries = store
-        .entries(store.first_index(), store.last_index() + 1, u64::MAX)
-        .unwrap();
+    let entries = store.entries(store.first_index(), store.last_index() + 1, u64::MAX).unwrap();
     let recovered = MemStorage::recover(store.snapshot(), store.hard_state(), entries).unwrap();
     let mut config = config(n);
     configure(&mut config);
-    net.nodes
-        .insert(id(n), RaftGroup::new(config, recovered).unwrap());
+    net.nodes.insert(id(n), RaftGroup::new(config, recovered).unwrap());
 }
 
 #[test]
@@ -166,24 +123,12 @@ fn restarted_followers_do_not_elect_anyone_during_a_lease() {
     restart(&mut net, 3, lease);
     net.node(2).campaign();
     net.deliver_all();
-    assert_ne!(
-        net.node(2).role(),
-        Role::Leader,
-        "node 3 must refuse while a lease may run"
-    );
+    assert_ne!(net.node(2).role(), Role::Leader, "node 3 must refuse while a lease may run");
     net.node(1).read_index(9).unwrap();
     net.process(id(1));
-    assert_eq!(
-        reads(&net, 1).len(),
-        1,
-        "the old leader's lease is still safe to use"
-    );
+    assert_eq!(reads(&net, 1).len(), 1, "the old leader's lease is still safe to use");
     net.tick_all(30);
     let leaders = net.leaders();
-    assert_eq!(
-        leaders.len(),
-        1,
-        "node 1 stepped down; the majority side elected anew"
-    );
+    assert_eq!(leaders.len(), 1, "node 1 stepped down; the majority side elected anew");
     assert_ne!(leaders[0], id(1));
 }

@@ -60,11 +60,8 @@ impl RaftGroup {
 
     /// Answers every read whose heartbeat round a quorum acknowledged.
     pub(super) fn confirm_reads(&mut self) {
-        let rounds: Vec<Option<u64>> = self
-            .progress
-            .values()
-            .map(|p| Some(p.acked_round))
-            .collect();
+        let rounds: Vec<Option<u64>> =
+            self.progress.values().map(|p| Some(p.acked_round)).collect();
         let confirmed_round = quorum::quorum_value(rounds).unwrap_or(0);
         for request in self.reads.confirm(confirmed_round) {
             self.answer_read(request.context, request.from, request.index);
@@ -75,11 +72,7 @@ impl RaftGroup {
         match from {
             None => self.read_states.push(ReadState { context, index }),
             Some(peer) => {
-                let body = MessageBody::ReadIndexResponse {
-                    context,
-                    index,
-                    reject: false,
-                };
+                let body = MessageBody::ReadIndexResponse { context, index, reject: false };
                 self.send(peer, body);
             }
         }

@@ -104,16 +104,8 @@ impl RaftGroup {
     /// # Panics
     /// If `ready` is not the outstanding Ready.
     pub fn advance(&mut self, ready: Ready) {
-        assert!(
-            self.ready_outstanding,
-            "{}: advance() without ready()",
-            self.id
-        );
-        assert_eq!(
-            ready.number, self.ready_number,
-            "{}: advance() of a stale Ready",
-            self.id
-        );
+        assert!(self.ready_outstanding, "{}: advance() without ready()", self.id);
+        assert_eq!(ready.number, self.ready_number, "{}: advance() of a stale Ready", self.id);
         self.ready_outstanding = false;
         if let Some(snapshot) = ready.snapshot {
             let index = snapshot.meta.index;

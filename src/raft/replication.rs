@@ -9,17 +9,8 @@ use super::{RaftGroup, Role};
 impl RaftGroup {
     /// Leader: appends one entry of the current term; returns its index.
     pub(super) fn append_entry(&mut self, data: Vec<u8>) -> Index {
-        assert_eq!(
-            self.role,
-            Role::Leader,
-            "{}: only the leader appends",
-            self.id
-        );
-        let entry = Entry {
-            term: self.term,
-            index: self.log.last_index() + 1,
-            data,
-        };
+        assert_eq!(self.role, Role::Leader, "{}: only the leader appends", self.id);
+        let entry = Entry { term: self.term, index: self.log.last_index() + 1, data };
         self.log.append(&[entry])
     }
 
@@ -57,12 +48,7 @@ impl RaftGroup {
     }
 
     pub(super) fn broadcast_append(&mut self) {
-        let peers: Vec<NodeId> = self
-            .progress
-            .keys()
-            .copied()
-            .filter(|&p| p != self.id)
-            .collect();
+        let peers: Vec<NodeId> = self.progress.keys().copied().filter(|&p| p != self.id).collect();
         for peer in peers {
             self.maybe_send_append(peer, true);
         }
@@ -101,27 +87,13 @@ impl RaftGroup {
             _ => {}
         }
         let commit = self.log.committed;
-        self.send(
-            to,
-            MessageBody::Append {
-                prev_index,
-                prev_term,
-                entries,
-                commit,
-            },
-        );
+        self.send(to, MessageBody::Append { prev_index, prev_term, entries, commit });
         true
     }
 
     /// Follower: AppendEntries receiver (paper figure 2).
     pub(super) fn handle_append(&mut self, msg: &Message) {
-        let MessageBody::Append {
-            prev_index,
-            prev_term,
-            ref entries,
-            commit,
-        } = msg.body
-        else {
+        let MessageBody::Append { prev_index, prev_term, ref entries, commit } = msg.body else {
             unreachable!("not an Append: {:?}", msg.body);
         };
         if prev_index < self.log.committed {
@@ -163,13 +135,7 @@ impl RaftGroup {
 
     /// Leader: a follower's answer to an Append.
     pub(super) fn handle_append_response(&mut self, msg: &Message) {
-        let MessageBody::AppendResponse {
-            reject,
-            index,
-            hint_index,
-            hint_term,
-        } = msg.body
-        else {
+        let MessageBody::AppendResponse { reject, index, hint_index, hint_term } = msg.body else {
             unreachable!("not an AppendResponse: {:?}", msg.body);
         };
         let from = msg.from;
@@ -178,10 +144,7 @@ impl RaftGroup {
             if hint_term > 0 {
                 next_probe = self.log.find_conflict_by_term(hint_index, hint_term).0;
             }
-            let progress = self
-                .progress
-                .get_mut(&from)
-                .expect("leader tracks every voter");
+            let progress = self.progress.get_mut(&from).expect("leader tracks every voter");
             if progress.maybe_decrease_to(index, next_probe) {
                 if progress.state == ProgressState::Replicate {
                     progress.become_probe();
@@ -190,10 +153,7 @@ impl RaftGroup {
             }
             return;
         }
-        let progress = self
-            .progress
-            .get_mut(&from)
-            .expect("leader tracks every voter");
+        let progress = self.progress.get_mut(&from).expect("leader tracks every voter");
         let was_paused = progress.is_paused();
         if !progress.maybe_update(index) {
             return;
@@ -238,29 +198,16 @@ impl RaftGroup {
         self.heartbeat_round += 1;
         let round = self.heartbeat_round;
         self.round_send_ticks.insert(round, self.now_tick);
-        let horizon = self
-            .now_tick
-            .saturating_sub(u64::from(self.config.election_tick));
+        let horizon = self.now_tick.saturating_sub(u64::from(self.config.election_tick));
         self.round_send_ticks.retain(|_, &mut tick| tick >= horizon);
         self.reads.start_round(round);
         let own = self.progress.get_mut(&self.id).expect("leader is a voter");
         own.acked_round = round;
         own.acked_send_tick = Some(self.now_tick);
-        let peers: Vec<NodeId> = self
-            .progress
-            .keys()
-            .copied()
-            .filter(|&p| p != self.id)
-            .collect();
+        let peers: Vec<NodeId> = self.progress.keys().copied().filter(|&p| p != self.id).collect();
         for peer in peers {
             let commit = self.progress[&peer].matched.min(self.log.committed);
-            self.send(
-                peer,
-                MessageBody::Heartbeat {
-                    commit,
-                    context: round,
-                },
-            );
+            self.send(peer, MessageBody::Heartbeat { commit, context: round });
         }
         self.confirm_reads();
     }
@@ -274,10 +221,7 @@ impl RaftGroup {
     /// Leader: the follower is alive; resume probing and confirm reads.
     pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, context: u64) {
         let sent_tick = self.round_send_ticks.get(&context).copied();
-        let progress = self
-            .progress
-            .get_mut(&from)
-            .expect("leader tracks every voter");
+        let progress = self.progress.get_mut(&from).expect("leader tracks every voter");
         progress.probe_sent = false;
         if progress.state == ProgressState::Replicate && progress.inflights.full() {
             progress.inflights.free_first_one();

@@ -7,11 +7,7 @@ use super::test_network::*;
 use super::*;
 
 fn entry(index: Index, term: Term) -> Entry {
-    Entry {
-        term,
-        index,
-        data: vec![index as u8],
-    }
+    Entry { term, index, data: vec![index as u8] }
 }
 
 fn is_append_to(msg: &Message, n: u64) -> bool {
@@ -45,11 +41,7 @@ fn divergent_follower_catches_up_in_few_round_trips() {
     }
     net.deliver_all();
     net.tick_all(40);
-    let leader = net
-        .leaders()
-        .into_iter()
-        .find(|&l| l != id(1))
-        .expect("2 or 3 leads");
+    let leader = net.leaders().into_iter().find(|&l| l != id(1)).expect("2 or 3 leads");
     for k in 0..50u8 {
         net.propose(leader.0, &[100 + k]);
     }
@@ -62,19 +54,12 @@ fn divergent_follower_catches_up_in_few_round_trips() {
             m.from == id(1) && matches!(m.body, MessageBody::AppendResponse { reject: true, .. })
         })
         .count();
-    assert!(
-        rejects <= 2,
-        "{rejects} rejections for a 50-entry divergence"
-    );
+    assert!(rejects <= 2, "{rejects} rejections for a 50-entry divergence");
     let leader_log = net.nodes[&leader].status();
     assert_eq!(net.node(1).status().last_index, leader_log.last_index);
     assert_eq!(net.node(1).status().commit, leader_log.commit);
     let expected: Vec<Vec<u8>> = (0..50u8).map(|k| vec![100 + k]).collect();
-    assert_eq!(
-        net.applied_data(1),
-        expected,
-        "the divergent entries were replaced, never applied"
-    );
+    assert_eq!(net.applied_data(1), expected, "the divergent entries were replaced, never applied");
 }
 
 #[test]
@@ -89,16 +74,9 @@ fn inflight_window_pauses_pipelined_appends() {
     }
     net.process(id(1));
     let appends = net.queue.iter().filter(|m| is_append_to(m, 2)).count();
-    assert_eq!(
-        appends, 2,
-        "replicate state sends at most max_inflight_msgs Appends"
-    );
+    assert_eq!(appends, 2, "replicate state sends at most max_inflight_msgs Appends");
     net.deliver_all();
-    assert_eq!(
-        net.node(2).status().last_index,
-        6,
-        "acks reopen the window until caught up"
-    );
+    assert_eq!(net.node(2).status().last_index, 6, "acks reopen the window until caught up");
     assert_eq!(net.node(1).status().commit, 6);
 }
 
@@ -108,11 +86,7 @@ fn acks_and_votes_wait_for_persistence_while_appends_do_not() {
     net.node(1).campaign();
     let ready = net.node(1).ready();
     assert!(ready.messages.is_empty());
-    assert_eq!(
-        ready.persisted_messages.len(),
-        2,
-        "Vote requests need the durable self-vote"
-    );
+    assert_eq!(ready.persisted_messages.len(), 2, "Vote requests need the durable self-vote");
     assert!(ready.hard_state.is_some());
     net.node(1).advance(ready);
     let mut pre = Network::new(3, |_| {});
@@ -126,11 +100,7 @@ fn acks_and_votes_wait_for_persistence_while_appends_do_not() {
     net.node(1).propose(b"x".to_vec()).unwrap();
     let ready = net.node(1).ready();
     assert_eq!(
-        ready
-            .messages
-            .iter()
-            .filter(|m| matches!(m.body, MessageBody::Append { .. }))
-            .count(),
+        ready.messages.iter().filter(|m| matches!(m.body, MessageBody::Append { .. })).count(),
         2
     );
     let append = ready.messages[0].clone();
@@ -141,11 +111,7 @@ fn acks_and_votes_wait_for_persistence_while_appends_do_not() {
     assert!(ready.messages.is_empty());
     assert!(matches!(
         ready.persisted_messages[0].body,
-        MessageBody::AppendResponse {
-            reject: false,
-            index: 2,
-            ..
-        }
+        MessageBody::AppendResponse { reject: false, index: 2, .. }
     ));
     net.node(2).advance(ready);
 }
@@ -165,11 +131,7 @@ fn committed_entries_never_include_unpersisted_ones() {
             net.node(1).step(msg).unwrap();
         }
     }
-    assert_eq!(
-        net.node(1).status().commit,
-        index,
-        "a quorum of followers holds it"
-    );
+    assert_eq!(net.node(1).status().commit, index, "a quorum of followers holds it");
     assert!(!net.node(1).has_ready(), "no second Ready before advance");
     net.node(1).advance(ready);
     let ready = net.node(1).ready();
@@ -187,23 +149,9 @@ fn ready_twice_without_advance_panics() {
 }
 
 fn recovered(n: u64, term: Term, log: &[Entry]) -> RaftGroup {
-    let conf_state = ConfState {
-        voters: (1..=5).map(id).collect(),
-        learners: vec![],
-    };
-    let snapshot = Snapshot {
-        meta: SnapshotMeta {
-            index: 0,
-            term: 0,
-            conf_state,
-        },
-        data: vec![],
-    };
-    let hard_state = HardState {
-        term,
-        vote: None,
-        commit: 1,
-    };
+    let conf_state = ConfState { voters: (1..=5).map(id).collect(), learners: vec![] };
+    let snapshot = Snapshot { meta: SnapshotMeta { index: 0, term: 0, conf_state }, data: vec![] };
+    let hard_state = HardState { term, vote: None, commit: 1 };
     let store = MemStorage::recover(snapshot, hard_state, log.to_vec()).unwrap();
     let mut config = config(n);
     config.pre_vote = false;
@@ -239,17 +187,9 @@ fn figure_8_entry_of_earlier_term_not_committed_by_counting() {
     assert_eq!(net.node(1).role(), Role::Leader);
     assert_eq!(net.node(1).status().term, 4);
     for n in [2, 3] {
-        assert_eq!(
-            net.node(n).store().term(2),
-            Ok(2),
-            "S{n} holds index 2 from term 2"
-        );
+        assert_eq!(net.node(n).store().term(2), Ok(2), "S{n} holds index 2 from term 2");
     }
-    assert_eq!(
-        net.node(1).status().commit,
-        1,
-        "index 2 is on a majority but not committed"
-    );
+    assert_eq!(net.node(1).status().commit, 1, "index 2 is on a majority but not committed");
 
     // Why: S1 fails, S5 wins term 5 with S2, S3, S4 and overwrites index 2.
     net.drop_if = None;
@@ -258,11 +198,7 @@ fn figure_8_entry_of_earlier_term_not_committed_by_counting() {
     net.campaign(5);
     assert_eq!(net.node(5).role(), Role::Leader);
     for n in [2, 3, 4, 5] {
-        assert_eq!(
-            net.node(n).store().term(2),
-            Ok(3),
-            "S{n} index 2 overwritten by term 3"
-        );
+        assert_eq!(net.node(n).store().term(2), Ok(3), "S{n} index 2 overwritten by term 3");
         assert!(net.node(n).status().commit >= 3);
     }
 }

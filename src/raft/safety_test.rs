@@ -59,9 +59,7 @@ impl Sweep {
             }
             50..=64 => {
                 let leader = self.net.leaders().first().map(|l| l.0);
-                let n = leader
-                    .filter(|_| self.rng.range(0, 4) > 0)
-                    .unwrap_or(self.pick_node());
+                let n = leader.filter(|_| self.rng.range(0, 4) > 0).unwrap_or(self.pick_node());
                 let data = vec![self.rng.range(0, 256) as u8; 3];
                 let _ = self.net.node(n).propose(data);
             }
@@ -118,11 +116,7 @@ impl Sweep {
             return;
         }
         let term = store.term(applied).expect("applied entries are in the log");
-        let meta = SnapshotMeta {
-            index: applied,
-            term,
-            conf_state: store.conf_state(),
-        };
+        let meta = SnapshotMeta { index: applied, term, conf_state: store.conf_state() };
         let data = format!("image@{applied}").into_bytes();
         group.compact(Snapshot { meta, data }).unwrap();
     }
@@ -146,10 +140,7 @@ impl Sweep {
     fn check(&mut self) {
         for (&n, group) in &self.net.nodes {
             let status = group.status();
-            self.trace.push(format!(
-                "{n}:{:?}:{}:{}",
-                status.role, status.term, status.commit
-            ));
+            self.trace.push(format!("{n}:{:?}:{}:{}", status.role, status.term, status.commit));
             if status.role == Role::Leader {
                 let first = *self.leaders.entry(status.term).or_insert(n);
                 assert_eq!(first, n, "two leaders in term {}", status.term);
@@ -157,10 +148,8 @@ impl Sweep {
         }
         for (&n, entries) in &mut self.net.applied {
             for entry in entries.drain(..) {
-                let seen = self
-                    .applied
-                    .entry(entry.index)
-                    .or_insert((entry.term, entry.data.clone()));
+                let seen =
+                    self.applied.entry(entry.index).or_insert((entry.term, entry.data.clone()));
                 assert_eq!(
                     *seen,
                     (entry.term, entry.data),
@@ -204,10 +193,7 @@ impl Sweep {
         self.check();
         for (&n, group) in &self.net.nodes {
             let status = group.status();
-            assert_eq!(
-                status.commit, index,
-                "seed {seed}: {n} did not converge: {status:?}"
-            );
+            assert_eq!(status.commit, index, "seed {seed}: {n} did not converge: {status:?}");
             assert_eq!(status.applied, index, "seed {seed}: {n} did not apply");
         }
     }
@@ -218,10 +204,7 @@ fn randomized_sweep_keeps_safety() {
     for seed in 0..40 {
         let lease_read = seed % 2 == 1;
         let sweep = run(seed, lease_read, 1500);
-        assert!(
-            !sweep.leaders.is_empty(),
-            "seed {seed}: no leader was ever elected"
-        );
+        assert!(!sweep.leaders.is_empty(), "seed {seed}: no leader was ever elected");
         let restored: usize = sweep.net.restored.values().map(Vec::len).sum();
         eprintln!(
             "seed {seed}: terms {} applied {} reads {}/{} snapshots {restored}",

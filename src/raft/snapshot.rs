@@ -29,10 +29,7 @@ impl RaftGroup {
     /// Leader: starts sending the latest stored snapshot to `to`.
     pub(super) fn start_snapshot_transfer(&mut self, to: NodeId) {
         let index = self.log.store.snapshot_ref().meta.index;
-        self.progress
-            .get_mut(&to)
-            .expect("leader tracks every voter")
-            .become_snapshot(index);
+        self.progress.get_mut(&to).expect("leader tracks every voter").become_snapshot(index);
         self.send_snapshot_chunks(to);
     }
 
@@ -41,10 +38,7 @@ impl RaftGroup {
         let snapshot = self.log.store.snapshot_ref();
         let chunk_size = self.config.snapshot_chunk_size;
         let total_len = snapshot.data.len() as u64;
-        let progress = self
-            .progress
-            .get_mut(&to)
-            .expect("leader tracks every voter");
+        let progress = self.progress.get_mut(&to).expect("leader tracks every voter");
         let mut transfer = progress.snapshot.expect("progress is in Snapshot state");
         if transfer.index != snapshot.meta.index {
             // A newer compaction replaced the snapshot being sent: start over.
@@ -74,19 +68,11 @@ impl RaftGroup {
 
     /// Leader: a follower acknowledged (or rejected) snapshot chunks.
     pub(super) fn handle_snapshot_response(&mut self, msg: &Message) {
-        let MessageBody::SnapshotResponse {
-            index,
-            next_offset,
-            reject,
-        } = msg.body
-        else {
+        let MessageBody::SnapshotResponse { index, next_offset, reject } = msg.body else {
             unreachable!("not a SnapshotResponse: {:?}", msg.body);
         };
         let total_len = self.log.store.snapshot_ref().data.len() as u64;
-        let progress = self
-            .progress
-            .get_mut(&msg.from)
-            .expect("leader tracks every voter");
+        let progress = self.progress.get_mut(&msg.from).expect("leader tracks every voter");
         let Some(transfer) = progress.snapshot.as_mut().filter(|t| t.index == index) else {
             return; // Stale: not the transfer in progress.
         };
@@ -126,38 +112,19 @@ impl RaftGroup {
 
     /// Follower: one chunk of a snapshot from the leader.
     pub(super) fn handle_snapshot(&mut self, msg: Message) {
-        let MessageBody::Snapshot {
-            meta,
-            total_len,
-            offset,
-            chunk,
-            done,
-        } = msg.body
-        else {
+        let MessageBody::Snapshot { meta, total_len, offset, chunk, done } = msg.body else {
             unreachable!("not a Snapshot: {:?}", msg.body);
         };
         let (from, index) = (msg.from, meta.index);
         if offset == 0 {
-            self.incoming_snapshot = Some(SnapshotAssembly {
-                meta: meta.clone(),
-                total_len,
-                data: Vec::new(),
-            });
+            self.incoming_snapshot =
+                Some(SnapshotAssembly { meta: meta.clone(), total_len, data: Vec::new() });
         }
         let respond = |group: &mut RaftGroup, next_offset: u64, reject: bool| {
-            group.send(
-                from,
-                MessageBody::SnapshotResponse {
-                    index,
-                    next_offset,
-                    reject,
-                },
-            );
+            group.send(from, MessageBody::SnapshotResponse { index, next_offset, reject });
         };
-        let Some(assembly) = self
-            .incoming_snapshot
-            .as_mut()
-            .filter(|a| a.meta == meta && a.total_len == total_len)
+        let Some(assembly) =
+            self.incoming_snapshot.as_mut().filter(|a| a.meta == meta && a.total_len == total_len)
         else {
             self.incoming_snapshot = None;
             return respond(self, 0, true);
@@ -173,10 +140,7 @@ impl RaftGroup {
             return respond(self, have, false);
         }
         let assembly = self.incoming_snapshot.take().expect("checked above");
-        self.restore_snapshot(Snapshot {
-            meta: assembly.meta,
-            data: assembly.data,
-        });
+        self.restore_snapshot(Snapshot { meta: assembly.meta, data: assembly.data });
         respond(self, total_len, false);
     }
 

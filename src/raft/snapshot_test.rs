@@ -8,17 +8,8 @@ fn compact_at_applied(net: &mut Network, n: u64, data: &[u8]) -> Index {
     let status = net.node(n).status();
     let term = net.node(n).store().term(status.applied).unwrap();
     let conf_state = net.node(n).store().conf_state();
-    let meta = SnapshotMeta {
-        index: status.applied,
-        term,
-        conf_state,
-    };
-    net.node(n)
-        .compact(Snapshot {
-            meta,
-            data: data.to_vec(),
-        })
-        .unwrap();
+    let meta = SnapshotMeta { index: status.applied, term, conf_state };
+    net.node(n).compact(Snapshot { meta, data: data.to_vec() }).unwrap();
     status.applied
 }
 
@@ -45,35 +36,18 @@ fn lagging_follower_gets_snapshot(drop_second_chunk: bool) {
         }));
     }
     net.tick_all(3);
-    let chunks = net
-        .delivered
-        .iter()
-        .filter(|m| matches!(m.body, MessageBody::Snapshot { .. }))
-        .count();
+    let chunks =
+        net.delivered.iter().filter(|m| matches!(m.body, MessageBody::Snapshot { .. })).count();
     assert!(chunks >= 5, "19 bytes in 4-byte chunks: {chunks}");
     let rejected = net.delivered.iter().any(|m| {
-        matches!(
-            m.body,
-            MessageBody::SnapshotResponse {
-                reject: true,
-                next_offset: 4,
-                ..
-            }
-        )
+        matches!(m.body, MessageBody::SnapshotResponse { reject: true, next_offset: 4, .. })
     });
-    assert_eq!(
-        rejected, drop_second_chunk,
-        "a gap is rejected with the offset to resume at"
-    );
+    assert_eq!(rejected, drop_second_chunk, "a gap is rejected with the offset to resume at");
     let restored = &net.restored[&id(3)];
     assert_eq!(restored.len(), 1);
     assert_eq!(restored[0].data, data.to_vec());
     assert_eq!(restored[0].meta.index, index);
-    assert_eq!(
-        net.applied_data(3),
-        vec![b"after".to_vec()],
-        "entries after the snapshot apply"
-    );
+    assert_eq!(net.applied_data(3), vec![b"after".to_vec()], "entries after the snapshot apply");
     let follower = net.node(3).status();
     assert_eq!(follower.first_index, index + 1);
     assert_eq!(follower.last_index, net.node(1).status().last_index);
@@ -98,16 +72,9 @@ fn transfer_moves_leadership_and_drops_proposals_meanwhile() {
     net.propose(1, b"a");
     net.isolate(2);
     net.node(1).transfer_leader(id(2));
-    assert_eq!(
-        net.node(1).propose(b"b".to_vec()),
-        Err(RaftError::ProposalDropped)
-    );
+    assert_eq!(net.node(1).propose(b"b".to_vec()), Err(RaftError::ProposalDropped));
     net.tick_all(10);
-    assert_eq!(
-        net.node(1).role(),
-        Role::Leader,
-        "transfer aborted, still leader"
-    );
+    assert_eq!(net.node(1).role(), Role::Leader, "transfer aborted, still leader");
     net.propose(1, b"c");
     net.heal();
     net.tick_all(2);
@@ -116,10 +83,7 @@ fn transfer_moves_leadership_and_drops_proposals_meanwhile() {
     assert_eq!(net.leaders(), vec![id(2)]);
     assert_eq!(net.node(1).leader(), Some(id(2)));
     net.propose(2, b"d");
-    assert_eq!(
-        net.applied_data(1),
-        vec![b"a".to_vec(), b"c".to_vec(), b"d".to_vec()]
-    );
+    assert_eq!(net.applied_data(1), vec![b"a".to_vec(), b"c".to_vec(), b"d".to_vec()]);
 }
 
 #[test]
@@ -135,11 +99,7 @@ fn empty_replica_outside_the_voters_learns_them_from_a_snapshot() {
     net.tick_all(30);
     net.heal();
     net.tick_all(5);
-    assert_eq!(
-        net.leaders(),
-        vec![id(1)],
-        "the empty replica never campaigns"
-    );
+    assert_eq!(net.leaders(), vec![id(1)], "the empty replica never campaigns");
     let status = net.node(3).status();
     assert_eq!(status.voters, vec![id(1), id(2), id(3)]);
     assert_eq!(status.first_index, index + 1);

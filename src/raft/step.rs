@@ -28,10 +28,9 @@ impl RaftGroup {
     /// A message from a higher term. Returns whether to go on processing it.
     fn step_higher_term(&mut self, msg: &Message) -> bool {
         match msg.body {
-            MessageBody::PreVote { .. }
-            | MessageBody::Vote {
-                transfer: false, ..
-            } if self.in_leader_lease() => {
+            MessageBody::PreVote { .. } | MessageBody::Vote { transfer: false, .. }
+                if self.in_leader_lease() =>
+            {
                 // Leader stickiness: a live leader exists; ignore the disruption.
                 return false;
             }
@@ -120,11 +119,7 @@ impl RaftGroup {
                 self.handle_snapshot(msg);
             }
             MessageBody::TimeoutNow => self.hup(true),
-            MessageBody::ReadIndexResponse {
-                context,
-                index,
-                reject: false,
-            } => {
+            MessageBody::ReadIndexResponse { context, index, reject: false } => {
                 self.read_states.push(super::ReadState { context, index });
             }
             _ => {}

@@ -47,19 +47,9 @@ pub struct MemStorage {
 impl MemStorage {
     /// A fresh group whose log is empty with membership `conf_state`.
     pub fn new(conf_state: ConfState) -> MemStorage {
-        let snapshot = Snapshot {
-            meta: SnapshotMeta {
-                index: 0,
-                term: 0,
-                conf_state,
-            },
-            data: Vec::new(),
-        };
-        MemStorage {
-            hard_state: HardState::default(),
-            snapshot,
-            entries: Vec::new(),
-        }
+        let snapshot =
+            Snapshot { meta: SnapshotMeta { index: 0, term: 0, conf_state }, data: Vec::new() };
+        MemStorage { hard_state: HardState::default(), snapshot, entries: Vec::new() }
     }
 
     /// A recovered group: latest snapshot (if any), hard state, entries after it.
@@ -73,21 +63,14 @@ impl MemStorage {
         entries: Vec<Entry>,
     ) -> Result<MemStorage, StorageError> {
         let snapshot_index = snapshot.meta.index;
-        let kept: Vec<Entry> = entries
-            .into_iter()
-            .filter(|e| e.index > snapshot_index)
-            .collect();
+        let kept: Vec<Entry> = entries.into_iter().filter(|e| e.index > snapshot_index).collect();
         for (offset, entry) in kept.iter().enumerate() {
             let expected = snapshot_index + 1 + offset as u64;
             if entry.index != expected {
                 return Err(StorageError::Unavailable(expected));
             }
         }
-        Ok(MemStorage {
-            hard_state,
-            snapshot,
-            entries: kept,
-        })
+        Ok(MemStorage { hard_state, snapshot, entries: kept })
     }
 
     /// The stored snapshot, without copying its data.
@@ -148,16 +131,9 @@ impl MemStorage {
         if index <= self.snapshot.meta.index {
             return;
         }
-        assert!(
-            index <= self.last_index(),
-            "compact at {index} beyond {}",
-            self.last_index()
-        );
+        assert!(index <= self.last_index(), "compact at {index} beyond {}", self.last_index());
         let term = self.term(index).expect("index is within the stored log");
-        assert_eq!(
-            term, snapshot.meta.term,
-            "compact at {index}: snapshot term mismatch"
-        );
+        assert_eq!(term, snapshot.meta.term, "compact at {index}: snapshot term mismatch");
         let drop = (index - self.snapshot.meta.index) as usize;
         self.entries.drain(..drop);
         self.snapshot = snapshot;
@@ -231,21 +207,13 @@ mod tests {
     use super::*;
 
     fn entry(index: Index, term: Term) -> Entry {
-        Entry {
-            term,
-            index,
-            data: vec![],
-        }
+        Entry { term, index, data: vec![] }
     }
 
     #[test]
     fn recover_drops_entries_in_snapshot_and_checks_gaps() {
         let snapshot = Snapshot {
-            meta: SnapshotMeta {
-                index: 2,
-                term: 1,
-                conf_state: ConfState::default(),
-            },
+            meta: SnapshotMeta { index: 2, term: 1, conf_state: ConfState::default() },
             data: vec![],
         };
         let entries = vec![entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)];
@@ -266,11 +234,7 @@ mod tests {
         assert_eq!(store.last_index(), 2);
         assert_eq!(store.term(2), Ok(2));
         let snapshot = Snapshot {
-            meta: SnapshotMeta {
-                index: 1,
-                term: 1,
-                conf_state: ConfState::default(),
-            },
+            meta: SnapshotMeta { index: 1, term: 1, conf_state: ConfState::default() },
             data: vec![7],
         };
         store.compact(snapshot);

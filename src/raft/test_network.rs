@@ -39,10 +39,7 @@ impl Network {
     /// `count` fresh voters, each configured by `configure`.
     pub fn new(count: u64, configure: impl Fn(&mut Config)) -> Network {
         let voters: Vec<NodeId> = (1..=count).map(id).collect();
-        let conf_state = ConfState {
-            voters,
-            learners: vec![],
-        };
+        let conf_state = ConfState { voters, learners: vec![] };
         let mut nodes = BTreeMap::new();
         for n in 1..=count {
             let mut config = config(n);
@@ -81,14 +78,8 @@ impl Network {
                 self.applied.entry(n).or_default().clear();
             }
             self.queue.extend(ready.persisted_messages.iter().cloned());
-            self.applied
-                .entry(n)
-                .or_default()
-                .extend(ready.committed_entries.iter().cloned());
-            self.read_states
-                .entry(n)
-                .or_default()
-                .extend(ready.read_states.iter().copied());
+            self.applied.entry(n).or_default().extend(ready.committed_entries.iter().cloned());
+            self.read_states.entry(n).or_default().extend(ready.read_states.iter().copied());
             group.advance(ready);
         }
     }
@@ -155,11 +146,7 @@ impl Network {
     }
 
     pub fn leaders(&self) -> Vec<NodeId> {
-        self.nodes
-            .iter()
-            .filter(|(_, g)| g.role() == Role::Leader)
-            .map(|(&n, _)| n)
-            .collect()
+        self.nodes.iter().filter(|(_, g)| g.role() == Role::Leader).map(|(&n, _)| n).collect()
     }
 
     pub fn propose(&mut self, n: u64, data: &[u8]) -> Index {
@@ -171,10 +158,6 @@ impl Network {
     /// Applied payloads of node `n`, no-ops skipped.
     pub fn applied_data(&self, n: u64) -> Vec<Vec<u8>> {
         let entries = self.applied.get(&id(n)).cloned().unwrap_or_default();
-        entries
-            .into_iter()
-            .filter(|e| !e.data.is_empty())
-            .map(|e| e.data)
-            .collect()
+        entries.into_iter().filter(|e| !e.data.is_empty()).map(|e| e.data).collect()
     }
 }

@@ -19,11 +19,7 @@ pub struct Unstable {
 
 impl Unstable {
     pub fn new(offset: Index) -> Unstable {
-        Unstable {
-            offset,
-            offset_in_progress: offset,
-            ..Unstable::default()
-        }
+        Unstable { offset, offset_in_progress: offset, ..Unstable::default() }
     }
 
     /// First index, if a snapshot is pending.
@@ -43,9 +39,7 @@ impl Unstable {
             let snapshot = self.snapshot.as_ref()?;
             return (snapshot.meta.index == index).then_some(snapshot.meta.term);
         }
-        self.entries
-            .get((index - self.offset) as usize)
-            .map(|e| e.term)
+        self.entries.get((index - self.offset) as usize).map(|e| e.term)
     }
 
     /// Entries not yet handed out.
@@ -55,9 +49,7 @@ impl Unstable {
     }
 
     pub fn next_snapshot(&self) -> Option<&Snapshot> {
-        self.snapshot
-            .as_ref()
-            .filter(|_| !self.snapshot_in_progress)
+        self.snapshot.as_ref().filter(|_| !self.snapshot_in_progress)
     }
 
     /// Marks everything pending as handed out in a Ready.
@@ -79,11 +71,7 @@ impl Unstable {
     }
 
     pub fn stable_snapshot_to(&mut self, index: Index) {
-        if self
-            .snapshot
-            .as_ref()
-            .is_some_and(|s| s.meta.index == index)
-        {
+        if self.snapshot.as_ref().is_some_and(|s| s.meta.index == index) {
             self.snapshot = None;
             self.snapshot_in_progress = false;
         }
@@ -120,11 +108,7 @@ mod tests {
     use super::*;
 
     fn entry(index: Index, term: Term) -> Entry {
-        Entry {
-            term,
-            index,
-            data: vec![],
-        }
+        Entry { term, index, data: vec![] }
     }
 
     #[test]

@@ -44,8 +44,13 @@ pub enum WriteOp {
 /// What applying a command produced; cached per client for deduplication.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
-    Put { revision: u64 },
-    Delete { revision: u64, existed: bool },
+    Put {
+        revision: u64,
+    },
+    Delete {
+        revision: u64,
+        existed: bool,
+    },
     /// A retry too old to tell whether it was applied; nothing was done now.
     Expired,
 }
@@ -213,7 +218,11 @@ impl KvStore {
         let now_live = value.is_some();
         let versions = self.map.entry(key.to_vec()).or_default();
         if let Some(last) = versions.last() {
-            assert!(last.revision < revision, "key {key:?}: revision {revision} after {}", last.revision);
+            assert!(
+                last.revision < revision,
+                "key {key:?}: revision {revision} after {}",
+                last.revision
+            );
         }
         versions.push(Version { revision, value });
         match (was_live, now_live) {
@@ -260,7 +269,11 @@ impl KvStore {
     ///
     /// # Errors
     /// `RevisionUnavailable` when `revision` is beyond the applied index.
-    pub fn get(&self, key: &[u8], revision: Option<u64>) -> Result<Option<KeyValue>, RevisionUnavailable> {
+    pub fn get(
+        &self,
+        key: &[u8],
+        revision: Option<u64>,
+    ) -> Result<Option<KeyValue>, RevisionUnavailable> {
         let revision = self.read_revision(revision)?;
         Ok(self.map.get(key).and_then(|versions| Self::visible(key, versions, revision)))
     }
@@ -283,7 +296,8 @@ impl KvStore {
         let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
         let range = self.map.range::<[u8], _>((Bound::Included(start), upper));
         let visible = range.filter_map(|(key, versions)| Self::visible(key, versions, revision));
-        let limit = if limit == 0 { usize::MAX } else { usize::try_from(limit).unwrap_or(usize::MAX) };
+        let limit =
+            if limit == 0 { usize::MAX } else { usize::try_from(limit).unwrap_or(usize::MAX) };
         Ok(visible.take(limit).collect())
     }
 
@@ -295,7 +309,8 @@ impl KvStore {
             map: self.map.clone(),
             sessions: self.sessions.clone(),
         };
-        bincode::serde::encode_to_vec(&image, bincode::config::standard()).expect("KvImage always encodes")
+        bincode::serde::encode_to_vec(&image, bincode::config::standard())
+            .expect("KvImage always encodes")
     }
 
     /// The inverse of `snapshot`.
@@ -304,19 +319,25 @@ impl KvStore {
     /// `SnapshotDecodeError` when the bytes do not decode, have another format
     /// version, or break the store's invariants.
     pub fn restore(data: &[u8]) -> Result<KvStore, SnapshotDecodeError> {
-        let (image, used): (KvImage, usize) = bincode::serde::decode_from_slice(data, bincode::config::standard())
-            .map_err(|e| SnapshotDecodeError(e.to_string()))?;
+        let (image, used): (KvImage, usize) =
+            bincode::serde::decode_from_slice(data, bincode::config::standard())
+                .map_err(|e| SnapshotDecodeError(e.to_string()))?;
         if used != data.len() {
             return Err(SnapshotDecodeError(format!("{} trailing bytes", data.len() - used)));
         }
         if image.format_version != SNAPSHOT_FORMAT_VERSION {
-            let reason = format!("format version {}, expected {SNAPSHOT_FORMAT_VERSION}", image.format_version);
+            let reason = format!(
+                "format version {}, expected {SNAPSHOT_FORMAT_VERSION}",
+                image.format_version
+            );
             return Err(SnapshotDecodeError(reason));
         }
         let mut live_keys = 0;
         for (key, versions) in &image.map {
             let increasing = versions.windows(2).all(|pair| pair[0].revision < pair[1].revision);
-            let last = versions.last().ok_or_else(|| SnapshotDecodeError(format!("key {key:?} has no versions")))?;
+            let last = versions
+                .last()
+                .ok_or_else(|| SnapshotDecodeError(format!("key {key:?} has no versions")))?;
             if !increasing || last.revision > image.applied {
                 return Err(SnapshotDecodeError(format!("key {key:?} has revisions out of order")));
             }
@@ -345,10 +366,19 @@ mod tests {
     /// A naive model: the full map after every index.
     type Model = Vec<BTreeMap<Vec<u8>, (Vec<u8>, u64)>>;
 
-    fn model_scan(model: &Model, revision: u64, start: &[u8], end: Option<&[u8]>, limit: u64) -> Vec<KeyValue> {
+    fn model_scan(
+        model: &Model,
+        revision: u64,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: u64,
+    ) -> Vec<KeyValue> {
         let state = &model[revision as usize];
-        let items = state.iter().filter(|(k, _)| k.as_slice() >= start && end.is_none_or(|e| k.as_slice() < e));
-        let items = items.map(|(k, (v, r))| KeyValue { key: k.clone(), value: v.clone(), revision: *r });
+        let items = state
+            .iter()
+            .filter(|(k, _)| k.as_slice() >= start && end.is_none_or(|e| k.as_slice() < e));
+        let items =
+            items.map(|(k, (v, r))| KeyValue { key: k.clone(), value: v.clone(), revision: *r });
         items.take(if limit == 0 { usize::MAX } else { limit as usize }).collect()
     }
 
@@ -372,17 +402,26 @@ mod tests {
                 _ => {
                     let value = format!("v{index}");
                     state.insert(key.clone().into_bytes(), (value.clone().into_bytes(), index));
-                    assert_eq!(store.apply(index, &put(&key, &value)), CommandResult::Put { revision: index });
+                    assert_eq!(
+                        store.apply(index, &put(&key, &value)),
+                        CommandResult::Put { revision: index }
+                    );
                 }
             }
             model.push(state);
             assert_eq!(store.len(), model.last().unwrap().len());
         }
         for revision in [0, 1, 50, 199, 400] {
-            for (start, end, limit) in [("", None, 0), ("k3", Some("k7"), 0), ("k1", None, 3), ("k5", Some("k2"), 0)] {
+            for (start, end, limit) in
+                [("", None, 0), ("k3", Some("k7"), 0), ("k1", None, 3), ("k5", Some("k2"), 0)]
+            {
                 let end = end.map(str::as_bytes);
                 let got = store.scan(start.as_bytes(), end, limit, Some(revision)).unwrap();
-                assert_eq!(got, model_scan(&model, revision, start.as_bytes(), end, limit), "rev {revision}");
+                assert_eq!(
+                    got,
+                    model_scan(&model, revision, start.as_bytes(), end, limit),
+                    "rev {revision}"
+                );
             }
             for k in 0..12 {
                 let key = format!("k{k}");
@@ -406,18 +445,30 @@ mod tests {
         store.apply(2, &put("a", "2"));
         assert_eq!(store.get(b"a", None).unwrap(), Some(kv("a", "2", 2)));
         assert_eq!(store.get(b"a", Some(1)).unwrap(), Some(kv("a", "1", 1)));
-        assert_eq!(store.get(b"a", Some(3)), Err(RevisionUnavailable { revision: 3, first: 0, last: 2 }));
+        assert_eq!(
+            store.get(b"a", Some(3)),
+            Err(RevisionUnavailable { revision: 3, first: 0, last: 2 })
+        );
         assert!(store.scan(b"", None, 0, Some(9)).is_err());
     }
 
     #[test]
     fn delete_of_missing_key_does_not_write() {
         let mut store = KvStore::new();
-        assert_eq!(store.apply(1, &delete("a")), CommandResult::Delete { revision: 1, existed: false });
+        assert_eq!(
+            store.apply(1, &delete("a")),
+            CommandResult::Delete { revision: 1, existed: false }
+        );
         assert_eq!(store.applied(), 1);
         store.apply(2, &put("a", "x"));
-        assert_eq!(store.apply(3, &delete("a")), CommandResult::Delete { revision: 3, existed: true });
-        assert_eq!(store.apply(4, &delete("a")), CommandResult::Delete { revision: 4, existed: false });
+        assert_eq!(
+            store.apply(3, &delete("a")),
+            CommandResult::Delete { revision: 3, existed: true }
+        );
+        assert_eq!(
+            store.apply(4, &delete("a")),
+            CommandResult::Delete { revision: 4, existed: false }
+        );
         assert_eq!(store.get(b"a", Some(2)).unwrap(), Some(kv("a", "x", 2)));
         assert_eq!(store.get(b"a", None).unwrap(), None);
         assert!(store.is_empty());
@@ -427,13 +478,19 @@ mod tests {
     fn retried_request_is_applied_once() {
         let mut store = KvStore::new();
         let id = RequestId { client: 9, seq: 5 };
-        let first = Command { request_id: Some(id), op: WriteOp::Put { key: b"k".to_vec(), value: b"1".to_vec() } };
+        let first = Command {
+            request_id: Some(id),
+            op: WriteOp::Put { key: b"k".to_vec(), value: b"1".to_vec() },
+        };
         assert_eq!(store.apply(1, &first), CommandResult::Put { revision: 1 });
         // The same request committed again (a client retry): same result, no write.
         assert_eq!(store.apply(2, &first), CommandResult::Put { revision: 1 });
         assert_eq!(store.get(b"k", None).unwrap(), Some(kv("k", "1", 1)));
         // An older seq not seen before is a pipelined write that arrived late: it applies.
-        let late = Command { request_id: Some(RequestId { client: 9, seq: 4 }), op: WriteOp::Delete { key: b"k".to_vec() } };
+        let late = Command {
+            request_id: Some(RequestId { client: 9, seq: 4 }),
+            op: WriteOp::Delete { key: b"k".to_vec() },
+        };
         assert_eq!(store.apply(3, &late), CommandResult::Delete { revision: 3, existed: true });
         assert_eq!(store.apply(4, &late), CommandResult::Delete { revision: 3, existed: true });
         assert_eq!(store.applied(), 4);
@@ -441,7 +498,10 @@ mod tests {
         // The dedup table survives a snapshot.
         let mut restored = KvStore::restore(&store.snapshot()).unwrap();
         assert_eq!(restored.apply(5, &first), CommandResult::Put { revision: 1 });
-        let next = Command { request_id: Some(RequestId { client: 9, seq: 6 }), op: WriteOp::Put { key: b"k".to_vec(), value: b"2".to_vec() } };
+        let next = Command {
+            request_id: Some(RequestId { client: 9, seq: 6 }),
+            op: WriteOp::Put { key: b"k".to_vec(), value: b"2".to_vec() },
+        };
         assert_eq!(restored.apply(6, &next), CommandResult::Put { revision: 6 });
     }
 
@@ -481,7 +541,10 @@ mod tests {
 
     #[test]
     fn bootstrap_and_restore_errors() {
-        let store = KvStore::bootstrap(3, vec![(b"_/r1".to_vec(), b"d1".to_vec()), (b"_/r2".to_vec(), b"d2".to_vec())]);
+        let store = KvStore::bootstrap(
+            3,
+            vec![(b"_/r1".to_vec(), b"d1".to_vec()), (b"_/r2".to_vec(), b"d2".to_vec())],
+        );
         assert_eq!(store.applied(), 3);
         assert_eq!(store.len(), 2);
         assert_eq!(store.get(b"_/r1", None).unwrap().map(|kv| kv.revision), Some(3));

@@ -57,7 +57,9 @@ impl DataDir {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return Err(StorageError::Locked { path: path.to_path_buf() });
             }
-            Err(e) => return Err(StorageError::Io { op: "lock", path: path.to_path_buf(), source: e }),
+            Err(e) => {
+                return Err(StorageError::Io { op: "lock", path: path.to_path_buf(), source: e })
+            }
         };
         let data_dir = DataDir { path: path.to_path_buf(), disk, _lock: lock };
         data_dir.check_version()?;
@@ -99,7 +101,11 @@ impl DataDir {
             return Ok(None);
         }
         let bytes = read_whole(&*self.disk, &path)?;
-        let corrupt = |reason: &str| StorageError::Corrupt { path: path.clone(), offset: 0, reason: reason.to_string() };
+        let corrupt = |reason: &str| StorageError::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            reason: reason.to_string(),
+        };
         if bytes.len() < META_HEADER_BYTES {
             return Err(corrupt("file shorter than its header"));
         }

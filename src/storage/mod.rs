@@ -53,7 +53,12 @@ pub(crate) fn read_whole(disk: &dyn Disk, path: &Path) -> Result<Vec<u8>, Storag
 
 /// Replaces `dir/name` with `bytes` atomically: writes `dir/name.tmp`, fsyncs it,
 /// renames it over `name`, fsyncs `dir`.
-pub(crate) fn write_atomic(disk: &dyn Disk, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+pub(crate) fn write_atomic(
+    disk: &dyn Disk,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), StorageError> {
     let tmp = dir.join(format!("{name}.tmp"));
     let target = dir.join(name);
     let mut file = disk.open(&tmp, true).map_err(io_err("create", &tmp))?;

@@ -141,7 +141,11 @@ impl SnapshotStore {
         };
         let path = self.dir.join(&name);
         let bytes = read_whole(&*self.disk, &path)?;
-        let snapshot = decode(&bytes).map_err(|reason| StorageError::Corrupt { path: path.clone(), offset: 0, reason })?;
+        let snapshot = decode(&bytes).map_err(|reason| StorageError::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            reason,
+        })?;
         if snapshot.meta.index != index {
             let reason = format!("holds index {}, name says {index}", snapshot.meta.index);
             return Err(StorageError::Corrupt { path, offset: 0, reason });
@@ -154,7 +158,8 @@ impl SnapshotStore {
     /// # Errors
     /// `Io` when the directory cannot be listed.
     pub fn ranges(&self) -> Result<Vec<RangeId>, StorageError> {
-        let mut ranges: Vec<RangeId> = self.list()?.into_iter().map(|(range, _, _)| range).collect();
+        let mut ranges: Vec<RangeId> =
+            self.list()?.into_iter().map(|(range, _, _)| range).collect();
         ranges.dedup();
         Ok(ranges)
     }

@@ -69,12 +69,22 @@ const SEGMENT_SUFFIX: &str = ".wal";
 /// One WAL record. Entries starting at index i replace any entries >= i of that range.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WalRecord {
-    Entries { range: RangeId, entries: Vec<Entry> },
-    HardState { range: RangeId, hard_state: HardState },
+    Entries {
+        range: RangeId,
+        entries: Vec<Entry>,
+    },
+    HardState {
+        range: RangeId,
+        hard_state: HardState,
+    },
     /// A snapshot received from the leader at `index` (term `term`) replaced the
     /// range's whole log: every earlier Entries record of the range is void, even
     /// entries above `index` (they may belong to a divergent history).
-    SnapshotInstalled { range: RangeId, index: Index, term: Term },
+    SnapshotInstalled {
+        range: RangeId,
+        index: Index,
+        term: Term,
+    },
 }
 
 /// Tuning of the WAL.
@@ -158,7 +168,8 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
 
 /// bincode of a record (the part of the payload after `batch_start`).
 fn encode_record(record: &WalRecord) -> Vec<u8> {
-    bincode::serde::encode_to_vec(record, bincode::config::standard()).expect("WalRecord always encodes")
+    bincode::serde::encode_to_vec(record, bincode::config::standard())
+        .expect("WalRecord always encodes")
 }
 
 /// The aligned frame size of an encoded record.
@@ -224,7 +235,8 @@ fn find_later_batch(bytes: &[u8], bad: u64) -> Option<u64> {
         if len >= BATCH_START_BYTES && pos + HEADER_BYTES + len <= end {
             let batch_start = read_u64(bytes, at + HEADER_BYTES as usize);
             if batch_start > bad && batch_start <= pos && batch_start % ALIGN == 0 {
-                let payload = &bytes[at + HEADER_BYTES as usize..at + (HEADER_BYTES + len) as usize];
+                let payload =
+                    &bytes[at + HEADER_BYTES as usize..at + (HEADER_BYTES + len) as usize];
                 if crc32fast::hash(payload) == read_u32(bytes, at + 4) {
                     return Some(pos);
                 }
@@ -260,12 +272,18 @@ fn scan_segment(bytes: &[u8], path: &Path, is_last: bool) -> Result<ScannedSegme
                 pos += frame_size;
             }
             Err(reason) => {
-                let corrupt = |reason: String| StorageError::Corrupt { path: path.to_path_buf(), offset: pos, reason };
+                let corrupt = |reason: String| StorageError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset: pos,
+                    reason,
+                };
                 if !is_last {
                     return Err(corrupt(format!("{reason}; later segments exist")));
                 }
                 if let Some(later) = find_later_batch(bytes, pos) {
-                    return Err(corrupt(format!("{reason}; a later batch follows at offset {later}")));
+                    return Err(corrupt(format!(
+                        "{reason}; a later batch follows at offset {later}"
+                    )));
                 }
                 return Ok(ScannedSegment { records, end: pos, torn: true });
             }
@@ -315,7 +333,11 @@ impl Wal {
         dir: &Path,
         options: WalOptions,
     ) -> Result<(Wal, WalRecovery), StorageError> {
-        assert!(options.segment_bytes >= 64, "segment_bytes {} is too small", options.segment_bytes);
+        assert!(
+            options.segment_bytes >= 64,
+            "segment_bytes {} is too small",
+            options.segment_bytes
+        );
         disk.create_dir_all(dir).map_err(io_err("create directory", dir))?;
         let names = disk.list(dir).map_err(io_err("list", dir))?;
         let mut seqs: Vec<u64> = names.iter().filter_map(|name| parse_segment_name(name)).collect();
@@ -350,7 +372,8 @@ impl Wal {
         };
         let dir = dir.to_path_buf();
         let buffer = Vec::new();
-        let mut wal = Wal { disk, dir, options, segments, file, segment_size, offset, buffer, hard_states };
+        let mut wal =
+            Wal { disk, dir, options, segments, file, segment_size, offset, buffer, hard_states };
         if torn {
             wal.cut_tail()?;
         }
@@ -362,7 +385,9 @@ impl Wal {
     fn cut_tail(&mut self) -> Result<(), StorageError> {
         if self.offset + HEADER_BYTES <= self.segment_size {
             let path = &self.segments.last().expect("never empty").path;
-            self.file.write_at(self.offset, &[0u8; HEADER_BYTES as usize]).map_err(io_err("write", path))?;
+            self.file
+                .write_at(self.offset, &[0u8; HEADER_BYTES as usize])
+                .map_err(io_err("write", path))?;
             self.file.sync().map_err(io_err("sync", path))?;
         }
         Ok(())
@@ -391,7 +416,11 @@ impl Wal {
     pub fn append(&mut self, record: &WalRecord) -> Result<(), StorageError> {
         if let WalRecord::Entries { range, entries } = record {
             for pair in entries.windows(2) {
-                assert_eq!(pair[1].index, pair[0].index + 1, "range {range}: WAL entries not contiguous");
+                assert_eq!(
+                    pair[1].index,
+                    pair[0].index + 1,
+                    "range {range}: WAL entries not contiguous"
+                );
             }
         }
         let record_bytes = encode_record(record);
@@ -459,7 +488,8 @@ impl Wal {
         }
         let needed = start.len() as u64 + frame_size + HEADER_BYTES;
         let seq = self.segments.last().expect("never empty").seq + 1;
-        let (segment, file, size) = create_segment(&*self.disk, &self.dir, seq, self.options.segment_bytes.max(needed))?;
+        let (segment, file, size) =
+            create_segment(&*self.disk, &self.dir, seq, self.options.segment_bytes.max(needed))?;
         self.segments.push(segment);
         self.file = file;
         self.segment_size = size;
@@ -478,9 +508,13 @@ impl Wal {
     /// `Io` when syncing, removing or the directory fsync fails.
     pub fn release(&mut self, snapshots: &BTreeMap<RangeId, Index>) -> Result<(), StorageError> {
         let covered = |segment: &Segment| {
-            segment.max_index.iter().all(|(range, max)| snapshots.get(range).is_some_and(|snap| max <= snap))
+            segment
+                .max_index
+                .iter()
+                .all(|(range, max)| snapshots.get(range).is_some_and(|snap| max <= snap))
         };
-        let count = self.segments[..self.segments.len() - 1].iter().take_while(|s| covered(s)).count();
+        let count =
+            self.segments[..self.segments.len() - 1].iter().take_while(|s| covered(s)).count();
         if count == 0 {
             return Ok(());
         }

@@ -128,7 +128,8 @@ impl Cluster {
             let text = std::fs::read_to_string(&server.log).unwrap_or_default();
             // Panics first (a backtrace would push them out of the tail), then the tail.
             let panics = text.lines().filter(|l| l.contains("panicked at")).take(3);
-            let tail: Vec<&str> = text.lines().filter(|l| !l.starts_with("  ")).rev().take(20).collect();
+            let tail: Vec<&str> =
+                text.lines().filter(|l| !l.starts_with("  ")).rev().take(20).collect();
             all.push_str(&format!("--- node {} ({}) ---\n", server.id, server.address));
             for line in panics.chain(tail.into_iter().rev()) {
                 all.push_str(line);
