@@ -82,8 +82,19 @@ pub async fn run_server(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    run_node(config, Arc::new(RealDisk), shutdown).await
+}
+
+/// `run_server` on a given disk: the simulation runs the same node on its SimDisk.
+///
+/// # Errors
+/// As `run_server`.
+pub async fn run_node(
+    config: ServerConfig,
+    disk: Arc<dyn Disk>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
     validate(&config)?;
-    let disk: Arc<dyn Disk> = Arc::new(RealDisk);
     let data_dir = DataDir::open(Arc::clone(&disk), &config.data_dir)?;
     let meta = cluster_meta(&data_dir, &config)?;
     let voters: Vec<NodeId> = meta.peers.keys().copied().collect();
