@@ -418,7 +418,15 @@ fn print_status(status: &ClusterStatus) {
                 ]
             }
             Err(reason) => {
-                ["?".to_string(), node.address.clone(), format!("unreachable: {reason}")]
+                // The node's id as its peers know it, from their link tables.
+                let id = status
+                    .nodes
+                    .iter()
+                    .filter_map(|other| other.status.as_ref().ok())
+                    .flat_map(|other| other.peers.iter())
+                    .find(|(_, address, _)| *address == node.address)
+                    .map_or_else(|| "?".to_string(), |(id, _, _)| id.to_string());
+                [id, node.address.clone(), format!("unreachable: {reason}")]
             }
         });
     }
