@@ -333,7 +333,7 @@ fn run_bit_flip(
 }
 
 proptest! {
-    #![proptest_config(crate::config("wal", 192))]
+    #![proptest_config(crate::config("wal", 384))]
 
     #[test]
     fn crash_recovers_a_prefix_with_every_synced_record(
