@@ -20,6 +20,7 @@ use anyhow::{bail, Context};
 use clap::{CommandFactory, Parser, Subcommand};
 
 use rangedb::client::{check_key, escape, Client, ClientConfig, ClientError, ClusterStatus};
+use rangedb::cli_parse;
 use rangedb::node::ServerConfig;
 use rangedb::raft::NodeId;
 
@@ -125,23 +126,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Parses `5s`, `1.5s`, `500ms`, `2m` or a bare number of milliseconds.
+/// clap's value parser for `--timeout`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 =
-        number.parse().map_err(|_| format!("`{text}` is not a duration like 5s or 500ms"))?;
-    let seconds = match unit.trim() {
-        "" | "ms" => number / 1000.0,
-        "s" => number,
-        "m" => number * 60.0,
-        other => return Err(format!("unknown unit `{other}` in `{text}` (use ms, s or m)")),
-    };
-    if !(seconds > 0.0 && seconds < 1e9) {
-        return Err(format!("`{text}` must be a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
+    cli_parse::parse_duration(text).map_err(|error| error.to_string())
 }
 
 fn run_server(args: &ServerArgs) -> anyhow::Result<u8> {
@@ -160,18 +147,18 @@ fn server_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
     if args.id == 0 {
         bail!("--id must be greater than 0");
     }
-    check_address(&args.listen).context("--listen")?;
+    cli_parse::check_address(&args.listen).context("--listen")?;
     let peers = if args.peers.is_empty() {
         BTreeMap::from([(NodeId(args.id), args.listen.clone())])
     } else {
-        parse_peers(&args.peers)?
+        cli_parse::parse_peers(&args.peers)?
     };
     if !peers.contains_key(&NodeId(args.id)) {
         bail!("--peers must include this node's --id {}", args.id);
     }
     let split_keys = match &args.split_keys {
         None => None,
-        Some(keys) => Some(parse_split_keys(keys)?),
+        Some(keys) => Some(cli_parse::parse_split_keys(keys)?),
     };
     if args.tick_ms == 0 {
         bail!("--tick-ms must be greater than 0");
@@ -185,51 +172,6 @@ fn server_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
         tick_ms: args.tick_ms,
         snapshot_entries: args.snapshot_entries,
     })
-}
-
-fn parse_peers(entries: &[String]) -> anyhow::Result<BTreeMap<NodeId, String>> {
-    let mut peers = BTreeMap::new();
-    for entry in entries {
-        let Some((id, address)) = entry.split_once('=') else {
-            bail!("--peers entry `{entry}` is not of the form id=host:port");
-        };
-        let id: u64 = id
-            .trim()
-            .parse()
-            .with_context(|| format!("--peers entry `{entry}`: `{id}` is not a node id"))?;
-        if id == 0 {
-            bail!("--peers entry `{entry}`: node ids start at 1");
-        }
-        let address = address.trim().to_string();
-        check_address(&address).with_context(|| format!("--peers entry `{entry}`"))?;
-        if peers.insert(NodeId(id), address).is_some() {
-            bail!("--peers lists node id {id} twice");
-        }
-    }
-    Ok(peers)
-}
-
-/// Accepts `host:port` with a numeric port (the host is resolved when connecting).
-fn check_address(address: &str) -> anyhow::Result<()> {
-    let Some((host, port)) = address.rsplit_once(':') else {
-        bail!("`{address}` is not of the form host:port");
-    };
-    if host.is_empty() {
-        bail!("`{address}` has no host");
-    }
-    port.parse::<u16>().with_context(|| format!("`{address}`: `{port}` is not a port number"))?;
-    Ok(())
-}
-
-fn parse_split_keys(keys: &[String]) -> anyhow::Result<Vec<Vec<u8>>> {
-    let keys: Vec<Vec<u8>> = keys.iter().map(|key| key.as_bytes().to_vec()).collect();
-    for key in &keys {
-        check_key(key).with_context(|| format!("--split-keys `{}`", escape(key)))?;
-    }
-    if keys.windows(2).any(|pair| pair[0] >= pair[1]) {
-        bail!("--split-keys must be in increasing order without repeats");
-    }
-    Ok(keys)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -7,9 +7,13 @@
 //! - `range`: range descriptors, routing and the KV state machine.
 //! - `node`: the event loop that drives every replica, the wire protocol, the server.
 //! - `client`: the client library the CLI uses.
+//! - `cli_parse`: the parsers of the CLI's flag text.
+//! - `fuzzing`: the bodies of the fuzz targets (also run by `cargo test`).
 
+pub mod cli_parse;
 pub mod client;
 pub mod env;
+pub mod fuzzing;
 pub mod node;
 pub mod raft;
 pub mod range;

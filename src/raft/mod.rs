@@ -38,6 +38,13 @@ mod unstable;
 #[cfg(test)]
 mod test_network;
 
+/// The log's internals, for the model-based tests in `proptests/`; not an API.
+#[doc(hidden)]
+pub mod testing {
+    pub use super::log::RaftLog;
+    pub use super::unstable::Unstable;
+}
+
 #[cfg(test)]
 mod election_test;
 #[cfg(test)]

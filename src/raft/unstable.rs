@@ -59,9 +59,12 @@ impl Unstable {
     }
 
     /// Entries up to `index` (with `term`) are durable. Ignored if they were since
-    /// replaced by a newer leader's entries.
+    /// replaced by a newer leader's entries, or by a snapshot still pending: entries
+    /// written before that snapshot are void, and the ones after it (even with the
+    /// same index and term) are only durable once the snapshot is.
     pub fn stable_to(&mut self, index: Index, term: Term) {
-        if index < self.offset || self.maybe_term(index) != Some(term) {
+        if self.snapshot.is_some() || index < self.offset || self.maybe_term(index) != Some(term)
+        {
             return;
         }
         let count = (index + 1 - self.offset) as usize;
@@ -122,6 +125,26 @@ mod tests {
         unstable.truncate_and_append(&[entry(3, 3)]);
         assert_eq!(unstable.offset, 3);
         assert_eq!(unstable.next_entries(), &[entry(3, 3)]);
+    }
+
+    /// Regression (found by proptests/raft_log.rs): entries handed out in a Ready,
+    /// then a snapshot restored before that Ready was advanced, then entries with the
+    /// same index and term appended after the snapshot. The late advance must not
+    /// mark those new entries durable: the snapshot, persisted afterwards, clears the
+    /// stored log, and they would be lost from both.
+    #[test]
+    fn stable_to_waits_for_a_pending_snapshot() {
+        let mut unstable = Unstable::new(1);
+        unstable.truncate_and_append(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
+        unstable.accept_in_progress();
+        let meta = SnapshotMeta { index: 1, term: 1, conf_state: ConfState::default() };
+        unstable.restore(Snapshot { meta, data: vec![] });
+        unstable.truncate_and_append(&[entry(2, 1), entry(3, 1)]);
+        unstable.stable_to(3, 1);
+        assert_eq!(unstable.entries.len(), 2, "entries after the pending snapshot were dropped");
+        unstable.stable_snapshot_to(1);
+        unstable.stable_to(3, 1);
+        assert!(unstable.entries.is_empty());
     }
 
     #[test]
