@@ -8,6 +8,7 @@
 //! - `node`: the event loop that drives every replica, the wire protocol, the server.
 //! - `client`: the client library the CLI uses.
 
+pub mod byte_serde;
 pub mod client;
 pub mod env;
 pub mod node;

@@ -72,16 +72,20 @@ pub enum ReadConsistency {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     Put {
+        #[serde(with = "crate::byte_serde::vec")]
         key: Vec<u8>,
+        #[serde(with = "crate::byte_serde::vec")]
         value: Vec<u8>,
         request_id: RequestId,
     },
     Delete {
+        #[serde(with = "crate::byte_serde::vec")]
         key: Vec<u8>,
         request_id: RequestId,
     },
     /// `revision`: read as of that revision of the key's range (None: latest).
     Get {
+        #[serde(with = "crate::byte_serde::vec")]
         key: Vec<u8>,
         revision: Option<u64>,
         consistency: ReadConsistency,
@@ -102,7 +106,9 @@ pub enum Request {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
+    #[serde(with = "crate::byte_serde::vec")]
     pub key: Vec<u8>,
+    #[serde(with = "crate::byte_serde::vec")]
     pub value: Vec<u8>,
     /// Revision that wrote this version.
     pub revision: u64,

@@ -37,8 +37,16 @@ pub struct Command {
 /// The write a command performs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteOp {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    Put {
+        #[serde(with = "crate::byte_serde::vec")]
+        key: Vec<u8>,
+        #[serde(with = "crate::byte_serde::vec")]
+        value: Vec<u8>,
+    },
+    Delete {
+        #[serde(with = "crate::byte_serde::vec")]
+        key: Vec<u8>,
+    },
 }
 
 /// What applying a command produced; cached per client for deduplication.
@@ -80,6 +88,7 @@ pub struct Version {
     /// The Raft index of the entry that wrote this version.
     pub revision: u64,
     /// None is a tombstone (the key was deleted at `revision`).
+    #[serde(with = "crate::byte_serde::option")]
     pub value: Option<Vec<u8>>,
 }
 
