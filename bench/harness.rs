@@ -155,9 +155,12 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    /// User + system CPU seconds of every server so far.
-    fn cpu_seconds(&self) -> f64 {
-        self.children.iter().map(|c| process_cpu_seconds(c.id()).unwrap_or(0.0)).sum()
+    /// (user, system) CPU seconds of every server so far.
+    fn cpu_seconds(&self) -> (f64, f64) {
+        self.children
+            .iter()
+            .filter_map(|c| process_cpu_seconds(c.id()))
+            .fold((0.0, 0.0), |(u, s), (cu, cs)| (u + cu, s + cs))
     }
 }
 
@@ -171,14 +174,15 @@ impl Drop for LocalCluster {
     }
 }
 
-/// utime + stime of a process from /proc/PID/stat, in seconds.
-fn process_cpu_seconds(pid: u32) -> Option<f64> {
+/// (utime, stime) of a process from /proc/PID/stat, in seconds.
+fn process_cpu_seconds(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0) // USER_HZ is 100 on Linux.
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user / 100.0, system / 100.0)) // USER_HZ is 100 on Linux.
 }
 
 /// The 1-minute load average, recorded so that a run on a busy machine says so.
@@ -347,7 +351,7 @@ async fn drive(
     progress(args, &shared.counters, start).await;
     shared.measuring.store(false, Ordering::SeqCst);
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = cpu_start.zip(local.map(|l| l.cpu_seconds())).map(|(a, b)| b - a);
+    let cpu = cpu_start.zip(local.map(|l| l.cpu_seconds())).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
     shared.stop.store(true, Ordering::SeqCst);
     for task in tasks {
         let _ = task.await;
@@ -509,13 +513,15 @@ fn report(
     histogram: &Histogram<u64>,
     counters: &Counters,
     elapsed: f64,
-    cpu: Option<f64>,
+    cpu: Option<(f64, f64)>,
 ) {
     let ok = counters.ok.load(Ordering::Relaxed);
     let throughput = ok as f64 / elapsed;
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     let errors = counters.errors.lock().expect("not poisoned").clone();
-    let cpu_per_op_us = cpu.map(|c| c / ok.max(1) as f64 * 1e6);
+    let per_op_us = |seconds: f64| seconds / ok.max(1) as f64 * 1e6;
+    let cpu_per_op_us = cpu.map(|(user, system)| per_op_us(user + system));
+    let system_per_op_us = cpu.map(|(_, system)| per_op_us(system));
     let mode = if args.rate > 0 { format!("open {}/s", args.rate) } else { "closed".into() };
     let table = format!(
         "workload  dist     loop          clients  value  ops/s      p50 ms  p90 ms  p99 ms  \
@@ -532,7 +538,10 @@ fn report(
         ms(0.99),
         ms(0.999),
         histogram.max() as f64 / 1000.0,
-        cpu_per_op_us.map(|us| format!("{us:.0} us")).unwrap_or_else(|| "-".into()),
+        cpu_per_op_us
+            .zip(system_per_op_us)
+            .map(|(us, system)| format!("{us:.0} us ({system:.0} us system)"))
+            .unwrap_or_else(|| "-".into()),
     );
     let errors_line = (!errors.is_empty()).then(|| format!("errors: {errors:?}"));
     if !args.json {
@@ -555,7 +564,7 @@ fn report(
          \"warmup_s\":{},\"duration_s\":{elapsed:.3},\"durability\":\"fsync\",\
          \"loadavg_1m\":{},\"ops\":{ok},\"ops_per_s\":{throughput:.1},\"p50_ms\":{:.3},\
          \"p90_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\
-         \"server_cpu_us_per_op\":{},\"errors\":{{{}}}}}",
+         \"server_cpu_us_per_op\":{},\"server_system_cpu_us_per_op\":{},\"errors\":{{{}}}}}",
         env!("CARGO_PKG_VERSION"),
         args.workload,
         args.read_ratio,
@@ -577,6 +586,7 @@ fn report(
         ms(0.999),
         histogram.max() as f64 / 1000.0,
         cpu_per_op_us.map(|v| format!("{v:.1}")).unwrap_or_else(null),
+        system_per_op_us.map(|v| format!("{v:.1}")).unwrap_or_else(null),
         errors.join(",")
     );
 }
