@@ -19,8 +19,11 @@ pub mod vec {
         serializer.serialize_bytes(bytes)
     }
 
+    /// Asks for borrowed bytes: from a slice bincode hands them over without the
+    /// zero-filled buffer its owned `Vec<u8>` decode allocates first; from a reader
+    /// it hands over an owned buffer.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-        deserializer.deserialize_byte_buf(BytesVisitor)
+        deserializer.deserialize_bytes(BytesVisitor)
     }
 }
 

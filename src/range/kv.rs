@@ -225,7 +225,11 @@ impl KvStore {
     fn push_version(&mut self, key: &[u8], revision: u64, value: Option<Vec<u8>>) {
         let was_live = self.is_live(key);
         let now_live = value.is_some();
-        let versions = self.map.entry(key.to_vec()).or_default();
+        // Look up by slice first: `entry` would copy the key even when it exists.
+        let versions = match self.map.get_mut(key) {
+            Some(versions) => versions,
+            None => self.map.entry(key.to_vec()).or_default(),
+        };
         if let Some(last) = versions.last() {
             assert!(
                 last.revision < revision,
