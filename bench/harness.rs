@@ -1,7 +1,23 @@
-//! `rangedb bench`: load against a cluster, measured with hdrhistogram.
+//! `rangedb bench`: load against a cluster, measured with hdrhistogram, the way etcd's
+//! `benchmark` tool and YCSB do.
 //!
-//! Closed loop: `--clients` tasks each send one request, wait for the answer, send
-//! the next. Requests share `--connections` client connections per node (pipelined).
+//! ```text
+//!  --clients tasks ──share──► --connections Client handles (pipelined per node)
+//!     │ closed loop: send, wait for the answer, send the next
+//!     │ open loop (--rate R): request k of a task is due at start + k / (R / clients);
+//!     │   its latency runs from that intended send time, not from when it was sent,
+//!     │   so a stall shows up in the percentiles (no coordinated omission)
+//!     ▼
+//!  per-task histograms (µs) ──merged──► p50 p90 p99 p99.9 max, ops/s, errors by kind
+//! ```
+//!
+//! Workloads: `put`, `get` (linearizable: ReadIndex), `mixed` (`--read-ratio` gets,
+//! the rest puts), `scan` (`--scan-limit` keys from a random key), `delete`. Keys are
+//! drawn uniformly or from a scrambled zipfian (YCSB's generator, theta 0.99 by
+//! default) over `--keys` keys. Reads, scans and deletes run on a preloaded key space.
+//! A run lasts `--duration` seconds or `--ops` operations, after `--warmup` seconds
+//! that are not counted.
+//!
 //! With `--local N` the harness starts an N-node cluster of this same binary on
 //! loopback in a temporary directory (fsync on, as always), measures the servers'
 //! CPU time from /proc, then stops them and removes the directory.
@@ -19,10 +35,17 @@ use tokio::time::Instant;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// put or get (linearizable).
+    /// put, get (linearizable), mixed (--read-ratio gets, the rest puts), scan or
+    /// delete.
     #[arg(long, default_value = "put")]
     workload: String,
-    /// Concurrent closed-loop clients.
+    /// Fraction of operations that are gets in the mixed workload.
+    #[arg(long, default_value_t = 0.5)]
+    read_ratio: f64,
+    /// Keys returned per scan (scan workload).
+    #[arg(long, default_value_t = 10)]
+    scan_limit: u64,
+    /// Concurrent clients.
     #[arg(long, default_value_t = 64)]
     clients: u64,
     /// Client connections per node shared by the clients.
@@ -31,21 +54,66 @@ pub struct BenchArgs {
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]
     value_size: usize,
-    /// Distinct keys (uniform).
+    /// Distinct keys.
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
-    /// Measured time in seconds.
+    /// uniform or zipfian (scrambled, so hot keys spread over the ranges).
+    #[arg(long, default_value = "uniform")]
+    distribution: String,
+    /// Zipfian skew (YCSB uses 0.99).
+    #[arg(long, default_value_t = 0.99)]
+    zipf_theta: f64,
+    /// Open loop: target operations per second over all clients, each latency measured
+    /// from the intended send time. 0 = closed loop (as fast as replies come).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Measured time in seconds (ignored when --ops is given).
     #[arg(long, default_value_t = 15)]
     duration: u64,
+    /// Stop after this many measured operations instead of after --duration.
+    #[arg(long)]
+    ops: Option<u64>,
     /// Unmeasured warm-up in seconds.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
     /// Start an N-node cluster on loopback for the run (instead of --endpoints).
     #[arg(long)]
     local: Option<u64>,
-    /// Print one JSON object at the end.
+    /// Print one JSON object per run on stdout (the table goes to stderr).
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Workload {
+    Put,
+    Get,
+    Mixed { read_ratio: f64 },
+    Scan { limit: u64 },
+    Delete,
+}
+
+impl Workload {
+    fn parse(args: &BenchArgs) -> anyhow::Result<Workload> {
+        Ok(match args.workload.as_str() {
+            "put" => Workload::Put,
+            "get" => Workload::Get,
+            "mixed" => {
+                if !(0.0..=1.0).contains(&args.read_ratio) {
+                    bail!("--read-ratio must be between 0 and 1");
+                }
+                Workload::Mixed { read_ratio: args.read_ratio }
+            }
+            "scan" => Workload::Scan { limit: args.scan_limit.max(1) },
+            "delete" => Workload::Delete,
+            other => bail!("--workload must be put, get, mixed, scan or delete, not {other}"),
+        })
+    }
+
+    /// Whether the key space is written before the run.
+    fn needs_preload(self) -> bool {
+        self != Workload::Put
+    }
 }
 
 /// Servers started by `--local`, stopped and removed on drop.
@@ -87,9 +155,12 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    /// User + system CPU seconds of every server so far.
-    fn cpu_seconds(&self) -> f64 {
-        self.children.iter().map(|c| process_cpu_seconds(c.id()).unwrap_or(0.0)).sum()
+    /// (user, system) CPU seconds of every server so far.
+    fn cpu_seconds(&self) -> (f64, f64) {
+        self.children
+            .iter()
+            .filter_map(|c| process_cpu_seconds(c.id()))
+            .fold((0.0, 0.0), |(u, s), (cu, cs)| (u + cu, s + cs))
     }
 }
 
@@ -103,37 +174,146 @@ impl Drop for LocalCluster {
     }
 }
 
-/// utime + stime of a process from /proc/PID/stat, in seconds.
-fn process_cpu_seconds(pid: u32) -> Option<f64> {
+/// (utime, stime) of a process from /proc/PID/stat, in seconds.
+fn process_cpu_seconds(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0) // USER_HZ is 100 on Linux.
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user / 100.0, system / 100.0)) // USER_HZ is 100 on Linux.
+}
+
+/// The 1-minute load average, recorded so that a run on a busy machine says so.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 #[derive(Default)]
 struct Counters {
     ok: AtomicU64,
+    /// Measured operations started (the --ops budget).
+    started: AtomicU64,
     errors: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
-pub fn run(args: &BenchArgs, endpoints: &[String]) -> anyhow::Result<u8> {
-    if args.workload != "put" && args.workload != "get" {
-        bail!("--workload must be put or get, not {}", args.workload);
+/// Key chooser: uniform, or YCSB's zipfian (Gray et al., "Quickly generating
+/// billion-record synthetic databases") with the rank scrambled by a hash so the hot
+/// keys do not all sit in one range.
+#[derive(Clone, Debug)]
+enum KeyChooser {
+    Uniform { keys: u64 },
+    Zipfian { keys: u64, theta: f64, alpha: f64, zeta_n: f64, eta: f64 },
+}
+
+impl KeyChooser {
+    fn new(args: &BenchArgs) -> anyhow::Result<KeyChooser> {
+        match args.distribution.as_str() {
+            "uniform" => Ok(KeyChooser::Uniform { keys: args.keys }),
+            "zipfian" => {
+                let theta = args.zipf_theta;
+                if !(0.0..1.0).contains(&theta) || theta == 0.0 {
+                    bail!("--zipf-theta must be in (0, 1)");
+                }
+                let zeta = |n: u64| (1..=n).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
+                let (zeta_n, zeta_2) = (zeta(args.keys), zeta(2));
+                let eta = (1.0 - (2.0 / args.keys as f64).powf(1.0 - theta))
+                    / (1.0 - zeta_2 / zeta_n);
+                Ok(KeyChooser::Zipfian {
+                    keys: args.keys,
+                    theta,
+                    alpha: 1.0 / (1.0 - theta),
+                    zeta_n,
+                    eta,
+                })
+            }
+            other => bail!("--distribution must be uniform or zipfian, not {other}"),
+        }
     }
+
+    fn next(&self, rng: &mut Rng) -> u64 {
+        match *self {
+            KeyChooser::Uniform { keys } => rng.next() % keys,
+            KeyChooser::Zipfian { keys, theta, alpha, zeta_n, eta } => {
+                let u = rng.unit();
+                let uz = u * zeta_n;
+                let rank = if uz < 1.0 {
+                    0
+                } else if uz < 1.0 + 0.5f64.powf(theta) {
+                    1
+                } else {
+                    ((keys as f64) * (eta * u - eta + 1.0).powf(alpha)) as u64
+                };
+                fnv64(rank.min(keys - 1)) % keys
+            }
+        }
+    }
+}
+
+fn fnv64(value: u64) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for byte in value.to_le_bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// xorshift64: per-task, seeded by the task number, so runs choose the same keys.
+struct Rng(u64);
+
+impl Rng {
+    fn new(task: u64) -> Rng {
+        Rng(0x9e37_79b9_7f4a_7c15_u64 ^ (task + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9))
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+pub fn run(args: &BenchArgs, endpoints: &[String]) -> anyhow::Result<u8> {
+    let workload = Workload::parse(args)?;
+    let chooser = KeyChooser::new(args)?;
     if args.clients == 0 || args.connections == 0 || args.keys == 0 || args.duration == 0 {
         bail!("--clients, --connections, --keys and --duration must be at least 1");
+    }
+    if args.ops == Some(0) {
+        bail!("--ops must be at least 1");
     }
     let local = args.local.map(LocalCluster::start).transpose()?;
     let endpoints = local.as_ref().map(|l| l.endpoints.clone()).unwrap_or(endpoints.to_vec());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(drive(args, endpoints, local.as_ref()))
+    runtime.block_on(drive(args, workload, chooser, endpoints, local.as_ref()))
+}
+
+/// Shared between the driver and the client tasks.
+struct Shared {
+    args: BenchArgs,
+    workload: Workload,
+    chooser: KeyChooser,
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    histogram: Mutex<Histogram<u64>>,
+    counters: Counters,
+    /// Open loop: when the schedule starts (every task's request k is due at
+    /// `epoch + k * interval`).
+    epoch: Instant,
 }
 
 async fn drive(
     args: &BenchArgs,
+    workload: Workload,
+    chooser: KeyChooser,
     endpoints: Vec<String>,
     local: Option<&LocalCluster>,
 ) -> anyhow::Result<u8> {
@@ -143,47 +323,75 @@ async fn drive(
         })
         .collect();
     wait_ready(&clients[0]).await?;
-    if args.workload == "get" {
+    if workload.needs_preload() {
         eprintln!("loading {} keys...", args.keys);
         preload(&clients, args).await?;
     }
     eprintln!("warming up for {} s...", args.warmup);
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
-    let counters = Arc::new(Counters::default());
+    let shared = Arc::new(Shared {
+        args: args.clone(),
+        workload,
+        chooser,
+        measuring: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        histogram: Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?),
+        counters: Counters::default(),
+        epoch: Instant::now(),
+    });
     let mut tasks = Vec::new();
     for task in 0..args.clients {
         let client = clients[(task % args.connections) as usize].clone();
-        let (measuring, stop) = (Arc::clone(&measuring), Arc::clone(&stop));
-        let (histogram, counters) = (Arc::clone(&histogram), Arc::clone(&counters));
-        let args = args.clone();
-        tasks.push(tokio::spawn(async move {
-            client_loop(task, client, args, measuring, stop, histogram, counters).await
-        }));
+        let shared = Arc::clone(&shared);
+        tasks.push(tokio::spawn(async move { client_loop(task, client, shared).await }));
     }
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     let cpu_start = local.map(|l| l.cpu_seconds());
     let start = Instant::now();
-    measuring.store(true, Ordering::SeqCst);
-    let mut last = 0;
-    for second in 1..=args.duration {
-        tokio::time::sleep_until(start + Duration::from_secs(second)).await;
-        let ok = counters.ok.load(Ordering::Relaxed);
-        eprint!("\r[{second:>3}/{} s] {:>8} ops/s   ", args.duration, ok - last);
-        last = ok;
-    }
-    measuring.store(false, Ordering::SeqCst);
+    shared.measuring.store(true, Ordering::SeqCst);
+    progress(args, &shared.counters, start).await;
+    shared.measuring.store(false, Ordering::SeqCst);
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = cpu_start.zip(local.map(|l| l.cpu_seconds())).map(|(a, b)| b - a);
-    stop.store(true, Ordering::SeqCst);
+    let cpu = cpu_start.zip(local.map(|l| l.cpu_seconds())).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
+    shared.stop.store(true, Ordering::SeqCst);
     for task in tasks {
         let _ = task.await;
     }
     eprintln!();
-    let histogram = histogram.lock().expect("no task panicked holding it");
-    report(args, &histogram, &counters, elapsed, cpu);
+    let histogram = shared.histogram.lock().expect("no task panicked holding it");
+    report(args, &histogram, &shared.counters, elapsed, cpu);
     Ok(0)
+}
+
+/// Prints a progress line every second until the duration or the op count is reached.
+async fn progress(args: &BenchArgs, counters: &Counters, start: Instant) {
+    let mut last = 0;
+    let mut second = 0;
+    loop {
+        let done = |ok: u64| match args.ops {
+            Some(ops) => ok >= ops,
+            None => start.elapsed() >= Duration::from_secs(args.duration),
+        };
+        // Poll often enough to stop an --ops run close to its count.
+        let next = start + Duration::from_secs(second + 1);
+        while Instant::now() < next {
+            if args.ops.is_some() && done(counters.ok.load(Ordering::Relaxed)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10).min(next - Instant::now())).await;
+        }
+        second += 1;
+        let ok = counters.ok.load(Ordering::Relaxed);
+        let errors: u64 = counters.errors.lock().expect("not poisoned").values().sum();
+        let total = match args.ops {
+            Some(ops) => format!("{ok}/{ops} ops"),
+            None => format!("{second:>3}/{} s", args.duration),
+        };
+        eprint!("\r[{total}] {:>8} ops/s  {errors} errors   ", ok - last);
+        last = ok;
+        if done(ok) {
+            return;
+        }
+    }
 }
 
 async fn wait_ready(client: &Client) -> anyhow::Result<()> {
@@ -223,46 +431,81 @@ fn bench_key(i: u64) -> Vec<u8> {
     key
 }
 
-async fn client_loop(
-    task: u64,
-    client: Client,
-    args: BenchArgs,
-    measuring: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    histogram: Arc<Mutex<Histogram<u64>>>,
-    counters: Arc<Counters>,
-) {
+/// One operation of the workload on `key`.
+async fn one_op(
+    client: &Client,
+    workload: Workload,
+    key: &[u8],
+    value: &[u8],
+    rng: &mut Rng,
+) -> Result<(), ClientError> {
+    match workload {
+        Workload::Put => client.put(key, value).await.map(|_| ()),
+        Workload::Get => client.get(key).await.map(|_| ()),
+        Workload::Mixed { read_ratio } if rng.unit() < read_ratio => {
+            client.get(key).await.map(|_| ())
+        }
+        Workload::Mixed { .. } => client.put(key, value).await.map(|_| ()),
+        Workload::Scan { limit } => client.scan(key, None, limit).await.map(|_| ()),
+        Workload::Delete => client.delete(key).await.map(|_| ()),
+    }
+}
+
+/// The error's variant name: `OutcomeUnknown`, `Timeout`, ...
+fn error_kind(error: &ClientError) -> String {
+    format!("{error:?}").split([' ', '{', '(']).next().unwrap_or("?").to_string()
+}
+
+async fn client_loop(task: u64, client: Client, shared: Arc<Shared>) {
+    let args = &shared.args;
     let value = vec![b'x'; args.value_size];
-    let mut rng = 0x9e37_79b9_7f4a_7c15_u64 ^ (task + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut rng = Rng::new(task);
     let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    while !stop.load(Ordering::Relaxed) {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let key = bench_key(rng % args.keys);
-        let sent = Instant::now();
-        let result = if args.workload == "put" {
-            client.put(&key, &value).await.map(|_| ())
+    // Open loop: this task's share of the rate, its first request offset so the
+    // tasks do not all fire at once.
+    let interval = (args.rate > 0)
+        .then(|| Duration::from_secs_f64(args.clients as f64 / args.rate as f64));
+    let mut intended =
+        shared.epoch + interval.map_or(Duration::ZERO, |i| i.mul_f64(task as f64 / args.clients as f64));
+    while !shared.stop.load(Ordering::Relaxed) {
+        if interval.is_some() {
+            tokio::time::sleep_until(intended).await;
         } else {
-            client.get(&key).await.map(|_| ())
-        };
-        if !measuring.load(Ordering::Relaxed) {
+            intended = Instant::now();
+        }
+        let measured = shared.measuring.load(Ordering::Relaxed);
+        if measured {
+            let started = shared.counters.started.fetch_add(1, Ordering::Relaxed);
+            if args.ops.is_some_and(|ops| started >= ops) {
+                // The budget is spent: idle until the driver stops everyone.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        }
+        let key = bench_key(shared.chooser.next(&mut rng));
+        let result = one_op(&client, shared.workload, &key, &value, &mut rng).await;
+        // Latency from the intended send time: a request that waited behind a stalled
+        // one is charged for the wait (open loop); in closed loop they coincide.
+        let micros = intended.elapsed().as_micros() as u64;
+        if let Some(interval) = interval {
+            intended += interval;
+        }
+        if !measured {
             continue;
         }
         match result {
             Ok(()) => {
-                let micros = sent.elapsed().as_micros() as u64;
                 let _ = local.record(micros.max(1));
-                counters.ok.fetch_add(1, Ordering::Relaxed);
+                shared.counters.ok.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
-                let kind =
-                    format!("{error:?}").split([' ', '{', '(']).next().unwrap_or("?").to_string();
-                *counters.errors.lock().expect("not poisoned").entry(kind).or_default() += 1;
+                let kind = error_kind(&error);
+                *shared.counters.errors.lock().expect("not poisoned").entry(kind).or_default() +=
+                    1;
             }
         }
     }
-    histogram.lock().expect("not poisoned").add(&local).expect("same bounds");
+    shared.histogram.lock().expect("not poisoned").add(&local).expect("same bounds");
 }
 
 fn report(
@@ -270,19 +513,23 @@ fn report(
     histogram: &Histogram<u64>,
     counters: &Counters,
     elapsed: f64,
-    cpu: Option<f64>,
+    cpu: Option<(f64, f64)>,
 ) {
     let ok = counters.ok.load(Ordering::Relaxed);
     let throughput = ok as f64 / elapsed;
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     let errors = counters.errors.lock().expect("not poisoned").clone();
-    let cpu_per_op_us = cpu.map(|c| c / ok.max(1) as f64 * 1e6);
-    println!(
-        "workload  clients  value  ops/s      p50 ms  p90 ms  p99 ms  p99.9 ms  max ms  server cpu/op"
-    );
-    println!(
-        "{:<9} {:<8} {:<6} {:<10.0} {:<7.2} {:<7.2} {:<7.2} {:<9.2} {:<7.2} {}",
+    let per_op_us = |seconds: f64| seconds / ok.max(1) as f64 * 1e6;
+    let cpu_per_op_us = cpu.map(|(user, system)| per_op_us(user + system));
+    let system_per_op_us = cpu.map(|(_, system)| per_op_us(system));
+    let mode = if args.rate > 0 { format!("open {}/s", args.rate) } else { "closed".into() };
+    let table = format!(
+        "workload  dist     loop          clients  value  ops/s      p50 ms  p90 ms  p99 ms  \
+         p99.9 ms  max ms   server cpu/op\n\
+         {:<9} {:<8} {:<13} {:<8} {:<6} {:<10.0} {:<7.2} {:<7.2} {:<7.2} {:<9.2} {:<8.2} {}",
         args.workload,
+        args.distribution,
+        mode,
         args.clients,
         args.value_size,
         throughput,
@@ -291,28 +538,95 @@ fn report(
         ms(0.99),
         ms(0.999),
         histogram.max() as f64 / 1000.0,
-        cpu_per_op_us.map(|us| format!("{us:.0} us")).unwrap_or_else(|| "-".into()),
+        cpu_per_op_us
+            .zip(system_per_op_us)
+            .map(|(us, system)| format!("{us:.0} us ({system:.0} us system)"))
+            .unwrap_or_else(|| "-".into()),
     );
-    if !errors.is_empty() {
-        println!("errors: {errors:?}");
+    let errors_line = (!errors.is_empty()).then(|| format!("errors: {errors:?}"));
+    if !args.json {
+        println!("{table}");
+        if let Some(line) = errors_line {
+            println!("{line}");
+        }
+        return;
     }
-    if args.json {
-        let errors: Vec<String> = errors.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
-        println!(
-            "{{\"version\":\"{}\",\"workload\":\"{}\",\"clients\":{},\"connections\":{},\"value_size\":{},\"keys\":{},\"duration_s\":{elapsed:.3},\"durability\":\"fsync\",\"ops\":{ok},\"ops_per_s\":{throughput:.1},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"server_cpu_us_per_op\":{},\"errors\":{{{}}}}}",
-            env!("CARGO_PKG_VERSION"),
-            args.workload,
-            args.clients,
-            args.connections,
-            args.value_size,
-            args.keys,
-            ms(0.5),
-            ms(0.9),
-            ms(0.99),
-            ms(0.999),
-            histogram.max() as f64 / 1000.0,
-            cpu_per_op_us.map(|v| format!("{v:.1}")).unwrap_or_else(|| "null".into()),
-            errors.join(",")
-        );
+    eprintln!("{table}");
+    if let Some(line) = errors_line {
+        eprintln!("{line}");
+    }
+    let errors: Vec<String> = errors.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+    let null = || "null".to_string();
+    println!(
+        "{{\"version\":\"{}\",\"workload\":\"{}\",\"read_ratio\":{},\"scan_limit\":{},\
+         \"distribution\":\"{}\",\"zipf_theta\":{},\"loop\":\"{}\",\"target_rate\":{},\
+         \"clients\":{},\"connections\":{},\"value_size\":{},\"keys\":{},\"local_nodes\":{},\
+         \"warmup_s\":{},\"duration_s\":{elapsed:.3},\"durability\":\"fsync\",\
+         \"loadavg_1m\":{},\"ops\":{ok},\"ops_per_s\":{throughput:.1},\"p50_ms\":{:.3},\
+         \"p90_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\
+         \"server_cpu_us_per_op\":{},\"server_system_cpu_us_per_op\":{},\"errors\":{{{}}}}}",
+        env!("CARGO_PKG_VERSION"),
+        args.workload,
+        args.read_ratio,
+        args.scan_limit,
+        args.distribution,
+        args.zipf_theta,
+        if args.rate > 0 { "open" } else { "closed" },
+        args.rate,
+        args.clients,
+        args.connections,
+        args.value_size,
+        args.keys,
+        args.local.map(|n| n.to_string()).unwrap_or_else(null),
+        args.warmup,
+        load_average().map(|l| l.to_string()).unwrap_or_else(null),
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        ms(0.999),
+        histogram.max() as f64 / 1000.0,
+        cpu_per_op_us.map(|v| format!("{v:.1}")).unwrap_or_else(null),
+        system_per_op_us.map(|v| format!("{v:.1}")).unwrap_or_else(null),
+        errors.join(",")
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(distribution: &str) -> BenchArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        Wrap::parse_from(["bench", "--distribution", distribution, "--keys", "1000"]).bench
+    }
+
+    #[test]
+    fn zipfian_is_skewed_and_in_range() {
+        let chooser = KeyChooser::new(&args("zipfian")).unwrap();
+        let mut rng = Rng::new(1);
+        let mut counts = vec![0u64; 1000];
+        for _ in 0..100_000 {
+            counts[chooser.next(&mut rng) as usize] += 1;
+        }
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        // Theta 0.99 over 1,000 keys: the hottest key takes roughly 13% of draws.
+        assert!(counts[0] > 8_000 && counts[0] < 20_000, "hottest {}", counts[0]);
+        assert!(counts[999] < 100);
+    }
+
+    #[test]
+    fn uniform_covers_the_key_space() {
+        let chooser = KeyChooser::new(&args("uniform")).unwrap();
+        let mut rng = Rng::new(2);
+        let mut seen = [false; 1000];
+        for _ in 0..20_000 {
+            seen[chooser.next(&mut rng) as usize] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
     }
 }

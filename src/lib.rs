@@ -10,6 +10,7 @@
 //! - `cli_parse`: the parsers of the CLI's flag text.
 //! - `fuzzing`: the bodies of the fuzz targets (also run by `cargo test`).
 
+pub mod byte_serde;
 pub mod cli_parse;
 pub mod client;
 pub mod env;

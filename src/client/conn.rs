@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
@@ -188,10 +188,12 @@ fn close_waiters(waiters: &Mutex<Waiters>, reason: String) {
 /// or the connection is dropped.
 async fn read_responses(
     address: String,
-    mut reader: ReadHalf<TcpStream>,
+    reader: ReadHalf<TcpStream>,
     waiters: Arc<Mutex<Waiters>>,
     mut stop: oneshot::Receiver<()>,
 ) {
+    // Buffered: one recv takes every pipelined response that arrived.
+    let mut reader = BufReader::with_capacity(64 << 10, reader);
     let reason = loop {
         let frame = tokio::select! {
             _ = &mut stop => break format!("connection to {address} dropped"),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use crate::node::wire::{KeyValue, Request, Response};
 use crate::raft::{Entry, Index, NodeId, RaftGroup, Role, Term};
 use crate::range::descriptor::{RangeDescriptor, RangeId};
-use crate::range::kv::{Command, CommandResult, KvStore, RevisionUnavailable};
+use crate::range::kv::{Command, CommandResult, KvStore, RevisionUnavailable, WriteOp};
 
 /// Where a reply goes: a client connection's outbox and the request's id on it.
 #[derive(Clone, Debug)]
@@ -40,6 +40,15 @@ struct PendingRead {
     /// The node tick at which the read started (Raft may drop a read silently, e.g.
     /// a forwarded one whose answer is lost, so reads time out).
     started_tick: u64,
+}
+
+/// An upper bound on the encoded size of `command` (varints and tags included).
+fn command_bytes_estimate(command: &Command) -> usize {
+    const OVERHEAD_BYTES: usize = 48;
+    match &command.op {
+        WriteOp::Put { key, value } => key.len() + value.len() + OVERHEAD_BYTES,
+        WriteOp::Delete { key } => key.len() + OVERHEAD_BYTES,
+    }
 }
 
 /// Ticks a read may wait for its read index before it is failed for a retry.
@@ -90,8 +99,12 @@ impl Replica {
         reply: ReplyTo,
         not_leader: impl Fn(Option<NodeId>) -> Response,
     ) {
-        let data = match bincode::serde::encode_to_vec(&command, bincode::config::standard()) {
-            Ok(data) => data,
+        // Sized up front: growing from empty reallocates several times per command.
+        let mut data = Vec::with_capacity(command_bytes_estimate(&command));
+        let encoded =
+            bincode::serde::encode_into_std_write(&command, &mut data, bincode::config::standard());
+        let data = match encoded {
+            Ok(_) => data,
             Err(error) => {
                 return reply
                     .send(Response::Invalid { reason: format!("unencodable command: {error}") })

@@ -72,16 +72,20 @@ pub enum ReadConsistency {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     Put {
+        #[serde(with = "crate::byte_serde::vec")]
         key: Vec<u8>,
+        #[serde(with = "crate::byte_serde::vec")]
         value: Vec<u8>,
         request_id: RequestId,
     },
     Delete {
+        #[serde(with = "crate::byte_serde::vec")]
         key: Vec<u8>,
         request_id: RequestId,
     },
     /// `revision`: read as of that revision of the key's range (None: latest).
     Get {
+        #[serde(with = "crate::byte_serde::vec")]
         key: Vec<u8>,
         revision: Option<u64>,
         consistency: ReadConsistency,
@@ -102,7 +106,9 @@ pub enum Request {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
+    #[serde(with = "crate::byte_serde::vec")]
     pub key: Vec<u8>,
+    #[serde(with = "crate::byte_serde::vec")]
     pub value: Vec<u8>,
     /// Revision that wrote this version.
     pub revision: u64,
@@ -204,6 +210,9 @@ fn bincode_config() -> bincode::config::Configuration<
     bincode::config::standard().with_limit::<{ MAX_FRAME_BYTES as usize }>()
 }
 
+/// Bytes allocated for a frame before encoding into it.
+const FRAME_CAPACITY_FIRST: usize = 1024;
+
 /// Encodes one value as a complete frame, refusing a payload over `MAX_FRAME_BYTES`
 /// (the receiver would drop the connection).
 ///
@@ -212,7 +221,10 @@ fn bincode_config() -> bincode::config::Configuration<
 /// value (not expected for the wire types).
 pub fn try_encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
     // Reserve the header first so the payload is encoded in place, without a copy.
-    let mut frame = vec![0u8; FRAME_HEADER_BYTES];
+    // Most frames (client requests and replies) fit the first allocation; bigger ones
+    // grow by doubling.
+    let mut frame = Vec::with_capacity(FRAME_CAPACITY_FIRST);
+    frame.resize(FRAME_HEADER_BYTES, 0);
     bincode::serde::encode_into_std_write(value, &mut frame, bincode_config())
         .map_err(|error| WireError::Decode(format!("cannot encode: {error}")))?;
     let payload_len = frame.len() - FRAME_HEADER_BYTES;

@@ -26,6 +26,7 @@ pub type Index = u64;
 pub struct Entry {
     pub term: Term,
     pub index: Index,
+    #[serde(with = "crate::byte_serde::vec")]
     pub data: Vec<u8>,
 }
 
@@ -58,6 +59,7 @@ pub struct SnapshotMeta {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub meta: SnapshotMeta,
+    #[serde(with = "crate::byte_serde::vec")]
     pub data: Vec<u8>,
 }
 
@@ -121,6 +123,7 @@ pub enum MessageBody {
         meta: SnapshotMeta,
         total_len: u64,
         offset: u64,
+        #[serde(with = "crate::byte_serde::vec")]
         chunk: Vec<u8>,
         done: bool,
     },

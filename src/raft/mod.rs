@@ -210,6 +210,10 @@ pub struct RaftGroup {
     ready_number: u64,
     /// A Ready was handed out and not yet advanced.
     ready_outstanding: bool,
+    /// Leader only: entries were proposed since the last `ready()`; it sends them in
+    /// one Append per follower, so a burst of proposals costs one message, not one
+    /// per proposal.
+    append_pending: bool,
     /// Debug only: the commit index at the last invariant check.
     checked_commit: Index,
 }
@@ -261,6 +265,7 @@ impl RaftGroup {
             prev_hard_state: hard_state,
             ready_number: 0,
             ready_outstanding: false,
+            append_pending: false,
         };
         group.randomize_election_timeout();
         Ok(group)
@@ -300,7 +305,8 @@ impl RaftGroup {
             return Err(RaftError::ProposalDropped);
         }
         let index = self.append_entry(data);
-        self.broadcast_append();
+        // The Appends leave with the next Ready (the entries must be in it anyway).
+        self.append_pending = true;
         self.debug_check_invariants();
         Ok(index)
     }

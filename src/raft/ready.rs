@@ -72,6 +72,9 @@ impl RaftGroup {
             "{}: ready() called again before advance() of Ready {}",
             self.id, self.ready_number
         );
+        if std::mem::take(&mut self.append_pending) && self.role == Role::Leader {
+            self.send_new_entries();
+        }
         if self.role == Role::Leader && self.reads.has_unsent() {
             self.broadcast_heartbeat();
         }

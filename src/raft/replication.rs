@@ -54,6 +54,21 @@ impl RaftGroup {
         }
     }
 
+    /// Leader: sends proposed entries that no Append carries yet to every follower,
+    /// as many Appends as `max_size_per_msg` and the inflight window allow.
+    pub(super) fn send_new_entries(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().filter(|&p| p != self.id).collect();
+        for peer in peers {
+            // Ends: each send advances the follower's `next` (replicate) or pauses it
+            // (probe, snapshot), and an empty Append is never sent here.
+            while self.maybe_send_append(peer, false) {
+                if self.progress[&peer].state != ProgressState::Replicate {
+                    break;
+                }
+            }
+        }
+    }
+
     /// Sends the next Append to `to` unless its progress is paused. Empty Appends
     /// (commit updates) only when `send_if_empty`. Returns whether one was sent.
     pub(super) fn maybe_send_append(&mut self, to: NodeId, send_if_empty: bool) -> bool {

@@ -37,8 +37,16 @@ pub struct Command {
 /// The write a command performs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteOp {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    Put {
+        #[serde(with = "crate::byte_serde::vec")]
+        key: Vec<u8>,
+        #[serde(with = "crate::byte_serde::vec")]
+        value: Vec<u8>,
+    },
+    Delete {
+        #[serde(with = "crate::byte_serde::vec")]
+        key: Vec<u8>,
+    },
 }
 
 /// What applying a command produced; cached per client for deduplication.
@@ -80,6 +88,7 @@ pub struct Version {
     /// The Raft index of the entry that wrote this version.
     pub revision: u64,
     /// None is a tombstone (the key was deleted at `revision`).
+    #[serde(with = "crate::byte_serde::option")]
     pub value: Option<Vec<u8>>,
 }
 
@@ -216,7 +225,11 @@ impl KvStore {
     fn push_version(&mut self, key: &[u8], revision: u64, value: Option<Vec<u8>>) {
         let was_live = self.is_live(key);
         let now_live = value.is_some();
-        let versions = self.map.entry(key.to_vec()).or_default();
+        // Look up by slice first: `entry` would copy the key even when it exists.
+        let versions = match self.map.get_mut(key) {
+            Some(versions) => versions,
+            None => self.map.entry(key.to_vec()).or_default(),
+        };
         if let Some(last) = versions.last() {
             assert!(
                 last.revision < revision,

@@ -473,6 +473,9 @@ impl Wal {
         match result {
             Ok(()) => {
                 self.offset = end;
+                // Keep the allocation for the next batch.
+                write.clear();
+                self.buffer = write;
                 Ok(())
             }
             Err(e) => {

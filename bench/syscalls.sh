@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Syscalls per operation of a 3-node cluster, summed over the 3 servers, counted by
+# `strace -c` (counts do not depend on machine load; strace's times do, ignore them).
+#
+#   bench/syscalls.sh [OPS] [BENCH ARGS...]
+set -euo pipefail
+OPS=${1:-20000}
+shift || true
+BIN=${BIN:-target/release/rangedb}
+OUT=${OUT:-/tmp/rangedb-syscalls}
+BASE=${BASE:-7500}
+rm -rf "$OUT" && mkdir -p "$OUT"
+P="1=127.0.0.1:$((BASE + 1)),2=127.0.0.1:$((BASE + 2)),3=127.0.0.1:$((BASE + 3))"
+E="127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 2)),127.0.0.1:$((BASE + 3))"
+PIDS=()
+TRACERS=()
+cleanup() {
+  for pid in "${TRACERS[@]}" "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait || true
+}
+trap cleanup EXIT
+for i in 1 2 3; do
+  "$BIN" server --id $i --listen 127.0.0.1:$((BASE + i)) --peers "$P" \
+    --data-dir "$OUT/data$i" 2>"$OUT/node$i.log" &
+  PIDS+=($!)
+done
+"$BIN" bench --endpoints "$E" --ops $((OPS / 4)) --warmup 0 "$@" >/dev/null 2>&1
+for i in 1 2 3; do
+  strace -c -f -o "$OUT/strace$i" -p "${PIDS[$((i - 1))]}" 2>/dev/null &
+  TRACERS+=($!)
+done
+sleep 0.5
+"$BIN" bench --endpoints "$E" --ops "$OPS" --warmup 0 "$@" 2>/dev/null
+for pid in "${TRACERS[@]}"; do kill -INT "$pid"; done
+wait "${TRACERS[@]}" 2>/dev/null || true
+TRACERS=()
+# strace -c rows: % time, seconds, usecs/call, calls, [errors], syscall.
+cat "$OUT"/strace? | awk -v ops="$OPS" '
+  $1 ~ /^[0-9.]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" { n[$NF] += $4; t += $4 }
+  END {
+    for (s in n) if (n[s] / ops >= 0.01) printf "%-16s %8.2f per op\n", s, n[s] / ops;
+    printf "%-16s %8.2f per op\n", "ALL", t / ops
+  }' | sort -k2 -nr
