@@ -19,8 +19,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{CommandFactory, Parser, Subcommand};
 
-use rangedb::client::{check_key, escape, Client, ClientConfig, ClientError, ClusterStatus};
 use rangedb::cli_parse;
+use rangedb::client::{check_key, escape, Client, ClientConfig, ClientError, ClusterStatus};
 use rangedb::node::ServerConfig;
 use rangedb::raft::NodeId;
 

@@ -58,8 +58,19 @@ fn write_seed_corpus() {
     let batch = PeerBatch {
         envelopes: [
             MessageBody::Vote { last_index: 1, last_term: 1, transfer: false },
-            MessageBody::Append { prev_index: 4, prev_term: 1, entries: entries.clone(), commit: 4 },
-            MessageBody::Snapshot { meta: meta.clone(), total_len: 9, offset: 0, chunk: vec![7; 9], done: true },
+            MessageBody::Append {
+                prev_index: 4,
+                prev_term: 1,
+                entries: entries.clone(),
+                commit: 4,
+            },
+            MessageBody::Snapshot {
+                meta: meta.clone(),
+                total_len: 9,
+                offset: 0,
+                chunk: vec![7; 9],
+                done: true,
+            },
             MessageBody::ReadIndexResponse { context: 7, index: 12, reject: false },
         ]
         .into_iter()
@@ -93,15 +104,21 @@ fn write_seed_corpus() {
     write("client_frame", "response", 0, &encode_frame(&response));
     write("client_frame", "put-payload", 1, &bincode(&put));
 
-    let records = vec![
+    let records = [
         WalRecord::HardState {
             range: RangeId(1),
             hard_state: HardState { term: 2, vote: Some(NodeId(1)), commit: 4 },
         },
         WalRecord::Entries { range: RangeId(1), entries: entries.clone() },
         WalRecord::SnapshotInstalled { range: RangeId(2), index: 7, term: 1 },
-        WalRecord::Entries { range: RangeId(2), entries: vec![Entry { term: 1, index: 8, data: vec![1] }] },
-        WalRecord::Entries { range: RangeId(1), entries: vec![Entry { term: 3, index: 6, data: vec![] }] },
+        WalRecord::Entries {
+            range: RangeId(2),
+            entries: vec![Entry { term: 1, index: 8, data: vec![1] }],
+        },
+        WalRecord::Entries {
+            range: RangeId(1),
+            entries: vec![Entry { term: 3, index: 6, data: vec![] }],
+        },
     ];
     let disk = MemDisk::new();
     let shared: Arc<dyn rangedb::env::Disk> = Arc::new(disk.clone());

@@ -15,12 +15,29 @@ type State = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Write { gap: u64, op: WriteOp, id: Option<(u64, u64)> },
+    Write {
+        gap: u64,
+        op: WriteOp,
+        id: Option<(u64, u64)>,
+    },
     /// Re-applies the n-th (mod count) write that carried a request id.
-    Retry { gap: u64, which: usize },
-    Noop { gap: u64 },
-    Get { key: Vec<u8>, back: u64 },
-    Scan { start: Vec<u8>, end: Option<Vec<u8>>, limit: u64, back: u64 },
+    Retry {
+        gap: u64,
+        which: usize,
+    },
+    Noop {
+        gap: u64,
+    },
+    Get {
+        key: Vec<u8>,
+        back: u64,
+    },
+    Scan {
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+        limit: u64,
+        back: u64,
+    },
     SnapshotRestore,
 }
 
@@ -106,7 +123,8 @@ fn unavailable(revision: u64, applied: u64) -> RevisionUnavailable {
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut store = KvStore::new();
-    let mut model = Model { states: vec![(0, State::new())], results: BTreeMap::new(), sent: vec![] };
+    let mut model =
+        Model { states: vec![(0, State::new())], results: BTreeMap::new(), sent: vec![] };
     for op in ops {
         let applied = model.applied();
         match op {
@@ -144,9 +162,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Scan { start, end, limit, back } => {
                 let revision = (applied + 1).saturating_sub(back);
                 let expected = model.at(revision).map(|state| {
-                    let items = state.iter().filter(|(k, _)| {
-                        **k >= start && end.as_ref().is_none_or(|end| *k < end)
-                    });
+                    let items = state
+                        .iter()
+                        .filter(|(k, _)| **k >= start && end.as_ref().is_none_or(|end| *k < end));
                     let mut kvs = model_kvs(items);
                     if limit > 0 {
                         kvs.truncate(limit as usize);

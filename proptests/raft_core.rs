@@ -17,8 +17,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use rangedb::raft::{
-    Config, ConfState, Index, MemStorage, Message, NodeId, RaftGroup, Role, Snapshot,
-    SnapshotMeta, Storage, Term,
+    ConfState, Config, Index, MemStorage, Message, NodeId, RaftGroup, Role, Snapshot, SnapshotMeta,
+    Storage, Term,
 };
 
 const NODES: u64 = 3;
@@ -124,10 +124,18 @@ impl Cluster {
     }
 
     /// Records an applied entry, failing if another node applied another one there.
-    fn note_applied(&mut self, n: NodeId, index: Index, term: Term, data: &[u8]) -> Result<(), TestCaseError> {
+    fn note_applied(
+        &mut self,
+        n: NodeId,
+        index: Index,
+        term: Term,
+        data: &[u8],
+    ) -> Result<(), TestCaseError> {
         let seen = self.applied.entry(index).or_insert((term, data.to_vec()));
         if *seen != (term, data.to_vec()) {
-            return Err(fail(format!("{n} applied ({term}, {data:?}) at {index}, another applied {seen:?}")));
+            return Err(fail(format!(
+                "{n} applied ({term}, {data:?}) at {index}, another applied {seen:?}"
+            )));
         }
         Ok(())
     }
@@ -154,7 +162,11 @@ impl Cluster {
                 let node = self.nodes.get_mut(&n).expect("node exists");
                 let expected = node.applied.last().map_or(1, |(index, _, _)| index + 1);
                 if entry.index != expected {
-                    return Err(fail(format!("{n} applied {} after {}", entry.index, expected - 1)));
+                    return Err(fail(format!(
+                        "{n} applied {} after {}",
+                        entry.index,
+                        expected - 1
+                    )));
                 }
                 node.applied.push((entry.index, entry.term, entry.data.clone()));
                 self.note_applied(n, entry.index, entry.term, &entry.data)?;
@@ -185,8 +197,10 @@ impl Cluster {
         }
         let store = node.group.store().clone();
         let entries = store.entries(store.first_index(), store.last_index() + 1, u64::MAX);
-        let recovered = MemStorage::recover(store.snapshot(), store.hard_state(), entries.expect("log"));
-        let group = RaftGroup::new(config(n.0, seed), recovered.expect("contiguous")).expect("config");
+        let recovered =
+            MemStorage::recover(store.snapshot(), store.hard_state(), entries.expect("log"));
+        let group =
+            RaftGroup::new(config(n.0, seed), recovered.expect("contiguous")).expect("config");
         let applied = decode(&store.snapshot_ref().data);
         *node = Node { group, applied, commit: 0, applied_index: 0 };
         self.restarts += 1;
@@ -269,7 +283,13 @@ impl Cluster {
             if low <= high {
                 for entry in store.entries(low, high + 1, u64::MAX).expect("stored") {
                     let seen = *self.committed.entry(entry.index).or_insert(entry.term);
-                    prop_assert_eq!(seen, entry.term, "{} committed entry {} changed", n, entry.index);
+                    prop_assert_eq!(
+                        seen,
+                        entry.term,
+                        "{} committed entry {} changed",
+                        n,
+                        entry.index
+                    );
                 }
             }
         }

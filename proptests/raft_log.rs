@@ -15,16 +15,31 @@ use rangedb::raft::{
 
 #[derive(Clone, Debug)]
 enum Op {
-    LeaderAppend { count: u64, bump: u64 },
+    LeaderAppend {
+        count: u64,
+        bump: u64,
+    },
     /// Append after `prev = last - back`: keep `keep` matching entries, then `new`
     /// entries of a higher term.
-    FollowerAppend { back: u64, keep: u64, new: u64, bump: u64 },
+    FollowerAppend {
+        back: u64,
+        keep: u64,
+        new: u64,
+        bump: u64,
+    },
     Ready,
     Advance,
-    Commit { back: u64 },
+    Commit {
+        back: u64,
+    },
     Apply,
-    Compact { back: u64 },
-    InstallSnapshot { ahead: u64, bump: u64 },
+    Compact {
+        back: u64,
+    },
+    InstallSnapshot {
+        ahead: u64,
+        bump: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -80,7 +95,9 @@ impl Model {
 }
 
 fn entries(from: Index, count: u64, term: Term) -> Vec<Entry> {
-    (from..from + count).map(|index| Entry { term, index, data: index.to_le_bytes().to_vec() }).collect()
+    (from..from + count)
+        .map(|index| Entry { term, index, data: index.to_le_bytes().to_vec() })
+        .collect()
 }
 
 fn conf() -> ConfState {
@@ -106,7 +123,8 @@ impl Harness {
             Op::FollowerAppend { back, keep, new, bump } => {
                 let prev = model.last_index().saturating_sub(back).max(model.snapshot_index);
                 let keep = keep.min(model.last_index() - prev);
-                let mut run: Vec<Entry> = (prev + 1..=prev + keep).map(|i| model.entry(i)).collect();
+                let mut run: Vec<Entry> =
+                    (prev + 1..=prev + keep).map(|i| model.entry(i)).collect();
                 run.extend(entries(prev + keep + 1, new, model.max_term() + bump + 1));
                 // A conflict at or below the commit index is a bug in the leader, which
                 // the log asserts; do not generate it.

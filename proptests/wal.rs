@@ -28,10 +28,24 @@ const PAGE: usize = 64;
 /// A record relative to the model's state when it is appended.
 #[derive(Clone, Debug)]
 enum RecordSpec {
-    HardState { range: u64, term: u64, commit: u64 },
+    HardState {
+        range: u64,
+        term: u64,
+        commit: u64,
+    },
     /// Entries from `last + 1 - back` (or `last + 2 + gap`), `count` of them.
-    Entries { range: u64, back: u64, gap: Option<u64>, count: u64, term: u64, size: usize },
-    SnapshotInstalled { range: u64, ahead: u64 },
+    Entries {
+        range: u64,
+        back: u64,
+        gap: Option<u64>,
+        count: u64,
+        term: u64,
+        size: usize,
+    },
+    SnapshotInstalled {
+        range: u64,
+        ahead: u64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -88,7 +102,9 @@ fn replay(records: &[WalRecord]) -> State {
             WalRecord::HardState { range, hard_state } => {
                 state.entry(*range).or_default().0 = Some(*hard_state);
             }
-            WalRecord::SnapshotInstalled { range, .. } => state.entry(*range).or_default().1.clear(),
+            WalRecord::SnapshotInstalled { range, .. } => {
+                state.entry(*range).or_default().1.clear()
+            }
             WalRecord::Entries { range, entries } => {
                 let Some(first) = entries.first() else { continue };
                 let log = &mut state.entry(*range).or_default().1;
@@ -184,10 +200,7 @@ fn write_number(disk: &MemDisk) -> u64 {
 }
 
 /// Runs epochs of appends and syncs, each ending in a crash, checking recovery.
-fn run_crashes(
-    segment_bytes: u64,
-    epochs: Vec<(Vec<WalOp>, Crash)>,
-) -> Result<(), TestCaseError> {
+fn run_crashes(segment_bytes: u64, epochs: Vec<(Vec<WalOp>, Crash)>) -> Result<(), TestCaseError> {
     let disk = MemDisk::new();
     // Every record appended that survived so far, in log order.
     let mut history: Vec<WalRecord> = Vec::new();

@@ -39,9 +39,11 @@ fn body() -> impl Strategy<Value = MessageBody> {
         (any::<u64>(), any::<u64>())
             .prop_map(|(last_index, last_term)| MessageBody::PreVote { last_index, last_term }),
         any::<bool>().prop_map(|reject| MessageBody::PreVoteResponse { reject }),
-        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(last_index, last_term, transfer)| {
-            MessageBody::Vote { last_index, last_term, transfer }
-        }),
+        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
+            |(last_index, last_term, transfer)| {
+                MessageBody::Vote { last_index, last_term, transfer }
+            }
+        ),
         any::<bool>().prop_map(|reject| MessageBody::VoteResponse { reject }),
         (any::<u64>(), any::<u64>(), vec(entry(), 0..4), any::<u64>()).prop_map(
             |(prev_index, prev_term, entries, commit)| MessageBody::Append {
@@ -94,8 +96,11 @@ fn peer_batch() -> impl Strategy<Value = PeerBatch> {
 
 fn hello() -> impl Strategy<Value = Hello> {
     prop_oneof![
-        (any::<u32>(), any::<u64>(), node())
-            .prop_map(|(version, cluster, from)| Hello::Peer { version, cluster, from }),
+        (any::<u32>(), any::<u64>(), node()).prop_map(|(version, cluster, from)| Hello::Peer {
+            version,
+            cluster,
+            from
+        }),
         any::<u32>().prop_map(|version| Hello::Client { version }),
     ]
 }
@@ -114,19 +119,17 @@ fn consistency() -> impl Strategy<Value = ReadConsistency> {
 
 fn client_request() -> impl Strategy<Value = ClientRequest> {
     let request = prop_oneof![
-        (bytes(20), bytes(40), request_id())
-            .prop_map(|(key, value, request_id)| Request::Put { key, value, request_id }),
+        (bytes(20), bytes(40), request_id()).prop_map(|(key, value, request_id)| Request::Put {
+            key,
+            value,
+            request_id
+        }),
         (bytes(20), request_id()).prop_map(|(key, request_id)| Request::Delete { key, request_id }),
-        (bytes(20), any::<Option<u64>>(), consistency()).prop_map(
-            |(key, revision, consistency)| Request::Get { key, revision, consistency }
+        (bytes(20), any::<Option<u64>>(), consistency())
+            .prop_map(|(key, revision, consistency)| Request::Get { key, revision, consistency }),
+        (bytes(20), proptest::option::of(bytes(20)), any::<u64>(), any::<Option<u64>>()).prop_map(
+            |(start, end, limit, revision)| Request::Scan { start, end, limit, revision }
         ),
-        (bytes(20), proptest::option::of(bytes(20)), any::<u64>(), any::<Option<u64>>())
-            .prop_map(|(start, end, limit, revision)| Request::Scan {
-                start,
-                end,
-                limit,
-                revision
-            }),
         Just(Request::RangeTable),
         Just(Request::Status),
     ];
@@ -173,9 +176,8 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
             .prop_map(|(revision, existed)| Response::Delete { revision, existed }),
         (proptest::option::of(key_value()), any::<u64>())
             .prop_map(|(kv, read_revision)| Response::Get { kv, read_revision }),
-        (vec(key_value(), 0..4), proptest::option::of(bytes(10)), any::<u64>()).prop_map(
-            |(kvs, resume, read_revision)| Response::Scan { kvs, resume, read_revision }
-        ),
+        (vec(key_value(), 0..4), proptest::option::of(bytes(10)), any::<u64>())
+            .prop_map(|(kvs, resume, read_revision)| Response::Scan { kvs, resume, read_revision }),
         (vec(descriptor(), 0..4), vec((node(), text), 0..3))
             .prop_map(|(ranges, addresses)| Response::RangeTable { ranges, addresses }),
         node_status.prop_map(Response::Status),

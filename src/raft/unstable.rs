@@ -63,8 +63,7 @@ impl Unstable {
     /// written before that snapshot are void, and the ones after it (even with the
     /// same index and term) are only durable once the snapshot is.
     pub fn stable_to(&mut self, index: Index, term: Term) {
-        if self.snapshot.is_some() || index < self.offset || self.maybe_term(index) != Some(term)
-        {
+        if self.snapshot.is_some() || index < self.offset || self.maybe_term(index) != Some(term) {
             return;
         }
         let count = (index + 1 - self.offset) as usize;
