@@ -76,6 +76,10 @@ pub struct BenchArgs {
     /// Unmeasured warm-up in seconds.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
+    /// Do not write the key space before a get, mixed, scan or delete run (it is
+    /// already there, e.g. from a previous run against the same --endpoints).
+    #[arg(long)]
+    skip_preload: bool,
     /// Start an N-node cluster on loopback for the run (instead of --endpoints).
     #[arg(long)]
     local: Option<u64>,
@@ -323,7 +327,7 @@ async fn drive(
         })
         .collect();
     wait_ready(&clients[0]).await?;
-    if workload.needs_preload() {
+    if workload.needs_preload() && !args.skip_preload {
         eprintln!("loading {} keys...", args.keys);
         preload(&clients, args).await?;
     }
@@ -346,11 +350,15 @@ async fn drive(
     }
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     let cpu_start = local.map(|l| l.cpu_seconds());
+    let client_cpu_start = process_cpu_seconds(std::process::id());
     let start = Instant::now();
     shared.measuring.store(true, Ordering::SeqCst);
     progress(args, &shared.counters, start).await;
     shared.measuring.store(false, Ordering::SeqCst);
     let elapsed = start.elapsed().as_secs_f64();
+    let client_cpu = client_cpu_start
+        .zip(process_cpu_seconds(std::process::id()))
+        .map(|(a, b)| (b.0 - a.0) + (b.1 - a.1));
     let cpu = cpu_start.zip(local.map(|l| l.cpu_seconds())).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
     shared.stop.store(true, Ordering::SeqCst);
     for task in tasks {
@@ -358,7 +366,7 @@ async fn drive(
     }
     eprintln!();
     let histogram = shared.histogram.lock().expect("no task panicked holding it");
-    report(args, &histogram, &shared.counters, elapsed, cpu);
+    report(args, &histogram, &shared.counters, elapsed, cpu, client_cpu);
     Ok(0)
 }
 
@@ -514,6 +522,7 @@ fn report(
     counters: &Counters,
     elapsed: f64,
     cpu: Option<(f64, f64)>,
+    client_cpu: Option<f64>,
 ) {
     let ok = counters.ok.load(Ordering::Relaxed);
     let throughput = ok as f64 / elapsed;
@@ -522,6 +531,7 @@ fn report(
     let per_op_us = |seconds: f64| seconds / ok.max(1) as f64 * 1e6;
     let cpu_per_op_us = cpu.map(|(user, system)| per_op_us(user + system));
     let system_per_op_us = cpu.map(|(_, system)| per_op_us(system));
+    let client_per_op_us = client_cpu.map(per_op_us);
     let mode = if args.rate > 0 { format!("open {}/s", args.rate) } else { "closed".into() };
     let table = format!(
         "workload  dist     loop          clients  value  ops/s      p50 ms  p90 ms  p99 ms  \
@@ -543,6 +553,11 @@ fn report(
             .map(|(us, system)| format!("{us:.0} us ({system:.0} us system)"))
             .unwrap_or_else(|| "-".into()),
     );
+    let table = match client_per_op_us {
+        // The bench process shares the machine's cores with --local servers.
+        Some(us) => format!("{table}; bench client {us:.0} us cpu/op"),
+        None => table,
+    };
     let errors_line = (!errors.is_empty()).then(|| format!("errors: {errors:?}"));
     if !args.json {
         println!("{table}");
@@ -564,7 +579,7 @@ fn report(
          \"warmup_s\":{},\"duration_s\":{elapsed:.3},\"durability\":\"fsync\",\
          \"loadavg_1m\":{},\"ops\":{ok},\"ops_per_s\":{throughput:.1},\"p50_ms\":{:.3},\
          \"p90_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\
-         \"server_cpu_us_per_op\":{},\"server_system_cpu_us_per_op\":{},\"errors\":{{{}}}}}",
+         \"server_cpu_us_per_op\":{},\"server_system_cpu_us_per_op\":{},\"client_cpu_us_per_op\":{},\"errors\":{{{}}}}}",
         env!("CARGO_PKG_VERSION"),
         args.workload,
         args.read_ratio,
@@ -587,6 +602,7 @@ fn report(
         histogram.max() as f64 / 1000.0,
         cpu_per_op_us.map(|v| format!("{v:.1}")).unwrap_or_else(null),
         system_per_op_us.map(|v| format!("{v:.1}")).unwrap_or_else(null),
+        client_per_op_us.map(|v| format!("{v:.1}")).unwrap_or_else(null),
         errors.join(",")
     );
 }
