@@ -222,8 +222,8 @@ impl KeyChooser {
                 }
                 let zeta = |n: u64| (1..=n).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
                 let (zeta_n, zeta_2) = (zeta(args.keys), zeta(2));
-                let eta = (1.0 - (2.0 / args.keys as f64).powf(1.0 - theta))
-                    / (1.0 - zeta_2 / zeta_n);
+                let eta =
+                    (1.0 - (2.0 / args.keys as f64).powf(1.0 - theta)) / (1.0 - zeta_2 / zeta_n);
                 Ok(KeyChooser::Zipfian {
                     keys: args.keys,
                     theta,
@@ -471,10 +471,10 @@ async fn client_loop(task: u64, client: Client, shared: Arc<Shared>) {
     let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     // Open loop: this task's share of the rate, its first request offset so the
     // tasks do not all fire at once.
-    let interval = (args.rate > 0)
-        .then(|| Duration::from_secs_f64(args.clients as f64 / args.rate as f64));
-    let mut intended =
-        shared.epoch + interval.map_or(Duration::ZERO, |i| i.mul_f64(task as f64 / args.clients as f64));
+    let interval =
+        (args.rate > 0).then(|| Duration::from_secs_f64(args.clients as f64 / args.rate as f64));
+    let mut intended = shared.epoch
+        + interval.map_or(Duration::ZERO, |i| i.mul_f64(task as f64 / args.clients as f64));
     while !shared.stop.load(Ordering::Relaxed) {
         if interval.is_some() {
             tokio::time::sleep_until(intended).await;
@@ -508,8 +508,7 @@ async fn client_loop(task: u64, client: Client, shared: Arc<Shared>) {
             }
             Err(error) => {
                 let kind = error_kind(&error);
-                *shared.counters.errors.lock().expect("not poisoned").entry(kind).or_default() +=
-                    1;
+                *shared.counters.errors.lock().expect("not poisoned").entry(kind).or_default() += 1;
             }
         }
     }

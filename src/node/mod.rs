@@ -291,8 +291,7 @@ fn recover_replicas(
         let seed = meta.node_id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ range.0 ^ meta.cluster_id;
         let mut config = raft::Config::new(meta.node_id, seed);
         config.heartbeat_tick = HEARTBEAT_TICKS;
-        let mut raft =
-            RaftGroup::new(config, store).map_err(|e| recovery_error(e.to_string()))?;
+        let mut raft = RaftGroup::new(config, store).map_err(|e| recovery_error(e.to_string()))?;
         if voters.len() == 1 {
             raft.campaign();
         }
