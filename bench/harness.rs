@@ -199,6 +199,8 @@ struct Counters {
     ok: AtomicU64,
     /// Measured operations started (the --ops budget).
     started: AtomicU64,
+    /// Measured operations that failed (an --ops run ends when ok + failed reach it).
+    failed: AtomicU64,
     errors: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
@@ -375,14 +377,14 @@ async fn progress(args: &BenchArgs, counters: &Counters, start: Instant) {
     let mut last = 0;
     let mut second = 0;
     loop {
-        let done = |ok: u64| match args.ops {
-            Some(ops) => ok >= ops,
+        let done = |finished: u64| match args.ops {
+            Some(ops) => finished >= ops,
             None => start.elapsed() >= Duration::from_secs(args.duration),
         };
         // Poll often enough to stop an --ops run close to its count.
         let next = start + Duration::from_secs(second + 1);
         while Instant::now() < next {
-            if args.ops.is_some() && done(counters.ok.load(Ordering::Relaxed)) {
+            if args.ops.is_some() && done(finished(counters)) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10).min(next - Instant::now())).await;
@@ -396,10 +398,15 @@ async fn progress(args: &BenchArgs, counters: &Counters, start: Instant) {
         };
         eprint!("\r[{total}] {:>8} ops/s  {errors} errors   ", ok - last);
         last = ok;
-        if done(ok) {
+        if done(finished(counters)) {
             return;
         }
     }
+}
+
+/// Measured operations that completed, successfully or not.
+fn finished(counters: &Counters) -> u64 {
+    counters.ok.load(Ordering::Relaxed) + counters.failed.load(Ordering::Relaxed)
 }
 
 async fn wait_ready(client: &Client) -> anyhow::Result<()> {
@@ -507,6 +514,7 @@ async fn client_loop(task: u64, client: Client, shared: Arc<Shared>) {
                 shared.counters.ok.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
+                shared.counters.failed.fetch_add(1, Ordering::Relaxed);
                 let kind = error_kind(&error);
                 *shared.counters.errors.lock().expect("not poisoned").entry(kind).or_default() += 1;
             }
