@@ -29,7 +29,7 @@ for i in 1 2 3; do
 done
 "$BIN" bench --endpoints "$E" --ops $((OPS / 4)) --warmup 0 "$@" >/dev/null 2>&1
 for pid in "${PIDS[@]}"; do callgrind_control -z "$pid" >/dev/null; done
-"$BIN" bench --endpoints "$E" --ops "$OPS" --warmup 0 "$@" 2>/dev/null
+"$BIN" bench --endpoints "$E" --ops "$OPS" --warmup 0 --skip-preload "$@" 2>/dev/null
 for pid in "${PIDS[@]}"; do callgrind_control -d "$pid" >/dev/null; done
 sleep 1
 TOTAL=0

@@ -76,6 +76,10 @@ pub struct BenchArgs {
     /// Unmeasured warm-up in seconds.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
+    /// Do not write the key space before a get, mixed, scan or delete run (it is
+    /// already there, e.g. from a previous run against the same --endpoints).
+    #[arg(long)]
+    skip_preload: bool,
     /// Start an N-node cluster on loopback for the run (instead of --endpoints).
     #[arg(long)]
     local: Option<u64>,
@@ -195,6 +199,8 @@ struct Counters {
     ok: AtomicU64,
     /// Measured operations started (the --ops budget).
     started: AtomicU64,
+    /// Measured operations that failed (an --ops run ends when ok + failed reach it).
+    failed: AtomicU64,
     errors: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
@@ -218,8 +224,8 @@ impl KeyChooser {
                 }
                 let zeta = |n: u64| (1..=n).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
                 let (zeta_n, zeta_2) = (zeta(args.keys), zeta(2));
-                let eta = (1.0 - (2.0 / args.keys as f64).powf(1.0 - theta))
-                    / (1.0 - zeta_2 / zeta_n);
+                let eta =
+                    (1.0 - (2.0 / args.keys as f64).powf(1.0 - theta)) / (1.0 - zeta_2 / zeta_n);
                 Ok(KeyChooser::Zipfian {
                     keys: args.keys,
                     theta,
@@ -323,7 +329,7 @@ async fn drive(
         })
         .collect();
     wait_ready(&clients[0]).await?;
-    if workload.needs_preload() {
+    if workload.needs_preload() && !args.skip_preload {
         eprintln!("loading {} keys...", args.keys);
         preload(&clients, args).await?;
     }
@@ -346,11 +352,15 @@ async fn drive(
     }
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     let cpu_start = local.map(|l| l.cpu_seconds());
+    let client_cpu_start = process_cpu_seconds(std::process::id());
     let start = Instant::now();
     shared.measuring.store(true, Ordering::SeqCst);
     progress(args, &shared.counters, start).await;
     shared.measuring.store(false, Ordering::SeqCst);
     let elapsed = start.elapsed().as_secs_f64();
+    let client_cpu = client_cpu_start
+        .zip(process_cpu_seconds(std::process::id()))
+        .map(|(a, b)| (b.0 - a.0) + (b.1 - a.1));
     let cpu = cpu_start.zip(local.map(|l| l.cpu_seconds())).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
     shared.stop.store(true, Ordering::SeqCst);
     for task in tasks {
@@ -358,7 +368,7 @@ async fn drive(
     }
     eprintln!();
     let histogram = shared.histogram.lock().expect("no task panicked holding it");
-    report(args, &histogram, &shared.counters, elapsed, cpu);
+    report(args, &histogram, &shared.counters, elapsed, cpu, client_cpu);
     Ok(0)
 }
 
@@ -367,14 +377,14 @@ async fn progress(args: &BenchArgs, counters: &Counters, start: Instant) {
     let mut last = 0;
     let mut second = 0;
     loop {
-        let done = |ok: u64| match args.ops {
-            Some(ops) => ok >= ops,
+        let done = |finished: u64| match args.ops {
+            Some(ops) => finished >= ops,
             None => start.elapsed() >= Duration::from_secs(args.duration),
         };
         // Poll often enough to stop an --ops run close to its count.
         let next = start + Duration::from_secs(second + 1);
         while Instant::now() < next {
-            if args.ops.is_some() && done(counters.ok.load(Ordering::Relaxed)) {
+            if args.ops.is_some() && done(finished(counters)) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10).min(next - Instant::now())).await;
@@ -388,10 +398,15 @@ async fn progress(args: &BenchArgs, counters: &Counters, start: Instant) {
         };
         eprint!("\r[{total}] {:>8} ops/s  {errors} errors   ", ok - last);
         last = ok;
-        if done(ok) {
+        if done(finished(counters)) {
             return;
         }
     }
+}
+
+/// Measured operations that completed, successfully or not.
+fn finished(counters: &Counters) -> u64 {
+    counters.ok.load(Ordering::Relaxed) + counters.failed.load(Ordering::Relaxed)
 }
 
 async fn wait_ready(client: &Client) -> anyhow::Result<()> {
@@ -463,10 +478,10 @@ async fn client_loop(task: u64, client: Client, shared: Arc<Shared>) {
     let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     // Open loop: this task's share of the rate, its first request offset so the
     // tasks do not all fire at once.
-    let interval = (args.rate > 0)
-        .then(|| Duration::from_secs_f64(args.clients as f64 / args.rate as f64));
-    let mut intended =
-        shared.epoch + interval.map_or(Duration::ZERO, |i| i.mul_f64(task as f64 / args.clients as f64));
+    let interval =
+        (args.rate > 0).then(|| Duration::from_secs_f64(args.clients as f64 / args.rate as f64));
+    let mut intended = shared.epoch
+        + interval.map_or(Duration::ZERO, |i| i.mul_f64(task as f64 / args.clients as f64));
     while !shared.stop.load(Ordering::Relaxed) {
         if interval.is_some() {
             tokio::time::sleep_until(intended).await;
@@ -499,9 +514,9 @@ async fn client_loop(task: u64, client: Client, shared: Arc<Shared>) {
                 shared.counters.ok.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
+                shared.counters.failed.fetch_add(1, Ordering::Relaxed);
                 let kind = error_kind(&error);
-                *shared.counters.errors.lock().expect("not poisoned").entry(kind).or_default() +=
-                    1;
+                *shared.counters.errors.lock().expect("not poisoned").entry(kind).or_default() += 1;
             }
         }
     }
@@ -514,6 +529,7 @@ fn report(
     counters: &Counters,
     elapsed: f64,
     cpu: Option<(f64, f64)>,
+    client_cpu: Option<f64>,
 ) {
     let ok = counters.ok.load(Ordering::Relaxed);
     let throughput = ok as f64 / elapsed;
@@ -522,6 +538,7 @@ fn report(
     let per_op_us = |seconds: f64| seconds / ok.max(1) as f64 * 1e6;
     let cpu_per_op_us = cpu.map(|(user, system)| per_op_us(user + system));
     let system_per_op_us = cpu.map(|(_, system)| per_op_us(system));
+    let client_per_op_us = client_cpu.map(per_op_us);
     let mode = if args.rate > 0 { format!("open {}/s", args.rate) } else { "closed".into() };
     let table = format!(
         "workload  dist     loop          clients  value  ops/s      p50 ms  p90 ms  p99 ms  \
@@ -543,6 +560,11 @@ fn report(
             .map(|(us, system)| format!("{us:.0} us ({system:.0} us system)"))
             .unwrap_or_else(|| "-".into()),
     );
+    let table = match client_per_op_us {
+        // The bench process shares the machine's cores with --local servers.
+        Some(us) => format!("{table}; bench client {us:.0} us cpu/op"),
+        None => table,
+    };
     let errors_line = (!errors.is_empty()).then(|| format!("errors: {errors:?}"));
     if !args.json {
         println!("{table}");
@@ -564,7 +586,7 @@ fn report(
          \"warmup_s\":{},\"duration_s\":{elapsed:.3},\"durability\":\"fsync\",\
          \"loadavg_1m\":{},\"ops\":{ok},\"ops_per_s\":{throughput:.1},\"p50_ms\":{:.3},\
          \"p90_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\
-         \"server_cpu_us_per_op\":{},\"server_system_cpu_us_per_op\":{},\"errors\":{{{}}}}}",
+         \"server_cpu_us_per_op\":{},\"server_system_cpu_us_per_op\":{},\"client_cpu_us_per_op\":{},\"errors\":{{{}}}}}",
         env!("CARGO_PKG_VERSION"),
         args.workload,
         args.read_ratio,
@@ -587,6 +609,7 @@ fn report(
         histogram.max() as f64 / 1000.0,
         cpu_per_op_us.map(|v| format!("{v:.1}")).unwrap_or_else(null),
         system_per_op_us.map(|v| format!("{v:.1}")).unwrap_or_else(null),
+        client_per_op_us.map(|v| format!("{v:.1}")).unwrap_or_else(null),
         errors.join(",")
     );
 }

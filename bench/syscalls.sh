@@ -30,7 +30,7 @@ for i in 1 2 3; do
   TRACERS+=($!)
 done
 sleep 0.5
-"$BIN" bench --endpoints "$E" --ops "$OPS" --warmup 0 "$@" 2>/dev/null
+"$BIN" bench --endpoints "$E" --ops "$OPS" --warmup 0 --skip-preload "$@" 2>/dev/null
 for pid in "${TRACERS[@]}"; do kill -INT "$pid"; done
 wait "${TRACERS[@]}" 2>/dev/null || true
 TRACERS=()

@@ -139,7 +139,8 @@ mod tests {
             let (back, _): (AsBytes, usize) =
                 bincode::serde::decode_from_slice(&old, config).unwrap();
             assert_eq!(back, bytes);
-            let back: AsBytes = bincode::serde::decode_from_std_read(&mut &old[..], config).unwrap();
+            let back: AsBytes =
+                bincode::serde::decode_from_std_read(&mut &old[..], config).unwrap();
             assert_eq!(back, bytes);
         }
     }

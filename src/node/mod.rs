@@ -251,6 +251,12 @@ impl Fnv64 {
     }
 }
 
+/// Ticks between a leader's heartbeats: with the default 50 ms tick and election
+/// timeout of 10 ticks, a heartbeat every 100 ms and 5 per election timeout, etcd's
+/// ratio. Heartbeats are most of an idle cluster's work (ReadIndex rounds do not wait
+/// for them: a pending read sends its heartbeat round with the next Ready).
+const HEARTBEAT_TICKS: u32 = 2;
+
 /// Rebuilds every replica: state machine from its snapshot (or the initial state),
 /// Raft from the snapshot, the WAL's hard state and the entries after the snapshot.
 fn recover_replicas(
@@ -283,8 +289,9 @@ fn recover_replicas(
         let store = MemStorage::recover(snapshot, hard_state, entries)
             .map_err(|e| recovery_error(format!("log does not follow its snapshot: {e}")))?;
         let seed = meta.node_id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ range.0 ^ meta.cluster_id;
-        let mut raft = RaftGroup::new(raft::Config::new(meta.node_id, seed), store)
-            .map_err(|e| recovery_error(e.to_string()))?;
+        let mut config = raft::Config::new(meta.node_id, seed);
+        config.heartbeat_tick = HEARTBEAT_TICKS;
+        let mut raft = RaftGroup::new(config, store).map_err(|e| recovery_error(e.to_string()))?;
         if voters.len() == 1 {
             raft.campaign();
         }

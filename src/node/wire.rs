@@ -92,12 +92,7 @@ pub enum Request {
     },
     /// Scans `[start, end)` clipped to the range owning `start`; the client continues
     /// in the next range when `Response::Scan::resume` says so.
-    Scan {
-        start: Vec<u8>,
-        end: Option<Vec<u8>>,
-        limit: u64,
-        revision: Option<u64>,
-    },
+    Scan { start: Vec<u8>, end: Option<Vec<u8>>, limit: u64, revision: Option<u64> },
     /// The range descriptors this node knows (read from the `_/` meta keys).
     RangeTable,
     /// This node's view of every range replica it hosts.

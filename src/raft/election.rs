@@ -43,7 +43,6 @@ impl RaftGroup {
         }
         self.leader_id = None;
         self.election_elapsed = 0;
-        self.heartbeat_elapsed = 0;
         self.randomize_election_timeout();
         self.lead_transferee = None;
         self.transfer_elapsed = 0;

@@ -180,7 +180,6 @@ pub struct RaftGroup {
     votes: BTreeMap<NodeId, bool>,
     /// Ticks since the last election timeout reset (leader: since last quorum check).
     election_elapsed: u32,
-    heartbeat_elapsed: u32,
     /// In [election_tick, 2 * election_tick), redrawn at every role change.
     randomized_election_timeout: u32,
     rng: Rng,
@@ -248,7 +247,6 @@ impl RaftGroup {
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             election_elapsed: 0,
-            heartbeat_elapsed: 0,
             now_tick: 0,
             restart_sticky_ticks,
             lead_transferee: None,

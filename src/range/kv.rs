@@ -223,13 +223,14 @@ impl KvStore {
     }
 
     fn push_version(&mut self, key: &[u8], revision: u64, value: Option<Vec<u8>>) {
-        let was_live = self.is_live(key);
         let now_live = value.is_some();
-        // Look up by slice first: `entry` would copy the key even when it exists.
+        // One search by slice (`entry` would copy the key even when it exists); a new
+        // key costs a second one.
         let versions = match self.map.get_mut(key) {
             Some(versions) => versions,
             None => self.map.entry(key.to_vec()).or_default(),
         };
+        let was_live = versions.last().is_some_and(|version| version.value.is_some());
         if let Some(last) = versions.last() {
             assert!(
                 last.revision < revision,
