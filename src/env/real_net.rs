@@ -95,6 +95,11 @@ impl Network for TcpNetwork {
         // An unknown peer (e.g. removed from the cluster) or a full queue drops the
         // batch: Raft retransmits whatever matters.
         if let Some(link) = self.links.get(&to) {
+            // The simulation's duplication fault: the peer receives the batch twice.
+            #[cfg(madsim)]
+            if super::sim_hooks::duplicate() {
+                let _ = link.queue.try_send(batch.clone());
+            }
             let _ = link.queue.try_send(batch);
         }
     }

@@ -29,6 +29,25 @@ pub struct Admission {
     pub peers: Arc<BTreeMap<NodeId, String>>,
 }
 
+// madsim's simulated TcpStream has no `into_split`; the generic split works on both.
+#[cfg(not(madsim))]
+type Reader = tokio::net::tcp::OwnedReadHalf;
+#[cfg(not(madsim))]
+type Writer = tokio::net::tcp::OwnedWriteHalf;
+#[cfg(madsim)]
+type Reader = tokio::io::ReadHalf<TcpStream>;
+#[cfg(madsim)]
+type Writer = tokio::io::WriteHalf<TcpStream>;
+
+#[cfg(not(madsim))]
+fn split(stream: TcpStream) -> (Reader, Writer) {
+    stream.into_split()
+}
+#[cfg(madsim)]
+fn split(stream: TcpStream) -> (Reader, Writer) {
+    tokio::io::split(stream)
+}
+
 /// Accepts connections until the task is aborted.
 pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>, admission: Admission) {
     loop {
@@ -57,7 +76,7 @@ async fn serve_connection(
     admission: &Admission,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
-    let (mut reader, writer) = stream.into_split();
+    let (mut reader, writer) = split(stream);
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame::<Hello, _>(&mut reader)).await
     {
         Err(_) => return Err("no hello within 5 s".into()),
@@ -95,7 +114,7 @@ async fn serve_connection(
 }
 
 async fn serve_peer(
-    mut reader: tokio::net::tcp::OwnedReadHalf,
+    mut reader: Reader,
     from: NodeId,
     events: mpsc::Sender<Event>,
 ) -> Result<(), String> {
@@ -113,8 +132,8 @@ async fn serve_peer(
 }
 
 async fn serve_client(
-    mut reader: tokio::net::tcp::OwnedReadHalf,
-    writer: tokio::net::tcp::OwnedWriteHalf,
+    mut reader: Reader,
+    writer: Writer,
     events: mpsc::Sender<Event>,
 ) -> Result<(), String> {
     let (outbox, responses) = mpsc::unbounded_channel::<ClientResponse>();
@@ -139,7 +158,7 @@ async fn serve_client(
 
 /// Writes responses as they come, coalescing whatever is queued into one flush.
 async fn write_responses(
-    writer: tokio::net::tcp::OwnedWriteHalf,
+    writer: Writer,
     mut responses: mpsc::UnboundedReceiver<ClientResponse>,
 ) {
     let mut writer = BufWriter::with_capacity(64 << 10, writer);

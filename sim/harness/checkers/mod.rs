@@ -1,0 +1,17 @@
+//! One checker per property. `raft_safety` watches the nodes online (through the
+//! observer hook); the others judge the recorded client history afterwards.
+
+pub mod durability;
+pub mod linearizability;
+pub mod liveness;
+pub mod raft_safety;
+pub mod witness;
+
+/// A checker's finding.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    pub checker: &'static str,
+    pub message: String,
+    /// The smallest part of the history (or of the Raft events) that shows it.
+    pub evidence: Vec<String>,
+}
