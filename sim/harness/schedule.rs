@@ -159,7 +159,7 @@ impl Plan {
             nodes,
             clients: rng.between(2, 3) as usize,
             snapshot_entries: [10, 30, 100][rng.below(3) as usize],
-            tick_ms: 10,
+            tick_ms: 20,
             fault_ms,
             intensity,
             steps: Vec::new(),

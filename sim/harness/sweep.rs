@@ -144,8 +144,11 @@ pub fn sweep(target: &str, jobs: Vec<Job>) -> Totals {
         sim_ms as f64 / 1000.0 / wall.as_secs_f64().max(1e-9)
     );
     println!("faults injected by kind:");
-    for (kind, count) in &faults {
-        println!("  {kind:<24} {count}");
+    for (kind, count) in faults.iter().filter(|(k, _)| !super::run::is_effect(k)) {
+        println!("  {kind:<34} {count}");
+    }
+    for (kind, count) in faults.iter().filter(|(k, _)| super::run::is_effect(k)) {
+        println!("  {kind:<34} {count}");
     }
     for (job, _) in &failed {
         println!("FAILED: {}", replay_command(target, job));
