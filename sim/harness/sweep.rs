@@ -95,9 +95,15 @@ pub fn sweep(target: &str, jobs: Vec<Job>) -> Totals {
     let next = AtomicUsize::new(0);
     let reports: Mutex<Vec<(Job, SeedReport)>> = Mutex::new(Vec::new());
     let print = Mutex::new(());
+    // SIM_FAIL_FAST: stop handing out seeds after the first failure.
+    let fail_fast = std::env::var_os("SIM_FAIL_FAST").is_some();
+    let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         for _ in 0..threads().min(jobs.len().max(1)) {
             scope.spawn(|| loop {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(job) = jobs.get(i) else { break };
                 let plan = Plan::draw(job.seed, job.scenario);
@@ -107,6 +113,9 @@ pub fn sweep(target: &str, jobs: Vec<Job>) -> Totals {
                     println!("{}", line(&report, job.note.as_deref()));
                     if !report.ok() {
                         println!("{}", failure_report(target, job, &report));
+                        if fail_fast {
+                            stop.store(true, Ordering::Relaxed);
+                        }
                     }
                 }
                 reports.lock().expect("reports lock").push((job.clone(), report));
