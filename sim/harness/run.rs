@@ -256,6 +256,12 @@ impl Supervisor<'_> {
                 self.cluster.set_disk_faults(node, DiskFaults { fsync_eio: probability })
             }
             Fault::IsolateLeader => resolved = self.find_leader(i).await,
+            Fault::PauseLeader => {
+                resolved = self.find_leader(i).await;
+                if let Some(node) = resolved {
+                    self.cluster.pause(node);
+                }
+            }
             _ => {}
         }
         self.active.push((i, resolved));
@@ -264,7 +270,7 @@ impl Supervisor<'_> {
 
     fn end(&mut self, i: usize) {
         let Some(position) = self.active.iter().position(|(j, _)| *j == i) else { return };
-        self.active.remove(position);
+        let (_, resolved) = self.active.remove(position);
         match self.plan.steps[i].fault {
             Fault::Kill { node, .. } => {
                 if self.cluster.servers[node].killed {
@@ -272,6 +278,11 @@ impl Supervisor<'_> {
                 }
             }
             Fault::Pause { node } => self.cluster.resume(node),
+            Fault::PauseLeader => {
+                if let Some(node) = resolved {
+                    self.cluster.resume(node);
+                }
+            }
             Fault::DiskEio { node, .. } => self.cluster.set_disk_faults(node, DiskFaults::default()),
             _ => {}
         }

@@ -15,16 +15,18 @@ pub enum Scenario {
     ClockSkew,
     FlappingDuplication,
     DiskEio,
+    LeaderPaused,
 }
 
 impl Scenario {
-    pub const NAMED: [Scenario; 6] = [
+    pub const NAMED: [Scenario; 7] = [
         Scenario::LeaderIsolated,
         Scenario::RollingRestart,
         Scenario::MajorityCrash,
         Scenario::ClockSkew,
         Scenario::FlappingDuplication,
         Scenario::DiskEio,
+        Scenario::LeaderPaused,
     ];
 
     pub fn name(self) -> &'static str {
@@ -36,6 +38,7 @@ impl Scenario {
             Scenario::ClockSkew => "clock_skew_within_and_beyond_bound",
             Scenario::FlappingDuplication => "flapping_links_with_duplication",
             Scenario::DiskEio => "fsync_eio_stops_the_node",
+            Scenario::LeaderPaused => "leader_paused_then_resumes",
         }
     }
 
@@ -66,6 +69,9 @@ pub enum Fault {
     Kill { node: usize, crash: bool },
     /// The node is paused (all its tasks stop) and resumed at the end.
     Pause { node: usize },
+    /// The leader of a range (chosen when the fault starts) stalls like a long GC
+    /// pause while clients keep going, then resumes believing it still leads.
+    PauseLeader,
     /// fsync fails with this probability on the node's disk.
     DiskEio { node: usize, probability: f64 },
     /// Per-node clock skew (ms) and drift (ppm). Inert: the node reads no wall
@@ -86,6 +92,7 @@ impl Fault {
             Fault::Kill { crash: true, .. } => "crash_restart",
             Fault::Kill { crash: false, .. } => "clean_restart",
             Fault::Pause { .. } => "pause",
+            Fault::PauseLeader => "pause_leader",
             Fault::DiskEio { .. } => "fsync_eio",
             Fault::ClockSkew { .. } => "clock_skew(inert)",
         }
@@ -114,6 +121,7 @@ impl fmt::Display for Fault {
             Fault::Kill { node, crash: true } => write!(f, "crash {} (lose unsynced), then restart", n(node)),
             Fault::Kill { node, crash: false } => write!(f, "stop {} cleanly, then restart", n(node)),
             Fault::Pause { node } => write!(f, "pause {}", n(node)),
+            Fault::PauseLeader => write!(f, "pause the leader of a range (GC stall)"),
             Fault::DiskEio { node, probability } => {
                 write!(f, "fsync EIO on {} p={:.2}", n(node), probability)
             }
@@ -211,6 +219,14 @@ impl Plan {
                     at += len + rng.between(50, 300);
                 }
             }
+            Scenario::LeaderPaused => {
+                let mut at = 300;
+                while at < fault_ms - 1_500 {
+                    let len = rng.between(600, 1_400);
+                    plan.add(at, at + len, Fault::PauseLeader);
+                    at += len + rng.between(200, 800);
+                }
+            }
             Scenario::DiskEio => {
                 for _ in 0..2 {
                     let node = rng.below(plan.nodes as u64) as usize;
@@ -281,7 +297,8 @@ impl Plan {
                     crashed_until[node] = start + len;
                     Fault::Kill { node, crash: kind == 7 || rng.chance(0.5) }
                 }
-                9 => Fault::Pause { node },
+                9 if rng.chance(0.5) => Fault::Pause { node },
+                9 => Fault::PauseLeader,
                 _ => Fault::DiskEio { node, probability: 0.01 + rng.unit() * 0.1 },
             };
             self.add(start, start + len, fault);

@@ -5,6 +5,9 @@
 //! that calls `block_on`, and the sweep runs one seed per thread at a time.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use crate::node::wire::Envelope;
 
 use crate::raft::{NodeId, Role, Term};
 use crate::range::descriptor::RangeId;
@@ -28,6 +31,8 @@ struct Hooks {
     duplicate: f64,
     rng: u64,
     duplicated: u64,
+    /// Per link (from, to): a copy of an earlier batch, to be delivered again later.
+    held: BTreeMap<(NodeId, NodeId), Vec<Envelope>>,
 }
 
 thread_local! {
@@ -37,7 +42,13 @@ thread_local! {
 /// Installs `observer` for this thread (None removes it) and resets the knobs.
 pub fn install(observer: Option<Box<dyn Observer>>, seed: u64) {
     HOOKS.with(|hooks| {
-        *hooks.borrow_mut() = Hooks { observer, duplicate: 0.0, rng: seed, duplicated: 0 };
+        *hooks.borrow_mut() = Hooks {
+            observer,
+            duplicate: 0.0,
+            rng: seed,
+            duplicated: 0,
+            held: BTreeMap::new(),
+        };
     });
 }
 
@@ -51,18 +62,32 @@ pub fn duplicated() -> u64 {
     HOOKS.with(|hooks| hooks.borrow().duplicated)
 }
 
-/// Whether the transport should send this batch twice.
-pub fn duplicate() -> bool {
+/// The duplication fault, for a batch about to be queued on the link `from -> to`:
+/// returns a batch to queue right after it. With the configured probability, half of
+/// the time that is a copy of this batch, the other half an older batch held back
+/// from this link (a stale replay: Raft must ignore it), and this one is held instead.
+pub fn duplicate(from: NodeId, to: NodeId, batch: &[Envelope]) -> Option<Vec<Envelope>> {
     HOOKS.with(|hooks| {
         let mut hooks = hooks.borrow_mut();
         if hooks.duplicate <= 0.0 {
-            return false;
+            return None;
         }
-        hooks.rng = hooks.rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        let draw = (hooks.rng >> 11) as f64 / (1u64 << 53) as f64;
-        let yes = draw < hooks.duplicate;
-        hooks.duplicated += u64::from(yes);
-        yes
+        let mut draw = || {
+            hooks.rng = hooks
+                .rng
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (hooks.rng >> 11) as f64 / ((1u64 << 53) as f64)
+        };
+        let (yes, now) = (draw(), draw() < 0.5);
+        if yes >= hooks.duplicate {
+            return None;
+        }
+        hooks.duplicated += 1;
+        if now {
+            return Some(batch.to_vec());
+        }
+        hooks.held.insert((from, to), batch.to_vec())
     })
 }
 
