@@ -93,6 +93,7 @@ pub fn run_seed(plan: &Plan) -> SeedReport {
                 checker: "panic",
                 message,
                 evidence: safety.recent_events(),
+                focus: None,
             });
             return SeedReport {
                 plan: plan.clone(),
@@ -112,6 +113,19 @@ pub fn run_seed(plan: &Plan) -> SeedReport {
     let (lin, summary) = linearizability::check(&outcomes.history);
     violations.extend(lin);
     violations.extend(durability::check(&model, &outcomes.history, &outcomes.finals, plan.nodes));
+    for violation in violations.iter_mut() {
+        if let Some((key, from, to)) = &violation.focus {
+            let range = witness::range_of(key, plan.nodes);
+            let events = safety.events_around(range, from.saturating_sub(500), to + 100);
+            violation.evidence.push(format!(
+                "Raft events of {range} (range of {}) from {} to {} ms:",
+                String::from_utf8_lossy(key),
+                from.saturating_sub(500),
+                to + 100
+            ));
+            violation.evidence.extend(events.into_iter().map(|e| format!("  {e}")));
+        }
+    }
     for op in &outcomes.history {
         trace.write(op.to_string().as_bytes());
     }

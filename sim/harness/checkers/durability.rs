@@ -25,6 +25,7 @@ pub fn check(
                 checker: "durability",
                 message: "an acknowledged write is missing from the committed log".into(),
                 evidence: vec![op.to_string()],
+                focus: Some((op.key().to_vec(), op.invoke_ms, op.complete_ms)),
             });
         }
     }
@@ -44,6 +45,7 @@ pub fn check(
                         expected.as_ref().map(|(v, r)| (String::from_utf8_lossy(v).to_string(), *r)),
                     ),
                     evidence: vec![],
+                    focus: None,
                 });
             }
         }

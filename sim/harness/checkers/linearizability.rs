@@ -83,6 +83,11 @@ pub fn check(history: &[Op]) -> (Vec<Violation>, Summary) {
                         minimal.len()
                     ),
                     evidence,
+                    focus: Some((
+                        key.clone(),
+                        minimal.iter().map(|o| o.invoke).min().unwrap_or(0),
+                        minimal.iter().map(|o| o.complete).filter(|c| *c != u64::MAX).max().unwrap_or(0),
+                    )),
                 });
             }
         }

@@ -6,5 +6,5 @@
 use super::Violation;
 
 pub fn violation(message: String, evidence: Vec<String>) -> Violation {
-    Violation { checker: "liveness", message, evidence }
+    Violation { checker: "liveness", message, evidence, focus: None }
 }

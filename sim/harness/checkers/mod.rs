@@ -14,4 +14,7 @@ pub struct Violation {
     pub message: String,
     /// The smallest part of the history (or of the Raft events) that shows it.
     pub evidence: Vec<String>,
+    /// For history violations: the key and the simulated-time window, so that the
+    /// report can add the Raft events of that key's range around it.
+    pub focus: Option<(Vec<u8>, u64, u64)>,
 }

@@ -30,6 +30,8 @@ pub struct Safety {
     applied: BTreeMap<(NodeId, RangeId), u64>,
     durable: BTreeMap<(NodeId, RangeId), (Term, u64)>,
     recent: VecDeque<String>,
+    /// Every event: (ms, range, text), for reports about one range.
+    log: Vec<(u64, RangeId, String)>,
     pub violations: Vec<Violation>,
     pub trace: Fnv,
     pub events: u64,
@@ -37,6 +39,30 @@ pub struct Safety {
 }
 
 impl Safety {
+    fn range_event(&mut self, ms: u64, range: RangeId, text: String) {
+        self.log.push((ms, range, text.clone()));
+        self.event(text);
+    }
+
+    /// Role changes and applies of `range` between `from` and `to` ms (at most 50,
+    /// role changes first).
+    pub fn events_around(&self, range: RangeId, from: u64, to: u64) -> Vec<String> {
+        let within: Vec<&(u64, RangeId, String)> =
+            self.log.iter().filter(|(t, r, _)| *r == range && *t >= from && *t <= to).collect();
+        let mut picked: Vec<&(u64, RangeId, String)> =
+            within.iter().copied().filter(|(_, _, text)| !text.contains(" apply ")).collect();
+        for event in &within {
+            if picked.len() >= 50 {
+                break;
+            }
+            if event.2.contains(" apply ") {
+                picked.push(event);
+            }
+        }
+        picked.sort_by_key(|(t, _, _)| *t);
+        picked.into_iter().map(|(_, _, text)| text.clone()).collect()
+    }
+
     fn event(&mut self, text: String) {
         self.trace.write(text.as_bytes());
         self.events += 1;
@@ -49,7 +75,7 @@ impl Safety {
     fn violate(&mut self, message: String) {
         if self.violations.len() < 5 {
             let evidence = self.recent.iter().cloned().collect();
-            self.violations.push(Violation { checker: "raft_safety", message, evidence });
+            self.violations.push(Violation { checker: "raft_safety", message, evidence, focus: None });
         }
     }
 
@@ -82,7 +108,7 @@ impl Observer for SafetyObserver {
     fn applied(&mut self, node: NodeId, range: RangeId, index: u64, term: Term, data: &[u8]) {
         self.with(|s, t| {
             let digest = Fnv::hash(data);
-            s.event(format!("{t:>6} ms {node} {range} apply {index} (term {term}, {digest:016x})"));
+            s.range_event(t, range, format!("{t:>6} ms {node} {range} apply {index} (term {term}, {digest:016x})"));
             if let Some(last) = s.applied.get(&(node, range)) {
                 if index != last + 1 {
                     s.violate(format!(
@@ -110,7 +136,7 @@ impl Observer for SafetyObserver {
 
     fn snapshot_restored(&mut self, node: NodeId, range: RangeId, index: u64, term: Term) {
         self.with(|s, t| {
-            s.event(format!("{t:>6} ms {node} {range} restore snapshot at {index} (term {term})"));
+            s.range_event(t, range, format!("{t:>6} ms {node} {range} restore snapshot at {index} (term {term})"));
             if let Some((t0, _)) = s.committed.get(&(range, index)) {
                 if *t0 != term {
                     s.violate(format!(
@@ -137,7 +163,7 @@ impl Observer for SafetyObserver {
 
     fn role_changed(&mut self, node: NodeId, range: RangeId, term: Term, role: Role) {
         self.with(|s, t| {
-            s.event(format!("{t:>6} ms {node} {range} becomes {role:?} in term {term}"));
+            s.range_event(t, range, format!("{t:>6} ms {node} {range} becomes {role:?} in term {term}"));
             if role != Role::Leader {
                 return;
             }

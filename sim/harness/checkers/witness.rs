@@ -107,7 +107,12 @@ pub fn check(model: &Model, history: &[Op], voters: usize) -> Vec<Violation> {
     let mut fail = |message: String, ops: Vec<&Op>| {
         if violations.len() < 5 {
             let evidence = ops.iter().map(|op| op.to_string()).collect();
-            violations.push(Violation { checker: "witness", message, evidence });
+            let focus = ops.first().map(|first| {
+                let from = ops.iter().map(|o| o.invoke_ms).min().unwrap_or(0);
+                let to = ops.iter().map(|o| o.complete_ms).max().unwrap_or(0);
+                (first.key().to_vec(), from, to)
+            });
+            violations.push(Violation { checker: "witness", message, evidence, focus });
         }
     };
     for problem in &model.problems {
