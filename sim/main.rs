@@ -13,7 +13,7 @@ mod harness;
 /// Default sweep size; with chaos/'s scenarios and corpus the default `cargo sim`
 /// covers at least 500 seeds.
 #[cfg(madsim)]
-const DEFAULT_SEEDS: u64 = 450;
+const DEFAULT_SEEDS: u64 = 470;
 
 #[cfg(madsim)]
 fn main() {
