@@ -108,6 +108,10 @@ pub fn run_seed(plan: &Plan) -> SeedReport {
         }
     };
     let model = witness::Model::replay(&safety.committed);
+    let mut outcomes = outcomes;
+    outcomes.faults.insert("effect: leaders elected".into(), safety.elections);
+    outcomes.faults.insert("effect: snapshots installed from a leader".into(), safety.snapshots_restored);
+    outcomes.faults.retain(|_, v| *v > 0);
     violations.extend(outcomes.liveness.clone());
     violations.extend(witness::check(&model, &outcomes.history, plan.nodes));
     let (lin, summary) = linearizability::check(&outcomes.history);

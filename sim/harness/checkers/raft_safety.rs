@@ -36,6 +36,7 @@ pub struct Safety {
     pub trace: Fnv,
     pub events: u64,
     pub elections: u64,
+    pub snapshots_restored: u64,
 }
 
 impl Safety {
@@ -145,6 +146,7 @@ impl Observer for SafetyObserver {
                 }
             }
             s.applied.insert((node, range), index);
+            s.snapshots_restored += 1;
         });
     }
 
