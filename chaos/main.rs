@@ -29,13 +29,17 @@ fn main() {
     }
     quiet_node_logs("target/sim/chaos-nodes.log");
     let per = env_u64("SIM_SEEDS").unwrap_or(4);
+    // SIM_SCENARIO without SIM_SEED: sweep only that scenario (and skip the corpus).
+    let only = std::env::var("SIM_SCENARIO").ok().map(|name| {
+        Scenario::parse(&name).unwrap_or_else(|| panic!("unknown scenario {name}"))
+    });
     let mut jobs = Vec::new();
-    for scenario in Scenario::NAMED {
+    for scenario in Scenario::NAMED.into_iter().filter(|s| only.is_none_or(|o| o == *s)) {
         for seed in 1..=per {
             jobs.push(Job { seed, scenario, note: None });
         }
     }
-    let corpus = include_str!("seeds");
+    let corpus = if only.is_some() { "" } else { include_str!("seeds") };
     for (n, raw) in corpus.lines().enumerate() {
         let text = raw.trim();
         if text.is_empty() || text.starts_with('#') {

@@ -16,10 +16,11 @@ pub enum Scenario {
     FlappingDuplication,
     DiskEio,
     LeaderPaused,
+    ElectionStorm,
 }
 
 impl Scenario {
-    pub const NAMED: [Scenario; 7] = [
+    pub const NAMED: [Scenario; 8] = [
         Scenario::LeaderIsolated,
         Scenario::RollingRestart,
         Scenario::MajorityCrash,
@@ -27,6 +28,7 @@ impl Scenario {
         Scenario::FlappingDuplication,
         Scenario::DiskEio,
         Scenario::LeaderPaused,
+        Scenario::ElectionStorm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +41,7 @@ impl Scenario {
             Scenario::FlappingDuplication => "flapping_links_with_duplication",
             Scenario::DiskEio => "fsync_eio_stops_the_node",
             Scenario::LeaderPaused => "leader_paused_then_resumes",
+            Scenario::ElectionStorm => "election_storm_short_crashes_slow_links",
         }
     }
 
@@ -225,6 +228,26 @@ impl Plan {
                     let len = rng.between(600, 1_400);
                     plan.add(at, at + len, Fault::PauseLeader);
                     at += len + rng.between(200, 800);
+                }
+            }
+            Scenario::ElectionStorm => {
+                // Five nodes, slow links and short crashes so that elections overlap,
+                // votes split and nodes restart in the middle of an election.
+                plan.nodes = 5;
+                plan.add(0, fault_ms, Fault::Delay { max_ms: rng.between(30, 120) });
+                let mut at = 100;
+                while at < fault_ms - 200 {
+                    let node = rng.below(5) as usize;
+                    let down = rng.between(20, 150);
+                    plan.add(at, at + down, Fault::Kill { node, crash: true });
+                    if rng.chance(0.3) {
+                        let a: Vec<usize> = (0..5).filter(|n| *n != node && rng.chance(0.5)).collect();
+                        let b: Vec<usize> = (0..5).filter(|n| !a.contains(n)).collect();
+                        if !a.is_empty() && !b.is_empty() {
+                            plan.add(at, at + rng.between(100, 400), Fault::Partition { a, b, bridge: None });
+                        }
+                    }
+                    at += rng.between(80, 300);
                 }
             }
             Scenario::DiskEio => {
