@@ -43,9 +43,6 @@ impl Op {
             Call::Scan { start, .. } => start,
         }
     }
-    pub fn is_write(&self) -> bool {
-        matches!(self.call, Call::Put { .. } | Call::Delete { .. })
-    }
     pub fn seq(&self) -> Option<u64> {
         match self.call {
             Call::Put { seq, .. } | Call::Delete { seq, .. } => Some(seq),

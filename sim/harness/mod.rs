@@ -41,9 +41,6 @@ impl Fnv {
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
     }
-    pub fn u64(&mut self, value: u64) {
-        self.write(&value.to_le_bytes());
-    }
     pub fn hash(bytes: &[u8]) -> u64 {
         let mut h = Fnv::default();
         h.write(bytes);

@@ -20,7 +20,7 @@ use super::cluster::Cluster;
 use super::history::{Call, Op, Outcome};
 use super::schedule::{Fault, Plan};
 use super::workload::{self, KEYS};
-use super::{now_ms, Fnv};
+use super::now_ms;
 
 /// Bound for the heal phase: a write per data range, then convergence.
 const HEAL_BOUND_MS: u64 = 25_000;
@@ -445,7 +445,6 @@ impl Supervisor<'_> {
         heal_start: u64,
     ) -> BTreeMap<usize, BTreeMap<Vec<u8>, Option<(Vec<u8>, u64)>>> {
         let deadline = heal_start + HEAL_BOUND_MS;
-        let mut last = String::new();
         loop {
             let mut statuses = Vec::new();
             for node in 0..self.plan.nodes {
@@ -471,7 +470,7 @@ impl Supervisor<'_> {
                 && per_range.values().all(|rs| {
                     rs.iter().all(|r| r.2 && r.0 == r.1 && (r.0, r.1) == (rs[0].0, rs[0].1))
                 });
-            last = format!("{per_range:?} all nodes answered: {all_up}");
+            let last = format!("{per_range:?} all nodes answered: {all_up}");
             if converged {
                 break;
             }
@@ -496,11 +495,4 @@ impl Supervisor<'_> {
         }
         finals
     }
-}
-
-/// Hash helper for callers comparing runs.
-pub fn trace_of(report: &SeedReport) -> u64 {
-    let mut h = Fnv(report.trace);
-    h.u64(report.ops as u64);
-    h.0
 }
