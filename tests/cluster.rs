@@ -1,3 +1,4 @@
+#![cfg(not(madsim))] // Real processes and sockets: `cargo sim` skips this target.
 //! End-to-end tests on real `rangedb server` processes over loopback.
 
 mod support;

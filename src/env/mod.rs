@@ -7,6 +7,8 @@
 
 pub mod real_disk;
 pub mod real_net;
+pub mod sim_disk;
+pub mod sim_hooks;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -95,7 +95,14 @@ impl Network for TcpNetwork {
         // An unknown peer (e.g. removed from the cluster) or a full queue drops the
         // batch: Raft retransmits whatever matters.
         if let Some(link) = self.links.get(&to) {
+            // The simulation's duplication fault: a copy of this or an older batch follows.
+            #[cfg(madsim)]
+            let again = super::sim_hooks::duplicate(self.me, to, &batch);
             let _ = link.queue.try_send(batch);
+            #[cfg(madsim)]
+            if let Some(again) = again {
+                let _ = link.queue.try_send(again);
+            }
         }
     }
 

@@ -271,6 +271,13 @@ impl Node {
         if wrote {
             self.wal.sync()?;
         }
+        #[cfg(madsim)]
+        for (range, ready) in &readies {
+            if let Some(hs) = ready.hard_state {
+                let me = self.id;
+                crate::env::sim_hooks::observe(|o| o.hard_state_synced(me, *range, hs.term, hs.commit));
+            }
+        }
         // Everything each Ready asked to persist is durable now: its dependent messages
         // may leave.
         let mut send_after: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
@@ -298,12 +305,25 @@ impl Node {
         if let Some(snapshot) = &ready.snapshot {
             // advance() needs the snapshot too: it replaces the group's stable log.
             restore_snapshot(replica, snapshot);
+            #[cfg(madsim)]
+            crate::env::sim_hooks::observe(|o| {
+                o.snapshot_restored(self.id, range, snapshot.meta.index, snapshot.meta.term)
+            });
         }
         for entry in &ready.committed_entries {
             replica.apply(entry);
+            #[cfg(madsim)]
+            crate::env::sim_hooks::observe(|o| {
+                o.applied(self.id, range, entry.index, entry.term, &entry.data)
+            });
         }
         for read in &ready.read_states {
             replica.confirm_read(read.context, read.index);
+        }
+        #[cfg(madsim)]
+        if let Some(soft) = &ready.soft_state {
+            let term = replica.raft.status().term;
+            crate::env::sim_hooks::observe(|o| o.role_changed(self.id, range, term, soft.role));
         }
         if let Some(soft) = ready.soft_state {
             if soft.role != Role::Leader {

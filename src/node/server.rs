@@ -29,6 +29,25 @@ pub struct Admission {
     pub peers: Arc<BTreeMap<NodeId, String>>,
 }
 
+// madsim's simulated TcpStream has no `into_split`; the generic split works on both.
+#[cfg(not(madsim))]
+type RawReader = tokio::net::tcp::OwnedReadHalf;
+#[cfg(not(madsim))]
+type Writer = tokio::net::tcp::OwnedWriteHalf;
+#[cfg(madsim)]
+type RawReader = tokio::io::ReadHalf<TcpStream>;
+#[cfg(madsim)]
+type Writer = tokio::io::WriteHalf<TcpStream>;
+
+#[cfg(not(madsim))]
+fn split(stream: TcpStream) -> (RawReader, Writer) {
+    stream.into_split()
+}
+#[cfg(madsim)]
+fn split(stream: TcpStream) -> (RawReader, Writer) {
+    tokio::io::split(stream)
+}
+
 /// Accepts connections until the task is aborted.
 pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>, admission: Admission) {
     loop {
@@ -57,7 +76,7 @@ async fn serve_connection(
     admission: &Admission,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.into_split();
+    let (reader, writer) = split(stream);
     // Buffered: one recv takes every frame the peer pipelined, instead of two
     // syscalls (header, payload) per frame.
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
@@ -100,7 +119,7 @@ async fn serve_connection(
 /// Bytes read from a connection at once.
 const READ_BUFFER_BYTES: usize = 64 << 10;
 
-type Reader = BufReader<tokio::net::tcp::OwnedReadHalf>;
+type Reader = BufReader<RawReader>;
 
 async fn serve_peer(
     mut reader: Reader,
@@ -122,7 +141,7 @@ async fn serve_peer(
 
 async fn serve_client(
     mut reader: Reader,
-    writer: tokio::net::tcp::OwnedWriteHalf,
+    writer: Writer,
     events: mpsc::Sender<Event>,
 ) -> Result<(), String> {
     let (outbox, responses) = mpsc::unbounded_channel::<ClientResponse>();
@@ -147,7 +166,7 @@ async fn serve_client(
 
 /// Writes responses as they come, coalescing whatever is queued into one flush.
 async fn write_responses(
-    writer: tokio::net::tcp::OwnedWriteHalf,
+    writer: Writer,
     mut responses: mpsc::UnboundedReceiver<ClientResponse>,
 ) {
     let mut writer = BufWriter::with_capacity(64 << 10, writer);

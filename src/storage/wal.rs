@@ -96,6 +96,11 @@ pub struct WalOptions {
 
 impl Default for WalOptions {
     fn default() -> Self {
+        // The simulation uses small segments so that rolls and releases happen
+        // within seconds of simulated time.
+        #[cfg(madsim)]
+        return WalOptions { segment_bytes: 256 << 10 };
+        #[cfg(not(madsim))]
         WalOptions { segment_bytes: 64 << 20 }
     }
 }

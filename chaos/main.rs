@@ -1,0 +1,68 @@
+//! `cargo sim --test chaos`: named fault scenarios, then every seed in the corpus
+//! (`chaos/seeds`: one line per seed that ever failed, naming the bug it found).
+//!
+//! `SIM_SEEDS=N` seeds per scenario (default 4); `SIM_SEED=S SIM_SCENARIO=name`
+//! replays one. Outside `--cfg madsim` this target is a stub, like sim/.
+
+#[cfg(madsim)]
+#[path = "../sim/harness/mod.rs"]
+mod harness;
+
+#[cfg(madsim)]
+fn main() {
+    use harness::schedule::{Plan, Scenario};
+    use harness::sweep::{env_u64, failure_report, line, quiet_node_logs, sweep, Job};
+
+    if let Some(seed) = env_u64("SIM_SEED") {
+        let name = std::env::var("SIM_SCENARIO").unwrap_or_else(|_| "swarm".into());
+        let scenario = Scenario::parse(&name).unwrap_or_else(|| panic!("unknown scenario {name}"));
+        let job = Job { seed, scenario, note: None };
+        let plan = Plan::draw(seed, scenario);
+        println!("{}", plan.describe());
+        let report = harness::run::run_seed(&plan);
+        println!("{}", line(&report, None));
+        if !report.ok() {
+            println!("{}", failure_report("chaos", &job, &report));
+            std::process::exit(1);
+        }
+        return;
+    }
+    quiet_node_logs("target/sim/chaos-nodes.log");
+    let per = env_u64("SIM_SEEDS").unwrap_or(4);
+    // SIM_SCENARIO without SIM_SEED: sweep only that scenario (and skip the corpus).
+    let only = std::env::var("SIM_SCENARIO").ok().map(|name| {
+        Scenario::parse(&name).unwrap_or_else(|| panic!("unknown scenario {name}"))
+    });
+    let mut jobs = Vec::new();
+    for scenario in Scenario::NAMED.into_iter().filter(|s| only.is_none_or(|o| o == *s)) {
+        for seed in 1..=per {
+            jobs.push(Job { seed, scenario, note: None });
+        }
+    }
+    let corpus = if only.is_some() { "" } else { include_str!("seeds") };
+    for (n, raw) in corpus.lines().enumerate() {
+        let text = raw.trim();
+        if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        // `<seed> <scenario> <what it found>`
+        let mut parts = text.splitn(3, char::is_whitespace);
+        let seed = parts.next().and_then(|s| s.parse().ok());
+        let scenario = parts.next().and_then(Scenario::parse);
+        let (Some(seed), Some(scenario)) = (seed, scenario) else {
+            panic!("chaos/seeds line {}: expected `<seed> <scenario> <bug>`: {raw}", n + 1);
+        };
+        let note = parts.next().unwrap_or("").trim().to_string();
+        jobs.push(Job { seed, scenario, note: Some(format!("corpus: {note}")) });
+    }
+    let _ = (Plan::draw, failure_report, line);
+    let totals = sweep("chaos", jobs);
+    if !totals.failed.is_empty() {
+        std::process::exit(1);
+    }
+}
+
+#[cfg(not(madsim))]
+fn main() {
+    println!("chaos: skipped: the scenarios run only under `cargo sim` (--cfg madsim)");
+}

@@ -1,0 +1,184 @@
+//! Online Raft safety, fed by the node's observer hook:
+//! - at most one leader per range per term (election safety);
+//! - every replica applies the same command at the same index (state machine
+//!   safety / log matching of committed entries), so a committed entry never changes;
+//! - a replica applies indexes in order without gaps, and a snapshot it restores
+//!   agrees with what was committed at that index;
+//! - the durable term and commit index of a replica never go backwards, restarts
+//!   included (they come from its disk).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use rangedb::env::sim_hooks::Observer;
+use rangedb::raft::{NodeId, Role, Term};
+use rangedb::range::descriptor::RangeId;
+
+use super::super::{now_ms, Fnv};
+use super::Violation;
+
+/// Raft events kept for the failure report.
+const RECENT_EVENTS: usize = 60;
+
+#[derive(Default)]
+pub struct Safety {
+    /// (range, term) -> the leader.
+    leaders: BTreeMap<(RangeId, Term), NodeId>,
+    /// (range, index) -> (term, data): the committed log, as first applied anywhere.
+    pub committed: BTreeMap<(RangeId, u64), (Term, Vec<u8>)>,
+    /// Last applied index per replica (None after a restart until the first apply).
+    applied: BTreeMap<(NodeId, RangeId), u64>,
+    durable: BTreeMap<(NodeId, RangeId), (Term, u64)>,
+    recent: VecDeque<String>,
+    /// Every event: (ms, range, text), for reports about one range.
+    log: Vec<(u64, RangeId, String)>,
+    pub violations: Vec<Violation>,
+    pub trace: Fnv,
+    pub events: u64,
+    pub elections: u64,
+    pub snapshots_restored: u64,
+}
+
+impl Safety {
+    fn range_event(&mut self, ms: u64, range: RangeId, text: String) {
+        self.log.push((ms, range, text.clone()));
+        self.event(text);
+    }
+
+    /// Role changes and applies of `range` between `from` and `to` ms (at most 50,
+    /// role changes first).
+    pub fn events_around(&self, range: RangeId, from: u64, to: u64) -> Vec<String> {
+        let within: Vec<&(u64, RangeId, String)> =
+            self.log.iter().filter(|(t, r, _)| *r == range && *t >= from && *t <= to).collect();
+        let mut picked: Vec<&(u64, RangeId, String)> =
+            within.iter().copied().filter(|(_, _, text)| !text.contains(" apply ")).collect();
+        for event in &within {
+            if picked.len() >= 50 {
+                break;
+            }
+            if event.2.contains(" apply ") {
+                picked.push(event);
+            }
+        }
+        picked.sort_by_key(|(t, _, _)| *t);
+        picked.into_iter().map(|(_, _, text)| text.clone()).collect()
+    }
+
+    fn event(&mut self, text: String) {
+        self.trace.write(text.as_bytes());
+        self.events += 1;
+        if self.recent.len() == RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(text);
+    }
+
+    fn violate(&mut self, message: String) {
+        if self.violations.len() < 5 {
+            let evidence = self.recent.iter().cloned().collect();
+            self.violations.push(Violation { checker: "raft_safety", message, evidence, focus: None });
+        }
+    }
+
+    /// The latest Raft events, oldest first.
+    pub fn recent_events(&self) -> Vec<String> {
+        self.recent.iter().cloned().collect()
+    }
+
+    /// A node restarted: its in-memory applied index starts again from its snapshot.
+    pub fn node_restarted(&mut self, node: NodeId) {
+        self.applied.retain(|(n, _), _| *n != node);
+        self.event(format!("{node} restarted"));
+    }
+}
+
+/// The observer installed for a run; shares `Safety` with the harness.
+pub struct SafetyObserver {
+    pub state: Arc<Mutex<Safety>>,
+    pub start: tokio::time::Instant,
+}
+
+impl SafetyObserver {
+    fn with(&self, f: impl FnOnce(&mut Safety, u64)) {
+        let mut state = self.state.lock().expect("safety lock");
+        f(&mut state, now_ms(self.start));
+    }
+}
+
+impl Observer for SafetyObserver {
+    fn applied(&mut self, node: NodeId, range: RangeId, index: u64, term: Term, data: &[u8]) {
+        self.with(|s, t| {
+            let digest = Fnv::hash(data);
+            s.range_event(t, range, format!("{t:>6} ms {node} {range} apply {index} (term {term}, {digest:016x})"));
+            if let Some(last) = s.applied.get(&(node, range)) {
+                if index != last + 1 {
+                    s.violate(format!(
+                        "{node} {range} applied {index} after {last}: applied index must advance by one"
+                    ));
+                }
+            }
+            s.applied.insert((node, range), index);
+            match s.committed.get(&(range, index)) {
+                Some((t0, d0)) if (*t0, Fnv::hash(d0)) != (term, digest) => {
+                    let message = format!(
+                        "{range} index {index}: {node} applied term {term} {digest:016x}, but \
+                         term {t0} {:016x} was applied there before",
+                        Fnv::hash(d0)
+                    );
+                    s.violate(message);
+                }
+                Some(_) => {}
+                None => {
+                    s.committed.insert((range, index), (term, data.to_vec()));
+                }
+            }
+        });
+    }
+
+    fn snapshot_restored(&mut self, node: NodeId, range: RangeId, index: u64, term: Term) {
+        self.with(|s, t| {
+            s.range_event(t, range, format!("{t:>6} ms {node} {range} restore snapshot at {index} (term {term})"));
+            if let Some((t0, _)) = s.committed.get(&(range, index)) {
+                if *t0 != term {
+                    s.violate(format!(
+                        "{node} {range} restored a snapshot at {index} term {term}; term {t0} was committed there"
+                    ));
+                }
+            }
+            s.applied.insert((node, range), index);
+            s.snapshots_restored += 1;
+        });
+    }
+
+    fn hard_state_synced(&mut self, node: NodeId, range: RangeId, term: Term, commit: u64) {
+        self.with(|s, _| {
+            if let Some((t0, c0)) = s.durable.get(&(node, range)).copied() {
+                if term < t0 || commit < c0 {
+                    s.violate(format!(
+                        "{node} {range}: durable (term, commit) went from ({t0}, {c0}) to ({term}, {commit})"
+                    ));
+                }
+            }
+            s.durable.insert((node, range), (term, commit));
+        });
+    }
+
+    fn role_changed(&mut self, node: NodeId, range: RangeId, term: Term, role: Role) {
+        self.with(|s, t| {
+            s.range_event(t, range, format!("{t:>6} ms {node} {range} becomes {role:?} in term {term}"));
+            if role != Role::Leader {
+                return;
+            }
+            s.elections += 1;
+            match s.leaders.get(&(range, term)) {
+                Some(other) if *other != node => {
+                    let message = format!("{range} term {term}: two leaders, {other} and {node}");
+                    s.violate(message);
+                }
+                _ => {
+                    s.leaders.insert((range, term), node);
+                }
+            }
+        });
+    }
+}

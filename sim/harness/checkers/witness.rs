@@ -1,0 +1,231 @@
+//! The witness check: the committed log (every command at its Raft index, as the
+//! replicas applied it) is replayed in index order against a sequential model of the
+//! KV state machine, and every client outcome is checked against it:
+//! - an acknowledged put happened at exactly the revision it reported, once;
+//! - a write that failed (definitely no effect) is nowhere in the log;
+//! - a read returned a version the model has at that revision (or an absent key);
+//! - real time: a read never returns a version that a write completed before the
+//!   read began had already replaced, nor one written after the read completed.
+
+use std::collections::BTreeMap;
+
+use rangedb::raft::Term;
+use rangedb::range::descriptor::{default_split_keys, initial_descriptors, RangeId, RangeTable};
+use rangedb::range::kv::{Command, WriteOp};
+
+use super::super::history::{Call, Op, Outcome};
+use super::super::workload::KEYS;
+use super::Violation;
+
+/// One version of a key: revision, value (None: deleted), the write's (client, seq).
+#[derive(Clone, Debug)]
+pub struct Version {
+    pub revision: u64,
+    pub value: Option<Vec<u8>>,
+    pub writer: Option<(u64, u64)>,
+}
+
+/// The replayed state machine.
+#[derive(Default)]
+pub struct Model {
+    /// Per key, versions in revision order (revision 0: the initial absent state).
+    pub versions: BTreeMap<Vec<u8>, Vec<Version>>,
+    /// (client, seq) -> (range, index) of the entry that took effect.
+    pub effective: BTreeMap<(u64, u64), (RangeId, u64)>,
+    /// (client, seq) -> delete's `existed` as the model computed it.
+    pub delete_existed: BTreeMap<(u64, u64), bool>,
+    /// (client, seq) of every entry in the log, effective or deduplicated.
+    pub logged: BTreeMap<(u64, u64), Vec<(RangeId, u64)>>,
+    pub problems: Vec<String>,
+}
+
+pub fn range_of(key: &[u8], voters: usize) -> RangeId {
+    let voters: Vec<rangedb::raft::NodeId> =
+        (1..=voters as u64).map(rangedb::raft::NodeId).collect();
+    let table = RangeTable::new(
+        initial_descriptors(&default_split_keys(), &voters).expect("default split keys are valid"),
+    );
+    table.lookup(key).id
+}
+
+impl Model {
+    pub fn replay(committed: &BTreeMap<(RangeId, u64), (Term, Vec<u8>)>) -> Model {
+        let mut model = Model::default();
+        for key in KEYS {
+            model.versions.insert(key.to_vec(), vec![Version { revision: 0, value: None, writer: None }]);
+        }
+        let mut ranges: BTreeMap<RangeId, Vec<(u64, &Vec<u8>)>> = BTreeMap::new();
+        for ((range, index), (_, data)) in committed {
+            ranges.entry(*range).or_default().push((*index, data));
+        }
+        for (range, entries) in ranges {
+            let mut seen: BTreeMap<(u64, u64), ()> = BTreeMap::new();
+            for (index, data) in entries {
+                if data.is_empty() {
+                    continue;
+                }
+                let decoded = bincode::serde::decode_from_slice::<Command, _>(
+                    data,
+                    bincode::config::standard(),
+                );
+                let Ok((command, _)) = decoded else {
+                    model.problems.push(format!("{range} index {index}: undecodable entry"));
+                    continue;
+                };
+                let id = command.request_id.map(|id| (id.client, id.seq));
+                if let Some(id) = id {
+                    model.logged.entry(id).or_default().push((range, index));
+                    if seen.insert(id, ()).is_some() {
+                        continue; // A retry: the state machine answers from its table.
+                    }
+                    model.effective.insert(id, (range, index));
+                }
+                match command.op {
+                    WriteOp::Put { key, value } => {
+                        let versions = model.versions.entry(key).or_default();
+                        versions.push(Version { revision: index, value: Some(value), writer: id });
+                    }
+                    WriteOp::Delete { key } => {
+                        let versions = model.versions.entry(key).or_default();
+                        let live = versions.last().is_some_and(|v| v.value.is_some());
+                        if let Some(id) = id {
+                            model.delete_existed.insert(id, live);
+                        }
+                        if live {
+                            versions.push(Version { revision: index, value: None, writer: id });
+                        }
+                    }
+                }
+            }
+        }
+        model
+    }
+}
+
+pub fn check(model: &Model, history: &[Op], voters: usize) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut fail = |message: String, ops: Vec<&Op>| {
+        if violations.len() < 5 {
+            let evidence = ops.iter().map(|op| op.to_string()).collect();
+            let focus = ops.first().map(|first| {
+                let from = ops.iter().map(|o| o.invoke_ms).min().unwrap_or(0);
+                let to = ops.iter().map(|o| o.complete_ms).max().unwrap_or(0);
+                (first.key().to_vec(), from, to)
+            });
+            violations.push(Violation { checker: "witness", message, evidence, focus });
+        }
+    };
+    for problem in &model.problems {
+        fail(problem.clone(), vec![]);
+    }
+    // Completion time of each acknowledged write, by (client, seq).
+    let acked: BTreeMap<(u64, u64), &Op> = history
+        .iter()
+        .filter(|op| matches!(op.outcome, Outcome::Put { .. } | Outcome::Delete { .. }))
+        .filter_map(|op| Some(((op.client, op.seq()?), op)))
+        .collect();
+    let invoked: BTreeMap<(u64, u64), &Op> =
+        history.iter().filter_map(|op| Some(((op.client, op.seq()?), op))).collect();
+    for op in history {
+        let Some(seq) = op.seq() else { continue };
+        let id = (op.client, seq);
+        match &op.outcome {
+            Outcome::Put { revision } => match model.effective.get(&id) {
+                Some((range, index)) if *index == *revision && *range == range_of(op.key(), voters) => {}
+                Some((range, index)) => fail(
+                    format!("acknowledged put took effect at {range} index {index}, not at revision {revision}"),
+                    vec![op],
+                ),
+                None => fail("acknowledged put is not in the committed log".into(), vec![op]),
+            },
+            Outcome::Delete { existed } => match model.effective.get(&id) {
+                Some(_) => {
+                    if model.delete_existed.get(&id) != Some(existed) {
+                        fail(format!("delete answered existed={existed}, the model disagrees"), vec![op]);
+                    }
+                }
+                None => fail("acknowledged delete is not in the committed log".into(), vec![op]),
+            },
+            Outcome::Failed(_) => {
+                if let Some(places) = model.logged.get(&id) {
+                    fail(format!("a write reported as failed is in the log at {places:?}"), vec![op]);
+                }
+            }
+            _ => {}
+        }
+    }
+    for op in history {
+        let observations: Vec<(Vec<u8>, Option<(Vec<u8>, u64)>)> = match (&op.call, &op.outcome) {
+            (Call::Get { key }, Outcome::Get(found)) => vec![(key.clone(), found.clone())],
+            (Call::Scan { start, end }, Outcome::Scan(kvs)) => scan_observations(start, end, kvs),
+            _ => continue,
+        };
+        for (key, found) in observations {
+            let Some(versions) = model.versions.get(&key) else { continue };
+            // Indexes (into versions) the read may have observed.
+            let candidates: Vec<usize> = match &found {
+                Some((value, revision)) => {
+                    match versions.iter().position(|v| v.revision == *revision) {
+                        Some(i) if versions[i].value.as_ref() == Some(value) => vec![i],
+                        _ => {
+                            fail(
+                                format!(
+                                    "read of {} returned a version not in the committed log",
+                                    String::from_utf8_lossy(&key)
+                                ),
+                                vec![op],
+                            );
+                            continue;
+                        }
+                    }
+                }
+                None => (0..versions.len()).filter(|i| versions[*i].value.is_none()).collect(),
+            };
+            let fits = |i: usize| {
+                let written_before_end = versions[i]
+                    .writer
+                    .and_then(|w| invoked.get(&w))
+                    .is_none_or(|w| w.invoke_ms <= op.complete_ms);
+                let replaced_before_start = versions.get(i + 1).is_some_and(|next| {
+                    next.writer
+                        .and_then(|w| acked.get(&w))
+                        .is_some_and(|w| w.complete_ms < op.invoke_ms)
+                });
+                written_before_end && !replaced_before_start
+            };
+            if !candidates.iter().any(|i| fits(*i)) {
+                let mut evidence = vec![op];
+                if let Some(i) = candidates.last() {
+                    if let Some(next) = versions.get(i + 1) {
+                        if let Some(w) = next.writer.and_then(|w| acked.get(&w)) {
+                            evidence.insert(0, w);
+                        }
+                    }
+                }
+                fail(
+                    format!(
+                        "read of {} is stale or from the future in real time",
+                        String::from_utf8_lossy(&key)
+                    ),
+                    evidence,
+                );
+            }
+        }
+    }
+    violations
+}
+
+/// What a scan says about each workload key in its span: present with a value, or absent.
+pub fn scan_observations(
+    start: &[u8],
+    end: &Option<Vec<u8>>,
+    kvs: &[(Vec<u8>, Vec<u8>, u64)],
+) -> Vec<(Vec<u8>, Option<(Vec<u8>, u64)>)> {
+    KEYS.iter()
+        .filter(|k| **k >= start && end.as_ref().is_none_or(|e| **k < e.as_slice()))
+        .map(|k| {
+            let found = kvs.iter().find(|(key, _, _)| key.as_slice() == *k);
+            (k.to_vec(), found.map(|(_, v, r)| (v.clone(), *r)))
+        })
+        .collect()
+}

@@ -1,0 +1,226 @@
+//! The simulated cluster: server nodes running the production `run_node` on their
+//! SimDisk, client nodes, and the supervisor's levers (network clogs, kill, restart,
+//! pause, disk faults) and probes (status and local reads of one node).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, NodeHandle};
+use madsim::task::NodeId as SimNodeId;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+use rangedb::env::sim_disk::{DiskFaults, SimDisk};
+use rangedb::node::wire::{
+    encode_frame, read_frame, ClientRequest, ClientResponse, Hello, NodeStatus, ReadConsistency,
+    Request, Response, PROTOCOL_VERSION,
+};
+use rangedb::node::{run_node, ServerConfig};
+use rangedb::raft::NodeId;
+
+use super::schedule::Plan;
+
+pub const PORT: u16 = 7000;
+
+pub fn server_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, i as u8 + 1))
+}
+
+pub fn server_address(i: usize) -> String {
+    format!("{}:{PORT}", server_ip(i))
+}
+
+pub struct Server {
+    pub node: NodeHandle,
+    pub disk: SimDisk,
+    shutdown: Arc<Notify>,
+    /// Set when `run_node` returned (a clean stop or a storage failure).
+    pub exited: Arc<AtomicBool>,
+    pub killed: bool,
+    pub paused: bool,
+}
+
+pub struct Cluster {
+    pub handle: Handle,
+    pub servers: Vec<Server>,
+    /// Client node per workload client, then the probe node (last).
+    pub client_nodes: Vec<NodeHandle>,
+    pub probe: NodeHandle,
+    clogged: BTreeSet<(SimNodeId, SimNodeId)>,
+}
+
+impl Cluster {
+    pub fn start(plan: &Plan) -> Cluster {
+        let handle = Handle::current();
+        let peers: BTreeMap<NodeId, String> =
+            (0..plan.nodes).map(|i| (NodeId(i as u64 + 1), server_address(i))).collect();
+        let mut servers = Vec::new();
+        for i in 0..plan.nodes {
+            let disk = SimDisk::new(plan.seed.wrapping_mul(31).wrapping_add(i as u64));
+            let shutdown = Arc::new(Notify::new());
+            let exited = Arc::new(AtomicBool::new(false));
+            let config = ServerConfig {
+                node_id: NodeId(i as u64 + 1),
+                listen: server_address(i),
+                peers: peers.clone(),
+                data_dir: PathBuf::from("/data"),
+                split_keys: None,
+                tick_ms: plan.tick_ms,
+                snapshot_entries: plan.snapshot_entries,
+            };
+            let (d, s, e) = (disk.clone(), shutdown.clone(), exited.clone());
+            let node = handle
+                .create_node()
+                .name(format!("n{}", i + 1))
+                .ip(server_ip(i))
+                .init(move || {
+                    let (disk, shutdown, exited) = (d.clone(), s.clone(), e.clone());
+                    let config = config.clone();
+                    async move {
+                        exited.store(false, Ordering::Relaxed);
+                        let stop = async move { shutdown.notified().await };
+                        if let Err(error) = run_node(config, Arc::new(disk), stop).await {
+                            eprintln!("sim: node stopped: {error}");
+                        }
+                        exited.store(true, Ordering::Relaxed);
+                    }
+                })
+                .build();
+            servers.push(Server { node, disk, shutdown, exited, killed: false, paused: false });
+        }
+        let client_nodes = (0..plan.clients)
+            .map(|c| {
+                handle
+                    .create_node()
+                    .name(format!("c{}", c + 1))
+                    .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, c as u8 + 1)))
+                    .build()
+            })
+            .collect();
+        let probe = handle
+            .create_node()
+            .name("probe")
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1)))
+            .build();
+        Cluster { handle, servers, client_nodes, probe, clogged: BTreeSet::new() }
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..self.servers.len()).map(server_address).collect()
+    }
+
+    fn net(&self) -> Arc<NetSim> {
+        NetSim::current()
+    }
+
+    pub fn clog(&mut self, from: SimNodeId, to: SimNodeId) {
+        if self.clogged.insert((from, to)) {
+            self.net().clog_link(from, to);
+        }
+    }
+
+    /// Clears every clogged link.
+    pub fn unclog_all(&mut self) {
+        let net = self.net();
+        for (from, to) in std::mem::take(&mut self.clogged) {
+            net.unclog_link(from, to);
+        }
+    }
+
+    pub fn server_id(&self, i: usize) -> SimNodeId {
+        self.servers[i].node.id()
+    }
+
+    /// Power loss: the node dies and its disk loses what was not durable.
+    pub fn crash(&mut self, i: usize) -> rangedb::env::sim_disk::CrashReport {
+        self.handle.kill(self.server_id(i));
+        self.servers[i].killed = true;
+        self.servers[i].disk.crash()
+    }
+
+    /// Clean stop: shutdown signal, a grace period, then the process ends.
+    pub async fn stop(&mut self, i: usize) {
+        self.servers[i].shutdown.notify_waiters();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.handle.kill(self.server_id(i));
+        self.servers[i].killed = true;
+    }
+
+    pub fn restart(&mut self, i: usize) {
+        self.servers[i].exited.store(false, Ordering::Relaxed);
+        self.handle.restart(self.server_id(i));
+        self.servers[i].killed = false;
+        self.servers[i].paused = false;
+    }
+
+    pub fn pause(&mut self, i: usize) {
+        if !self.servers[i].killed {
+            self.handle.pause(self.server_id(i));
+            self.servers[i].paused = true;
+        }
+    }
+
+    pub fn resume(&mut self, i: usize) {
+        if self.servers[i].paused {
+            self.handle.resume(self.server_id(i));
+            self.servers[i].paused = false;
+        }
+    }
+
+    pub fn set_disk_faults(&self, i: usize, faults: DiskFaults) {
+        self.servers[i].disk.set_faults(faults);
+    }
+
+    pub fn set_loss(&self, rate: f64) {
+        self.net().update_config(|c| c.packet_loss_rate = rate);
+    }
+
+    pub fn set_latency_ms(&self, max_ms: u64) {
+        self.net().update_config(|c| {
+            c.send_latency = Duration::from_millis(1)..Duration::from_millis(max_ms.max(2))
+        });
+    }
+
+    /// One request to server `i`, from the probe node.
+    pub async fn probe(&self, i: usize, request: Request) -> Option<Response> {
+        let address = server_address(i);
+        self.probe.spawn(call(address, request)).await.ok().flatten()
+    }
+
+    pub async fn status(&self, i: usize) -> Option<NodeStatus> {
+        match self.probe(i, Request::Status).await? {
+            Response::Status(status) => Some(status),
+            _ => None,
+        }
+    }
+
+    /// The node's local (not linearizable) value of `key`: (value, revision).
+    pub async fn local_get(&self, i: usize, key: &[u8]) -> Option<Option<(Vec<u8>, u64)>> {
+        let request = Request::Get {
+            key: key.to_vec(),
+            revision: None,
+            consistency: ReadConsistency::Local,
+        };
+        match self.probe(i, request).await? {
+            Response::Get { kv, .. } => Some(kv.map(|kv| (kv.value, kv.revision))),
+            _ => None,
+        }
+    }
+}
+
+async fn call(address: String, request: Request) -> Option<Response> {
+    let connect = tokio::net::TcpStream::connect(address.as_str());
+    let stream = tokio::time::timeout(Duration::from_millis(500), connect).await.ok()?.ok()?;
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    writer.write_all(&encode_frame(&Hello::Client { version: PROTOCOL_VERSION })).await.ok()?;
+    writer.write_all(&encode_frame(&ClientRequest { id: 1, request })).await.ok()?;
+    writer.flush().await.ok()?;
+    let read = read_frame::<ClientResponse, _>(&mut reader);
+    let response = tokio::time::timeout(Duration::from_millis(1_000), read).await.ok()?.ok()??;
+    Some(response.response)
+}

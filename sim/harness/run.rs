@@ -1,0 +1,498 @@
+//! One seed: start the cluster and the clients, play the fault schedule, heal, check
+//! liveness and convergence, then run every checker.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::runtime::Runtime;
+use tokio::time::Instant;
+
+use rangedb::client::Client;
+use rangedb::env::sim_disk::DiskFaults;
+use rangedb::env::sim_hooks;
+use rangedb::raft::NodeId;
+
+use super::checkers::raft_safety::{Safety, SafetyObserver};
+use super::checkers::{durability, linearizability, liveness, witness, Violation};
+use super::cluster::Cluster;
+use super::history::{Call, Op, Outcome};
+use super::schedule::{Fault, Plan};
+use super::workload::{self, KEYS};
+use super::now_ms;
+
+/// Bound for the heal phase: a write per data range, then convergence.
+const HEAL_BOUND_MS: u64 = 25_000;
+/// One key per data range, written by the liveness probe.
+const PROBE_KEYS: [&[u8]; 5] = [b"1", b"9", b"a", b"h", b"r"];
+const PROBE_CLIENT: u64 = 1000;
+
+pub struct SeedReport {
+    pub plan: Plan,
+    pub sim_ms: u64,
+    pub ops: usize,
+    pub unknown: usize,
+    pub faults: BTreeMap<String, u64>,
+    pub trace: u64,
+    pub violations: Vec<Violation>,
+    pub inconclusive: usize,
+}
+
+impl SeedReport {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+    /// Faults injected (scheduled ones and nodes stopped by EIO), not their effects
+    /// (batches duplicated, fsyncs failed), which are counted too but apart.
+    pub fn fault_count(&self) -> u64 {
+        self.faults.iter().filter(|(kind, _)| !is_effect(kind)).map(|(_, n)| n).sum()
+    }
+}
+
+/// Counters of a fault's effects rather than of injected faults.
+pub fn is_effect(kind: &str) -> bool {
+    kind.starts_with("effect:")
+}
+
+struct Outcomes {
+    history: Vec<Op>,
+    finals: BTreeMap<usize, BTreeMap<Vec<u8>, Option<(Vec<u8>, u64)>>>,
+    faults: BTreeMap<String, u64>,
+    liveness: Vec<Violation>,
+    sim_ms: u64,
+}
+
+/// Runs one seed to the end; a panic anywhere in the simulation (an assertion in the
+/// node, the runtime's time limit) is a violation too.
+pub fn run_seed(plan: &Plan) -> SeedReport {
+    let safety = Arc::new(Mutex::new(Safety::default()));
+    let plan_for_run = plan.clone();
+    let safety_for_run = safety.clone();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let mut runtime = Runtime::with_seed_and_config(plan_for_run.seed, madsim::Config::default());
+        runtime.set_time_limit(Duration::from_secs(300));
+        runtime.block_on(simulate(plan_for_run, safety_for_run))
+    }));
+    sim_hooks::install(None, 0);
+    let safety = match Arc::try_unwrap(safety) {
+        Ok(mutex) => mutex.into_inner().unwrap_or_else(|p| p.into_inner()),
+        Err(shared) => std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner())),
+    };
+    let mut violations = safety.violations.clone();
+    let mut trace = safety.trace;
+    let outcomes = match result {
+        Ok(outcomes) => outcomes,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            violations.push(Violation {
+                checker: "panic",
+                message,
+                evidence: safety.recent_events(),
+                focus: None,
+            });
+            return SeedReport {
+                plan: plan.clone(),
+                sim_ms: 0,
+                ops: 0,
+                unknown: 0,
+                faults: BTreeMap::new(),
+                trace: trace.0,
+                violations,
+                inconclusive: 0,
+            };
+        }
+    };
+    let model = witness::Model::replay(&safety.committed);
+    let mut outcomes = outcomes;
+    outcomes.faults.insert("effect: leaders elected".into(), safety.elections);
+    outcomes.faults.insert("effect: snapshots installed from a leader".into(), safety.snapshots_restored);
+    outcomes.faults.retain(|_, v| *v > 0);
+    violations.extend(outcomes.liveness.clone());
+    violations.extend(witness::check(&model, &outcomes.history, plan.nodes));
+    let (lin, summary) = linearizability::check(&outcomes.history);
+    violations.extend(lin);
+    violations.extend(durability::check(&model, &outcomes.history, &outcomes.finals, plan.nodes));
+    for violation in violations.iter_mut() {
+        if let Some((key, from, to)) = &violation.focus {
+            let range = witness::range_of(key, plan.nodes);
+            let events = safety.events_around(range, from.saturating_sub(500), to + 100);
+            violation.evidence.push(format!(
+                "Raft events of {range} (range of {}) from {} to {} ms:",
+                String::from_utf8_lossy(key),
+                from.saturating_sub(500),
+                to + 100
+            ));
+            violation.evidence.extend(events.into_iter().map(|e| format!("  {e}")));
+        }
+    }
+    for op in &outcomes.history {
+        trace.write(op.to_string().as_bytes());
+    }
+    for state in outcomes.finals.values() {
+        trace.write(format!("{state:?}").as_bytes());
+    }
+    SeedReport {
+        plan: plan.clone(),
+        sim_ms: outcomes.sim_ms,
+        ops: outcomes.history.len(),
+        unknown: outcomes.history.iter().filter(|o| matches!(o.outcome, Outcome::Unknown(_))).count(),
+        faults: outcomes.faults,
+        trace: trace.0,
+        violations,
+        inconclusive: summary.inconclusive,
+    }
+}
+
+async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
+    let start = Instant::now();
+    let observer = SafetyObserver { state: safety.clone(), start };
+    sim_hooks::install(Some(Box::new(observer)), plan.seed);
+    let mut cluster = Cluster::start(&plan);
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for (c, node) in cluster.client_nodes.iter().enumerate() {
+        let task = workload::run_client(
+            c as u64 + 1,
+            cluster.endpoints(),
+            plan.seed,
+            start,
+            stop.clone(),
+            history.clone(),
+        );
+        clients.push(node.spawn(task));
+    }
+    let mut faults: BTreeMap<String, u64> = BTreeMap::new();
+    let mut supervisor = Supervisor { cluster: &mut cluster, plan: &plan, safety: &safety, active: Vec::new(), start };
+    supervisor.fault_phase(&mut faults).await;
+    stop.store(true, Ordering::Relaxed);
+    supervisor.heal().await;
+    for client in clients {
+        let _ = client.await;
+    }
+    let mut history = std::mem::take(&mut *history.lock().expect("history lock"));
+    let mut liveness = Vec::new();
+    let heal_start = now_ms(start);
+    supervisor.probe_writes(&mut history, &mut liveness, heal_start).await;
+    let finals = supervisor.converge(&mut liveness, heal_start).await;
+    faults.insert("effect: peer batches duplicated".into(), sim_hooks::duplicated());
+    let eio: u64 = cluster.servers.iter().map(|s| s.disk.fsync_failures()).sum();
+    if eio > 0 {
+        faults.insert("effect: fsyncs failed (EIO)".into(), eio);
+    }
+    faults.retain(|_, v| *v > 0);
+    Outcomes { history, finals, faults, liveness, sim_ms: now_ms(start) }
+}
+
+struct Supervisor<'a> {
+    cluster: &'a mut Cluster,
+    plan: &'a Plan,
+    safety: &'a Arc<Mutex<Safety>>,
+    /// Active faults: (schedule index, resolved node for IsolateLeader).
+    active: Vec<(usize, Option<usize>)>,
+    start: Instant,
+}
+
+impl Supervisor<'_> {
+    async fn fault_phase(&mut self, faults: &mut BTreeMap<String, u64>) {
+        let mut events: Vec<(u64, bool, usize)> = Vec::new();
+        for (i, step) in self.plan.steps.iter().enumerate() {
+            events.push((step.start_ms, true, i));
+            events.push((step.end_ms, false, i));
+        }
+        // Ends before starts at the same instant.
+        events.sort_by_key(|(at, starts, i)| (*at, *starts, *i));
+        let mut restart_at: BTreeMap<usize, u64> = BTreeMap::new();
+        let mut next = 0;
+        loop {
+            let now = now_ms(self.start);
+            if now >= self.plan.fault_ms {
+                break;
+            }
+            while next < events.len() && events[next].0 <= now {
+                let (_, starts, i) = events[next];
+                next += 1;
+                if starts {
+                    *faults.entry(self.plan.steps[i].fault.kind().to_string()).or_default() += 1;
+                    self.begin(i).await;
+                } else {
+                    self.end(i);
+                }
+            }
+            // A node that stopped by itself (a failed fsync) is crashed and restarted.
+            for node in 0..self.plan.nodes {
+                let server = &self.cluster.servers[node];
+                if !server.killed && server.exited.load(Ordering::Relaxed) {
+                    *faults.entry("node_stopped_on_eio".into()).or_default() += 1;
+                    self.cluster.crash(node);
+                    restart_at.insert(node, now + 500);
+                }
+            }
+            let due: Vec<usize> =
+                restart_at.iter().filter(|(_, at)| **at <= now).map(|(n, _)| *n).collect();
+            for node in due {
+                restart_at.remove(&node);
+                if !self.killed_by_schedule(node) {
+                    self.restart(node);
+                }
+            }
+            let wake = events.get(next).map_or(self.plan.fault_ms, |e| e.0).min(now + 100);
+            tokio::time::sleep_until(self.start + Duration::from_millis(wake.max(now + 1))).await;
+        }
+    }
+
+    fn killed_by_schedule(&self, node: usize) -> bool {
+        self.active.iter().any(|(i, _)| matches!(self.plan.steps[*i].fault, Fault::Kill { node: n, .. } if n == node))
+    }
+
+    fn restart(&mut self, node: usize) {
+        self.safety.lock().expect("safety lock").node_restarted(NodeId(node as u64 + 1));
+        self.cluster.restart(node);
+    }
+
+    async fn begin(&mut self, i: usize) {
+        let fault = self.plan.steps[i].fault.clone();
+        let mut resolved = None;
+        match fault {
+            Fault::Kill { node, crash } => {
+                if self.cluster.servers[node].killed {
+                    return;
+                }
+                if crash {
+                    self.cluster.crash(node);
+                } else {
+                    self.cluster.stop(node).await;
+                }
+            }
+            Fault::Pause { node } => self.cluster.pause(node),
+            Fault::DiskEio { node, probability } => {
+                self.cluster.set_disk_faults(node, DiskFaults { fsync_eio: probability })
+            }
+            Fault::IsolateLeader => resolved = self.find_leader(i).await,
+            Fault::PauseLeader => {
+                resolved = self.find_leader(i).await;
+                if let Some(node) = resolved {
+                    self.cluster.pause(node);
+                }
+            }
+            _ => {}
+        }
+        self.active.push((i, resolved));
+        self.apply_network();
+    }
+
+    fn end(&mut self, i: usize) {
+        let Some(position) = self.active.iter().position(|(j, _)| *j == i) else { return };
+        let (_, resolved) = self.active.remove(position);
+        match self.plan.steps[i].fault {
+            Fault::Kill { node, .. } => {
+                if self.cluster.servers[node].killed {
+                    self.restart(node);
+                }
+            }
+            Fault::Pause { node } => self.cluster.resume(node),
+            Fault::PauseLeader => {
+                if let Some(node) = resolved {
+                    self.cluster.resume(node);
+                }
+            }
+            Fault::DiskEio { node, .. } => self.cluster.set_disk_faults(node, DiskFaults::default()),
+            _ => {}
+        }
+        self.apply_network();
+    }
+
+    /// The leader of a data range picked by the step index, as some node reports it.
+    async fn find_leader(&self, i: usize) -> Option<usize> {
+        let range = witness::range_of(PROBE_KEYS[i % PROBE_KEYS.len()], self.plan.nodes);
+        for node in 0..self.plan.nodes {
+            if self.cluster.servers[node].killed {
+                continue;
+            }
+            if let Some(status) = self.cluster.status(node).await {
+                let leader = status.ranges.iter().find(|r| r.descriptor.id == range)?.leader;
+                if let Some(leader) = leader {
+                    return Some(leader.0 as usize - 1);
+                }
+            }
+        }
+        None
+    }
+
+    /// Recomputes clogged links, loss, latency and duplication from the active faults.
+    fn apply_network(&mut self) {
+        self.cluster.unclog_all();
+        let (mut loss, mut latency, mut duplicate) = (0.0f64, 0u64, 0.0f64);
+        let mut cuts: Vec<(usize, usize)> = Vec::new();
+        let mut client_cuts: Vec<usize> = Vec::new();
+        for (i, resolved) in &self.active {
+            match &self.plan.steps[*i].fault {
+                Fault::Partition { a, b, .. } => {
+                    for x in a {
+                        for y in b {
+                            cuts.push((*x, *y));
+                            cuts.push((*y, *x));
+                        }
+                    }
+                }
+                Fault::IsolateLeader => {
+                    if let Some(leader) = resolved {
+                        for other in (0..self.plan.nodes).filter(|o| o != leader) {
+                            cuts.push((*leader, other));
+                            cuts.push((other, *leader));
+                        }
+                        client_cuts.push(*leader);
+                    }
+                }
+                Fault::OneWay { from, to } => cuts.push((*from, *to)),
+                Fault::Loss { rate } => loss = loss.max(*rate),
+                Fault::Delay { max_ms } => latency = latency.max(*max_ms),
+                Fault::Duplicate { probability } => duplicate = duplicate.max(*probability),
+                _ => {}
+            }
+        }
+        for (x, y) in cuts {
+            let (x, y) = (self.cluster.server_id(x), self.cluster.server_id(y));
+            self.cluster.clog(x, y);
+        }
+        for leader in client_cuts {
+            let leader_id = self.cluster.server_id(leader);
+            // The first client stays on the leader's side.
+            let others: Vec<_> = self.cluster.client_nodes.iter().skip(1).map(|c| c.id()).collect();
+            for client in others {
+                self.cluster.clog(leader_id, client);
+                self.cluster.clog(client, leader_id);
+            }
+        }
+        self.cluster.set_loss(loss);
+        self.cluster.set_latency_ms(if latency == 0 { 10 } else { latency });
+        sim_hooks::set_duplicate(duplicate);
+    }
+
+    /// Every fault off; every node up.
+    async fn heal(&mut self) {
+        let active: Vec<usize> = self.active.iter().map(|(i, _)| *i).collect();
+        for i in active {
+            self.end(i);
+        }
+        for node in 0..self.plan.nodes {
+            self.cluster.set_disk_faults(node, DiskFaults::default());
+            self.cluster.resume(node);
+            let server = &self.cluster.servers[node];
+            if server.killed || server.exited.load(Ordering::Relaxed) {
+                if !server.killed {
+                    self.cluster.crash(node);
+                }
+                self.restart(node);
+            }
+        }
+        self.apply_network();
+    }
+
+    /// Every data range must commit a write within the bound.
+    async fn probe_writes(&mut self, history: &mut Vec<Op>, liveness: &mut Vec<Violation>, heal_start: u64) {
+        let endpoints = self.cluster.endpoints();
+        let start = self.start;
+        let deadline = heal_start + HEAL_BOUND_MS;
+        let probe = async move {
+            let client = Client::new(workload::client_config(endpoints, PROBE_CLIENT));
+            let mut ops = Vec::new();
+            let mut missing = Vec::new();
+            let mut seq = 0;
+            for key in PROBE_KEYS {
+                let mut done = false;
+                while !done && now_ms(start) < deadline {
+                    seq += 1;
+                    let value = format!("probe.{seq}").into_bytes();
+                    let invoke_ms = now_ms(start);
+                    let outcome = match client.put(key, &value).await {
+                        Ok(revision) => {
+                            done = true;
+                            Outcome::Put { revision }
+                        }
+                        Err(rangedb::client::ClientError::OutcomeUnknown { reason }) => Outcome::Unknown(reason),
+                        Err(error) => Outcome::Failed(error.to_string().chars().take(60).collect()),
+                    };
+                    let call = Call::Put { key: key.to_vec(), value, seq };
+                    ops.push(Op { client: PROBE_CLIENT, call, invoke_ms, complete_ms: now_ms(start), outcome });
+                }
+                if !done {
+                    missing.push(String::from_utf8_lossy(key).to_string());
+                }
+            }
+            (ops, missing)
+        };
+        let (ops, missing) = self.cluster.probe.spawn(probe).await.expect("probe task");
+        if !missing.is_empty() {
+            liveness.push(liveness::violation(
+                format!("no write committed within {HEAL_BOUND_MS} ms of healing in the ranges of keys {missing:?}"),
+                ops.iter().rev().take(6).map(|o| o.to_string()).collect(),
+            ));
+        }
+        history.extend(ops);
+    }
+
+    /// Waits until every replica of every range has a leader and the same commit and
+    /// applied index; then reads every key locally on every node.
+    async fn converge(
+        &mut self,
+        liveness: &mut Vec<Violation>,
+        heal_start: u64,
+    ) -> BTreeMap<usize, BTreeMap<Vec<u8>, Option<(Vec<u8>, u64)>>> {
+        let deadline = heal_start + HEAL_BOUND_MS;
+        loop {
+            let mut statuses = Vec::new();
+            for node in 0..self.plan.nodes {
+                statuses.push(self.cluster.status(node).await);
+            }
+            let mut per_range: BTreeMap<u64, Vec<(u64, u64, bool)>> = BTreeMap::new();
+            let mut all_up = true;
+            for status in &statuses {
+                match status {
+                    Some(status) => {
+                        for r in &status.ranges {
+                            per_range.entry(r.descriptor.id.0).or_default().push((
+                                r.commit,
+                                r.applied,
+                                r.leader.is_some(),
+                            ));
+                        }
+                    }
+                    None => all_up = false,
+                }
+            }
+            let converged = all_up
+                && per_range.values().all(|rs| {
+                    rs.iter().all(|r| r.2 && r.0 == r.1 && (r.0, r.1) == (rs[0].0, rs[0].1))
+                });
+            let last = format!("{per_range:?} all nodes answered: {all_up}");
+            if converged {
+                break;
+            }
+            if now_ms(self.start) > deadline {
+                liveness.push(liveness::violation(
+                    format!("replicas did not converge within {HEAL_BOUND_MS} ms of healing"),
+                    vec![format!("range -> [(commit, applied, knows leader)] per node: {last}")],
+                ));
+                return BTreeMap::new();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut finals = BTreeMap::new();
+        for node in 0..self.plan.nodes {
+            let mut state = BTreeMap::new();
+            for key in KEYS {
+                if let Some(found) = self.cluster.local_get(node, key).await {
+                    state.insert(key.to_vec(), found);
+                }
+            }
+            finals.insert(node, state);
+        }
+        finals
+    }
+}

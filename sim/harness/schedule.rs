@@ -1,0 +1,353 @@
+//! A seed's plan: topology, workload knobs and the fault schedule, drawn from the
+//! seed before the run starts and printed in readable form.
+
+use std::fmt;
+
+use super::Rng;
+
+/// Named scenarios; `Swarm` draws everything at random (the default sweep).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scenario {
+    Swarm,
+    LeaderIsolated,
+    RollingRestart,
+    MajorityCrash,
+    ClockSkew,
+    FlappingDuplication,
+    DiskEio,
+    LeaderPaused,
+    ElectionStorm,
+}
+
+impl Scenario {
+    pub const NAMED: [Scenario; 8] = [
+        Scenario::LeaderIsolated,
+        Scenario::RollingRestart,
+        Scenario::MajorityCrash,
+        Scenario::ClockSkew,
+        Scenario::FlappingDuplication,
+        Scenario::DiskEio,
+        Scenario::LeaderPaused,
+        Scenario::ElectionStorm,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Swarm => "swarm",
+            Scenario::LeaderIsolated => "leader_isolated_clients_both_sides",
+            Scenario::RollingRestart => "rolling_crash_restart_every_node",
+            Scenario::MajorityCrash => "majority_crash_loses_unsynced_writes",
+            Scenario::ClockSkew => "clock_skew_within_and_beyond_bound",
+            Scenario::FlappingDuplication => "flapping_links_with_duplication",
+            Scenario::DiskEio => "fsync_eio_stops_the_node",
+            Scenario::LeaderPaused => "leader_paused_then_resumes",
+            Scenario::ElectionStorm => "election_storm_short_crashes_slow_links",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Scenario> {
+        std::iter::once(Scenario::Swarm).chain(Scenario::NAMED).find(|s| s.name() == name)
+    }
+}
+
+/// One fault; each lasts from its start to its end in the schedule.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// Server nodes in `a` cannot reach those in `b` and back; `bridge` (in neither)
+    /// sees both sides.
+    Partition { a: Vec<usize>, b: Vec<usize>, bridge: Option<usize> },
+    /// The leader of a range (chosen when the fault starts) is cut from the other
+    /// servers and from every client but the first.
+    IsolateLeader,
+    /// Messages from `from` to `to` do not get through (TCP stalls); the reverse do.
+    OneWay { from: usize, to: usize },
+    /// Packet loss on every link (madsim's TCP turns it into delay and stalls).
+    Loss { rate: f64 },
+    /// Latency of every packet up to `max_ms` (reorders across connections).
+    Delay { max_ms: u64 },
+    /// Peer batches are sent twice with this probability (transport hook).
+    Duplicate { probability: f64 },
+    /// The node is killed; `crash`: power loss (SimDisk drops unsynced data), else a
+    /// clean shutdown first. It restarts when the fault ends.
+    Kill { node: usize, crash: bool },
+    /// The node is paused (all its tasks stop) and resumed at the end.
+    Pause { node: usize },
+    /// The leader of a range (chosen when the fault starts) stalls like a long GC
+    /// pause while clients keep going, then resumes believing it still leads.
+    PauseLeader,
+    /// fsync fails with this probability on the node's disk.
+    DiskEio { node: usize, probability: f64 },
+    /// Per-node clock skew (ms) and drift (ppm). Inert: the node reads no wall
+    /// clock and leases are off, so nothing consumes it yet.
+    ClockSkew { node: usize, skew_ms: i64, drift_ppm: i64 },
+}
+
+impl Fault {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Partition { bridge: Some(_), .. } => "partition_bridge",
+            Fault::Partition { .. } => "partition",
+            Fault::IsolateLeader => "isolate_leader",
+            Fault::OneWay { .. } => "one_way_link",
+            Fault::Loss { .. } => "packet_loss",
+            Fault::Delay { .. } => "delay",
+            Fault::Duplicate { .. } => "duplication",
+            Fault::Kill { crash: true, .. } => "crash_restart",
+            Fault::Kill { crash: false, .. } => "clean_restart",
+            Fault::Pause { .. } => "pause",
+            Fault::PauseLeader => "pause_leader",
+            Fault::DiskEio { .. } => "fsync_eio",
+            Fault::ClockSkew { .. } => "clock_skew(inert)",
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = |i: &usize| format!("n{}", i + 1);
+        let set = |v: &Vec<usize>| v.iter().map(n).collect::<Vec<_>>().join(",");
+        match self {
+            Fault::Partition { a, b, bridge } => {
+                write!(f, "partition {{{}}} | {{{}}}", set(a), set(b))?;
+                if let Some(bridge) = bridge {
+                    write!(f, " bridged by {}", n(bridge))?;
+                }
+                Ok(())
+            }
+            Fault::IsolateLeader => write!(f, "isolate the leader of a range (clients on both sides)"),
+            Fault::OneWay { from, to } => write!(f, "one-way: {} -/-> {}", n(from), n(to)),
+            Fault::Loss { rate } => write!(f, "packet loss {:.0}%", rate * 100.0),
+            Fault::Delay { max_ms } => write!(f, "latency 1..{max_ms} ms"),
+            Fault::Duplicate { probability } => {
+                write!(f, "duplicate peer batches {:.0}%", probability * 100.0)
+            }
+            Fault::Kill { node, crash: true } => write!(f, "crash {} (lose unsynced), then restart", n(node)),
+            Fault::Kill { node, crash: false } => write!(f, "stop {} cleanly, then restart", n(node)),
+            Fault::Pause { node } => write!(f, "pause {}", n(node)),
+            Fault::PauseLeader => write!(f, "pause the leader of a range (GC stall)"),
+            Fault::DiskEio { node, probability } => {
+                write!(f, "fsync EIO on {} p={:.2}", n(node), probability)
+            }
+            Fault::ClockSkew { node, skew_ms, drift_ppm } => {
+                write!(f, "clock of {} skew {skew_ms} ms drift {drift_ppm} ppm (inert)", n(node))
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub fault: Fault,
+}
+
+/// Everything a seed decides.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub seed: u64,
+    pub scenario: Scenario,
+    pub nodes: usize,
+    pub clients: usize,
+    pub snapshot_entries: u64,
+    pub tick_ms: u64,
+    /// Length of the fault phase; the heal phase follows.
+    pub fault_ms: u64,
+    /// 0 (gentle) .. 1 (brutal).
+    pub intensity: f64,
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    pub fn draw(seed: u64, scenario: Scenario) -> Plan {
+        let mut rng = Rng::new(seed);
+        let nodes = if rng.chance(0.7) { 3 } else { 5 };
+        let intensity = rng.unit();
+        let fault_ms = 6_000;
+        let mut plan = Plan {
+            seed,
+            scenario,
+            nodes,
+            clients: rng.between(2, 3) as usize,
+            snapshot_entries: [10, 30, 100][rng.below(3) as usize],
+            tick_ms: 20,
+            fault_ms,
+            intensity,
+            steps: Vec::new(),
+        };
+        match scenario {
+            Scenario::Swarm => plan.swarm(&mut rng),
+            Scenario::LeaderIsolated => {
+                plan.add(800, 2_500, Fault::IsolateLeader);
+                plan.add(3_600, 5_400, Fault::IsolateLeader);
+            }
+            Scenario::RollingRestart => {
+                let slot = fault_ms / plan.nodes as u64;
+                for node in 0..plan.nodes {
+                    let start = node as u64 * slot + 200;
+                    let crash = rng.chance(0.7);
+                    plan.add(start, start + slot * 6 / 10, Fault::Kill { node, crash });
+                }
+            }
+            Scenario::MajorityCrash => {
+                let majority = plan.nodes / 2 + 1;
+                for round in 0..2u64 {
+                    let at = 1_500 + round * 2_500;
+                    let first = rng.below(plan.nodes as u64) as usize;
+                    for k in 0..majority {
+                        let node = (first + k) % plan.nodes;
+                        plan.add(at, at + 600 + rng.below(400), Fault::Kill { node, crash: true });
+                    }
+                }
+            }
+            Scenario::ClockSkew => {
+                // Within the bound (500 ppm drift) on one node, far beyond on another.
+                plan.add(0, fault_ms, Fault::ClockSkew { node: 0, skew_ms: 40, drift_ppm: 500 });
+                let node = 1 + rng.below(plan.nodes as u64 - 1) as usize;
+                let fault = Fault::ClockSkew { node, skew_ms: -30_000, drift_ppm: 200_000 };
+                plan.add(0, fault_ms, fault);
+                plan.add(2_000, 3_500, Fault::IsolateLeader);
+            }
+            Scenario::FlappingDuplication => {
+                plan.add(0, fault_ms, Fault::Duplicate { probability: 0.3 });
+                let mut at = 200;
+                while at < fault_ms - 300 {
+                    let from = rng.below(plan.nodes as u64) as usize;
+                    let to = (from + 1 + rng.below(plan.nodes as u64 - 1) as usize) % plan.nodes;
+                    let len = rng.between(100, 400);
+                    plan.add(at, at + len, Fault::OneWay { from, to });
+                    if rng.chance(0.5) {
+                        plan.add(at, at + len, Fault::OneWay { from: to, to: from });
+                    }
+                    at += len + rng.between(50, 300);
+                }
+            }
+            Scenario::LeaderPaused => {
+                let mut at = 300;
+                while at < fault_ms - 1_500 {
+                    let len = rng.between(600, 1_400);
+                    plan.add(at, at + len, Fault::PauseLeader);
+                    at += len + rng.between(200, 800);
+                }
+            }
+            Scenario::ElectionStorm => {
+                // Five nodes, slow links and short crashes so that elections overlap,
+                // votes split and nodes restart in the middle of an election.
+                plan.nodes = 5;
+                plan.add(0, fault_ms, Fault::Delay { max_ms: rng.between(30, 120) });
+                let mut at = 100;
+                while at < fault_ms - 200 {
+                    let node = rng.below(5) as usize;
+                    let down = rng.between(20, 150);
+                    plan.add(at, at + down, Fault::Kill { node, crash: true });
+                    if rng.chance(0.3) {
+                        let a: Vec<usize> = (0..5).filter(|n| *n != node && rng.chance(0.5)).collect();
+                        let b: Vec<usize> = (0..5).filter(|n| !a.contains(n)).collect();
+                        if !a.is_empty() && !b.is_empty() {
+                            plan.add(at, at + rng.between(100, 400), Fault::Partition { a, b, bridge: None });
+                        }
+                    }
+                    at += rng.between(80, 300);
+                }
+            }
+            Scenario::DiskEio => {
+                for _ in 0..2 {
+                    let node = rng.below(plan.nodes as u64) as usize;
+                    let start = rng.between(300, 3_000);
+                    let fault = Fault::DiskEio { node, probability: 0.02 + rng.unit() * 0.1 };
+                    plan.add(start, start + rng.between(1_000, 2_500), fault);
+                }
+            }
+        }
+        plan.steps.sort_by_key(|s| (s.start_ms, s.end_ms));
+        plan
+    }
+
+    fn add(&mut self, start_ms: u64, end_ms: u64, fault: Fault) {
+        let end_ms = end_ms.min(self.fault_ms);
+        if start_ms < end_ms {
+            self.steps.push(Step { start_ms, end_ms, fault });
+        }
+    }
+
+    /// Random faults, their number and weights scaled by the seed's intensity.
+    fn swarm(&mut self, rng: &mut Rng) {
+        let count = 1 + (self.intensity * 9.0) as u64 + rng.below(2);
+        // Per-seed weights, so some seeds are all partitions and others all crashes.
+        let weights: Vec<u64> = (0..11).map(|_| rng.below(4)).collect();
+        let total: u64 = weights.iter().sum::<u64>().max(1);
+        let mut crashed_until = vec![0u64; self.nodes];
+        for _ in 0..count {
+            let start = rng.below(self.fault_ms - 500);
+            let len = rng.between(300, 2_500);
+            let mut pick = rng.below(total);
+            let mut kind = 0;
+            for (i, w) in weights.iter().enumerate() {
+                if pick < *w {
+                    kind = i;
+                    break;
+                }
+                pick -= w;
+            }
+            let node = rng.below(self.nodes as u64) as usize;
+            let fault = match kind {
+                0 => {
+                    let mut order: Vec<usize> = (0..self.nodes).collect();
+                    for i in (1..order.len()).rev() {
+                        order.swap(i, rng.below(i as u64 + 1) as usize);
+                    }
+                    let cut = rng.between(1, self.nodes as u64 - 1) as usize;
+                    let (a, b) = order.split_at(cut);
+                    Fault::Partition { a: a.to_vec(), b: b.to_vec(), bridge: None }
+                }
+                1 => {
+                    let mut others: Vec<usize> = (0..self.nodes).filter(|n| *n != node).collect();
+                    let b = others.split_off(others.len() / 2);
+                    Fault::Partition { a: others, b, bridge: Some(node) }
+                }
+                2 => Fault::IsolateLeader,
+                3 => {
+                    let to = (node + 1 + rng.below(self.nodes as u64 - 1) as usize) % self.nodes;
+                    Fault::OneWay { from: node, to }
+                }
+                4 => Fault::Loss { rate: 0.05 + rng.unit() * 0.3 },
+                5 => Fault::Delay { max_ms: rng.between(20, 200) },
+                6 => Fault::Duplicate { probability: 0.05 + rng.unit() * 0.4 },
+                7 | 8 => {
+                    if crashed_until[node] > start {
+                        continue;
+                    }
+                    crashed_until[node] = start + len;
+                    Fault::Kill { node, crash: kind == 7 || rng.chance(0.5) }
+                }
+                9 if rng.chance(0.5) => Fault::Pause { node },
+                9 => Fault::PauseLeader,
+                _ => Fault::DiskEio { node, probability: 0.01 + rng.unit() * 0.1 },
+            };
+            self.add(start, start + len, fault);
+        }
+    }
+
+    /// The readable schedule.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "plan: scenario {} nodes {} clients {} snapshot_entries {} intensity {:.2} fault phase {} ms\n",
+            self.scenario.name(),
+            self.nodes,
+            self.clients,
+            self.snapshot_entries,
+            self.intensity,
+            self.fault_ms
+        );
+        if self.steps.is_empty() {
+            out.push_str("  (no faults)\n");
+        }
+        for step in &self.steps {
+            out.push_str(&format!(
+                "  {:>6} ms .. {:>6} ms  {}\n",
+                step.start_ms, step.end_ms, step.fault
+            ));
+        }
+        out
+    }
+}

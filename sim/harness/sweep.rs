@@ -1,0 +1,166 @@
+//! Sweeps: seeds on two OS threads (each seed in its own madsim runtime), one line
+//! per seed, a closing table, and on failure everything needed to replay it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::run::{run_seed, SeedReport};
+use super::schedule::{Plan, Scenario};
+
+/// One seed to run; `note` is printed with it (the corpus names its bug).
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub seed: u64,
+    pub scenario: Scenario,
+    pub note: Option<String>,
+}
+
+pub fn env_u64(name: &str) -> Option<u64> {
+    let text = std::env::var(name).ok()?;
+    match text.parse() {
+        Ok(value) => Some(value),
+        Err(_) => panic!("{name}={text:?} is not a number"),
+    }
+}
+
+/// Worker threads: 2 by default (the CI machine has two cores), SIM_THREADS to change.
+fn threads() -> usize {
+    env_u64("SIM_THREADS").map_or(2, |n| n.max(1) as usize)
+}
+
+/// The exact command that replays one seed.
+pub fn replay_command(target: &str, job: &Job) -> String {
+    match job.scenario {
+        Scenario::Swarm => format!("SIM_SEED={} cargo sim --test {target}", job.seed),
+        other => format!(
+            "SIM_SEED={} SIM_SCENARIO={} cargo sim --test {target}",
+            job.seed,
+            other.name()
+        ),
+    }
+}
+
+/// Sends the nodes' own stderr chatter (connection errors, start and stop lines) to
+/// a log file during sweeps, so the per-seed lines stay readable.
+pub fn quiet_node_logs(path: &str) {
+    use std::os::fd::AsRawFd;
+    if let Ok(file) = std::fs::File::create(path) {
+        // SAFETY: dup2 on valid descriptors; replaces this process's stderr.
+        unsafe {
+            libc::dup2(file.as_raw_fd(), 2);
+        }
+        std::mem::forget(file);
+    }
+}
+
+pub fn line(report: &SeedReport, note: Option<&str>) -> String {
+    format!(
+        "seed {:>6} {:<38} n={} sim {:>6.1}s ops {:>4} (unknown {:>2}) faults {:>3} trace {:016x} {}{}",
+        report.plan.seed,
+        report.plan.scenario.name(),
+        report.plan.nodes,
+        report.sim_ms as f64 / 1000.0,
+        report.ops,
+        report.unknown,
+        report.fault_count(),
+        report.trace,
+        if report.ok() { "ok" } else { "FAILED" },
+        note.map(|n| format!("  [{n}]")).unwrap_or_default()
+    )
+}
+
+pub fn failure_report(target: &str, job: &Job, report: &SeedReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("\n==== seed {} FAILED ====\n", job.seed));
+    out.push_str(&format!("replay: {}\n", replay_command(target, job)));
+    out.push_str(&report.plan.describe());
+    for violation in &report.violations {
+        out.push_str(&format!("[{}] {}\n", violation.checker, violation.message));
+        for line in violation.evidence.iter().take(60) {
+            out.push_str(&format!("    {line}\n"));
+        }
+    }
+    out
+}
+
+pub struct Totals {
+    pub failed: Vec<(Job, u64)>,
+}
+
+/// Runs `jobs` on the worker threads and prints the lines and the closing table.
+pub fn sweep(target: &str, jobs: Vec<Job>) -> Totals {
+    let started = Instant::now();
+    let next = AtomicUsize::new(0);
+    let reports: Mutex<Vec<(Job, SeedReport)>> = Mutex::new(Vec::new());
+    let print = Mutex::new(());
+    // SIM_FAIL_FAST: stop handing out seeds after the first failure.
+    let fail_fast = std::env::var_os("SIM_FAIL_FAST").is_some();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..threads().min(jobs.len().max(1)) {
+            scope.spawn(|| loop {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                let plan = Plan::draw(job.seed, job.scenario);
+                let report = run_seed(&plan);
+                {
+                    let _guard = print.lock().expect("print lock");
+                    println!("{}", line(&report, job.note.as_deref()));
+                    if !report.ok() {
+                        println!("{}", failure_report(target, job, &report));
+                        if fail_fast {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+                reports.lock().expect("reports lock").push((job.clone(), report));
+            });
+        }
+    });
+    let wall = started.elapsed();
+    let reports = reports.into_inner().expect("reports lock");
+    let mut faults: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut ops, mut sim_ms, mut unknown, mut inconclusive) = (0usize, 0u64, 0usize, 0usize);
+    let mut failed = Vec::new();
+    for (job, report) in &reports {
+        for (kind, count) in &report.faults {
+            *faults.entry(kind.clone()).or_default() += count;
+        }
+        ops += report.ops;
+        unknown += report.unknown;
+        sim_ms += report.sim_ms;
+        inconclusive += report.inconclusive;
+        if !report.ok() {
+            failed.push((job.clone(), report.trace));
+        }
+    }
+    let hours = sim_ms as f64 / 3_600_000.0;
+    let minutes = wall.as_secs_f64() / 60.0;
+    println!("\n---- {target}: closing table ----");
+    println!("seeds                 {}", reports.len());
+    println!("failed                {}", failed.len());
+    println!("operations checked    {ops} (unknown outcome {unknown}; lin. searches inconclusive {inconclusive})");
+    println!("simulated time        {:.3} h ({:.0} s)", hours, sim_ms as f64 / 1000.0);
+    println!("wall time             {:.1} s on {} threads", wall.as_secs_f64(), threads());
+    println!("seeds per minute      {:.1}", reports.len() as f64 / minutes.max(1e-9));
+    println!(
+        "sim-time speedup      {:.1}x",
+        sim_ms as f64 / 1000.0 / wall.as_secs_f64().max(1e-9)
+    );
+    println!("faults injected by kind:");
+    for (kind, count) in faults.iter().filter(|(k, _)| !super::run::is_effect(k)) {
+        println!("  {kind:<34} {count}");
+    }
+    for (kind, count) in faults.iter().filter(|(k, _)| super::run::is_effect(k)) {
+        println!("  {kind:<34} {count}");
+    }
+    for (job, _) in &failed {
+        println!("FAILED: {}", replay_command(target, job));
+    }
+    Totals { failed }
+}

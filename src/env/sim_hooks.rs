@@ -1,0 +1,101 @@
+//! Hooks through which the simulation watches and perturbs a running node.
+//!
+//! The call sites exist only under `--cfg madsim`; production builds compile them
+//! out. State is per OS thread: madsim runs a whole simulated cluster on the thread
+//! that calls `block_on`, and the sweep runs one seed per thread at a time.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use crate::node::wire::Envelope;
+
+use crate::raft::{NodeId, Role, Term};
+use crate::range::descriptor::RangeId;
+
+/// Events a node reports to the simulation's checkers.
+pub trait Observer {
+    /// A replica applied the committed entry at `index` (empty `data`: a no-op).
+    fn applied(&mut self, node: NodeId, range: RangeId, index: u64, term: Term, data: &[u8]);
+    /// A replica replaced its state machine with a snapshot at `index`.
+    fn snapshot_restored(&mut self, node: NodeId, range: RangeId, index: u64, term: Term);
+    /// The hard state of a replica is durable (reported after the WAL fsync).
+    fn hard_state_synced(&mut self, node: NodeId, range: RangeId, term: Term, commit: u64);
+    /// A replica's role changed; `term` is its current term.
+    fn role_changed(&mut self, node: NodeId, range: RangeId, term: Term, role: Role);
+}
+
+#[derive(Default)]
+struct Hooks {
+    observer: Option<Box<dyn Observer>>,
+    /// Probability that the transport sends a peer batch twice.
+    duplicate: f64,
+    rng: u64,
+    duplicated: u64,
+    /// Per link (from, to): a copy of an earlier batch, to be delivered again later.
+    held: BTreeMap<(NodeId, NodeId), Vec<Envelope>>,
+}
+
+thread_local! {
+    static HOOKS: RefCell<Hooks> = RefCell::new(Hooks::default());
+}
+
+/// Installs `observer` for this thread (None removes it) and resets the knobs.
+pub fn install(observer: Option<Box<dyn Observer>>, seed: u64) {
+    HOOKS.with(|hooks| {
+        *hooks.borrow_mut() = Hooks {
+            observer,
+            duplicate: 0.0,
+            rng: seed,
+            duplicated: 0,
+            held: BTreeMap::new(),
+        };
+    });
+}
+
+/// Sets the duplication probability of peer batches.
+pub fn set_duplicate(probability: f64) {
+    HOOKS.with(|hooks| hooks.borrow_mut().duplicate = probability);
+}
+
+/// Peer batches duplicated so far on this thread.
+pub fn duplicated() -> u64 {
+    HOOKS.with(|hooks| hooks.borrow().duplicated)
+}
+
+/// The duplication fault, for a batch about to be queued on the link `from -> to`:
+/// returns a batch to queue right after it. With the configured probability, half of
+/// the time that is a copy of this batch, the other half an older batch held back
+/// from this link (a stale replay: Raft must ignore it), and this one is held instead.
+pub fn duplicate(from: NodeId, to: NodeId, batch: &[Envelope]) -> Option<Vec<Envelope>> {
+    HOOKS.with(|hooks| {
+        let mut hooks = hooks.borrow_mut();
+        if hooks.duplicate <= 0.0 {
+            return None;
+        }
+        let mut draw = || {
+            hooks.rng = hooks
+                .rng
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (hooks.rng >> 11) as f64 / ((1u64 << 53) as f64)
+        };
+        let (yes, now) = (draw(), draw() < 0.5);
+        if yes >= hooks.duplicate {
+            return None;
+        }
+        hooks.duplicated += 1;
+        if now {
+            return Some(batch.to_vec());
+        }
+        hooks.held.insert((from, to), batch.to_vec())
+    })
+}
+
+/// Calls the observer, if one is installed.
+pub fn observe(f: impl FnOnce(&mut dyn Observer)) {
+    HOOKS.with(|hooks| {
+        if let Some(observer) = hooks.borrow_mut().observer.as_deref_mut() {
+            f(observer);
+        }
+    });
+}
