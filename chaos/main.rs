@@ -30,9 +30,9 @@ fn main() {
     quiet_node_logs("target/sim/chaos-nodes.log");
     let per = env_u64("SIM_SEEDS").unwrap_or(4);
     // SIM_SCENARIO without SIM_SEED: sweep only that scenario (and skip the corpus).
-    let only = std::env::var("SIM_SCENARIO").ok().map(|name| {
-        Scenario::parse(&name).unwrap_or_else(|| panic!("unknown scenario {name}"))
-    });
+    let only = std::env::var("SIM_SCENARIO")
+        .ok()
+        .map(|name| Scenario::parse(&name).unwrap_or_else(|| panic!("unknown scenario {name}")));
     let mut jobs = Vec::new();
     for scenario in Scenario::NAMED.into_iter().filter(|s| only.is_none_or(|o| o == *s)) {
         for seed in 1..=per {

@@ -38,7 +38,8 @@ fn main() {
     }
     quiet_node_logs("target/sim/sim-nodes.log");
     // Determinism: the same seed twice gives the same trace hash.
-    let seeds: &[u64] = if std::env::var_os("SIM_SKIP_DETERMINISM").is_some() { &[] } else { &[1, 2] };
+    let seeds: &[u64] =
+        if std::env::var_os("SIM_SKIP_DETERMINISM").is_some() { &[] } else { &[1, 2] };
     for &seed in seeds {
         let plan = Plan::draw(seed, Scenario::Swarm);
         let first = harness::run::run_seed(&plan).trace;
@@ -51,7 +52,9 @@ fn main() {
     }
     let count = env_u64("SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let base = env_u64("SIM_SEED_BASE").unwrap_or(1);
-    let jobs = (base..base + count).map(|seed| Job { seed, scenario: Scenario::Swarm, note: None }).collect();
+    let jobs = (base..base + count)
+        .map(|seed| Job { seed, scenario: Scenario::Swarm, note: None })
+        .collect();
     let totals = sweep("sim", jobs);
     if !totals.failed.is_empty() {
         std::process::exit(1);

@@ -102,11 +102,8 @@ impl Cluster {
                     .build()
             })
             .collect();
-        let probe = handle
-            .create_node()
-            .name("probe")
-            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1)))
-            .build();
+        let probe =
+            handle.create_node().name("probe").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1))).build();
         Cluster { handle, servers, client_nodes, probe, clogged: BTreeSet::new() }
     }
 
@@ -201,11 +198,8 @@ impl Cluster {
 
     /// The node's local (not linearizable) value of `key`: (value, revision).
     pub async fn local_get(&self, i: usize, key: &[u8]) -> Option<Option<(Vec<u8>, u64)>> {
-        let request = Request::Get {
-            key: key.to_vec(),
-            revision: None,
-            consistency: ReadConsistency::Local,
-        };
+        let request =
+            Request::Get { key: key.to_vec(), revision: None, consistency: ReadConsistency::Local };
         match self.probe(i, request).await? {
             Response::Get { kv, .. } => Some(kv.map(|kv| (kv.value, kv.revision))),
             _ => None,

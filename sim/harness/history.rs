@@ -8,16 +8,32 @@ use rangedb::client::escape;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
     /// `seq`: the RequestId sequence number the client library stamped on it.
-    Put { key: Vec<u8>, value: Vec<u8>, seq: u64 },
-    Delete { key: Vec<u8>, seq: u64 },
-    Get { key: Vec<u8> },
-    Scan { start: Vec<u8>, end: Option<Vec<u8>> },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        seq: u64,
+    },
+    Delete {
+        key: Vec<u8>,
+        seq: u64,
+    },
+    Get {
+        key: Vec<u8>,
+    },
+    Scan {
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Put { revision: u64 },
-    Delete { existed: bool },
+    Put {
+        revision: u64,
+    },
+    Delete {
+        existed: bool,
+    },
     /// (value, revision that wrote it)
     Get(Option<(Vec<u8>, u64)>),
     Scan(Vec<(Vec<u8>, Vec<u8>, u64)>),

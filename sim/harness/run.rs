@@ -18,9 +18,9 @@ use super::checkers::raft_safety::{Safety, SafetyObserver};
 use super::checkers::{durability, linearizability, liveness, witness, Violation};
 use super::cluster::Cluster;
 use super::history::{Call, Op, Outcome};
+use super::now_ms;
 use super::schedule::{Fault, Plan};
 use super::workload::{self, KEYS};
-use super::now_ms;
 
 /// Bound for the heal phase: a write per data range, then convergence.
 const HEAL_BOUND_MS: u64 = 25_000;
@@ -70,7 +70,8 @@ pub fn run_seed(plan: &Plan) -> SeedReport {
     let plan_for_run = plan.clone();
     let safety_for_run = safety.clone();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        let mut runtime = Runtime::with_seed_and_config(plan_for_run.seed, madsim::Config::default());
+        let mut runtime =
+            Runtime::with_seed_and_config(plan_for_run.seed, madsim::Config::default());
         runtime.set_time_limit(Duration::from_secs(300));
         runtime.block_on(simulate(plan_for_run, safety_for_run))
     }));
@@ -110,7 +111,9 @@ pub fn run_seed(plan: &Plan) -> SeedReport {
     let model = witness::Model::replay(&safety.committed);
     let mut outcomes = outcomes;
     outcomes.faults.insert("effect: leaders elected".into(), safety.elections);
-    outcomes.faults.insert("effect: snapshots installed from a leader".into(), safety.snapshots_restored);
+    outcomes
+        .faults
+        .insert("effect: snapshots installed from a leader".into(), safety.snapshots_restored);
     outcomes.faults.retain(|_, v| *v > 0);
     violations.extend(outcomes.liveness.clone());
     violations.extend(witness::check(&model, &outcomes.history, plan.nodes));
@@ -140,7 +143,11 @@ pub fn run_seed(plan: &Plan) -> SeedReport {
         plan: plan.clone(),
         sim_ms: outcomes.sim_ms,
         ops: outcomes.history.len(),
-        unknown: outcomes.history.iter().filter(|o| matches!(o.outcome, Outcome::Unknown(_))).count(),
+        unknown: outcomes
+            .history
+            .iter()
+            .filter(|o| matches!(o.outcome, Outcome::Unknown(_)))
+            .count(),
         faults: outcomes.faults,
         trace: trace.0,
         violations,
@@ -168,7 +175,13 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
         clients.push(node.spawn(task));
     }
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
-    let mut supervisor = Supervisor { cluster: &mut cluster, plan: &plan, safety: &safety, active: Vec::new(), start };
+    let mut supervisor = Supervisor {
+        cluster: &mut cluster,
+        plan: &plan,
+        safety: &safety,
+        active: Vec::new(),
+        start,
+    };
     supervisor.fault_phase(&mut faults).await;
     stop.store(true, Ordering::Relaxed);
     supervisor.heal().await;
@@ -247,7 +260,9 @@ impl Supervisor<'_> {
     }
 
     fn killed_by_schedule(&self, node: usize) -> bool {
-        self.active.iter().any(|(i, _)| matches!(self.plan.steps[*i].fault, Fault::Kill { node: n, .. } if n == node))
+        self.active.iter().any(
+            |(i, _)| matches!(self.plan.steps[*i].fault, Fault::Kill { node: n, .. } if n == node),
+        )
     }
 
     fn restart(&mut self, node: usize) {
@@ -301,7 +316,9 @@ impl Supervisor<'_> {
                     self.cluster.resume(node);
                 }
             }
-            Fault::DiskEio { node, .. } => self.cluster.set_disk_faults(node, DiskFaults::default()),
+            Fault::DiskEio { node, .. } => {
+                self.cluster.set_disk_faults(node, DiskFaults::default())
+            }
             _ => {}
         }
         self.apply_network();
@@ -395,7 +412,12 @@ impl Supervisor<'_> {
     }
 
     /// Every data range must commit a write within the bound.
-    async fn probe_writes(&mut self, history: &mut Vec<Op>, liveness: &mut Vec<Violation>, heal_start: u64) {
+    async fn probe_writes(
+        &mut self,
+        history: &mut Vec<Op>,
+        liveness: &mut Vec<Violation>,
+        heal_start: u64,
+    ) {
         let endpoints = self.cluster.endpoints();
         let start = self.start;
         let deadline = heal_start + HEAL_BOUND_MS;
@@ -415,11 +437,19 @@ impl Supervisor<'_> {
                             done = true;
                             Outcome::Put { revision }
                         }
-                        Err(rangedb::client::ClientError::OutcomeUnknown { reason }) => Outcome::Unknown(reason),
+                        Err(rangedb::client::ClientError::OutcomeUnknown { reason }) => {
+                            Outcome::Unknown(reason)
+                        }
                         Err(error) => Outcome::Failed(error.to_string().chars().take(60).collect()),
                     };
                     let call = Call::Put { key: key.to_vec(), value, seq };
-                    ops.push(Op { client: PROBE_CLIENT, call, invoke_ms, complete_ms: now_ms(start), outcome });
+                    ops.push(Op {
+                        client: PROBE_CLIENT,
+                        call,
+                        invoke_ms,
+                        complete_ms: now_ms(start),
+                        outcome,
+                    });
                 }
                 if !done {
                     missing.push(String::from_utf8_lossy(key).to_string());

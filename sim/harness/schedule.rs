@@ -114,15 +114,21 @@ impl fmt::Display for Fault {
                 }
                 Ok(())
             }
-            Fault::IsolateLeader => write!(f, "isolate the leader of a range (clients on both sides)"),
+            Fault::IsolateLeader => {
+                write!(f, "isolate the leader of a range (clients on both sides)")
+            }
             Fault::OneWay { from, to } => write!(f, "one-way: {} -/-> {}", n(from), n(to)),
             Fault::Loss { rate } => write!(f, "packet loss {:.0}%", rate * 100.0),
             Fault::Delay { max_ms } => write!(f, "latency 1..{max_ms} ms"),
             Fault::Duplicate { probability } => {
                 write!(f, "duplicate peer batches {:.0}%", probability * 100.0)
             }
-            Fault::Kill { node, crash: true } => write!(f, "crash {} (lose unsynced), then restart", n(node)),
-            Fault::Kill { node, crash: false } => write!(f, "stop {} cleanly, then restart", n(node)),
+            Fault::Kill { node, crash: true } => {
+                write!(f, "crash {} (lose unsynced), then restart", n(node))
+            }
+            Fault::Kill { node, crash: false } => {
+                write!(f, "stop {} cleanly, then restart", n(node))
+            }
             Fault::Pause { node } => write!(f, "pause {}", n(node)),
             Fault::PauseLeader => write!(f, "pause the leader of a range (GC stall)"),
             Fault::DiskEio { node, probability } => {
@@ -241,10 +247,15 @@ impl Plan {
                     let down = rng.between(20, 150);
                     plan.add(at, at + down, Fault::Kill { node, crash: true });
                     if rng.chance(0.3) {
-                        let a: Vec<usize> = (0..5).filter(|n| *n != node && rng.chance(0.5)).collect();
+                        let a: Vec<usize> =
+                            (0..5).filter(|n| *n != node && rng.chance(0.5)).collect();
                         let b: Vec<usize> = (0..5).filter(|n| !a.contains(n)).collect();
                         if !a.is_empty() && !b.is_empty() {
-                            plan.add(at, at + rng.between(100, 400), Fault::Partition { a, b, bridge: None });
+                            plan.add(
+                                at,
+                                at + rng.between(100, 400),
+                                Fault::Partition { a, b, bridge: None },
+                            );
                         }
                     }
                     at += rng.between(80, 300);

@@ -34,11 +34,9 @@ fn threads() -> usize {
 pub fn replay_command(target: &str, job: &Job) -> String {
     match job.scenario {
         Scenario::Swarm => format!("SIM_SEED={} cargo sim --test {target}", job.seed),
-        other => format!(
-            "SIM_SEED={} SIM_SCENARIO={} cargo sim --test {target}",
-            job.seed,
-            other.name()
-        ),
+        other => {
+            format!("SIM_SEED={} SIM_SCENARIO={} cargo sim --test {target}", job.seed, other.name())
+        }
     }
 }
 
@@ -148,10 +146,7 @@ pub fn sweep(target: &str, jobs: Vec<Job>) -> Totals {
     println!("simulated time        {:.3} h ({:.0} s)", hours, sim_ms as f64 / 1000.0);
     println!("wall time             {:.1} s on {} threads", wall.as_secs_f64(), threads());
     println!("seeds per minute      {:.1}", reports.len() as f64 / minutes.max(1e-9));
-    println!(
-        "sim-time speedup      {:.1}x",
-        sim_ms as f64 / 1000.0 / wall.as_secs_f64().max(1e-9)
-    );
+    println!("sim-time speedup      {:.1}x", sim_ms as f64 / 1000.0 / wall.as_secs_f64().max(1e-9));
     println!("faults injected by kind:");
     for (kind, count) in faults.iter().filter(|(k, _)| !super::run::is_effect(k)) {
         println!("  {kind:<34} {count}");

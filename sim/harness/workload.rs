@@ -72,7 +72,9 @@ pub async fn run_client(
             let start_key = KEYS[lo].to_vec();
             let end_key = KEYS.get(hi).filter(|_| hi > lo).map(|k| k.to_vec());
             let outcome = match client.scan(&start_key, end_key.as_deref(), 0).await {
-                Ok(kvs) => Outcome::Scan(kvs.into_iter().map(|kv| (kv.key, kv.value, kv.revision)).collect()),
+                Ok(kvs) => Outcome::Scan(
+                    kvs.into_iter().map(|kv| (kv.key, kv.value, kv.revision)).collect(),
+                ),
                 Err(error) => Outcome::Failed(short(&error)),
             };
             (Call::Scan { start: start_key, end: end_key }, outcome)

@@ -168,11 +168,7 @@ impl SimDisk {
             .filter(|(name, inode)| state.durable_names.get(*name) != Some(inode))
             .map(|(name, _)| name.clone())
             .chain(
-                state
-                    .durable_names
-                    .keys()
-                    .filter(|name| !state.names.contains_key(*name))
-                    .cloned(),
+                state.durable_names.keys().filter(|name| !state.names.contains_key(*name)).cloned(),
             )
             .collect();
         for name in changed {

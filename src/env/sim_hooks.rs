@@ -42,13 +42,8 @@ thread_local! {
 /// Installs `observer` for this thread (None removes it) and resets the knobs.
 pub fn install(observer: Option<Box<dyn Observer>>, seed: u64) {
     HOOKS.with(|hooks| {
-        *hooks.borrow_mut() = Hooks {
-            observer,
-            duplicate: 0.0,
-            rng: seed,
-            duplicated: 0,
-            held: BTreeMap::new(),
-        };
+        *hooks.borrow_mut() =
+            Hooks { observer, duplicate: 0.0, rng: seed, duplicated: 0, held: BTreeMap::new() };
     });
 }
 

@@ -275,7 +275,9 @@ impl Node {
         for (range, ready) in &readies {
             if let Some(hs) = ready.hard_state {
                 let me = self.id;
-                crate::env::sim_hooks::observe(|o| o.hard_state_synced(me, *range, hs.term, hs.commit));
+                crate::env::sim_hooks::observe(|o| {
+                    o.hard_state_synced(me, *range, hs.term, hs.commit)
+                });
             }
         }
         // Everything each Ready asked to persist is durable now: its dependent messages

@@ -165,10 +165,7 @@ async fn serve_client(
 }
 
 /// Writes responses as they come, coalescing whatever is queued into one flush.
-async fn write_responses(
-    writer: Writer,
-    mut responses: mpsc::UnboundedReceiver<ClientResponse>,
-) {
+async fn write_responses(writer: Writer, mut responses: mpsc::UnboundedReceiver<ClientResponse>) {
     let mut writer = BufWriter::with_capacity(64 << 10, writer);
     while let Some(response) = responses.recv().await {
         if write_response(&mut writer, response).await.is_err() {

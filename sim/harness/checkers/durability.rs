@@ -31,9 +31,11 @@ pub fn check(
     }
     for (node, state) in finals {
         for (key, found) in state {
-            let expected = model.versions.get(key).and_then(|v| v.last()).and_then(|v| {
-                v.value.as_ref().map(|value| (value.clone(), v.revision))
-            });
+            let expected = model
+                .versions
+                .get(key)
+                .and_then(|v| v.last())
+                .and_then(|v| v.value.as_ref().map(|value| (value.clone(), v.revision)));
             if *found != expected {
                 violations.push(Violation {
                     checker: "durability",
@@ -42,7 +44,9 @@ pub fn check(
                         node + 1,
                         String::from_utf8_lossy(key),
                         found.as_ref().map(|(v, r)| (String::from_utf8_lossy(v).to_string(), *r)),
-                        expected.as_ref().map(|(v, r)| (String::from_utf8_lossy(v).to_string(), *r)),
+                        expected
+                            .as_ref()
+                            .map(|(v, r)| (String::from_utf8_lossy(v).to_string(), *r)),
                     ),
                     evidence: vec![],
                     focus: None,

@@ -42,7 +42,8 @@ pub fn check(history: &[Op]) -> (Vec<Violation>, Summary) {
             Outcome::Unknown(_) => u64::MAX,
             _ => op.complete_ms,
         };
-        let base = |write, observe| KeyOp { invoke: op.invoke_ms, complete, write, observe, source };
+        let base =
+            |write, observe| KeyOp { invoke: op.invoke_ms, complete, write, observe, source };
         match (&op.call, &op.outcome) {
             (Call::Put { key, value, .. }, _) => {
                 per_key.entry(key.clone()).or_default().push(base(Some(Some(intern(value))), None))
@@ -117,7 +118,8 @@ fn search(ops: &[KeyOp]) -> Option<bool> {
             return Some(true);
         }
         // The earliest completion among pending ops bounds which may go next.
-        let horizon = (0..n).filter(|i| !is_done(*i)).map(|i| ops[i].complete).min().unwrap_or(u64::MAX);
+        let horizon =
+            (0..n).filter(|i| !is_done(*i)).map(|i| ops[i].complete).min().unwrap_or(u64::MAX);
         for i in (0..n).rev() {
             if is_done(i) || ops[i].invoke > horizon {
                 continue;

@@ -76,7 +76,12 @@ impl Safety {
     fn violate(&mut self, message: String) {
         if self.violations.len() < 5 {
             let evidence = self.recent.iter().cloned().collect();
-            self.violations.push(Violation { checker: "raft_safety", message, evidence, focus: None });
+            self.violations.push(Violation {
+                checker: "raft_safety",
+                message,
+                evidence,
+                focus: None,
+            });
         }
     }
 
@@ -165,7 +170,11 @@ impl Observer for SafetyObserver {
 
     fn role_changed(&mut self, node: NodeId, range: RangeId, term: Term, role: Role) {
         self.with(|s, t| {
-            s.range_event(t, range, format!("{t:>6} ms {node} {range} becomes {role:?} in term {term}"));
+            s.range_event(
+                t,
+                range,
+                format!("{t:>6} ms {node} {range} becomes {role:?} in term {term}"),
+            );
             if role != Role::Leader {
                 return;
             }

@@ -52,7 +52,9 @@ impl Model {
     pub fn replay(committed: &BTreeMap<(RangeId, u64), (Term, Vec<u8>)>) -> Model {
         let mut model = Model::default();
         for key in KEYS {
-            model.versions.insert(key.to_vec(), vec![Version { revision: 0, value: None, writer: None }]);
+            model
+                .versions
+                .insert(key.to_vec(), vec![Version { revision: 0, value: None, writer: None }]);
         }
         let mut ranges: BTreeMap<RangeId, Vec<(u64, &Vec<u8>)>> = BTreeMap::new();
         for ((range, index), (_, data)) in committed {
