@@ -157,5 +157,7 @@ pub fn sweep(target: &str, jobs: Vec<Job>) -> Totals {
     for (job, _) in &failed {
         println!("FAILED: {}", replay_command(target, job));
     }
+    // The plain summary line test-result readers look for.
+    println!("{target}: {} passed, {} failed", reports.len() - failed.len(), failed.len());
     Totals { failed }
 }
