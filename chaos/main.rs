@@ -10,29 +10,18 @@ mod harness;
 
 #[cfg(madsim)]
 fn main() {
-    use harness::schedule::{Plan, Scenario};
-    use harness::sweep::{env_u64, failure_report, line, quiet_node_logs, sweep, Job};
+    use harness::schedule::Scenario;
+    use harness::sweep::{
+        env_u64, quiet_node_logs, replay_from_env, scenario_from_env, sweep, Job,
+    };
 
-    if let Some(seed) = env_u64("SIM_SEED") {
-        let name = std::env::var("SIM_SCENARIO").unwrap_or_else(|_| "swarm".into());
-        let scenario = Scenario::parse(&name).unwrap_or_else(|| panic!("unknown scenario {name}"));
-        let job = Job { seed, scenario, note: None };
-        let plan = Plan::draw(seed, scenario);
-        println!("{}", plan.describe());
-        let report = harness::run::run_seed(&plan);
-        println!("{}", line(&report, None));
-        if !report.ok() {
-            println!("{}", failure_report("chaos", &job, &report));
-            std::process::exit(1);
-        }
+    if replay_from_env("chaos") {
         return;
     }
     quiet_node_logs("target/sim/chaos-nodes.log");
     let per = env_u64("SIM_SEEDS").unwrap_or(4);
     // SIM_SCENARIO without SIM_SEED: sweep only that scenario (and skip the corpus).
-    let only = std::env::var("SIM_SCENARIO")
-        .ok()
-        .map(|name| Scenario::parse(&name).unwrap_or_else(|| panic!("unknown scenario {name}")));
+    let only = scenario_from_env();
     let mut jobs = Vec::new();
     for scenario in Scenario::NAMED.into_iter().filter(|s| only.is_none_or(|o| o == *s)) {
         for seed in 1..=per {
@@ -55,7 +44,6 @@ fn main() {
         let note = parts.next().unwrap_or("").trim().to_string();
         jobs.push(Job { seed, scenario, note: Some(format!("corpus: {note}")) });
     }
-    let _ = (Plan::draw, failure_report, line);
     let totals = sweep("chaos", jobs);
     if !totals.failed.is_empty() {
         std::process::exit(1);

@@ -5,7 +5,7 @@ use proptest::collection::{btree_set, vec};
 use proptest::prelude::*;
 
 use rangedb::raft::NodeId;
-use rangedb::range::descriptor::{initial_descriptors, RangeDescriptor, RangeId, RangeTable};
+use rangedb::range::descriptor::{initial_descriptors, tile, RangeDescriptor, RangeId, RangeTable};
 
 /// Split keys drawn from a small alphabet so that boundaries, their prefixes and
 /// their neighbours collide often; includes 0x00 and 0xff.
@@ -15,19 +15,7 @@ fn key() -> impl Strategy<Value = Vec<u8>> {
 
 /// A tiling of the keyspace from sorted distinct non-empty boundaries.
 fn tiling(bounds: &[Vec<u8>]) -> Vec<RangeDescriptor> {
-    let mut starts = vec![Vec::new()];
-    starts.extend(bounds.iter().cloned());
-    starts
-        .iter()
-        .enumerate()
-        .map(|(i, start)| RangeDescriptor {
-            id: RangeId(i as u64 + 1),
-            start: start.clone(),
-            end: bounds.get(i).cloned(),
-            generation: 1,
-            replicas: vec![NodeId(1)],
-        })
-        .collect()
+    tile(bounds, &[NodeId(1)])
 }
 
 fn linear(ranges: &[RangeDescriptor], key: &[u8]) -> RangeId {

@@ -18,22 +18,9 @@ const DEFAULT_SEEDS: u64 = 470;
 #[cfg(madsim)]
 fn main() {
     use harness::schedule::{Plan, Scenario};
-    use harness::sweep::{env_u64, failure_report, line, quiet_node_logs, sweep, Job};
+    use harness::sweep::{env_u64, quiet_node_logs, replay_from_env, sweep, Job};
 
-    if let Some(seed) = env_u64("SIM_SEED") {
-        let scenario = std::env::var("SIM_SCENARIO")
-            .ok()
-            .map(|name| Scenario::parse(&name).unwrap_or_else(|| panic!("unknown scenario {name}")))
-            .unwrap_or(Scenario::Swarm);
-        let job = Job { seed, scenario, note: None };
-        let plan = Plan::draw(seed, scenario);
-        println!("{}", plan.describe());
-        let report = harness::run::run_seed(&plan);
-        println!("{}", line(&report, None));
-        if !report.ok() {
-            println!("{}", failure_report("sim", &job, &report));
-            std::process::exit(1);
-        }
+    if replay_from_env("sim") {
         return;
     }
     quiet_node_logs("target/sim/sim-nodes.log");

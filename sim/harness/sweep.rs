@@ -17,6 +17,34 @@ pub struct Job {
     pub note: Option<String>,
 }
 
+/// The scenario named by `SIM_SCENARIO`, if set.
+///
+/// # Panics
+/// On a name that is not a scenario (a usage error of the person replaying).
+pub fn scenario_from_env() -> Option<Scenario> {
+    let name = std::env::var("SIM_SCENARIO").ok()?;
+    Some(Scenario::parse(&name).unwrap_or_else(|| panic!("unknown scenario {name}")))
+}
+
+/// With `SIM_SEED` set, replays that one seed (scenario from `SIM_SCENARIO`, else the
+/// swarm) with its schedule and result, exiting 1 on a failure; returns whether it did.
+pub fn replay_from_env(target: &str) -> bool {
+    let Some(seed) = env_u64("SIM_SEED") else {
+        return false;
+    };
+    let scenario = scenario_from_env().unwrap_or(Scenario::Swarm);
+    let job = Job { seed, scenario, note: None };
+    let plan = Plan::draw(seed, scenario);
+    println!("{}", plan.describe());
+    let report = run_seed(&plan);
+    println!("{}", line(&report, None));
+    if !report.ok() {
+        println!("{}", failure_report(target, &job, &report));
+        std::process::exit(1);
+    }
+    true
+}
+
 pub fn env_u64(name: &str) -> Option<u64> {
     let text = std::env::var(name).ok()?;
     match text.parse() {

@@ -107,32 +107,27 @@ impl RaftGroup {
         true
     }
 
+    /// Follower: tells the leader our log matches its own up to `index`.
+    fn send_append_accepted(&mut self, to: NodeId, index: Index) {
+        let body =
+            MessageBody::AppendResponse { reject: false, index, hint_index: 0, hint_term: 0 };
+        self.send(to, body);
+    }
+
     /// Follower: AppendEntries receiver (paper figure 2).
     pub(super) fn handle_append(&mut self, msg: &Message) {
         let MessageBody::Append { prev_index, prev_term, ref entries, commit } = msg.body else {
             unreachable!("not an Append: {:?}", msg.body);
         };
         if prev_index < self.log.committed {
-            let committed = self.log.committed;
-            let body = MessageBody::AppendResponse {
-                reject: false,
-                index: committed,
-                hint_index: 0,
-                hint_term: 0,
-            };
-            self.send(msg.from, body);
+            // Everything up to our commit index matches the leader's log already.
+            self.send_append_accepted(msg.from, self.log.committed);
             return;
         }
         match self.log.maybe_append(prev_index, prev_term, entries) {
             Some(last_new) => {
                 self.log.commit_to(commit.min(last_new));
-                let body = MessageBody::AppendResponse {
-                    reject: false,
-                    index: last_new,
-                    hint_index: 0,
-                    hint_term: 0,
-                };
-                self.send(msg.from, body);
+                self.send_append_accepted(msg.from, last_new);
             }
             None => {
                 // Fast backtracking: point the leader at our last entry whose term is

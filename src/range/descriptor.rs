@@ -78,20 +78,23 @@ pub fn initial_descriptors(
     bounds.push(RESERVED_END.to_vec());
     bounds.sort();
     bounds.dedup();
-    let mut starts = vec![Vec::new()];
-    starts.extend(bounds.iter().cloned());
-    let descriptors = starts
-        .iter()
+    Ok(tile(&bounds, replicas))
+}
+
+/// Descriptors `[..b0) [b0..b1) .. [bn..)` numbered 1.. in key order, generation 1.
+/// `bounds` must be sorted, distinct and non-empty keys.
+pub fn tile(bounds: &[Vec<u8>], replicas: &[NodeId]) -> Vec<RangeDescriptor> {
+    std::iter::once(Vec::new())
+        .chain(bounds.iter().cloned())
         .enumerate()
         .map(|(i, start)| RangeDescriptor {
             id: RangeId(i as u64 + 1),
-            start: start.clone(),
+            start,
             end: bounds.get(i).cloned(),
             generation: 1,
             replicas: replicas.to_vec(),
         })
-        .collect();
-    Ok(descriptors)
+        .collect()
 }
 
 /// Default split keys: besides the meta range, cut printable keys into four ranges.
