@@ -107,7 +107,7 @@ fn write_seed_corpus() {
     let records = [
         WalRecord::HardState {
             range: RangeId(1),
-            hard_state: HardState { term: 2, vote: Some(NodeId(1)), commit: 4 },
+            hard_state: HardState { term: 2, vote: Some(NodeId(1)), commit: 4, repair_term: 0 },
         },
         WalRecord::Entries { range: RangeId(1), entries: entries.clone() },
         WalRecord::SnapshotInstalled { range: RangeId(2), index: 7, term: 1 },

@@ -140,6 +140,33 @@ impl Cluster {
         self.servers[i].disk.crash()
     }
 
+    /// Bit rot on a stopped node: one bit flips in synced data the node reads at
+    /// restart: a snapshot file, or a WAL segment before its last batch (damage to the
+    /// last batch of the newest segment is indistinguishable from a torn write, see
+    /// src/storage/wal.rs, so it is not injected). Returns the file and offset, None
+    /// when there is nothing to flip yet.
+    pub fn rot(&self, i: usize, pick: u64) -> Option<(PathBuf, u64)> {
+        let disk = &self.servers[i].disk;
+        let mut candidates: Vec<(PathBuf, u64)> = Vec::new();
+        for path in disk.names() {
+            let bytes = disk.file_bytes(&path).unwrap_or_default();
+            let limit = match path.extension().and_then(|e| e.to_str()) {
+                Some("snap") => bytes.len() as u64,
+                Some("wal") => last_wal_batch_start(&bytes),
+                _ => 0,
+            };
+            if limit > 0 {
+                candidates.push((path, limit));
+            }
+        }
+        if candidates.is_empty() {
+            return None;
+        }
+        let (path, limit) = candidates.swap_remove((pick % candidates.len() as u64) as usize);
+        let offset = pick.rotate_left(17) % limit;
+        disk.flip(&path, offset, pick >> 59).then_some((path, offset))
+    }
+
     /// Clean stop: shutdown signal, a grace period, then the process ends.
     pub async fn stop(&mut self, i: usize) {
         self.servers[i].shutdown.notify_waiters();
@@ -217,4 +244,21 @@ async fn call(address: String, request: Request) -> Option<Response> {
     let read = read_frame::<ClientResponse, _>(&mut reader);
     let response = tokio::time::timeout(Duration::from_millis(1_000), read).await.ok()?.ok()??;
     Some(response.response)
+}
+
+/// Where the last batch of a WAL segment starts: frames are `len u32 | crc u32 |
+/// batch_start u64 | record`, 8-byte aligned, ended by a zero header (the format of
+/// src/storage/wal.rs, read here only to aim the rot).
+fn last_wal_batch_start(bytes: &[u8]) -> u64 {
+    let mut pos = 0usize;
+    let mut last = 0;
+    while pos + 16 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        if len < 8 || pos + 8 + len > bytes.len() {
+            break;
+        }
+        last = u64::from_le_bytes(bytes[pos + 8..pos + 16].try_into().expect("8 bytes"));
+        pos += (8 + len).div_ceil(8) * 8;
+    }
+    last
 }

@@ -114,6 +114,7 @@ pub fn run_seed(plan: &Plan) -> SeedReport {
     outcomes
         .faults
         .insert("effect: snapshots installed from a leader".into(), safety.snapshots_restored);
+    outcomes.faults.insert("effect: replicas repaired damaged storage".into(), safety.repairs);
     outcomes.faults.retain(|_, v| *v > 0);
     violations.extend(outcomes.liveness.clone());
     violations.extend(witness::check(&model, &outcomes.history, plan.nodes));
@@ -180,6 +181,7 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
         plan: &plan,
         safety: &safety,
         active: Vec::new(),
+        rotted: 0,
         start,
     };
     supervisor.fault_phase(&mut faults).await;
@@ -194,6 +196,7 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
     supervisor.probe_writes(&mut history, &mut liveness, heal_start).await;
     let finals = supervisor.converge(&mut liveness, heal_start).await;
     faults.insert("effect: peer batches duplicated".into(), sim_hooks::duplicated());
+    faults.insert("effect: bits flipped in synced data".into(), supervisor.rotted);
     let eio: u64 = cluster.servers.iter().map(|s| s.disk.fsync_failures()).sum();
     if eio > 0 {
         faults.insert("effect: fsyncs failed (EIO)".into(), eio);
@@ -208,6 +211,8 @@ struct Supervisor<'a> {
     safety: &'a Arc<Mutex<Safety>>,
     /// Active faults: (schedule index, resolved node for IsolateLeader).
     active: Vec<(usize, Option<usize>)>,
+    /// Bits flipped in synced data by DiskRot.
+    rotted: u64,
     start: Instant,
 }
 
@@ -260,9 +265,12 @@ impl Supervisor<'_> {
     }
 
     fn killed_by_schedule(&self, node: usize) -> bool {
-        self.active.iter().any(
-            |(i, _)| matches!(self.plan.steps[*i].fault, Fault::Kill { node: n, .. } if n == node),
-        )
+        self.active.iter().any(|(i, _)| {
+            matches!(
+                self.plan.steps[*i].fault,
+                Fault::Kill { node: n, .. } | Fault::DiskRot { node: n } if n == node
+            )
+        })
     }
 
     fn restart(&mut self, node: usize) {
@@ -283,6 +291,14 @@ impl Supervisor<'_> {
                 } else {
                     self.cluster.stop(node).await;
                 }
+            }
+            Fault::DiskRot { node } => {
+                if self.cluster.servers[node].killed {
+                    return;
+                }
+                self.cluster.crash(node);
+                let pick = self.plan.seed.rotate_left(23) ^ (i as u64).wrapping_mul(0x9e37_79b9);
+                self.rotted += u64::from(self.cluster.rot(node, pick).is_some());
             }
             Fault::Pause { node } => self.cluster.pause(node),
             Fault::DiskEio { node, probability } => {
@@ -305,7 +321,7 @@ impl Supervisor<'_> {
         let Some(position) = self.active.iter().position(|(j, _)| *j == i) else { return };
         let (_, resolved) = self.active.remove(position);
         match self.plan.steps[i].fault {
-            Fault::Kill { node, .. } => {
+            Fault::Kill { node, .. } | Fault::DiskRot { node } => {
                 if self.cluster.servers[node].killed {
                     self.restart(node);
                 }

@@ -17,10 +17,11 @@ pub enum Scenario {
     DiskEio,
     LeaderPaused,
     ElectionStorm,
+    FollowerDiskRots,
 }
 
 impl Scenario {
-    pub const NAMED: [Scenario; 8] = [
+    pub const NAMED: [Scenario; 9] = [
         Scenario::LeaderIsolated,
         Scenario::RollingRestart,
         Scenario::MajorityCrash,
@@ -29,6 +30,7 @@ impl Scenario {
         Scenario::DiskEio,
         Scenario::LeaderPaused,
         Scenario::ElectionStorm,
+        Scenario::FollowerDiskRots,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +44,7 @@ impl Scenario {
             Scenario::DiskEio => "fsync_eio_stops_the_node",
             Scenario::LeaderPaused => "leader_paused_then_resumes",
             Scenario::ElectionStorm => "election_storm_short_crashes_slow_links",
+            Scenario::FollowerDiskRots => "follower_disk_rots_and_is_repaired",
         }
     }
 
@@ -77,6 +80,10 @@ pub enum Fault {
     PauseLeader,
     /// fsync fails with this probability on the node's disk.
     DiskEio { node: usize, probability: f64 },
+    /// The node loses power, one bit of its synced data flips (see `Cluster::rot`),
+    /// and it restarts when the fault ends: it must catch the damage by checksum, stop
+    /// voting and serving the ranges concerned, and repair them from its peers.
+    DiskRot { node: usize },
     /// Per-node clock skew (ms) and drift (ppm). Inert: the node reads no wall
     /// clock and leases are off, so nothing consumes it yet.
     ClockSkew { node: usize, skew_ms: i64, drift_ppm: i64 },
@@ -97,6 +104,7 @@ impl Fault {
             Fault::Pause { .. } => "pause",
             Fault::PauseLeader => "pause_leader",
             Fault::DiskEio { .. } => "fsync_eio",
+            Fault::DiskRot { .. } => "disk_rot",
             Fault::ClockSkew { .. } => "clock_skew(inert)",
         }
     }
@@ -133,6 +141,9 @@ impl fmt::Display for Fault {
             Fault::PauseLeader => write!(f, "pause the leader of a range (GC stall)"),
             Fault::DiskEio { node, probability } => {
                 write!(f, "fsync EIO on {} p={:.2}", n(node), probability)
+            }
+            Fault::DiskRot { node } => {
+                write!(f, "crash {}, flip a bit of its synced data, then restart", n(node))
             }
             Fault::ClockSkew { node, skew_ms, drift_ppm } => {
                 write!(f, "clock of {} skew {skew_ms} ms drift {drift_ppm} ppm (inert)", n(node))
@@ -182,7 +193,18 @@ impl Plan {
             steps: Vec::new(),
         };
         match scenario {
-            Scenario::Swarm => plan.swarm(&mut rng),
+            Scenario::Swarm => {
+                plan.swarm(&mut rng);
+                // Drawn apart so that adding it kept every other draw of the seed.
+                let mut rot = Rng::new(seed ^ 0xb17_0f_d15c);
+                if rot.chance(0.25) {
+                    let node = rot.below(plan.nodes as u64) as usize;
+                    for _ in 0..rot.between(1, 3) {
+                        let start = rot.below(fault_ms - 500);
+                        plan.add(start, start + rot.between(100, 600), Fault::DiskRot { node });
+                    }
+                }
+            }
             Scenario::LeaderIsolated => {
                 plan.add(800, 2_500, Fault::IsolateLeader);
                 plan.add(3_600, 5_400, Fault::IsolateLeader);
@@ -259,6 +281,30 @@ impl Plan {
                         }
                     }
                     at += rng.between(80, 300);
+                }
+            }
+            Scenario::FollowerDiskRots => {
+                // One node's disk rots again and again (the storage fault model is one
+                // faulty replica: two replicas losing acknowledged entries at once may
+                // lose committed writes, and the cluster then rightly stops). First
+                // the sharpest case: while a lagging replica was cut off, the others
+                // committed; the last up-to-date replica dies just as the rotting one
+                // comes back without its copy. Only the repairing replica's vote could
+                // elect the lagging one, and it must not give it.
+                plan.nodes = 3;
+                let rotting = rng.below(3) as usize;
+                let lagging = (rotting + 1) % 3;
+                let other = (rotting + 2) % 3;
+                let cut =
+                    Fault::Partition { a: vec![lagging], b: vec![rotting, other], bridge: None };
+                plan.add(200, 3_000, cut);
+                plan.add(2_500, 2_800, Fault::DiskRot { node: rotting });
+                plan.add(2_700, 4_300, Fault::Kill { node: other, crash: true });
+                let mut at = 4_500;
+                while at < fault_ms - 400 {
+                    let down = rng.between(100, 400);
+                    plan.add(at, at + down, Fault::DiskRot { node: rotting });
+                    at += down + rng.between(300, 700);
                 }
             }
             Scenario::DiskEio => {

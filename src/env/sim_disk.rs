@@ -18,8 +18,10 @@
 //! still see the new bytes, a later fsync returns Ok without making them durable, and
 //! a crash loses them. So retrying fsync is not safe, as on a real kernel.
 //!
-//! Not modelled: corruption of synced data (off until the repair path exists),
-//! directories (created durably at once), free space.
+//! Rot: `rot` flips one bit of synced data in a file (bit rot, a misdirected write);
+//! the node must catch it by checksum and repair from its peers.
+//!
+//! Not modelled: directories (created durably at once), free space.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -184,6 +186,28 @@ impl SimDisk {
         let live: BTreeSet<u64> = state.names.values().copied().collect();
         state.inodes.retain(|id, _| live.contains(id));
         report
+    }
+
+    /// Every file name, as the running node sees them.
+    pub fn names(&self) -> Vec<PathBuf> {
+        self.lock().names.keys().cloned().collect()
+    }
+
+    /// Flips bit `bit % 8` of the byte at `offset` in `path`, if that page's cached
+    /// content is durable (synced data). Returns whether it did.
+    pub fn flip(&self, path: &Path, offset: u64, bit: u64) -> bool {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(inode) = state.names.get(path).and_then(|id| state.inodes.get_mut(id)) else {
+            return false;
+        };
+        let page = offset / PAGE;
+        if offset >= inode.len || inode.durable.contains_key(&page) {
+            return false;
+        }
+        let bytes = inode.pages.entry(page).or_insert_with(|| Box::new([0; PAGE as usize]));
+        bytes[(offset % PAGE) as usize] ^= 1 << (bit % 8);
+        true
     }
 
     /// A digest of what reads would see, for tests.

@@ -22,6 +22,9 @@ pub trait Observer {
     fn hard_state_synced(&mut self, node: NodeId, range: RangeId, term: Term, commit: u64);
     /// A replica's role changed; `term` is its current term.
     fn role_changed(&mut self, node: NodeId, range: RangeId, term: Term, role: Role);
+    /// At recovery a replica found its storage damaged and discarded its log: its
+    /// durable state restarts at (`term`, `commit`) and it repairs from its peers.
+    fn storage_damaged(&mut self, node: NodeId, range: RangeId, term: Term, commit: u64);
 }
 
 #[derive(Default)]

@@ -143,6 +143,10 @@ impl Node {
                 let range = self.table.lookup(key).id;
                 let replica =
                     self.replicas.get(&range).expect("every range in the table has a replica");
+                if replica.raft.repairing() {
+                    let reason = format!("{range} is repairing damaged storage from its peers");
+                    return reply.send(Response::Unavailable { reason });
+                }
                 reply.send(replica.read_now(&request));
             }
             Request::Get { key, .. } => {
@@ -213,7 +217,11 @@ impl Node {
                 let status = replica.raft.status();
                 RangeStatus {
                     descriptor: replica.descriptor.clone(),
-                    role: format!("{:?}", status.role),
+                    role: if replica.raft.repairing() {
+                        format!("{:?} (repairing)", status.role)
+                    } else {
+                        format!("{:?}", status.role)
+                    },
                     leader: status.leader,
                     term: status.term,
                     commit: status.commit,

@@ -16,13 +16,17 @@ use tokio::sync::mpsc;
 use crate::env::real_disk::RealDisk;
 use crate::env::real_net::TcpNetwork;
 use crate::env::Disk;
-use crate::raft::{self, ConfState, Entry, MemStorage, NodeId, RaftGroup, Snapshot, SnapshotMeta};
+use crate::raft::{
+    self, ConfState, Entry, HardState, MemStorage, NodeId, RaftGroup, Snapshot, SnapshotMeta,
+};
 use crate::range::descriptor::{
     default_split_keys, descriptor_key, initial_descriptors, RangeDescriptor, RangeId, RangeTable,
     RESERVED_PREFIX,
 };
 use crate::range::kv::KvStore;
-use crate::storage::{ClusterMeta, DataDir, SnapshotStore, Wal, WalOptions, WalRecovery};
+use crate::storage::{
+    ClusterMeta, DataDir, SnapshotStore, StorageError, Wal, WalOptions, WalRecord, WalRecovery,
+};
 use event_loop::{Event, Node};
 use replica::Replica;
 
@@ -100,9 +104,10 @@ pub async fn run_node(
     let voters: Vec<NodeId> = meta.peers.keys().copied().collect();
     let descriptors = initial_descriptors(&meta.split_keys, &voters)
         .map_err(|e| NodeError::Config(e.to_string()))?;
-    let (wal, recovery) = Wal::open(Arc::clone(&disk), &data_dir.wal_dir(), WalOptions::default())?;
+    let (mut wal, recovery) =
+        Wal::open(Arc::clone(&disk), &data_dir.wal_dir(), WalOptions::default())?;
     let snapshots = SnapshotStore::open(Arc::clone(&disk), &data_dir.snap_dir())?;
-    let replicas = recover_replicas(&meta, &descriptors, &snapshots, recovery)?;
+    let replicas = recover_replicas(&meta, &descriptors, &snapshots, &mut wal, recovery)?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| NodeError::Listen { address: config.listen.clone(), source })?;
@@ -259,32 +264,80 @@ const HEARTBEAT_TICKS: u32 = 2;
 
 /// Rebuilds every replica: state machine from its snapshot (or the initial state),
 /// Raft from the snapshot, the WAL's hard state and the entries after the snapshot.
+///
+/// Damaged storage (checksums caught it) is repaired from the peers rather than
+/// refused: a damaged WAL record makes every range's log untrusted, a damaged
+/// snapshot file its range's. Such a range keeps its intact snapshot (or starts from
+/// its initial state), drops its log, bumps its term and sets `repair_term` (see
+/// `RaftGroup::repairing`: it neither votes nor campaigns, nor serves local reads,
+/// until a leader of a later term has replicated to it). That is made durable before
+/// the node starts: a new WAL replaces a damaged one, and damaged files are renamed
+/// `*.damaged` for inspection.
 fn recover_replicas(
     meta: &ClusterMeta,
     descriptors: &[RangeDescriptor],
     snapshots: &SnapshotStore,
+    wal: &mut Wal,
     mut recovery: WalRecovery,
 ) -> Result<BTreeMap<RangeId, Replica>, NodeError> {
     let voters: Vec<NodeId> = meta.peers.keys().copied().collect();
+    let node = meta.node_id.0;
+    let wal_damage = recovery.damage.take();
+    if let Some(damage) = &wal_damage {
+        eprintln!("rangedb node {node}: WAL damaged: {damage}");
+    }
     let mut replicas = BTreeMap::new();
+    let mut repairs = BTreeMap::new();
+    let mut damaged_snapshots = Vec::new();
     for descriptor in descriptors {
         let range = descriptor.id;
         let recovery_error = |reason: String| NodeError::Recovery { range, reason };
-        let (snapshot, kv) = match snapshots.load(range)? {
-            Some(snapshot) => {
+        let initial = || {
+            let conf_state = ConfState { voters: voters.clone(), learners: vec![] };
+            let meta = SnapshotMeta { index: 0, term: 0, conf_state };
+            (Snapshot { meta, data: vec![] }, initial_state(descriptor, descriptors))
+        };
+        let mut damaged = wal_damage.is_some();
+        let (snapshot, kv) = match snapshots.load(range) {
+            Ok(Some(snapshot)) => {
                 let kv =
                     KvStore::restore(&snapshot.data).map_err(|e| recovery_error(e.to_string()))?;
                 (snapshot, kv)
             }
-            None => {
-                let conf_state = ConfState { voters: voters.clone(), learners: vec![] };
-                let meta = SnapshotMeta { index: 0, term: 0, conf_state };
-                (Snapshot { meta, data: vec![] }, initial_state(descriptor, descriptors))
+            Ok(None) => initial(),
+            Err(StorageError::Corrupt { path, offset, reason }) => {
+                eprintln!(
+                    "rangedb node {node}: {range}: snapshot {} damaged at offset {offset}: {reason}",
+                    path.display()
+                );
+                damaged = true;
+                damaged_snapshots.push(path);
+                initial()
             }
+            Err(e) => return Err(e.into()),
         };
         let log = recovery.ranges.remove(&range).unwrap_or_default();
-        let hard_state = log.hard_state.unwrap_or_default();
-        let entries = entries_after(&snapshot.meta, log.entries);
+        let mut hard_state = log.hard_state.unwrap_or_default();
+        let mut entries = entries_after(&snapshot.meta, log.entries);
+        if damaged {
+            if voters.len() == 1 {
+                let reason = "storage is corrupt (see above) and there is no peer to repair \
+                              it from; restore a backup, or repair the named file";
+                return Err(recovery_error(reason.into()));
+            }
+            hard_state = HardState {
+                term: hard_state.term + 1,
+                vote: None,
+                commit: snapshot.meta.index,
+                repair_term: hard_state.term,
+            };
+            entries.clear();
+            repairs.insert(range, hard_state);
+            #[cfg(madsim)]
+            crate::env::sim_hooks::observe(|o| {
+                o.storage_damaged(meta.node_id, range, hard_state.term, hard_state.commit)
+            });
+        }
         let snapshot_index = snapshot.meta.index;
         let store = MemStorage::recover(snapshot, hard_state, entries)
             .map_err(|e| recovery_error(format!("log does not follow its snapshot: {e}")))?;
@@ -297,6 +350,29 @@ fn recover_replicas(
         }
         replicas.insert(range, Replica::new(descriptor.clone(), raft, kv, snapshot_index));
     }
+    if repairs.is_empty() {
+        return Ok(replicas);
+    }
+    let count = repairs.len();
+    if wal_damage.is_some() {
+        for path in wal.discard_damaged(repairs)? {
+            eprintln!("rangedb node {node}: kept the damaged WAL segment as {}", path.display());
+        }
+    } else {
+        for (&range, &hard_state) in &repairs {
+            wal.append(&WalRecord::LogDiscarded { range })?;
+            wal.append(&WalRecord::HardState { range, hard_state })?;
+        }
+        wal.sync()?;
+    }
+    for path in damaged_snapshots {
+        let kept = snapshots.quarantine(&path)?;
+        eprintln!("rangedb node {node}: kept the damaged snapshot as {}", kept.display());
+    }
+    eprintln!(
+        "rangedb node {node}: {count} range(s) discarded their damaged log and repair from \
+         their peers; they do not vote or serve until a new leader has replicated to them"
+    );
     Ok(replicas)
 }
 

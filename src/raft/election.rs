@@ -24,7 +24,7 @@ impl RaftGroup {
     /// Starts an election: pre-vote first when enabled, unless a leadership transfer
     /// asked for it (`transfer`).
     pub(super) fn hup(&mut self, transfer: bool) {
-        if self.role == Role::Leader || !self.voters.contains(&self.id) {
+        if self.role == Role::Leader || !self.voters.contains(&self.id) || self.repairing() {
             return;
         }
         if self.config.pre_vote && !transfer {
@@ -163,7 +163,7 @@ impl RaftGroup {
         let can_vote = self.vote == Some(msg.from)
             || (self.vote.is_none() && self.leader_id.is_none())
             || (pre_vote && msg.term > self.term);
-        let grant = can_vote && self.log.is_up_to_date(last_index, last_term);
+        let grant = can_vote && !self.repairing() && self.log.is_up_to_date(last_index, last_term);
         if pre_vote {
             let term = if grant { msg.term } else { self.term };
             self.send_in_term(msg.from, term, MessageBody::PreVoteResponse { reject: !grant });

@@ -36,6 +36,10 @@ pub struct HardState {
     pub term: Term,
     pub vote: Option<NodeId>,
     pub commit: Index,
+    /// Nonzero while the replica repairs damaged storage: it lost log entries it may
+    /// have acknowledged in terms up to this one, so it neither votes nor campaigns
+    /// until its log holds an entry of a later term (see `RaftGroup::repairing`).
+    pub repair_term: Term,
 }
 
 /// The group's membership. Sorted, no duplicates.

@@ -50,6 +50,8 @@ mod election_test;
 #[cfg(test)]
 mod read_index_test;
 #[cfg(test)]
+mod repair_test;
+#[cfg(test)]
 mod replication_test;
 #[cfg(test)]
 mod safety_test;
@@ -194,6 +196,8 @@ pub struct RaftGroup {
     /// Leader only: a TimeoutNow was sent this term, so leases are unsafe until the
     /// next term.
     lease_revoked: bool,
+    /// Durable: see `HardState::repair_term` and `repairing`.
+    repair_term: Term,
     /// Leader only: the last heartbeat round sent, and the tick each recent one left.
     heartbeat_round: u64,
     round_send_ticks: BTreeMap<u64, u64>,
@@ -252,6 +256,7 @@ impl RaftGroup {
             lead_transferee: None,
             transfer_elapsed: 0,
             lease_revoked: false,
+            repair_term: hard_state.repair_term,
             heartbeat_round: 0,
             round_send_ticks: BTreeMap::new(),
             reads: ReadIndexQueue::default(),
@@ -287,6 +292,7 @@ impl RaftGroup {
     pub fn step(&mut self, msg: Message) -> Result<(), RaftError> {
         assert_eq!(msg.to, self.id, "message for {} stepped into {}", msg.to, self.id);
         self.step_message(msg);
+        self.maybe_finish_repair();
         self.debug_check_invariants();
         Ok(())
     }
@@ -390,7 +396,35 @@ impl RaftGroup {
     }
 
     fn hard_state(&self) -> HardState {
-        HardState { term: self.term, vote: self.vote, commit: self.log.committed }
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+            repair_term: self.repair_term,
+        }
+    }
+
+    /// Whether this replica is repairing damaged storage and must not vote or campaign.
+    ///
+    /// Its storage lost entries it may have acknowledged in terms up to `repair_term`
+    /// (the node bumped its term past that one when it found the damage). Were it to
+    /// vote, a candidate lacking an entry committed with its lost acknowledgement could
+    /// win. Abstaining keeps every election since the damage to quorums of intact
+    /// replicas, which hold every committed entry; so a leader of a term above
+    /// `repair_term` holds them all, and once our log holds an entry of such a term it
+    /// matches that leader's log up to there (log matching): from then on we vote as
+    /// any replica whose log was overwritten by a leader. Acknowledgements while
+    /// repairing are safe to count: they are for entries we durably hold.
+    pub fn repairing(&self) -> bool {
+        self.repair_term > 0 && self.log.last_term() <= self.repair_term
+    }
+
+    /// Ends a repair once the log holds an entry of a term above `repair_term`; the
+    /// cleared hard state is persisted with (after) that entry in the same Ready.
+    fn maybe_finish_repair(&mut self) {
+        if self.repair_term > 0 && !self.repairing() {
+            self.repair_term = 0;
+        }
     }
 
     fn quorum_size(&self) -> usize {

@@ -153,6 +153,20 @@ impl SnapshotStore {
         Ok(Some(snapshot))
     }
 
+    /// Renames a damaged snapshot file to `*.damaged` (kept for inspection, ignored by
+    /// `load`), durably. Returns the new path.
+    ///
+    /// # Errors
+    /// `Io` when the rename or the directory fsync fails.
+    pub fn quarantine(&self, path: &Path) -> Result<PathBuf, StorageError> {
+        let mut to = path.to_path_buf().into_os_string();
+        to.push(".damaged");
+        let to = PathBuf::from(to);
+        self.disk.rename(path, &to).map_err(io_err("rename", path))?;
+        self.disk.sync_dir(&self.dir).map_err(io_err("sync directory", &self.dir))?;
+        Ok(to)
+    }
+
     /// Every range that has at least one snapshot file, ascending.
     ///
     /// # Errors

@@ -34,6 +34,17 @@
 //!   truncation point, which is <= x); neither counts. Otherwise the tail from `x` is
 //!   cut: an end marker is written at `x` and appending continues there.
 //!
+//! Damage (corruption of synced data) is stepped over: replay resumes at the next
+//! frame (see `next_frame`) and `WalRecovery::damage` names it. The records of every
+//! range are then untrusted but term and vote are not: every change of a range's term,
+//! vote or repair term is written as two identical frames (and every hard state twice
+//! at the start of a segment), and one damaged frame loses at most one copy. A second
+//! damaged frame is `Corrupt`: the node cannot tell whether both copies went. The node
+//! discards every log, keeps the hard states and repairs from its peers
+//! (`discard_damaged`). An end marker with one bit flipped is still an end marker.
+//! Damage to the last synced batch of the last segment looks like a torn write and
+//! is cut (only a redundant header ring, as TigerBeetle keeps, would tell them apart).
+//!
 //! The search for a later batch reads the segment once (it is in memory already) and
 //! tests only the 8-aligned offsets after `x`. A candidate must have a plausible length
 //! and a `batch_start` in `(x, candidate]`, which random or stale bytes almost never
@@ -85,6 +96,11 @@ pub enum WalRecord {
         index: Index,
         term: Term,
     },
+    /// The range's storage was damaged: every earlier Entries record of it is void and
+    /// it starts over from its snapshot (or its initial state), repairing from peers.
+    LogDiscarded {
+        range: RangeId,
+    },
 }
 
 /// Tuning of the WAL.
@@ -117,6 +133,24 @@ pub struct RecoveredLog {
 #[derive(Clone, Debug, Default)]
 pub struct WalRecovery {
     pub ranges: BTreeMap<RangeId, RecoveredLog>,
+    /// A damaged record of synced data that replay stepped over (at most one): the
+    /// entries of every range are then untrusted, while term and vote are intact (every
+    /// change of them is written twice). The node discards the logs and repairs.
+    pub damage: Option<WalDamage>,
+}
+
+/// Where the WAL was found damaged, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalDamage {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for WalDamage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at offset {}: {}", self.path.display(), self.offset, self.reason)
+    }
 }
 
 /// One segment file and what it holds.
@@ -175,6 +209,23 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
 fn encode_record(record: &WalRecord) -> Vec<u8> {
     bincode::serde::encode_to_vec(record, bincode::config::standard())
         .expect("WalRecord always encodes")
+}
+
+/// Whether two hard states agree on what must never be lost: term, vote, repair.
+fn same_vote(a: &HardState, b: &HardState) -> bool {
+    (a.term, a.vote, a.repair_term) == (b.term, b.vote, b.repair_term)
+}
+
+/// The frames that begin a segment: every hard state, twice (see `append`).
+fn hard_state_frames(hard_states: &BTreeMap<RangeId, HardState>) -> Vec<u8> {
+    let mut frames = Vec::new();
+    for (range, hard_state) in hard_states {
+        let record =
+            encode_record(&WalRecord::HardState { range: *range, hard_state: *hard_state });
+        push_frame(&mut frames, 0, &record);
+        push_frame(&mut frames, 0, &record);
+    }
+    frames
 }
 
 /// The aligned frame size of an encoded record.
@@ -264,42 +315,111 @@ struct ScannedSegment {
     end: u64,
     /// Whether a torn tail was cut at `end`.
     torn: bool,
+    /// Damaged frames of synced data stepped over: (offset, reason).
+    damaged: Vec<(u64, String)>,
 }
 
 /// Reads the frames of a segment's bytes; see the module doc for the rules.
-fn scan_segment(bytes: &[u8], path: &Path, is_last: bool) -> Result<ScannedSegment, StorageError> {
+fn scan_segment(bytes: &[u8], is_last: bool) -> ScannedSegment {
     let size = bytes.len() as u64;
-    let mut records = Vec::new();
+    let mut scanned = ScannedSegment { records: Vec::new(), end: 0, torn: false, damaged: vec![] };
     let mut pos = 0;
     while pos + HEADER_BYTES <= size {
         let at = pos as usize;
-        if read_u32(bytes, at) == 0 && read_u32(bytes, at + 4) == 0 {
-            return Ok(ScannedSegment { records, end: pos, torn: false });
+        let header = read_u64(bytes, at);
+        // An end marker, or one with a bit flipped (a real header has a length >= 8
+        // and a checksum: never a single bit).
+        if header.count_ones() <= 1 {
+            scanned.end = pos;
+            return scanned;
         }
         match decode_frame(bytes, pos) {
             Ok((record, frame_size)) => {
-                records.push(record);
+                scanned.records.push(record);
                 pos += frame_size;
             }
             Err(reason) => {
-                let corrupt = |reason: String| StorageError::Corrupt {
-                    path: path.to_path_buf(),
-                    offset: pos,
-                    reason,
-                };
-                if !is_last {
-                    return Err(corrupt(format!("{reason}; later segments exist")));
+                if is_last {
+                    match find_later_batch(bytes, pos) {
+                        Some(later) => {
+                            let reason = format!("{reason}; a later batch follows at {later}");
+                            scanned.damaged.push((pos, reason));
+                        }
+                        None => {
+                            scanned.end = pos;
+                            scanned.torn = true;
+                            return scanned;
+                        }
+                    }
+                } else {
+                    scanned.damaged.push((pos, format!("{reason}; later segments exist")));
                 }
-                if let Some(later) = find_later_batch(bytes, pos) {
-                    return Err(corrupt(format!(
-                        "{reason}; a later batch follows at offset {later}"
-                    )));
+                match next_frame(bytes, pos) {
+                    Ok(Some(next)) => pos = next,
+                    Ok(None) => {
+                        scanned.end = size;
+                        return scanned;
+                    }
+                    Err(reason) => {
+                        scanned.damaged.push((pos, reason));
+                        scanned.end = size;
+                        return scanned;
+                    }
                 }
-                return Ok(ScannedSegment { records, end: pos, torn: true });
             }
         }
     }
-    Ok(ScannedSegment { records, end: pos.min(size), torn: false })
+    scanned.end = pos.min(size);
+    scanned
+}
+
+/// Where replay resumes after the damaged frame at `bad` (None: nothing valid
+/// follows in this segment), proven consistent with ONE damaged frame:
+/// - the first end marker or valid frame after `bad` at which the damaged frame's
+///   checksum matches its payload (only its length was hit; frames are contiguous, so
+///   that is what followed it);
+/// - else where its length says, if a valid frame or an end marker is there and no
+///   valid frame lies before it.
+///
+/// Anything else means more is damaged (a copy of a vote could be in it): an error.
+fn next_frame(bytes: &[u8], bad: u64) -> Result<Option<u64>, String> {
+    /// Zero headers inside the scan that are tried as the end (payloads hold zeros).
+    const ZERO_TRIES: usize = 64;
+    let size = bytes.len() as u64;
+    let crc = read_u32(bytes, bad as usize + 4);
+    let start = (bad + HEADER_BYTES) as usize;
+    let payload_ends_at = |next: u64| {
+        (next - (ALIGN - 1)..=next).any(|end| {
+            end >= bad + HEADER_BYTES + BATCH_START_BYTES
+                && crc32fast::hash(&bytes[start..end as usize]) == crc
+        })
+    };
+    let mut first_valid = None;
+    let mut zero_tries = 0;
+    let mut pos = bad + ALIGN;
+    while pos + HEADER_BYTES <= size {
+        let zero = read_u64(bytes, pos as usize) == 0;
+        let valid = !zero && decode_frame(bytes, pos).is_ok();
+        if (valid || (zero && zero_tries < ZERO_TRIES)) && payload_ends_at(pos) {
+            return Ok(Some(pos));
+        }
+        zero_tries += usize::from(zero);
+        if valid {
+            first_valid = Some(pos);
+            break;
+        }
+        pos += ALIGN;
+    }
+    let len = u64::from(read_u32(bytes, bad as usize));
+    let by_length = align_up(bad + HEADER_BYTES + len);
+    if by_length + HEADER_BYTES > size {
+        return if first_valid.is_none() { Ok(None) } else { Err("its length is damaged".into()) };
+    }
+    let there = read_u64(bytes, by_length as usize) == 0 || decode_frame(bytes, by_length).is_ok();
+    if there && first_valid.is_none_or(|valid| valid >= by_length) {
+        return Ok(Some(by_length));
+    }
+    Err(format!("the record after it is damaged too (at {by_length} or before)"))
 }
 
 /// Applies one record to the recovered state and the segment summary.
@@ -308,7 +428,7 @@ fn replay(recovery: &mut WalRecovery, max_index: &mut BTreeMap<RangeId, Index>, 
         WalRecord::HardState { range, hard_state } => {
             recovery.ranges.entry(range).or_default().hard_state = Some(hard_state);
         }
-        WalRecord::SnapshotInstalled { range, .. } => {
+        WalRecord::SnapshotInstalled { range, .. } | WalRecord::LogDiscarded { range } => {
             recovery.ranges.entry(range).or_default().entries.clear();
         }
         WalRecord::Entries { range, entries } => {
@@ -355,11 +475,15 @@ impl Wal {
         let mut recovery = WalRecovery::default();
         let mut segments = Vec::new();
         let mut tail = None;
+        let mut damaged = Vec::new();
         for (i, &seq) in seqs.iter().enumerate() {
             let path = dir.join(segment_name(seq));
             let file = disk.open(&path, false).map_err(io_err("open", &path))?;
             let bytes = read_segment(&*file, &path)?;
-            let scanned = scan_segment(&bytes, &path, i + 1 == seqs.len())?;
+            let scanned = scan_segment(&bytes, i + 1 == seqs.len());
+            for (offset, reason) in scanned.damaged {
+                damaged.push(WalDamage { path: path.clone(), offset, reason });
+            }
             let mut max_index = BTreeMap::new();
             for record in scanned.records {
                 replay(&mut recovery, &mut max_index, record);
@@ -367,6 +491,17 @@ impl Wal {
             segments.push(Segment { seq, path, max_index });
             tail = Some((file, bytes.len() as u64, scanned.end, scanned.torn));
         }
+        if damaged.len() > 1 {
+            // A second damaged record may have held the other copy of a vote.
+            let first = damaged.swap_remove(0);
+            let reason = format!(
+                "{}; {} damaged records in all, more than one cannot be repaired",
+                first.reason,
+                damaged.len() + 1
+            );
+            return Err(StorageError::Corrupt { path: first.path, offset: first.offset, reason });
+        }
+        recovery.damage = damaged.pop();
         let hard_states = recovery
             .ranges
             .iter()
@@ -434,11 +569,27 @@ impl Wal {
             }
         }
         let record_bytes = encode_record(record);
-        let frame_size = frame_bytes(&record_bytes);
+        // A change of term, vote or repair term is written twice, in one batch: one
+        // damaged frame can lose one copy, never both (see the module doc).
+        let copies = match record {
+            WalRecord::HardState { range, hard_state } => {
+                let same =
+                    self.hard_states.get(range).is_some_and(|old| same_vote(old, hard_state));
+                if same {
+                    1
+                } else {
+                    2
+                }
+            }
+            _ => 1,
+        };
+        let frame_size = copies * frame_bytes(&record_bytes);
         if self.offset + self.buffer.len() as u64 + frame_size > self.segment_size {
             self.roll(frame_size)?;
         }
-        push_frame(&mut self.buffer, self.offset, &record_bytes);
+        for _ in 0..copies {
+            push_frame(&mut self.buffer, self.offset, &record_bytes);
+        }
         let segment = self.segments.last_mut().expect("never empty");
         match record {
             WalRecord::HardState { range, hard_state } => {
@@ -452,7 +603,7 @@ impl Wal {
             }
             // Voids older entries at replay; older segments still hold them back from
             // release until the range's snapshot index passes them, which is safe.
-            WalRecord::SnapshotInstalled { .. } => {}
+            WalRecord::SnapshotInstalled { .. } | WalRecord::LogDiscarded { .. } => {}
         }
         self.check_invariants();
         Ok(())
@@ -494,11 +645,7 @@ impl Wal {
     /// hard state and has room for at least a frame of `frame_size` after them.
     fn roll(&mut self, frame_size: u64) -> Result<(), StorageError> {
         self.sync()?;
-        let mut start = Vec::new();
-        for (range, hard_state) in &self.hard_states {
-            let record = WalRecord::HardState { range: *range, hard_state: *hard_state };
-            push_frame(&mut start, 0, &encode_record(&record));
-        }
+        let start = hard_state_frames(&self.hard_states);
         let needed = start.len() as u64 + frame_size + HEADER_BYTES;
         let seq = self.segments.last().expect("never empty").seq + 1;
         let (segment, file, size) =
@@ -540,6 +687,44 @@ impl Wal {
         self.disk.sync_dir(&self.dir).map_err(io_err("sync directory", &self.dir))?;
         self.check_invariants();
         Ok(())
+    }
+
+    /// Starts over after damage: a new segment holding only `hard_states` (whose logs
+    /// the caller discarded) replaces every segment, which is renamed `*.damaged` and
+    /// kept for inspection. Returns the renamed paths.
+    ///
+    /// The new segment is durable before any old one is renamed: a crash in between
+    /// finds the same damage again, followed by these hard states.
+    ///
+    /// # Errors
+    /// `Io` when a file operation fails.
+    pub fn discard_damaged(
+        &mut self,
+        hard_states: BTreeMap<RangeId, HardState>,
+    ) -> Result<Vec<PathBuf>, StorageError> {
+        let start = hard_state_frames(&hard_states);
+        let seq = self.segments.last().expect("never empty").seq + 1;
+        let needed = start.len() as u64 + HEADER_BYTES;
+        let (segment, file, size) =
+            create_segment(&*self.disk, &self.dir, seq, self.options.segment_bytes.max(needed))?;
+        let old = std::mem::replace(&mut self.segments, vec![segment]);
+        self.file = file;
+        self.segment_size = size;
+        self.offset = 0;
+        self.buffer = start;
+        self.hard_states = hard_states;
+        self.sync()?;
+        let mut renamed = Vec::new();
+        for segment in old {
+            let mut to = segment.path.clone().into_os_string();
+            to.push(".damaged");
+            let to = PathBuf::from(to);
+            self.disk.rename(&segment.path, &to).map_err(io_err("rename", &segment.path))?;
+            renamed.push(to);
+        }
+        self.disk.sync_dir(&self.dir).map_err(io_err("sync directory", &self.dir))?;
+        self.check_invariants();
+        Ok(renamed)
     }
 
     /// Paths of the segment files, oldest first (for status and tests).

@@ -11,7 +11,7 @@ fn entries(term: u64, from: Index, to: Index) -> Vec<Entry> {
 }
 
 fn hard_state(term: u64, commit: Index) -> HardState {
-    HardState { term, vote: Some(NodeId(term % 3 + 1)), commit }
+    HardState { term, vote: Some(NodeId(term % 3 + 1)), commit, repair_term: 0 }
 }
 
 fn open(dir: &Path, segment_bytes: u64) -> (Wal, WalRecovery) {
@@ -193,8 +193,14 @@ fn torn_batch_with_a_later_page_kept_is_not_corruption() {
     assert_eq!(log(&recovery, 1).entries, entries(1, 1, 2));
 }
 
+fn expect_damage(dir: &Path, segment_bytes: u64) -> (Wal, WalRecovery, WalDamage) {
+    let (wal, recovery) = open(dir, segment_bytes);
+    let damage = recovery.damage.clone().expect("damage reported");
+    (wal, recovery, damage)
+}
+
 #[test]
-fn flipped_byte_before_a_later_batch_is_corruption() {
+fn flipped_byte_before_a_later_batch_is_damage_stepped_over() {
     let dir = tempfile::tempdir().unwrap();
     let (mut wal, _) = open(dir.path(), 1 << 16);
     let first = WalRecord::Entries { range: RangeId(1), entries: entries(1, 1, 3) };
@@ -203,23 +209,20 @@ fn flipped_byte_before_a_later_batch_is_corruption() {
     append_entries(&mut wal, 1, 1, 4, 5);
     wal.sync().unwrap();
     append_entries(&mut wal, 1, 1, 6, 7);
+    append_hard_state(&mut wal, 1, 1, 7);
     wal.sync().unwrap();
     let second_offset = frame_size(&first);
     let path = wal.segment_paths()[0].clone();
     drop(wal);
     flip_byte(&path, second_offset + 20);
-    match Wal::open(Arc::new(RealDisk), dir.path(), WalOptions { segment_bytes: 1 << 16 }) {
-        Err(StorageError::Corrupt { path: bad, offset, reason }) => {
-            assert_eq!((bad, offset), (path, second_offset), "{reason}");
-            assert!(reason.contains("later batch"), "{reason}");
-        }
-        Err(e) => panic!("expected Corrupt, got {e}"),
-        Ok(_) => panic!("expected Corrupt, got a recovery"),
-    }
+    let (_, recovery, damage) = expect_damage(dir.path(), 1 << 16);
+    assert_eq!((damage.path, damage.offset), (path, second_offset), "{}", damage.reason);
+    assert!(damage.reason.contains("later batch"), "{}", damage.reason);
+    assert_eq!(log(&recovery, 1).hard_state, Some(hard_state(1, 7)), "replay went on past it");
 }
 
 #[test]
-fn bad_record_in_an_older_segment_is_corruption() {
+fn bad_record_in_an_older_segment_is_damage() {
     let dir = tempfile::tempdir().unwrap();
     let (mut wal, _) = open(dir.path(), 256);
     for index in 1..=20 {
@@ -230,13 +233,98 @@ fn bad_record_in_an_older_segment_is_corruption() {
     assert!(paths.len() >= 3);
     drop(wal);
     flip_byte(&paths[1], 9);
-    match Wal::open(Arc::new(RealDisk), dir.path(), WalOptions { segment_bytes: 256 }) {
-        Err(StorageError::Corrupt { path, offset, .. }) => {
-            assert_eq!((path, offset), (paths[1].clone(), 0))
+    let (_, _, damage) = expect_damage(dir.path(), 256);
+    assert_eq!((damage.path, damage.offset), (paths[1].clone(), 0));
+    assert!(damage.reason.contains("later segments"), "{}", damage.reason);
+}
+
+/// Every byte of a frame holding a vote change, flipped in turn (the length and
+/// checksum too): the other copy keeps term and vote, and later records still replay.
+#[test]
+fn a_damaged_copy_of_a_vote_never_loses_the_vote() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), 1 << 16);
+    append_entries(&mut wal, 1, 1, 1, 2);
+    append_hard_state(&mut wal, 1, 1, 2);
+    wal.sync().unwrap();
+    let vote_at = wal.offset;
+    append_hard_state(&mut wal, 1, 2, 2); // term 2, vote: a change, so two copies
+    wal.sync().unwrap();
+    append_hard_state(&mut wal, 2, 5, 0);
+    wal.sync().unwrap();
+    let path = wal.segment_paths()[0].clone();
+    drop(wal);
+    let clean = std::fs::read(&path).unwrap();
+    let copy =
+        frame_size(&WalRecord::HardState { range: RangeId(1), hard_state: hard_state(2, 2) });
+    for byte in vote_at..vote_at + 2 * copy {
+        std::fs::write(&path, &clean).unwrap();
+        flip_byte(&path, byte);
+        let (recovery, damage) = match Wal::open(
+            Arc::new(RealDisk),
+            dir.path(),
+            WalOptions { segment_bytes: 1 << 16 },
+        ) {
+            Ok((_, recovery)) => (recovery.clone(), recovery.damage),
+            Err(e) => panic!("byte {byte}: {e}"),
+        };
+        if byte % 8 == 0 || damage.is_some() {
+            // Padding bytes are not covered by the checksum; anything else is damage.
+            assert_eq!(log(&recovery, 1).hard_state, Some(hard_state(2, 2)), "byte {byte}");
+            assert_eq!(log(&recovery, 2).hard_state, Some(hard_state(5, 0)), "byte {byte}");
+        }
+    }
+}
+
+#[test]
+fn two_damaged_records_refuse_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), 1 << 16);
+    for index in 1..=4 {
+        append_entries(&mut wal, 1, 1, index, index);
+        wal.sync().unwrap();
+    }
+    let path = wal.segment_paths()[0].clone();
+    let one = frame_size(&WalRecord::Entries { range: RangeId(1), entries: entries(1, 1, 1) });
+    drop(wal);
+    flip_byte(&path, 20);
+    flip_byte(&path, one + 20);
+    match Wal::open(Arc::new(RealDisk), dir.path(), WalOptions { segment_bytes: 1 << 16 }) {
+        Err(StorageError::Corrupt { offset, reason, .. }) => {
+            assert_eq!(offset, 0);
+            assert!(reason.contains("2 damaged records"), "{reason}");
         }
         Err(e) => panic!("expected Corrupt, got {e}"),
         Ok(_) => panic!("expected Corrupt, got a recovery"),
     }
+}
+
+#[test]
+fn discard_damaged_starts_over_from_the_given_hard_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), 256);
+    for index in 1..=20 {
+        append_entries(&mut wal, 1, 1, index, index);
+        append_hard_state(&mut wal, 1, 1, index);
+        wal.sync().unwrap();
+    }
+    let old = wal.segment_paths();
+    drop(wal);
+    flip_byte(&old[0], 9);
+    let (mut wal, _, _) = expect_damage(dir.path(), 256);
+    let mut fresh = BTreeMap::new();
+    let bumped = HardState { term: 2, vote: None, commit: 0, repair_term: 1 };
+    fresh.insert(RangeId(1), bumped);
+    let renamed = wal.discard_damaged(fresh).unwrap();
+    assert_eq!(renamed.len(), old.len());
+    assert!(renamed.iter().all(|p| p.exists() && p.to_string_lossy().ends_with(".damaged")));
+    append_entries(&mut wal, 1, 3, 1, 1);
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, recovery) = open(dir.path(), 256);
+    assert_eq!(recovery.damage, None);
+    assert_eq!(log(&recovery, 1).hard_state, Some(bumped));
+    assert_eq!(log(&recovery, 1).entries, entries(3, 1, 1));
 }
 
 #[test]

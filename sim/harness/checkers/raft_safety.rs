@@ -37,6 +37,8 @@ pub struct Safety {
     pub events: u64,
     pub elections: u64,
     pub snapshots_restored: u64,
+    /// Replicas that found their storage damaged and repaired from peers.
+    pub repairs: u64,
 }
 
 impl Safety {
@@ -165,6 +167,24 @@ impl Observer for SafetyObserver {
                 }
             }
             s.durable.insert((node, range), (term, commit));
+        });
+    }
+
+    fn storage_damaged(&mut self, node: NodeId, range: RangeId, term: Term, commit: u64) {
+        self.with(|s, t| {
+            s.range_event(
+                t,
+                range,
+                format!("{t:>6} ms {node} {range} storage damaged: log discarded, term {term}"),
+            );
+            // Its durable commit restarts at its snapshot; its term still may not drop.
+            if let Some((t0, _)) = s.durable.get(&(node, range)).copied() {
+                if term < t0 {
+                    s.violate(format!("{node} {range}: term went from {t0} to {term} in repair"));
+                }
+            }
+            s.durable.insert((node, range), (term, commit));
+            s.repairs += 1;
         });
     }
 
