@@ -460,7 +460,7 @@ mod tests {
             },
             MessageBody::AppendResponse { reject: true, index: 3, hint_index: 2, hint_term: 1 },
             MessageBody::Heartbeat { commit: 9, context: 1 },
-            MessageBody::HeartbeatResponse { context: 1 },
+            MessageBody::HeartbeatResponse { context: 1, tick: 300, incarnation: 7 },
             MessageBody::Snapshot {
                 meta,
                 total_len: 100,
@@ -470,7 +470,7 @@ mod tests {
             },
             MessageBody::SnapshotResponse { index: 10, next_offset: 50, reject: false },
             MessageBody::TimeoutNow,
-            MessageBody::ReadIndex { context: 77 },
+            MessageBody::ReadIndex { context: 77, lease: true },
             MessageBody::ReadIndexResponse { context: 77, index: 12, reject: false },
         ]
     }
