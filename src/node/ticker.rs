@@ -61,3 +61,61 @@ impl Ticker {
         Instant::now() + self.clock.real_duration(local_wait)
     }
 }
+
+// Outside madsim, so that tokio's clock can be read outside a simulated runtime.
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A clock that moves only when told to.
+    struct ManualClock(Mutex<Instant>);
+
+    impl ManualClock {
+        fn advance(&self, by: Duration) {
+            *self.0.lock().unwrap() += by;
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now(&self) -> Instant {
+            *self.0.lock().unwrap()
+        }
+        fn wall_ms(&self) -> u64 {
+            0
+        }
+        fn real_duration(&self, local: Duration) -> Duration {
+            local * 2 // A clock running at half speed.
+        }
+    }
+
+    #[test]
+    fn every_due_tick_is_taken_and_a_long_stall_is_capped() {
+        let clock = Arc::new(ManualClock(Mutex::new(Instant::now())));
+        let mut ticker = Ticker::new(clock.clone(), Duration::from_millis(50));
+        assert_eq!(ticker.take_due(), 0);
+        clock.advance(Duration::from_millis(49));
+        assert_eq!(ticker.take_due(), 0);
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(ticker.take_due(), 1);
+        assert_eq!(ticker.take_due(), 0, "a tick is taken once");
+        clock.advance(Duration::from_millis(175)); // A 3.5-tick stall: all 3 are due.
+        assert_eq!(ticker.take_due(), 3);
+        clock.advance(Duration::from_secs(10)); // 200 ticks: capped, the rest dropped.
+        assert_eq!(ticker.take_due(), TICKS_CATCH_UP_MAX);
+        assert_eq!(ticker.done(), 204);
+        assert_eq!(ticker.take_due(), 0);
+    }
+
+    #[test]
+    fn the_sleep_to_the_next_tick_is_in_real_time() {
+        let clock = Arc::new(ManualClock(Mutex::new(Instant::now())));
+        let ticker = Ticker::new(clock.clone(), Duration::from_millis(50));
+        clock.advance(Duration::from_millis(20));
+        let before = Instant::now();
+        let wait = ticker.next_deadline() - before;
+        // 30 ms of local time on a half-speed clock is 60 ms of real time.
+        assert!(wait >= Duration::from_millis(59) && wait <= Duration::from_millis(75), "{wait:?}");
+    }
+}
