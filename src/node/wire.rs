@@ -15,7 +15,7 @@ use crate::range::descriptor::{RangeDescriptor, RangeId};
 pub const MAX_FRAME_BYTES: u32 = 16 << 20;
 
 /// Protocol version in the hello; a mismatch is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A Raft message addressed to one range's replica.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
