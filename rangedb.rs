@@ -64,6 +64,10 @@ enum Command {
         /// Read as of this revision of the key's range.
         #[arg(long)]
         revision: Option<u64>,
+        /// Read from the leader's lease when it holds one (no round trip to the
+        /// followers); safe while clock rates stay within the lease's drift bound.
+        #[arg(long, conflicts_with = "revision")]
+        lease: bool,
     },
     /// Deletes KEY.
     Delete { key: OsString },
@@ -240,9 +244,10 @@ async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8
             println!("OK (revision {revision})");
             Ok(0)
         }
-        Command::Get { key, revision } => {
+        Command::Get { key, revision, lease } => {
             let key = key_arg(key);
             let found = match revision {
+                None if *lease => client.get_lease(&key).await,
                 None => client.get(&key).await,
                 Some(revision) => client.get_at(&key, *revision).await,
             };

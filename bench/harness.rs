@@ -11,7 +11,8 @@
 //!  per-task histograms (µs) ──merged──► p50 p90 p99 p99.9 max, ops/s, errors by kind
 //! ```
 //!
-//! Workloads: `put`, `get` (linearizable: ReadIndex), `mixed` (`--read-ratio` gets,
+//! Workloads: `put`, `get` (`--read linearizable`: a ReadIndex round each, batched;
+//! `--read lease`: from the leader's lease), `mixed` (`--read-ratio` gets,
 //! the rest puts), `scan` (`--scan-limit` keys from a random key), `delete`. Keys are
 //! drawn uniformly or from a scrambled zipfian (YCSB's generator, theta 0.99 by
 //! default) over `--keys` keys. Reads, scans and deletes run on a preloaded key space.
@@ -42,6 +43,10 @@ pub struct BenchArgs {
     /// Fraction of operations that are gets in the mixed workload.
     #[arg(long, default_value_t = 0.5)]
     read_ratio: f64,
+    /// How gets are confirmed: linearizable (a ReadIndex round) or lease (the
+    /// leader's lease when valid, else a ReadIndex round).
+    #[arg(long, default_value = "linearizable")]
+    read: String,
     /// Keys returned per scan (scan workload).
     #[arg(long, default_value_t = 10)]
     scan_limit: u64,
@@ -91,22 +96,27 @@ pub struct BenchArgs {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Workload {
     Put,
-    Get,
-    Mixed { read_ratio: f64 },
+    Get { lease: bool },
+    Mixed { read_ratio: f64, lease: bool },
     Scan { limit: u64 },
     Delete,
 }
 
 impl Workload {
     fn parse(args: &BenchArgs) -> anyhow::Result<Workload> {
+        let lease = match args.read.as_str() {
+            "linearizable" => false,
+            "lease" => true,
+            other => bail!("--read must be linearizable or lease, not {other}"),
+        };
         Ok(match args.workload.as_str() {
             "put" => Workload::Put,
-            "get" => Workload::Get,
+            "get" => Workload::Get { lease },
             "mixed" => {
                 if !(0.0..=1.0).contains(&args.read_ratio) {
                     bail!("--read-ratio must be between 0 and 1");
                 }
-                Workload::Mixed { read_ratio: args.read_ratio }
+                Workload::Mixed { read_ratio: args.read_ratio, lease }
             }
             "scan" => Workload::Scan { limit: args.scan_limit.max(1) },
             "delete" => Workload::Delete,
@@ -456,9 +466,14 @@ async fn one_op(
 ) -> Result<(), ClientError> {
     match workload {
         Workload::Put => client.put(key, value).await.map(|_| ()),
-        Workload::Get => client.get(key).await.map(|_| ()),
-        Workload::Mixed { read_ratio } if rng.unit() < read_ratio => {
-            client.get(key).await.map(|_| ())
+        Workload::Get { lease: false } => client.get(key).await.map(|_| ()),
+        Workload::Get { lease: true } => client.get_lease(key).await.map(|_| ()),
+        Workload::Mixed { read_ratio, lease } if rng.unit() < read_ratio => {
+            if lease {
+                client.get_lease(key).await.map(|_| ())
+            } else {
+                client.get(key).await.map(|_| ())
+            }
         }
         Workload::Mixed { .. } => client.put(key, value).await.map(|_| ()),
         Workload::Scan { limit } => client.scan(key, None, limit).await.map(|_| ()),
@@ -540,11 +555,15 @@ fn report(
     let system_per_op_us = cpu.map(|(_, system)| per_op_us(system));
     let client_per_op_us = client_cpu.map(per_op_us);
     let mode = if args.rate > 0 { format!("open {}/s", args.rate) } else { "closed".into() };
+    let workload = match args.workload.as_str() {
+        "get" | "mixed" if args.read == "lease" => format!("{}/lease", args.workload),
+        _ => args.workload.clone(),
+    };
     let table = format!(
         "workload  dist     loop          clients  value  ops/s      p50 ms  p90 ms  p99 ms  \
          p99.9 ms  max ms   server cpu/op\n\
          {:<9} {:<8} {:<13} {:<8} {:<6} {:<10.0} {:<7.2} {:<7.2} {:<7.2} {:<9.2} {:<8.2} {}",
-        args.workload,
+        workload,
         args.distribution,
         mode,
         args.clients,
@@ -580,7 +599,7 @@ fn report(
     let errors: Vec<String> = errors.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
     let null = || "null".to_string();
     println!(
-        "{{\"version\":\"{}\",\"workload\":\"{}\",\"read_ratio\":{},\"scan_limit\":{},\
+        "{{\"version\":\"{}\",\"workload\":\"{}\",\"read\":\"{}\",\"read_ratio\":{},\"scan_limit\":{},\
          \"distribution\":\"{}\",\"zipf_theta\":{},\"loop\":\"{}\",\"target_rate\":{},\
          \"clients\":{},\"connections\":{},\"value_size\":{},\"keys\":{},\"local_nodes\":{},\
          \"warmup_s\":{},\"duration_s\":{elapsed:.3},\"durability\":\"fsync\",\
@@ -589,6 +608,7 @@ fn report(
          \"server_cpu_us_per_op\":{},\"server_system_cpu_us_per_op\":{},\"client_cpu_us_per_op\":{},\"errors\":{{{}}}}}",
         env!("CARGO_PKG_VERSION"),
         args.workload,
+        args.read,
         args.read_ratio,
         args.scan_limit,
         args.distribution,

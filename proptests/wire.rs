@@ -63,7 +63,9 @@ fn body() -> impl Strategy<Value = MessageBody> {
         ),
         (any::<u64>(), any::<u64>())
             .prop_map(|(commit, context)| MessageBody::Heartbeat { commit, context }),
-        any::<u64>().prop_map(|context| MessageBody::HeartbeatResponse { context }),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(context, tick, incarnation)| {
+            MessageBody::HeartbeatResponse { context, tick, incarnation }
+        }),
         (meta, any::<u64>(), any::<u64>(), bytes(64), any::<bool>()).prop_map(
             |(meta, total_len, offset, chunk, done)| MessageBody::Snapshot {
                 meta,
@@ -77,7 +79,8 @@ fn body() -> impl Strategy<Value = MessageBody> {
             MessageBody::SnapshotResponse { index, next_offset, reject }
         }),
         Just(MessageBody::TimeoutNow),
-        any::<u64>().prop_map(|context| MessageBody::ReadIndex { context }),
+        (any::<u64>(), any::<bool>())
+            .prop_map(|(context, lease)| MessageBody::ReadIndex { context, lease }),
         (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(context, index, reject)| {
             MessageBody::ReadIndexResponse { context, index, reject }
         }),

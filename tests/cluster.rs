@@ -53,6 +53,8 @@ async fn check_everywhere(cluster: &Cluster, client: &Client, acked: &BTreeMap<V
             "key {}",
             String::from_utf8_lossy(key)
         );
+        let got = client.get_lease(key).await.unwrap_or_else(|e| panic!("lease get: {e}"));
+        assert_eq!(got.map(|kv| kv.value).as_ref(), Some(value), "lease get");
     }
     for server in cluster.servers.values() {
         let mut connection = RawConnection::connect(&server.address).await.expect("connect");
@@ -149,6 +151,7 @@ fn single_node_by_default_with_data_in_the_working_directory() {
     let output = cli(&address, &["get", "greeting"]);
     assert!(output.status.success(), "get after restart: {}", stderr(&output));
     assert_eq!(output.stdout, b"hello");
+    assert_eq!(cli(&address, &["get", "--lease", "greeting"]).stdout, b"hello");
     assert_eq!(cli(&address, &["get", "blob"]).stdout, binary);
     let missing = cli(&address, &["get", "no-such-key"]);
     assert_eq!(missing.status.code(), Some(3), "a missing key has its own exit code");

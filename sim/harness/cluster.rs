@@ -1,6 +1,7 @@
 //! The simulated cluster: server nodes running the production `run_node` on their
-//! SimDisk, client nodes, and the supervisor's levers (network clogs, kill, restart,
-//! pause, disk faults) and probes (status and local reads of one node).
+//! SimDisk and SimClock, client nodes, and the supervisor's levers (network clogs,
+//! kill, restart, pause, disk faults, clock skew and drift) and probes (status and
+//! local reads of one node).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -15,6 +16,7 @@ use madsim::task::NodeId as SimNodeId;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
+use rangedb::env::sim_clock::SimClock;
 use rangedb::env::sim_disk::{DiskFaults, SimDisk};
 use rangedb::node::wire::{
     encode_frame, read_frame, ClientRequest, ClientResponse, Hello, NodeStatus, ReadConsistency,
@@ -38,6 +40,8 @@ pub fn server_address(i: usize) -> String {
 pub struct Server {
     pub node: NodeHandle,
     pub disk: SimDisk,
+    /// The node's clock; like the disk it outlives kill and restart.
+    pub clock: SimClock,
     shutdown: Arc<Notify>,
     /// Set when `run_node` returned (a clean stop or a storage failure).
     pub exited: Arc<AtomicBool>,
@@ -62,6 +66,7 @@ impl Cluster {
         let mut servers = Vec::new();
         for i in 0..plan.nodes {
             let disk = SimDisk::new(plan.seed.wrapping_mul(31).wrapping_add(i as u64));
+            let clock = SimClock::new(1_750_000_000_000);
             let shutdown = Arc::new(Notify::new());
             let exited = Arc::new(AtomicBool::new(false));
             let config = ServerConfig {
@@ -73,25 +78,35 @@ impl Cluster {
                 tick_ms: plan.tick_ms,
                 snapshot_entries: plan.snapshot_entries,
             };
-            let (d, s, e) = (disk.clone(), shutdown.clone(), exited.clone());
+            let (d, s, e, c) = (disk.clone(), shutdown.clone(), exited.clone(), clock.clone());
             let node = handle
                 .create_node()
                 .name(format!("n{}", i + 1))
                 .ip(server_ip(i))
                 .init(move || {
                     let (disk, shutdown, exited) = (d.clone(), s.clone(), e.clone());
+                    let clock = c.clone();
                     let config = config.clone();
                     async move {
                         exited.store(false, Ordering::Relaxed);
                         let stop = async move { shutdown.notified().await };
-                        if let Err(error) = run_node(config, Arc::new(disk), stop).await {
+                        let (disk, clock) = (Arc::new(disk), Arc::new(clock));
+                        if let Err(error) = run_node(config, disk, clock, stop).await {
                             eprintln!("sim: node stopped: {error}");
                         }
                         exited.store(true, Ordering::Relaxed);
                     }
                 })
                 .build();
-            servers.push(Server { node, disk, shutdown, exited, killed: false, paused: false });
+            servers.push(Server {
+                node,
+                disk,
+                clock,
+                shutdown,
+                exited,
+                killed: false,
+                paused: false,
+            });
         }
         let client_nodes = (0..plan.clients)
             .map(|c| {
@@ -193,6 +208,14 @@ impl Cluster {
         if self.servers[i].paused {
             self.handle.resume(self.server_id(i));
             self.servers[i].paused = false;
+        }
+    }
+
+    /// Node `i`'s clock from now on: wall time off by `skew_ms`, running `drift_ppm`
+    /// parts per million fast (negative: slow). Local time stays continuous.
+    pub fn set_clock(&self, i: usize, skew_ms: i64, drift_ppm: i64) {
+        if self.servers[i].clock.setting() != (skew_ms, drift_ppm) {
+            self.servers[i].clock.set(skew_ms, drift_ppm);
         }
     }
 

@@ -17,8 +17,10 @@ pub enum Call {
         key: Vec<u8>,
         seq: u64,
     },
+    /// `lease`: the read may be answered from the leader's lease.
     Get {
         key: Vec<u8>,
+        lease: bool,
     },
     Scan {
         start: Vec<u8>,
@@ -55,7 +57,7 @@ pub struct Op {
 impl Op {
     pub fn key(&self) -> &[u8] {
         match &self.call {
-            Call::Put { key, .. } | Call::Delete { key, .. } | Call::Get { key } => key,
+            Call::Put { key, .. } | Call::Delete { key, .. } | Call::Get { key, .. } => key,
             Call::Scan { start, .. } => start,
         }
     }
@@ -74,7 +76,8 @@ impl fmt::Display for Op {
                 format!("put({}, {}) #{seq}", escape(key), escape(value))
             }
             Call::Delete { key, seq } => format!("delete({}) #{seq}", escape(key)),
-            Call::Get { key } => format!("get({})", escape(key)),
+            Call::Get { key, lease: false } => format!("get({})", escape(key)),
+            Call::Get { key, lease: true } => format!("get_lease({})", escape(key)),
             Call::Scan { start, end } => format!(
                 "scan({}, {})",
                 escape(start),

@@ -167,6 +167,8 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
     for (c, node) in cluster.client_nodes.iter().enumerate() {
         let task = workload::run_client(
             c as u64 + 1,
+            plan.client_attempt_ms,
+            plan.lease_get_percent,
             cluster.endpoints(),
             plan.seed,
             start,
@@ -197,6 +199,7 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
     let finals = supervisor.converge(&mut liveness, heal_start).await;
     faults.insert("effect: peer batches duplicated".into(), sim_hooks::duplicated());
     faults.insert("effect: bits flipped in synced data".into(), supervisor.rotted);
+    faults.insert("effect: reads answered from a leader lease".into(), sim_hooks::lease_reads());
     let eio: u64 = cluster.servers.iter().map(|s| s.disk.fsync_failures()).sum();
     if eio > 0 {
         faults.insert("effect: fsyncs failed (EIO)".into(), eio);
@@ -305,6 +308,8 @@ impl Supervisor<'_> {
                 self.cluster.set_disk_faults(node, DiskFaults { fsync_eio: probability })
             }
             Fault::IsolateLeader => resolved = self.find_leader(i).await,
+            Fault::LeaderClockDrift { .. } => resolved = self.find_leader(i).await,
+            Fault::PartitionSlowLeader => resolved = self.slowed_leader(),
             Fault::PauseLeader => {
                 resolved = self.find_leader(i).await;
                 if let Some(node) = resolved {
@@ -315,6 +320,38 @@ impl Supervisor<'_> {
         }
         self.active.push((i, resolved));
         self.apply_network();
+        self.apply_clocks();
+    }
+
+    /// The node an active LeaderClockDrift slowed, if any.
+    fn slowed_leader(&self) -> Option<usize> {
+        self.active.iter().find_map(|(i, resolved)| {
+            matches!(self.plan.steps[*i].fault, Fault::LeaderClockDrift { .. })
+                .then_some(*resolved)
+                .flatten()
+        })
+    }
+
+    /// Sets every node's clock from the active clock faults (the latest started wins;
+    /// none: no skew, no drift).
+    fn apply_clocks(&mut self) {
+        let mut clocks = vec![(0i64, 0i64); self.plan.nodes];
+        for (i, resolved) in &self.active {
+            match self.plan.steps[*i].fault {
+                Fault::ClockSkew { node, skew_ms, drift_ppm } => {
+                    clocks[node] = (skew_ms, drift_ppm)
+                }
+                Fault::LeaderClockDrift { drift_ppm } => {
+                    if let Some(node) = resolved {
+                        clocks[*node].1 = drift_ppm;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (node, (skew_ms, drift_ppm)) in clocks.into_iter().enumerate() {
+            self.cluster.set_clock(node, skew_ms, drift_ppm);
+        }
     }
 
     fn end(&mut self, i: usize) {
@@ -338,6 +375,7 @@ impl Supervisor<'_> {
             _ => {}
         }
         self.apply_network();
+        self.apply_clocks();
     }
 
     /// The leader of a data range picked by the step index, as some node reports it.
@@ -380,6 +418,14 @@ impl Supervisor<'_> {
                             cuts.push((other, *leader));
                         }
                         client_cuts.push(*leader);
+                    }
+                }
+                Fault::PartitionSlowLeader => {
+                    if let Some(slow) = resolved {
+                        for other in (0..self.plan.nodes).filter(|o| o != slow) {
+                            cuts.push((*slow, other));
+                            cuts.push((other, *slow));
+                        }
                     }
                 }
                 Fault::OneWay { from, to } => cuts.push((*from, *to)),
@@ -438,7 +484,7 @@ impl Supervisor<'_> {
         let start = self.start;
         let deadline = heal_start + HEAL_BOUND_MS;
         let probe = async move {
-            let client = Client::new(workload::client_config(endpoints, PROBE_CLIENT));
+            let client = Client::new(workload::client_config(endpoints, PROBE_CLIENT, 800));
             let mut ops = Vec::new();
             let mut missing = Vec::new();
             let mut seq = 0;

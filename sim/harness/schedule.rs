@@ -84,10 +84,22 @@ pub enum Fault {
     /// and it restarts when the fault ends: it must catch the damage by checksum, stop
     /// voting and serving the ranges concerned, and repair them from its peers.
     DiskRot { node: usize },
-    /// Per-node clock skew (ms) and drift (ppm). Inert: the node reads no wall
-    /// clock and leases are off, so nothing consumes it yet.
+    /// The node's clock: wall time off by `skew_ms`, running `drift_ppm` parts per
+    /// million fast (negative: slow), which moves its Raft ticks and so its leases.
+    /// Within `DRIFT_BOUND_PPM` except in the clock scenario.
     ClockSkew { node: usize, skew_ms: i64, drift_ppm: i64 },
+    /// The clock of the leader of a range (chosen when the fault starts) drifts by
+    /// `drift_ppm`, far beyond the bound.
+    LeaderClockDrift { drift_ppm: i64 },
+    /// The node an active LeaderClockDrift slowed is cut from the other servers;
+    /// every client still reaches every node, so clients on both sides read.
+    PartitionSlowLeader,
 }
+
+/// The drift the sweep gives nodes' clocks: at most 2% fast or slow each, so two
+/// clocks differ by at most ~4% in rate, inside the 12.5% the Raft lease tolerates
+/// (src/raft/reads.rs) with room for the drift guard's measurement error.
+pub const DRIFT_BOUND_PPM: i64 = 20_000;
 
 impl Fault {
     pub fn kind(&self) -> &'static str {
@@ -105,7 +117,12 @@ impl Fault {
             Fault::PauseLeader => "pause_leader",
             Fault::DiskEio { .. } => "fsync_eio",
             Fault::DiskRot { .. } => "disk_rot",
-            Fault::ClockSkew { .. } => "clock_skew(inert)",
+            Fault::ClockSkew { drift_ppm, .. } if drift_ppm.abs() > DRIFT_BOUND_PPM => {
+                "clock_drift_beyond_bound"
+            }
+            Fault::ClockSkew { .. } => "clock_skew_drift",
+            Fault::LeaderClockDrift { .. } => "leader_clock_drift_beyond_bound",
+            Fault::PartitionSlowLeader => "partition_slow_leader",
         }
     }
 }
@@ -146,7 +163,13 @@ impl fmt::Display for Fault {
                 write!(f, "crash {}, flip a bit of its synced data, then restart", n(node))
             }
             Fault::ClockSkew { node, skew_ms, drift_ppm } => {
-                write!(f, "clock of {} skew {skew_ms} ms drift {drift_ppm} ppm (inert)", n(node))
+                write!(f, "clock of {} skew {skew_ms} ms drift {drift_ppm} ppm", n(node))
+            }
+            Fault::LeaderClockDrift { drift_ppm } => {
+                write!(f, "clock of the leader of a range drifts {drift_ppm} ppm")
+            }
+            Fault::PartitionSlowLeader => {
+                write!(f, "partition the slowed leader from the other servers (not clients)")
             }
         }
     }
@@ -168,6 +191,10 @@ pub struct Plan {
     pub clients: usize,
     pub snapshot_entries: u64,
     pub tick_ms: u64,
+    /// The workload clients' deadline for one attempt at one node.
+    pub client_attempt_ms: u64,
+    /// Percentage of the workload's gets that may be answered from a leader lease.
+    pub lease_get_percent: u64,
     /// Length of the fault phase; the heal phase follows.
     pub fault_ms: u64,
     /// 0 (gentle) .. 1 (brutal).
@@ -188,6 +215,8 @@ impl Plan {
             clients: rng.between(2, 3) as usize,
             snapshot_entries: [10, 30, 100][rng.below(3) as usize],
             tick_ms: 20,
+            client_attempt_ms: 800,
+            lease_get_percent: 50,
             fault_ms,
             intensity,
             steps: Vec::new(),
@@ -195,6 +224,8 @@ impl Plan {
         match scenario {
             Scenario::Swarm => {
                 plan.swarm(&mut rng);
+                // From a stream of its own, so the other faults stay as they were.
+                plan.clocks(&mut Rng::new(seed ^ 0xc10c_c10c_c10c_c10c));
                 // Drawn apart so that adding it kept every other draw of the seed.
                 let mut rot = Rng::new(seed ^ 0xb17_0f_d15c);
                 if rot.chance(0.25) {
@@ -228,14 +259,7 @@ impl Plan {
                     }
                 }
             }
-            Scenario::ClockSkew => {
-                // Within the bound (500 ppm drift) on one node, far beyond on another.
-                plan.add(0, fault_ms, Fault::ClockSkew { node: 0, skew_ms: 40, drift_ppm: 500 });
-                let node = 1 + rng.below(plan.nodes as u64 - 1) as usize;
-                let fault = Fault::ClockSkew { node, skew_ms: -30_000, drift_ppm: 200_000 };
-                plan.add(0, fault_ms, fault);
-                plan.add(2_000, 3_500, Fault::IsolateLeader);
-            }
+            Scenario::ClockSkew => plan.clock_scenario(&mut rng),
             Scenario::FlappingDuplication => {
                 plan.add(0, fault_ms, Fault::Duplicate { probability: 0.3 });
                 let mut at = 200;
@@ -324,6 +348,46 @@ impl Plan {
         let end_ms = end_ms.min(self.fault_ms);
         if start_ms < end_ms {
             self.steps.push(Step { start_ms, end_ms, fault });
+        }
+    }
+
+    /// Clocks within the bound: each node's with probability 1/2, skewed up to 5 s and
+    /// drifting up to `DRIFT_BOUND_PPM` either way, for a random part of the run.
+    fn clocks(&mut self, rng: &mut Rng) {
+        for node in 0..self.nodes {
+            if rng.chance(0.5) {
+                let skew_ms = rng.between(0, 10_000) as i64 - 5_000;
+                let drift_ppm = rng.between(0, 2 * DRIFT_BOUND_PPM as u64) as i64 - DRIFT_BOUND_PPM;
+                let start = if rng.chance(0.5) { 0 } else { rng.below(self.fault_ms) };
+                let end = start + rng.between(1_000, self.fault_ms);
+                self.add(start, end, Fault::ClockSkew { node, skew_ms, drift_ppm });
+            }
+        }
+    }
+
+    /// Clock skew and drift within the bound on every node for the whole run, the
+    /// leaders' leases in use; then, twice, the clock of a range's leader slows far
+    /// beyond the bound (it ticks at about 15% of real time: its lease of 8 ticks
+    /// lasts 1 s of real time while the followers stop honouring it after 200 ms)
+    /// and that leader is partitioned from the other servers while clients on both
+    /// sides keep reading. The drift guard must refuse the lease; without it the
+    /// cut-off leader serves stale reads once the clients' writes reach the new leader.
+    fn clock_scenario(&mut self, rng: &mut Rng) {
+        for node in 0..self.nodes {
+            let skew_ms = rng.between(0, 60_000) as i64 - 30_000;
+            let drift_ppm = rng.between(0, 2 * DRIFT_BOUND_PPM as u64) as i64 - DRIFT_BOUND_PPM;
+            self.add(0, self.fault_ms, Fault::ClockSkew { node, skew_ms, drift_ppm });
+        }
+        // Clients give up on an unresponsive node sooner, so that they reach the new
+        // leader while the cut-off one may still believe in its lease.
+        self.client_attempt_ms = 250;
+        // More readers, every get a lease read.
+        self.clients = 4;
+        self.lease_get_percent = 100;
+        for at in [1_000, 3_500] {
+            let drift_ppm = -850_000 + rng.below(20_000) as i64;
+            self.add(at, at + 2_400, Fault::LeaderClockDrift { drift_ppm });
+            self.add(at + 1_000, at + 2_400, Fault::PartitionSlowLeader);
         }
     }
 

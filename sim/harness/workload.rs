@@ -1,5 +1,6 @@
-//! Concurrent clients on a small key space spanning every data range: put, get,
-//! delete and scan through the production client library.
+//! Concurrent clients on a small key space spanning every data range: put, get
+//! (linearizable or from the leader's lease, at random), delete and scan through the
+//! production client library.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,26 +15,29 @@ use super::{now_ms, Rng};
 /// meta range `[_/, _0)`, which cuts `[8, g)` in two).
 pub const KEYS: [&[u8]; 9] = [b"1", b"5", b"9", b"C", b"a", b"e", b"h", b"m", b"r"];
 
-pub fn client_config(endpoints: Vec<String>, client_id: u64) -> ClientConfig {
+pub fn client_config(endpoints: Vec<String>, client_id: u64, attempt_ms: u64) -> ClientConfig {
     ClientConfig {
         endpoints,
         request_timeout: Duration::from_millis(3_000),
-        attempt_timeout: Duration::from_millis(800),
+        attempt_timeout: Duration::from_millis(attempt_ms),
         connect_timeout: Duration::from_millis(400),
         client_id: Some(client_id),
     }
 }
 
 /// One client: sequential operations until `stop`, each recorded in `history`.
+#[allow(clippy::too_many_arguments)] // The plan's knobs, the run's shared state.
 pub async fn run_client(
     client_id: u64,
+    attempt_ms: u64,
+    lease_get_percent: u64,
     endpoints: Vec<String>,
     seed: u64,
     start: tokio::time::Instant,
     stop: Arc<AtomicBool>,
     history: Arc<Mutex<Vec<Op>>>,
 ) {
-    let client = Client::new(client_config(endpoints, client_id));
+    let client = Client::new(client_config(endpoints, client_id, attempt_ms));
     let mut rng = Rng::new(seed ^ client_id.wrapping_mul(0x1234_5678_9abc_def1));
     // Mirrors the library's RequestId sequence: one per write, from 1.
     let mut seq = 0;
@@ -60,11 +64,14 @@ pub async fn run_client(
             };
             (Call::Delete { key, seq }, outcome)
         } else if roll < 80 {
-            let outcome = match client.get(&key).await {
+            // Some gets may be answered from the leader's lease.
+            let lease = (roll - 50) * 100 < lease_get_percent * 30;
+            let result = if lease { client.get_lease(&key).await } else { client.get(&key).await };
+            let outcome = match result {
                 Ok(kv) => Outcome::Get(kv.map(|kv| (kv.value, kv.revision))),
                 Err(error) => Outcome::Failed(short(&error)),
             };
-            (Call::Get { key }, outcome)
+            (Call::Get { key, lease }, outcome)
         } else {
             let a = rng.below(KEYS.len() as u64) as usize;
             let b = rng.below(KEYS.len() as u64 + 1) as usize;

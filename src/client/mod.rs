@@ -151,7 +151,18 @@ impl Client {
     /// # Errors
     /// `Timeout`, `Unavailable`, `NoLeader`, `Invalid` or `Protocol`.
     pub async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, ClientError> {
-        self.read(key, None).await
+        self.read(key, None, ReadConsistency::Linearizable).await
+    }
+
+    /// Reads the latest value of `key` from the leader's lease when it holds one (no
+    /// round trip to the followers), else as `get` does. Linearizable as long as the
+    /// nodes' clock rates stay within the bound the lease tolerates; the leader
+    /// measures them and falls back to a ReadIndex round when they do not.
+    ///
+    /// # Errors
+    /// As `get`.
+    pub async fn get_lease(&self, key: &[u8]) -> Result<Option<KeyValue>, ClientError> {
+        self.read(key, None, ReadConsistency::Lease).await
     }
 
     /// Reads `key` as of `revision` of its range.
@@ -159,16 +170,16 @@ impl Client {
     /// # Errors
     /// As `get`, and `RevisionUnavailable` when the revision is compacted or future.
     pub async fn get_at(&self, key: &[u8], revision: u64) -> Result<Option<KeyValue>, ClientError> {
-        self.read(key, Some(revision)).await
+        self.read(key, Some(revision), ReadConsistency::Linearizable).await
     }
 
     async fn read(
         &self,
         key: &[u8],
         revision: Option<u64>,
+        consistency: ReadConsistency,
     ) -> Result<Option<KeyValue>, ClientError> {
         check_key(key)?;
-        let consistency = ReadConsistency::Linearizable;
         let request = Request::Get { key: key.to_vec(), revision, consistency };
         match self.execute(key, request, Kind::Read, self.deadline()).await? {
             Response::Get { kv, .. } => Ok(kv),

@@ -7,11 +7,13 @@
 
 pub mod real_disk;
 pub mod real_net;
+pub mod sim_clock;
 pub mod sim_disk;
 pub mod sim_hooks;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::node::wire::Envelope;
 use crate::raft::NodeId;
@@ -59,10 +61,20 @@ pub trait Network: Send + Sync + 'static {
 }
 
 /// Time. Monotonic time drives ticks and leases; wall time is for timestamps only.
+///
+/// Obligations: `now` never goes backwards. It is this node's own oscillator, which
+/// may run a little fast or slow (drift); leases stay safe while the rates of the
+/// nodes' clocks differ by less than the bound the Raft lease tolerates
+/// (src/raft/reads.rs), and the leader refuses leases when it measures more. Offsets
+/// between nodes (skew) do not matter to leases; they show in `wall_ms` only.
 pub trait Clock: Send + Sync + 'static {
+    /// Local monotonic time.
     fn now(&self) -> tokio::time::Instant;
     /// Milliseconds since the Unix epoch.
     fn wall_ms(&self) -> u64;
+    /// The real (tokio timer) duration in which `local` of this clock's time passes:
+    /// what to sleep to wake when `now()` has advanced by `local`.
+    fn real_duration(&self, local: Duration) -> Duration;
 }
 
 /// tokio time (simulated under madsim) and the system clock.
@@ -77,6 +89,9 @@ impl Clock for RealClock {
         #[allow(clippy::disallowed_methods)] // The one sanctioned wall-clock read.
         let now = std::time::SystemTime::now();
         now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+    fn real_duration(&self, local: Duration) -> Duration {
+        local
     }
 }
 

@@ -34,6 +34,8 @@ struct Hooks {
     duplicate: f64,
     rng: u64,
     duplicated: u64,
+    /// Reads answered from a leader lease.
+    lease_reads: u64,
     /// Per link (from, to): a copy of an earlier batch, to be delivered again later.
     held: BTreeMap<(NodeId, NodeId), Vec<Envelope>>,
 }
@@ -45,8 +47,14 @@ thread_local! {
 /// Installs `observer` for this thread (None removes it) and resets the knobs.
 pub fn install(observer: Option<Box<dyn Observer>>, seed: u64) {
     HOOKS.with(|hooks| {
-        *hooks.borrow_mut() =
-            Hooks { observer, duplicate: 0.0, rng: seed, duplicated: 0, held: BTreeMap::new() };
+        *hooks.borrow_mut() = Hooks {
+            observer,
+            duplicate: 0.0,
+            rng: seed,
+            duplicated: 0,
+            lease_reads: 0,
+            held: BTreeMap::new(),
+        };
     });
 }
 
@@ -58,6 +66,16 @@ pub fn set_duplicate(probability: f64) {
 /// Peer batches duplicated so far on this thread.
 pub fn duplicated() -> u64 {
     HOOKS.with(|hooks| hooks.borrow().duplicated)
+}
+
+/// Counts reads a leader answered from its lease.
+pub fn count_lease_reads(reads: u64) {
+    HOOKS.with(|hooks| hooks.borrow_mut().lease_reads += reads);
+}
+
+/// Reads answered from a leader lease so far on this thread.
+pub fn lease_reads() -> u64 {
+    HOOKS.with(|hooks| hooks.borrow().lease_reads)
 }
 
 /// The duplication fault, for a batch about to be queued on the link `from -> to`:

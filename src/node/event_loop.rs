@@ -16,10 +16,11 @@ use std::sync::Arc;
 
 use crate::env::Network;
 use crate::node::replica::{Replica, ReplyTo};
+use crate::node::ticker::Ticker;
 use crate::node::wire::{
     Envelope, NodeStatus, PeerBatch, RangeStatus, ReadConsistency, Request, Response,
 };
-use crate::raft::{Message, NodeId, Ready, Role, Snapshot, SnapshotMeta, Storage};
+use crate::raft::{Message, NodeId, ReadMode, Ready, Role, Snapshot, SnapshotMeta, Storage};
 use crate::range::descriptor::{
     RangeId, RangeTable, DESCRIPTOR_PREFIX, RESERVED_END, RESERVED_PREFIX,
 };
@@ -48,8 +49,10 @@ pub struct Node {
     /// A range snapshots its state machine once this many entries applied since the last.
     pub snapshot_entries: u64,
     next_read_context: u64,
-    /// Ticks since start (times out reads).
+    /// Ticks performed since start (times out reads).
     ticks: u64,
+    /// When ticks fall due, by the node's clock.
+    pub ticker: Ticker,
 }
 
 impl Node {
@@ -63,6 +66,7 @@ impl Node {
         snapshots: SnapshotStore,
         network: Arc<dyn Network>,
         snapshot_entries: u64,
+        ticker: Ticker,
     ) -> Node {
         Node {
             id,
@@ -75,10 +79,18 @@ impl Node {
             snapshot_entries,
             next_read_context: 1,
             ticks: 0,
+            ticker,
         }
     }
 
-    pub fn tick(&mut self) {
+    /// Performs every tick the clock says is due (ticker.rs).
+    pub fn catch_up_ticks(&mut self) {
+        for _ in 0..self.ticker.take_due() {
+            self.tick();
+        }
+    }
+
+    fn tick(&mut self) {
         self.ticks += 1;
         for replica in self.replicas.values_mut() {
             replica.raft.tick();
@@ -149,9 +161,13 @@ impl Node {
                 }
                 reply.send(replica.read_now(&request));
             }
-            Request::Get { key, .. } => {
+            Request::Get { key, consistency, .. } => {
                 let key = key.clone();
-                self.read(&key, request, reply);
+                let mode = match consistency {
+                    ReadConsistency::Lease => ReadMode::Lease,
+                    _ => ReadMode::ReadIndex,
+                };
+                self.read(&key, mode, request, reply);
             }
             Request::Scan { start, end, .. } => {
                 if end.as_ref().is_some_and(|end| end <= start) {
@@ -162,7 +178,7 @@ impl Node {
                     });
                 }
                 let start = start.clone();
-                self.read(&start, request, reply);
+                self.read(&start, ReadMode::ReadIndex, request, reply);
             }
             Request::RangeTable => reply.send(self.range_table()),
             Request::Status => reply.send(Response::Status(self.status())),
@@ -178,14 +194,21 @@ impl Node {
         replica.propose_write(command, reply, not_leader);
     }
 
-    fn read(&mut self, key: &[u8], request: Request, reply: ReplyTo) {
+    fn read(&mut self, key: &[u8], mode: ReadMode, request: Request, reply: ReplyTo) {
+        // Raft's idea of time must be the clock's before it judges a lease: a leader
+        // that stalled would otherwise still count ticks from before the stall.
+        self.catch_up_ticks();
         let range = self.table.lookup(key).id;
         let context = self.next_read_context;
         self.next_read_context += 1;
         let not_leader = self.not_leader(range);
         let replica =
             self.replicas.get_mut(&range).expect("every range in the table has a replica");
-        replica.start_read(context, self.ticks, request, reply, not_leader);
+        #[cfg(madsim)]
+        let lease_reads = replica.raft.lease_reads();
+        replica.start_read(context, mode, self.ticks, request, reply, not_leader);
+        #[cfg(madsim)]
+        crate::env::sim_hooks::count_lease_reads(replica.raft.lease_reads() - lease_reads);
     }
 
     /// Descriptors as stored under `_/range/` in the meta range, plus addresses.

@@ -4,6 +4,7 @@
 pub mod event_loop;
 pub mod replica;
 pub mod server;
+pub mod ticker;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::env::real_disk::RealDisk;
 use crate::env::real_net::TcpNetwork;
-use crate::env::Disk;
+use crate::env::{Clock, Disk, RealClock};
 use crate::raft::{
     self, ConfState, Entry, HardState, MemStorage, NodeId, RaftGroup, Snapshot, SnapshotMeta,
 };
@@ -29,6 +30,7 @@ use crate::storage::{
 };
 use event_loop::{Event, Node};
 use replica::Replica;
+use ticker::Ticker;
 
 /// How a `rangedb server` was asked to run.
 #[derive(Clone, Debug)]
@@ -86,16 +88,18 @@ pub async fn run_server(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    run_node(config, Arc::new(RealDisk), shutdown).await
+    run_node(config, Arc::new(RealDisk), Arc::new(RealClock), shutdown).await
 }
 
-/// `run_server` on a given disk: the simulation runs the same node on its SimDisk.
+/// `run_server` on a given disk and clock: the simulation runs the same node on its
+/// SimDisk and its skewed, drifting SimClock.
 ///
 /// # Errors
 /// As `run_server`.
 pub async fn run_node(
     config: ServerConfig,
     disk: Arc<dyn Disk>,
+    clock: Arc<dyn Clock>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     validate(&config)?;
@@ -107,7 +111,11 @@ pub async fn run_node(
     let (mut wal, recovery) =
         Wal::open(Arc::clone(&disk), &data_dir.wal_dir(), WalOptions::default())?;
     let snapshots = SnapshotStore::open(Arc::clone(&disk), &data_dir.snap_dir())?;
-    let replicas = recover_replicas(&meta, &descriptors, &snapshots, &mut wal, recovery)?;
+    // A new value at every start (the wall clock in ms): followers report it with their
+    // tick counts so that leaders see a restart (raft::Config::incarnation).
+    let incarnation = clock.wall_ms();
+    let replicas =
+        recover_replicas(&meta, &descriptors, &snapshots, &mut wal, recovery, incarnation)?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| NodeError::Listen { address: config.listen.clone(), source })?;
@@ -122,6 +130,7 @@ pub async fn run_node(
         snapshots,
         network,
         config.snapshot_entries,
+        Ticker::new(clock, Duration::from_millis(config.tick_ms)),
     );
     let (events, inbox) = mpsc::channel::<Event>(8192);
     let admission = server::Admission { me: meta.node_id, cluster: meta.cluster_id, peers };
@@ -134,7 +143,7 @@ pub async fn run_node(
         descriptors.len(),
         voters.len()
     );
-    let result = run_loop(&mut node, inbox, config.tick_ms, shutdown).await;
+    let result = run_loop(&mut node, inbox, shutdown).await;
     acceptor.abort();
     node.fail_all("the server is shutting down");
     let flushed = node.flush().and_then(|()| node.wal.sync());
@@ -142,24 +151,30 @@ pub async fn run_node(
     result.and(flushed.map_err(NodeError::from))
 }
 
-/// Events, ticks and Ready cycles until shutdown or a storage failure.
+/// Events, ticks and Ready cycles until shutdown or a storage failure. Ticks come
+/// from the node's clock (ticker.rs): every turn first performs the ticks due.
 async fn run_loop(
     node: &mut Node,
     mut inbox: mpsc::Receiver<Event>,
-    tick_ms: u64,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     /// Events handled per Ready cycle at most, so ticks and fsyncs are not starved.
     const EVENTS_PER_CYCLE: usize = 4096;
-    let mut ticker = tokio::time::interval(Duration::from_millis(tick_ms));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
+    let next_tick = tokio::time::sleep_until(node.ticker.next_deadline());
+    tokio::pin!(next_tick, shutdown);
+    // The tick the sleep is set for; re-armed only when ticks were done.
+    let mut armed_after = node.ticker.done();
     node.flush()?;
     loop {
+        node.catch_up_ticks();
+        if node.ticker.done() != armed_after || next_tick.is_elapsed() {
+            armed_after = node.ticker.done();
+            next_tick.as_mut().reset(node.ticker.next_deadline());
+        }
         tokio::select! {
             biased;
             () = &mut shutdown => return Ok(()),
-            _ = ticker.tick() => node.tick(),
+            () = &mut next_tick => {} // Performed at the top of the next turn.
             event = inbox.recv() => match event {
                 Some(event) => {
                     node.handle(event);
@@ -279,6 +294,7 @@ fn recover_replicas(
     snapshots: &SnapshotStore,
     wal: &mut Wal,
     mut recovery: WalRecovery,
+    incarnation: u64,
 ) -> Result<BTreeMap<RangeId, Replica>, NodeError> {
     let voters: Vec<NodeId> = meta.peers.keys().copied().collect();
     let node = meta.node_id.0;
@@ -341,9 +357,7 @@ fn recover_replicas(
         let snapshot_index = snapshot.meta.index;
         let store = MemStorage::recover(snapshot, hard_state, entries)
             .map_err(|e| recovery_error(format!("log does not follow its snapshot: {e}")))?;
-        let seed = meta.node_id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ range.0 ^ meta.cluster_id;
-        let mut config = raft::Config::new(meta.node_id, seed);
-        config.heartbeat_tick = HEARTBEAT_TICKS;
+        let config = raft_config(meta, range, incarnation);
         let mut raft = RaftGroup::new(config, store).map_err(|e| recovery_error(e.to_string()))?;
         if voters.len() == 1 {
             raft.campaign();
@@ -374,6 +388,18 @@ fn recover_replicas(
          their peers; they do not vote or serve until a new leader has replicated to them"
     );
     Ok(replicas)
+}
+
+/// The Raft configuration of this node's replica of `range`: leases on (each read says
+/// whether it may use one, `ReadConsistency::Lease`), heartbeats every
+/// `HEARTBEAT_TICKS`.
+fn raft_config(meta: &ClusterMeta, range: RangeId, incarnation: u64) -> raft::Config {
+    let seed = meta.node_id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ range.0 ^ meta.cluster_id;
+    let mut config = raft::Config::new(meta.node_id, seed);
+    config.heartbeat_tick = HEARTBEAT_TICKS;
+    config.lease_read = true;
+    config.incarnation = incarnation;
+    config
 }
 
 /// The recovered entries that extend `snapshot`. If the log holds the snapshot's own

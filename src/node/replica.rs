@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::node::wire::{KeyValue, Request, Response};
-use crate::raft::{Entry, Index, NodeId, RaftGroup, Role, Term};
+use crate::raft::{Entry, Index, NodeId, RaftGroup, ReadMode, Role, Term};
 use crate::range::descriptor::{RangeDescriptor, RangeId};
 use crate::range::kv::{Command, CommandResult, KvStore, RevisionUnavailable, WriteOp};
 
@@ -123,16 +123,17 @@ impl Replica {
         }
     }
 
-    /// Starts a linearizable read tagged `context`.
+    /// Starts a linearizable read tagged `context`, confirmed as `mode` allows.
     pub fn start_read(
         &mut self,
         context: u64,
+        mode: ReadMode,
         now_tick: u64,
         request: Request,
         reply: ReplyTo,
         not_leader: impl Fn(Option<NodeId>) -> Response,
     ) {
-        match self.raft.read_index(context) {
+        match self.raft.read_index(context, mode) {
             Ok(()) => {
                 let read = PendingRead { request, reply, started_tick: now_tick };
                 self.reads_unconfirmed.insert(context, read);

@@ -15,7 +15,7 @@ use crate::range::descriptor::{RangeDescriptor, RangeId};
 pub const MAX_FRAME_BYTES: u32 = 16 << 20;
 
 /// Protocol version in the hello; a mismatch is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A Raft message addressed to one range's replica.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -460,7 +460,7 @@ mod tests {
             },
             MessageBody::AppendResponse { reject: true, index: 3, hint_index: 2, hint_term: 1 },
             MessageBody::Heartbeat { commit: 9, context: 1 },
-            MessageBody::HeartbeatResponse { context: 1 },
+            MessageBody::HeartbeatResponse { context: 1, tick: 300, incarnation: 7 },
             MessageBody::Snapshot {
                 meta,
                 total_len: 100,
@@ -470,7 +470,7 @@ mod tests {
             },
             MessageBody::SnapshotResponse { index: 10, next_offset: 50, reject: false },
             MessageBody::TimeoutNow,
-            MessageBody::ReadIndex { context: 77 },
+            MessageBody::ReadIndex { context: 77, lease: true },
             MessageBody::ReadIndexResponse { context: 77, index: 12, reject: false },
         ]
     }

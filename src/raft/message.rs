@@ -119,8 +119,13 @@ pub enum MessageBody {
         commit: Index,
         context: u64,
     },
+    /// `tick`: the follower's tick counter (ticks since it started) and
+    /// `incarnation`: which run of it counted them; the leader measures the
+    /// follower's tick rate from them for the lease drift guard (tick_rate.rs).
     HeartbeatResponse {
         context: u64,
+        tick: u64,
+        incarnation: u64,
     },
     /// One chunk of a snapshot; `offset` is where `chunk` starts in `data`.
     Snapshot {
@@ -139,9 +144,11 @@ pub enum MessageBody {
     },
     /// Leadership transfer: campaign now.
     TimeoutNow,
-    /// A follower asks its leader for a read index on behalf of a client.
+    /// A follower asks its leader for a read index on behalf of a client; `lease`:
+    /// the leader may answer from its lease (`ReadMode::Lease`).
     ReadIndex {
         context: u64,
+        lease: bool,
     },
     /// `index` is the read index; `reject` when the receiver is not leader.
     ReadIndexResponse {

@@ -32,6 +32,7 @@ mod rng;
 mod snapshot;
 mod step;
 pub mod storage;
+mod tick_rate;
 mod transfer;
 mod unstable;
 
@@ -98,12 +99,18 @@ pub struct Config {
     pub snapshot_chunk_size: u64,
     pub pre_vote: bool,
     pub check_quorum: bool,
-    /// Serve reads from a leader lease instead of a heartbeat round.
+    /// Leader leases are kept, and reads that ask for one (`ReadMode::Lease`) are
+    /// served from it while it is valid instead of waiting for a heartbeat round.
     pub lease_read: bool,
-    /// Ticks subtracted from the election timeout to bound clock drift for leases.
+    /// Ticks subtracted from the election timeout to bound clock drift for leases:
+    /// a lease tolerates followers ticking up to `(election_tick - 1) /
+    /// (election_tick - lease_drift_ticks)` times as fast as the leader (reads.rs).
     pub lease_drift_ticks: u32,
     /// Seed for election jitter.
     pub seed: u64,
+    /// Identifies this run of the replica (a new value at every restart); sent with
+    /// heartbeat responses so the leader knows when a follower's tick count restarted.
+    pub incarnation: u64,
 }
 
 impl Config {
@@ -120,6 +127,7 @@ impl Config {
             lease_read: false,
             lease_drift_ticks: 2,
             seed,
+            incarnation: 0,
         }
     }
 
@@ -141,6 +149,17 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// How a read may be confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Always a heartbeat round a quorum acknowledges (ReadIndex, thesis 6.4).
+    ReadIndex,
+    /// From the leader lease when it is valid (no round trip), else as `ReadIndex`.
+    /// Safe as long as clock rates stay within the drift bound the lease tolerates;
+    /// the leader refuses the lease when it measures them outside it (tick_rate.rs).
+    Lease,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,6 +221,8 @@ pub struct RaftGroup {
     heartbeat_round: u64,
     round_send_ticks: BTreeMap<u64, u64>,
     reads: ReadIndexQueue,
+    /// Reads answered from the lease so far (for the simulation's statistics).
+    lease_reads: u64,
     /// Follower only: a snapshot being received in chunks.
     incoming_snapshot: Option<SnapshotAssembly>,
     messages: Vec<Message>,
@@ -260,6 +281,7 @@ impl RaftGroup {
             heartbeat_round: 0,
             round_send_ticks: BTreeMap::new(),
             reads: ReadIndexQueue::default(),
+            lease_reads: 0,
             incoming_snapshot: None,
             messages: Vec::new(),
             persisted_messages: Vec::new(),
@@ -316,11 +338,17 @@ impl RaftGroup {
     }
 
     /// Starts a linearizable read; the answer arrives as a `ReadState` with `context`.
+    /// `mode` says whether the leader lease may confirm it.
     ///
     /// # Errors
     /// `NotLeader { leader_hint: None }` when no leader is known.
-    pub fn read_index(&mut self, context: u64) -> Result<(), RaftError> {
-        self.handle_read_request(context, None)
+    pub fn read_index(&mut self, context: u64, mode: ReadMode) -> Result<(), RaftError> {
+        self.handle_read_request(context, None, mode == ReadMode::Lease)
+    }
+
+    /// Reads answered from the leader lease since this group was created.
+    pub fn lease_reads(&self) -> u64 {
+        self.lease_reads
     }
 
     /// Leader only: hands leadership to voter `to` once it is caught up. Proposals

@@ -6,6 +6,7 @@
 
 use super::inflights::Inflights;
 use super::message::*;
+use super::tick_rate::TickRate;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgressState {
@@ -45,6 +46,8 @@ pub struct Progress {
     pub acked_round: u64,
     /// Leader tick at which that acknowledged heartbeat was sent (lease start).
     pub acked_send_tick: Option<u64>,
+    /// The follower's tick rate relative to ours (the lease drift guard).
+    pub tick_rate: TickRate,
 }
 
 impl Progress {
@@ -59,6 +62,7 @@ impl Progress {
             recent_active: true,
             acked_round: 0,
             acked_send_tick: None,
+            tick_rate: TickRate::default(),
         }
     }
 

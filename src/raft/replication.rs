@@ -226,13 +226,26 @@ impl RaftGroup {
     /// Follower: a heartbeat; commit is at most what the leader knows we hold.
     pub(super) fn handle_heartbeat(&mut self, from: NodeId, commit: Index, context: u64) {
         self.log.commit_to(commit.min(self.log.last_index()));
-        self.send(from, MessageBody::HeartbeatResponse { context });
+        let (tick, incarnation) = (self.now_tick, self.config.incarnation);
+        self.send(from, MessageBody::HeartbeatResponse { context, tick, incarnation });
     }
 
-    /// Leader: the follower is alive; resume probing and confirm reads.
-    pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, context: u64) {
+    /// Leader: the follower is alive; resume probing, measure its tick rate and
+    /// confirm reads.
+    pub(super) fn handle_heartbeat_response(
+        &mut self,
+        from: NodeId,
+        context: u64,
+        follower_tick: u64,
+        incarnation: u64,
+    ) {
         let sent_tick = self.round_send_ticks.get(&context).copied();
+        let tolerance = self.lease_rate_tolerance();
+        let now = self.now_tick;
         let progress = self.progress.get_mut(&from).expect("leader tracks every voter");
+        if let Some(sent) = sent_tick {
+            progress.tick_rate.observe(context, sent, now, follower_tick, incarnation, tolerance);
+        }
         progress.probe_sent = false;
         if progress.state == ProgressState::Replicate && progress.inflights.full() {
             progress.inflights.free_first_one();

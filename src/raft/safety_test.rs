@@ -94,7 +94,8 @@ impl Sweep {
         let context = self.next_context;
         self.next_context += 1;
         let required = self.applied.keys().next_back().copied().unwrap_or(0);
-        if self.net.node(n).read_index(context).is_ok() {
+        let mode = if self.rng.range(0, 2) == 0 { ReadMode::Lease } else { ReadMode::ReadIndex };
+        if self.net.node(n).read_index(context, mode).is_ok() {
             self.reads_required.insert(context, required);
         }
     }

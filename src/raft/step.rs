@@ -77,12 +77,12 @@ impl RaftGroup {
         progress.recent_active = true;
         match msg.body {
             MessageBody::AppendResponse { .. } => self.handle_append_response(&msg),
-            MessageBody::HeartbeatResponse { context } => {
-                self.handle_heartbeat_response(msg.from, context)
+            MessageBody::HeartbeatResponse { context, tick, incarnation } => {
+                self.handle_heartbeat_response(msg.from, context, tick, incarnation)
             }
             MessageBody::SnapshotResponse { .. } => self.handle_snapshot_response(&msg),
-            MessageBody::ReadIndex { context } => {
-                let _ = self.handle_read_request(context, Some(msg.from));
+            MessageBody::ReadIndex { context, lease } => {
+                let _ = self.handle_read_request(context, Some(msg.from), lease);
             }
             _ => {}
         }

@@ -51,7 +51,7 @@ pub fn check(history: &[Op]) -> (Vec<Violation>, Summary) {
             (Call::Delete { key, .. }, _) => {
                 per_key.entry(key.clone()).or_default().push(base(Some(None), None))
             }
-            (Call::Get { key }, Outcome::Get(found)) => {
+            (Call::Get { key, .. }, Outcome::Get(found)) => {
                 let seen = found.as_ref().map(|(v, _)| intern(v));
                 per_key.entry(key.clone()).or_default().push(base(None, Some(seen)));
             }

@@ -158,7 +158,7 @@ pub fn check(model: &Model, history: &[Op], voters: usize) -> Vec<Violation> {
     }
     for op in history {
         let observations: Vec<(Vec<u8>, Option<(Vec<u8>, u64)>)> = match (&op.call, &op.outcome) {
-            (Call::Get { key }, Outcome::Get(found)) => vec![(key.clone(), found.clone())],
+            (Call::Get { key, .. }, Outcome::Get(found)) => vec![(key.clone(), found.clone())],
             (Call::Scan { start, end }, Outcome::Scan(kvs)) => scan_observations(start, end, kvs),
             _ => continue,
         };
