@@ -89,9 +89,7 @@ impl Drop for TcpNetwork {
 impl Network for TcpNetwork {
     fn send(&self, to: NodeId, batch: Vec<Envelope>) {
         debug_assert_ne!(to, self.me, "messages to self are delivered locally, not sent");
-        if batch.is_empty() {
-            return;
-        }
+        // An empty batch is still sent: it is the node's liveness ping.
         // An unknown peer (e.g. removed from the cluster) or a full queue drops the
         // batch: Raft retransmits whatever matters.
         if let Some(link) = self.links.get(&to) {

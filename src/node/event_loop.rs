@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::env::Network;
+use crate::node::liveness::Liveness;
 use crate::node::replica::{Replica, ReplyTo};
 use crate::node::wire::{
     Envelope, NodeStatus, PeerBatch, RangeStatus, ReadConsistency, Request, Response,
@@ -48,8 +49,10 @@ pub struct Node {
     /// A range snapshots its state machine once this many entries applied since the last.
     pub snapshot_entries: u64,
     next_read_context: u64,
-    /// Ticks since start (times out reads).
+    /// Ticks since start (times out reads, measures peer silence).
     ticks: u64,
+    /// Which peers were heard from lately; wakes quiesced ranges.
+    liveness: Liveness,
 }
 
 impl Node {
@@ -64,6 +67,7 @@ impl Node {
         network: Arc<dyn Network>,
         snapshot_entries: u64,
     ) -> Node {
+        let liveness = Liveness::new(addresses.keys().copied().filter(|&peer| peer != id));
         Node {
             id,
             addresses,
@@ -75,14 +79,35 @@ impl Node {
             snapshot_entries,
             next_read_context: 1,
             ticks: 0,
+            liveness,
         }
     }
 
     pub fn tick(&mut self) {
         self.ticks += 1;
+        let now = self.ticks;
+        if self.liveness.expire(now) {
+            // A peer went silent: leaders run check-quorum again.
+            self.wake_leaders();
+        }
         for replica in self.replicas.values_mut() {
+            if replica.raft.is_quiescent() && !replica.is_leader() {
+                let silent = replica.raft.leader().and_then(|l| self.liveness.silent_ticks(l, now));
+                if let Some(silent) = silent {
+                    replica.raft.wake_leader_silent(u32::try_from(silent).unwrap_or(u32::MAX));
+                }
+            }
             replica.raft.tick();
-            replica.expire_reads(self.ticks);
+            replica.expire_reads(now);
+        }
+    }
+
+    /// Wakes every quiesced range this node leads.
+    fn wake_leaders(&mut self) {
+        for replica in self.replicas.values_mut() {
+            if replica.is_leader() {
+                replica.raft.wake();
+            }
         }
     }
 
@@ -94,6 +119,11 @@ impl Node {
     }
 
     fn handle_peer_batch(&mut self, from: NodeId, batch: PeerBatch) {
+        if self.liveness.heard(from, self.ticks) {
+            // A peer came back (or is heard from for the first time): the ranges we
+            // lead send it heartbeats again, instead of waiting for it to campaign.
+            self.wake_leaders();
+        }
         for Envelope { range, message } in batch.envelopes {
             if message.from != from || message.to != self.id {
                 eprintln!(
@@ -290,13 +320,23 @@ impl Node {
         for (range, ready) in readies {
             self.apply_ready(range, ready)?;
         }
+        self.ping_idle_links();
         Ok(())
     }
 
-    fn send(&self, outbox: BTreeMap<NodeId, Vec<Envelope>>) {
+    fn send(&mut self, outbox: BTreeMap<NodeId, Vec<Envelope>>) {
         for (to, envelopes) in outbox {
             assert_ne!(to, self.id, "{}: Raft addressed a message to its own node", self.id);
             self.network.send(to, envelopes);
+            self.liveness.sent(to, self.ticks);
+        }
+    }
+
+    /// An empty batch to every peer this node sent nothing for a while (liveness.rs).
+    fn ping_idle_links(&mut self) {
+        for peer in self.liveness.due_pings(self.ticks) {
+            self.network.send(peer, Vec::new());
+            self.liveness.sent(peer, self.ticks);
         }
     }
 

@@ -2,6 +2,7 @@
 //! and the boot sequence that rebuilds every replica from the data directory.
 
 pub mod event_loop;
+pub mod liveness;
 pub mod replica;
 pub mod server;
 pub mod wire;
@@ -291,6 +292,7 @@ fn recover_replicas(
         let seed = meta.node_id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ range.0 ^ meta.cluster_id;
         let mut config = raft::Config::new(meta.node_id, seed);
         config.heartbeat_tick = HEARTBEAT_TICKS;
+        config.quiesce = true; // The event loop's node liveness wakes quiesced ranges.
         let mut raft = RaftGroup::new(config, store).map_err(|e| recovery_error(e.to_string()))?;
         if voters.len() == 1 {
             raft.campaign();

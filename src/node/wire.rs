@@ -472,6 +472,7 @@ mod tests {
             MessageBody::TimeoutNow,
             MessageBody::ReadIndex { context: 77 },
             MessageBody::ReadIndexResponse { context: 77, index: 12, reject: false },
+            MessageBody::Quiesce { commit: 12 },
         ]
     }
 

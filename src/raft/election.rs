@@ -44,6 +44,7 @@ impl RaftGroup {
         self.leader_id = None;
         self.election_elapsed = 0;
         self.randomize_election_timeout();
+        self.quiesced = false;
         self.lead_transferee = None;
         self.transfer_elapsed = 0;
         self.lease_revoked = false;

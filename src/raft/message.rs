@@ -145,4 +145,11 @@ pub enum MessageBody {
         index: Index,
         reject: bool,
     },
+    /// The leader's last heartbeat before it goes idle: every follower holds the whole
+    /// log and `commit` is its last index. A follower at `commit` stops ticking too and
+    /// does not answer; one that cannot answers with a `HeartbeatResponse`, which wakes
+    /// the leader.
+    Quiesce {
+        commit: Index,
+    },
 }

@@ -31,7 +31,11 @@ impl RaftGroup {
         // election: every group a node leads beats on the same tick, so the node sends
         // one frame per peer for all of them instead of one on every tick.
         if self.now_tick % u64::from(self.config.heartbeat_tick) == 0 {
-            self.broadcast_heartbeat();
+            if self.config.quiesce && self.can_quiesce() {
+                self.quiesce();
+            } else {
+                self.broadcast_heartbeat();
+            }
         }
     }
 
