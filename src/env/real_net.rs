@@ -305,7 +305,7 @@ mod tests {
                 entries: vec![crate::raft::Entry {
                     term: 1,
                     index: 1,
-                    data: vec![7; (MAX_FRAME_BYTES / 3) as usize],
+                    data: vec![7; (MAX_FRAME_BYTES / 3) as usize].into(),
                 }],
                 commit: 0,
             };

@@ -453,8 +453,8 @@ mod tests {
                 prev_index: 4,
                 prev_term: 1,
                 entries: vec![
-                    Entry { term: 2, index: 5, data: vec![] },
-                    Entry { term: 2, index: 6, data: b"put".to_vec() },
+                    Entry { term: 2, index: 5, data: vec![].into() },
+                    Entry { term: 2, index: 6, data: b"put".to_vec().into() },
                 ],
                 commit: 4,
             },

@@ -21,13 +21,16 @@ pub type Term = u64;
 /// A Raft log index. Index 0 is the empty prefix before the first entry.
 pub type Index = u64;
 
-/// One replicated log entry. `data` empty is a leader's no-op entry.
+/// One replicated log entry. `data` empty is a leader's no-op entry. `data` is a
+/// shared buffer: the Ready, the stable log, the WAL record, every Append and the
+/// committed entries of one entry all hold the same bytes (a copy per holder was a
+/// malloc, a memcpy and a free each, ~10 per entry per node).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub term: Term,
     pub index: Index,
-    #[serde(with = "crate::byte_serde::vec")]
-    pub data: Vec<u8>,
+    #[serde(with = "crate::byte_serde::shared")]
+    pub data: bytes::Bytes,
 }
 
 /// State that must be durable before any message that depends on it is sent.

@@ -312,7 +312,7 @@ impl RaftGroup {
     ///
     /// # Errors
     /// `NotLeader` on a non-leader; `ProposalDropped` during a leadership transfer.
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<Index, RaftError> {
+    pub fn propose(&mut self, data: impl Into<bytes::Bytes>) -> Result<Index, RaftError> {
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader { leader_hint: self.leader_id });
         }
@@ -320,7 +320,7 @@ impl RaftGroup {
             return Err(RaftError::ProposalDropped);
         }
         self.wake();
-        let index = self.append_entry(data);
+        let index = self.append_entry(data.into());
         // The Appends leave with the next Ready (the entries must be in it anyway).
         self.append_pending = true;
         self.debug_check_invariants();

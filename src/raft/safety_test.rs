@@ -165,10 +165,10 @@ impl Sweep {
         for (&n, entries) in &mut self.net.applied {
             for entry in entries.drain(..) {
                 let seen =
-                    self.applied.entry(entry.index).or_insert((entry.term, entry.data.clone()));
+                    self.applied.entry(entry.index).or_insert((entry.term, entry.data.to_vec()));
                 assert_eq!(
                     *seen,
-                    (entry.term, entry.data),
+                    (entry.term, entry.data.to_vec()),
                     "{n} applied a different entry at {}",
                     entry.index
                 );
