@@ -154,21 +154,26 @@ impl Node {
     }
 
     fn handle_client(&mut self, request: Request, reply: ReplyTo) {
-        match &request {
+        // Writes move their key and value into the command (no copy).
+        let request = match request {
             Request::Put { key, value, request_id } => {
-                if let Err(reason) = validate_key(key).and_then(|()| validate_value(value)) {
+                if let Err(reason) = validate_key(&key).and_then(|()| validate_value(&value)) {
                     return reply.send(Response::Invalid { reason });
                 }
-                let op = WriteOp::Put { key: key.clone(), value: value.clone() };
-                self.propose(key, Command { request_id: Some(*request_id), op }, reply);
+                let op = WriteOp::Put { key, value };
+                return self.propose(Command { request_id: Some(request_id), op }, reply);
             }
             Request::Delete { key, request_id } => {
-                if let Err(reason) = validate_key(key) {
+                if let Err(reason) = validate_key(&key) {
                     return reply.send(Response::Invalid { reason });
                 }
-                let op = WriteOp::Delete { key: key.clone() };
-                self.propose(key, Command { request_id: Some(*request_id), op }, reply);
+                let op = WriteOp::Delete { key };
+                return self.propose(Command { request_id: Some(request_id), op }, reply);
             }
+            read => read,
+        };
+        match &request {
+            Request::Put { .. } | Request::Delete { .. } => unreachable!("writes returned above"),
             Request::Get { key, consistency: ReadConsistency::Local, .. } => {
                 let range = self.table.lookup(key).id;
                 let replica =
@@ -195,7 +200,10 @@ impl Node {
         }
     }
 
-    fn propose(&mut self, key: &[u8], command: Command, reply: ReplyTo) {
+    fn propose(&mut self, command: Command, reply: ReplyTo) {
+        let key = match &command.op {
+            WriteOp::Put { key, .. } | WriteOp::Delete { key } => key,
+        };
         let range = self.table.lookup(key).id;
         let not_leader = self.not_leader(range);
         // The table and the replica map are built from the same descriptors.

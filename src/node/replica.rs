@@ -187,7 +187,7 @@ impl Replica {
                 panic!("range {} entry {} is undecodable: {error}", self.id(), entry.index)
             }
         };
-        let result = self.kv.apply(entry.index, &command);
+        let result = self.kv.apply_owned(entry.index, command);
         if let Some(write) = waiting {
             if write.term == entry.term {
                 write.reply.send(match result {

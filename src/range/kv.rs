@@ -153,6 +153,11 @@ impl KvStore {
     /// # Panics
     /// If `index <= applied`.
     pub fn apply(&mut self, index: u64, command: &Command) -> CommandResult {
+        self.apply_owned(index, command.clone())
+    }
+
+    /// `apply`, taking the command: a put's value moves into the store (no copy).
+    pub fn apply_owned(&mut self, index: u64, command: Command) -> CommandResult {
         self.advance_applied(index);
         if let Some(id) = command.request_id {
             if let Some(session) = self.sessions.get(&id.client) {
@@ -165,15 +170,15 @@ impl KvStore {
                 }
             }
         }
-        let result = match &command.op {
+        let result = match command.op {
             WriteOp::Put { key, value } => {
-                self.push_version(key, index, Some(value.clone()));
+                self.push_version(&key, index, Some(value));
                 CommandResult::Put { revision: index }
             }
             WriteOp::Delete { key } => {
-                let existed = self.is_live(key);
+                let existed = self.is_live(&key);
                 if existed {
-                    self.push_version(key, index, None);
+                    self.push_version(&key, index, None);
                 }
                 CommandResult::Delete { revision: index, existed }
             }
