@@ -300,8 +300,14 @@ impl Node {
                 wrote = true;
             }
             if let Some(hard_state) = ready.hard_state {
+                // Term and vote must be durable before anything that relies on them
+                // leaves; a commit index need not be (etcd's MustSync): after a crash
+                // the replica relearns it from the leader. A commit-only record rides
+                // on the next fsync, so a Ready that only moved commit costs none.
+                let durable = replica.raft.store().hard_state();
+                let (term, vote) = (hard_state.term, hard_state.vote);
                 self.wal.append(&WalRecord::HardState { range: *range, hard_state })?;
-                wrote = true;
+                wrote |= term != durable.term || vote != durable.vote;
             }
             readies.push((*range, ready));
         }
@@ -309,8 +315,10 @@ impl Node {
         if wrote {
             self.wal.sync()?;
         }
+        // Hard states are durable only if this cycle synced (a commit-only one may
+        // wait in the WAL buffer for the next sync).
         #[cfg(madsim)]
-        for (range, ready) in &readies {
+        for (range, ready) in readies.iter().filter(|_| wrote) {
             if let Some(hs) = ready.hard_state {
                 let me = self.id;
                 crate::env::sim_hooks::observe(|o| {
