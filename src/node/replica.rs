@@ -112,7 +112,7 @@ impl Replica {
         };
         match self.raft.propose(data) {
             Ok(index) => {
-                let term = self.raft.status().term;
+                let term = self.raft.term();
                 let previous = self.writes.insert(index, PendingWrite { term, reply });
                 assert!(previous.is_none(), "range {} proposed twice at index {index}", self.id());
             }

@@ -392,6 +392,11 @@ impl RaftGroup {
         }
     }
 
+    /// The current term (`status()` without building the voter list).
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
     pub fn leader(&self) -> Option<NodeId> {
         self.leader_id
     }
