@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 
 use crate::raft::NodeId;
 
-/// Ticks without sending a peer anything after which it gets an empty batch.
-pub const PING_TICKS: u64 = 2;
+/// Ticks without sending a peer anything after which it gets an empty batch: 200 ms
+/// at the default tick, so a peer counts as silent only after missing two pings.
+pub const PING_TICKS: u64 = 4;
 /// Ticks without hearing from a peer after which it counts as silent: the base
 /// election timeout, so a missed ping or two does not wake anything.
 pub const SILENT_TICKS: u64 = 10;
@@ -99,10 +100,10 @@ mod tests {
     fn liveness_pings_idle_links_and_expires_silent_peers() {
         let (a, b) = (NodeId(2), NodeId(3));
         let mut liveness = Liveness::new([a, b]);
-        assert_eq!(liveness.due_pings(1), Vec::<NodeId>::new());
-        assert_eq!(liveness.due_pings(2), vec![a, b]);
+        assert_eq!(liveness.due_pings(PING_TICKS - 1), Vec::<NodeId>::new());
+        assert_eq!(liveness.due_pings(PING_TICKS), vec![a, b]);
         liveness.sent(a, 2);
-        assert_eq!(liveness.due_pings(3), vec![b]);
+        assert_eq!(liveness.due_pings(PING_TICKS + 1), vec![b]);
         assert!(liveness.heard(a, 3), "first frame: a came back");
         assert!(!liveness.heard(a, 4));
         assert_eq!(liveness.silent_ticks(a, 5), None);
