@@ -91,7 +91,7 @@ impl Node {
             self.wake_leaders();
         }
         for replica in self.replicas.values_mut() {
-            if replica.raft.is_quiescent() && !replica.is_leader() {
+            if !replica.is_leader() {
                 let silent = replica.raft.leader().and_then(|l| self.liveness.silent_ticks(l, now));
                 if let Some(silent) = silent {
                     replica.raft.wake_leader_silent(u32::try_from(silent).unwrap_or(u32::MAX));

@@ -90,9 +90,12 @@ impl RaftGroup {
     /// The driver has heard nothing from this replica's leader's node for
     /// `silent_ticks`: wake a quiesced follower and count the silence as election
     /// time, up to `election_tick` (past it the follower no longer defends the leader;
-    /// the randomized rest of its timeout still spreads the campaigns).
+    /// the randomized rest of its timeout still spreads the campaigns). An awake
+    /// follower counts it too: one woken by a message, say the pre-vote of a peer
+    /// that noticed the silence a tick earlier, would otherwise reject that pre-vote
+    /// and defend the dead leader for a whole election timeout more.
     pub fn wake_leader_silent(&mut self, silent_ticks: u32) {
-        if !self.quiesced || self.role == Role::Leader {
+        if self.role != Role::Follower {
             return;
         }
         self.quiesced = false;
