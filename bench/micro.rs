@@ -94,7 +94,7 @@ fn wal_group_commit(name: &str, batch: usize) {
         let sent = Instant::now();
         for _ in 0..batch {
             index += 1;
-            let entries = vec![Entry { term: 1, index, data: data.clone() }];
+            let entries = vec![Entry { term: 1, index, data: data.clone().into() }];
             wal.append(&WalRecord::Entries { range: RangeId(1), entries }).expect("append");
         }
         wal.sync().expect("sync");
@@ -238,7 +238,7 @@ fn wire_peer_batch(name: &str) {
                     prev_index: 100,
                     prev_term: 3,
                     entries: (101..105)
-                        .map(|index| Entry { term: 3, index, data: data.clone() })
+                        .map(|index| Entry { term: 3, index, data: data.clone().into() })
                         .collect(),
                     commit: 99,
                 },

@@ -50,8 +50,8 @@ fn write_seed_corpus() {
     let bincode = |value: &dyn erased::Encode| value.encode();
     let message = |body| Message { from: NodeId(1), to: NodeId(2), term: 3, body };
     let entries = vec![
-        Entry { term: 2, index: 5, data: vec![] },
-        Entry { term: 2, index: 6, data: b"put".to_vec() },
+        Entry { term: 2, index: 5, data: vec![].into() },
+        Entry { term: 2, index: 6, data: b"put".to_vec().into() },
     ];
     let conf_state = ConfState { voters: vec![NodeId(1), NodeId(2)], learners: vec![] };
     let meta = SnapshotMeta { index: 10, term: 2, conf_state };
@@ -113,11 +113,11 @@ fn write_seed_corpus() {
         WalRecord::SnapshotInstalled { range: RangeId(2), index: 7, term: 1 },
         WalRecord::Entries {
             range: RangeId(2),
-            entries: vec![Entry { term: 1, index: 8, data: vec![1] }],
+            entries: vec![Entry { term: 1, index: 8, data: vec![1].into() }],
         },
         WalRecord::Entries {
             range: RangeId(1),
-            entries: vec![Entry { term: 3, index: 6, data: vec![] }],
+            entries: vec![Entry { term: 3, index: 6, data: vec![].into() }],
         },
     ];
     let disk = MemDisk::new();

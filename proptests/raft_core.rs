@@ -168,7 +168,7 @@ impl Cluster {
                         expected - 1
                     )));
                 }
-                node.applied.push((entry.index, entry.term, entry.data.clone()));
+                node.applied.push((entry.index, entry.term, entry.data.to_vec()));
                 self.note_applied(n, entry.index, entry.term, &entry.data)?;
             }
             self.nodes.get_mut(&n).expect("node exists").group.advance(ready);

@@ -96,7 +96,7 @@ impl Model {
 
 fn entries(from: Index, count: u64, term: Term) -> Vec<Entry> {
     (from..from + count)
-        .map(|index| Entry { term, index, data: index.to_le_bytes().to_vec() })
+        .map(|index| Entry { term, index, data: index.to_le_bytes().to_vec().into() })
         .collect()
 }
 

@@ -151,7 +151,7 @@ fn resolve(spec: &RecordSpec, state: &State) -> WalRecord {
                 None => (last(range) + 1).saturating_sub(back).max(1),
             };
             let entries = (start..start + count)
-                .map(|index| Entry { term, index, data: vec![index as u8; size] })
+                .map(|index| Entry { term, index, data: vec![index as u8; size].into() })
                 .collect();
             WalRecord::Entries { range: RangeId(range), entries }
         }

@@ -23,7 +23,7 @@ fn entry() -> impl Strategy<Value = Entry> {
     (any::<u64>(), any::<u64>(), bytes(40)).prop_map(|(term, index, data)| Entry {
         term,
         index,
-        data,
+        data: data.into(),
     })
 }
 

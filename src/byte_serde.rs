@@ -27,6 +27,25 @@ pub mod vec {
     }
 }
 
+/// `bytes::Bytes` (a shared, reference-counted buffer) as bytes: the same encoding as
+/// `vec`, so a field can switch between the two without a format change.
+pub mod shared {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(
+        bytes: &bytes::Bytes,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<bytes::Bytes, D::Error> {
+        deserializer.deserialize_bytes(BytesVisitor).map(bytes::Bytes::from)
+    }
+}
+
 /// `Option<Vec<u8>>` as an option of bytes.
 pub mod option {
     use super::*;
@@ -117,6 +136,16 @@ mod tests {
     }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Shared {
+        #[serde(with = "super::shared")]
+        a: bytes::Bytes,
+        #[serde(with = "super::option")]
+        b: Option<Vec<u8>>,
+        #[serde(with = "super::option")]
+        c: Option<Vec<u8>>,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct AsBytes {
         #[serde(with = "super::vec")]
         a: Vec<u8>,
@@ -142,6 +171,11 @@ mod tests {
             let back: AsBytes =
                 bincode::serde::decode_from_std_read(&mut &old[..], config).unwrap();
             assert_eq!(back, bytes);
+            let shared = Shared { a: a.clone().into(), b: bytes.b.clone(), c: None };
+            assert_eq!(bincode::serde::encode_to_vec(&shared, config).unwrap(), old, "len {len}");
+            let (back, _): (Shared, usize) =
+                bincode::serde::decode_from_slice(&old, config).unwrap();
+            assert_eq!(back, shared);
         }
     }
 }

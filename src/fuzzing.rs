@@ -145,7 +145,7 @@ pub fn wal_recovery(data: &[u8]) {
         }
     }
     let fresh = RangeId(first.ranges.keys().next_back().map_or(1, |r| r.0.wrapping_add(1)));
-    let entries = vec![Entry { term: 1, index: 1, data: b"after recovery".to_vec() }];
+    let entries = vec![Entry { term: 1, index: 1, data: b"after recovery".to_vec().into() }];
     let hard_state = HardState { term: 1, vote: Some(NodeId(1)), commit: 1, repair_term: 0 };
     let appended = [
         WalRecord::Entries { range: fresh, entries: entries.clone() },

@@ -53,7 +53,8 @@ pub trait Disk: Send + Sync + 'static {
 }
 
 /// Peer links. `send` never blocks and may drop (Raft retransmits); messages to one
-/// peer in one call travel in one frame and arrive in order or not at all.
+/// peer in one call travel in one frame and arrive in order or not at all. An empty
+/// batch is sent too: it is the node's liveness ping (node/liveness.rs).
 pub trait Network: Send + Sync + 'static {
     fn send(&self, to: NodeId, batch: Vec<Envelope>);
     /// Whether the link to `to` is currently connected (for `rangedb status`).

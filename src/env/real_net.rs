@@ -24,9 +24,10 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::node::wire::{
-    try_encode_frame, Envelope, Hello, PeerBatch, WireError, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    try_encode_frame, try_encode_frame_sized, Envelope, Hello, PeerBatch, WireError,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
-use crate::raft::NodeId;
+use crate::raft::{MessageBody, NodeId};
 
 use super::Network;
 
@@ -89,9 +90,7 @@ impl Drop for TcpNetwork {
 impl Network for TcpNetwork {
     fn send(&self, to: NodeId, batch: Vec<Envelope>) {
         debug_assert_ne!(to, self.me, "messages to self are delivered locally, not sent");
-        if batch.is_empty() {
-            return;
-        }
+        // An empty batch is still sent: it is the node's liveness ping.
         // An unknown peer (e.g. removed from the cluster) or a full queue drops the
         // batch: Raft retransmits whatever matters.
         if let Some(link) = self.links.get(&to) {
@@ -225,8 +224,9 @@ impl PeerTask {
 /// large. Frames come out in message order.
 fn encode_batches(envelopes: Vec<Envelope>, frames: &mut Vec<Vec<u8>>) {
     let count = envelopes.len();
+    let capacity = envelopes.iter().map(envelope_bytes_estimate).sum();
     let batch = PeerBatch { envelopes };
-    match try_encode_frame(&batch) {
+    match try_encode_frame_sized(&batch, capacity) {
         Ok(frame) => frames.push(frame),
         Err(WireError::TooLarge { len, .. }) if count > 1 => {
             debug_assert!(len > MAX_FRAME_BYTES);
@@ -240,6 +240,23 @@ fn encode_batches(envelopes: Vec<Envelope>, frames: &mut Vec<Vec<u8>>) {
             debug_assert!(false, "dropping an unsendable peer message: {error}");
         }
     }
+}
+
+/// About the encoded size of an envelope (its payload bytes plus a fixed allowance for
+/// headers and varints), so a peer frame is allocated once instead of grown by doubling.
+fn envelope_bytes_estimate(envelope: &Envelope) -> usize {
+    const FIXED_BYTES: usize = 48;
+    const PER_ENTRY_BYTES: usize = 24;
+    FIXED_BYTES
+        + match &envelope.message.body {
+            MessageBody::Append { entries, .. } => {
+                entries.iter().map(|e| e.data.len() + PER_ENTRY_BYTES).sum()
+            }
+            MessageBody::Snapshot { chunk, meta, .. } => {
+                chunk.len() + 8 * (meta.conf_state.voters.len() + meta.conf_state.learners.len())
+            }
+            _ => 0,
+        }
 }
 
 #[cfg(test)]
@@ -307,7 +324,7 @@ mod tests {
                 entries: vec![crate::raft::Entry {
                     term: 1,
                     index: 1,
-                    data: vec![7; (MAX_FRAME_BYTES / 3) as usize],
+                    data: vec![7; (MAX_FRAME_BYTES / 3) as usize].into(),
                 }],
                 commit: 0,
             };

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::env::Network;
+use crate::node::liveness::Liveness;
 use crate::node::replica::{Replica, ReplyTo};
 use crate::node::ticker::Ticker;
 use crate::node::wire::{
@@ -49,10 +50,12 @@ pub struct Node {
     /// A range snapshots its state machine once this many entries applied since the last.
     pub snapshot_entries: u64,
     next_read_context: u64,
-    /// Ticks performed since start (times out reads).
+    /// Ticks performed since start (times out reads, measures peer silence).
     ticks: u64,
     /// When ticks fall due, by the node's clock.
     pub ticker: Ticker,
+    /// Which peers were heard from lately; wakes quiesced ranges.
+    liveness: Liveness,
 }
 
 impl Node {
@@ -68,6 +71,7 @@ impl Node {
         snapshot_entries: u64,
         ticker: Ticker,
     ) -> Node {
+        let liveness = Liveness::new(addresses.keys().copied().filter(|&peer| peer != id));
         Node {
             id,
             addresses,
@@ -80,6 +84,7 @@ impl Node {
             next_read_context: 1,
             ticks: 0,
             ticker,
+            liveness,
         }
     }
 
@@ -92,9 +97,29 @@ impl Node {
 
     fn tick(&mut self) {
         self.ticks += 1;
+        let now = self.ticks;
+        if self.liveness.expire(now) {
+            // A peer went silent: leaders run check-quorum again.
+            self.wake_leaders();
+        }
         for replica in self.replicas.values_mut() {
+            if !replica.is_leader() {
+                let silent = replica.raft.leader().and_then(|l| self.liveness.silent_ticks(l, now));
+                if let Some(silent) = silent {
+                    replica.raft.wake_leader_silent(u32::try_from(silent).unwrap_or(u32::MAX));
+                }
+            }
             replica.raft.tick();
-            replica.expire_reads(self.ticks);
+            replica.expire_reads(now);
+        }
+    }
+
+    /// Wakes every quiesced range this node leads.
+    fn wake_leaders(&mut self) {
+        for replica in self.replicas.values_mut() {
+            if replica.is_leader() {
+                replica.raft.wake();
+            }
         }
     }
 
@@ -106,6 +131,11 @@ impl Node {
     }
 
     fn handle_peer_batch(&mut self, from: NodeId, batch: PeerBatch) {
+        if self.liveness.heard(from, self.ticks) {
+            // A peer came back (or is heard from for the first time): the ranges we
+            // lead send it heartbeats again, instead of waiting for it to campaign.
+            self.wake_leaders();
+        }
         for Envelope { range, message } in batch.envelopes {
             if message.from != from || message.to != self.id {
                 eprintln!(
@@ -136,21 +166,26 @@ impl Node {
     }
 
     fn handle_client(&mut self, request: Request, reply: ReplyTo) {
-        match &request {
+        // Writes move their key and value into the command (no copy).
+        let request = match request {
             Request::Put { key, value, request_id } => {
-                if let Err(reason) = validate_key(key).and_then(|()| validate_value(value)) {
+                if let Err(reason) = validate_key(&key).and_then(|()| validate_value(&value)) {
                     return reply.send(Response::Invalid { reason });
                 }
-                let op = WriteOp::Put { key: key.clone(), value: value.clone() };
-                self.propose(key, Command { request_id: Some(*request_id), op }, reply);
+                let op = WriteOp::Put { key, value };
+                return self.propose(Command { request_id: Some(request_id), op }, reply);
             }
             Request::Delete { key, request_id } => {
-                if let Err(reason) = validate_key(key) {
+                if let Err(reason) = validate_key(&key) {
                     return reply.send(Response::Invalid { reason });
                 }
-                let op = WriteOp::Delete { key: key.clone() };
-                self.propose(key, Command { request_id: Some(*request_id), op }, reply);
+                let op = WriteOp::Delete { key };
+                return self.propose(Command { request_id: Some(request_id), op }, reply);
             }
+            read => read,
+        };
+        match &request {
+            Request::Put { .. } | Request::Delete { .. } => unreachable!("writes returned above"),
             Request::Get { key, consistency: ReadConsistency::Local, .. } => {
                 let range = self.table.lookup(key).id;
                 let replica =
@@ -185,7 +220,10 @@ impl Node {
         }
     }
 
-    fn propose(&mut self, key: &[u8], command: Command, reply: ReplyTo) {
+    fn propose(&mut self, command: Command, reply: ReplyTo) {
+        let key = match &command.op {
+            WriteOp::Put { key, .. } | WriteOp::Delete { key } => key,
+        };
         let range = self.table.lookup(key).id;
         let not_leader = self.not_leader(range);
         // The table and the replica map are built from the same descriptors.
@@ -293,8 +331,14 @@ impl Node {
                 wrote = true;
             }
             if let Some(hard_state) = ready.hard_state {
+                // Term and vote must be durable before anything that relies on them
+                // leaves; a commit index need not be (etcd's MustSync): after a crash
+                // the replica relearns it from the leader. A commit-only record rides
+                // on the next fsync, so a Ready that only moved commit costs none.
+                let durable = replica.raft.store().hard_state();
+                let (term, vote) = (hard_state.term, hard_state.vote);
                 self.wal.append(&WalRecord::HardState { range: *range, hard_state })?;
-                wrote = true;
+                wrote |= term != durable.term || vote != durable.vote;
             }
             readies.push((*range, ready));
         }
@@ -302,8 +346,10 @@ impl Node {
         if wrote {
             self.wal.sync()?;
         }
+        // Hard states are durable only if this cycle synced (a commit-only one may
+        // wait in the WAL buffer for the next sync).
         #[cfg(madsim)]
-        for (range, ready) in &readies {
+        for (range, ready) in readies.iter().filter(|_| wrote) {
             if let Some(hs) = ready.hard_state {
                 let me = self.id;
                 crate::env::sim_hooks::observe(|o| {
@@ -321,13 +367,23 @@ impl Node {
         for (range, ready) in readies {
             self.apply_ready(range, ready)?;
         }
+        self.ping_idle_links();
         Ok(())
     }
 
-    fn send(&self, outbox: BTreeMap<NodeId, Vec<Envelope>>) {
+    fn send(&mut self, outbox: BTreeMap<NodeId, Vec<Envelope>>) {
         for (to, envelopes) in outbox {
             assert_ne!(to, self.id, "{}: Raft addressed a message to its own node", self.id);
             self.network.send(to, envelopes);
+            self.liveness.sent(to, self.ticks);
+        }
+    }
+
+    /// An empty batch to every peer this node sent nothing for a while (liveness.rs).
+    fn ping_idle_links(&mut self) {
+        for peer in self.liveness.due_pings(self.ticks) {
+            self.network.send(peer, Vec::new());
+            self.liveness.sent(peer, self.ticks);
         }
     }
 

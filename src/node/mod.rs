@@ -2,6 +2,7 @@
 //! and the boot sequence that rebuilds every replica from the data directory.
 
 pub mod event_loop;
+pub mod liveness;
 pub mod replica;
 pub mod server;
 pub mod ticker;
@@ -399,6 +400,7 @@ fn raft_config(meta: &ClusterMeta, range: RangeId, incarnation: u64) -> raft::Co
     config.heartbeat_tick = HEARTBEAT_TICKS;
     config.lease_read = true;
     config.incarnation = incarnation;
+    config.quiesce = true; // The event loop's node liveness wakes quiesced ranges.
     config
 }
 

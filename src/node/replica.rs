@@ -112,7 +112,7 @@ impl Replica {
         };
         match self.raft.propose(data) {
             Ok(index) => {
-                let term = self.raft.status().term;
+                let term = self.raft.term();
                 let previous = self.writes.insert(index, PendingWrite { term, reply });
                 assert!(previous.is_none(), "range {} proposed twice at index {index}", self.id());
             }
@@ -188,7 +188,7 @@ impl Replica {
                 panic!("range {} entry {} is undecodable: {error}", self.id(), entry.index)
             }
         };
-        let result = self.kv.apply(entry.index, &command);
+        let result = self.kv.apply_owned(entry.index, command);
         if let Some(write) = waiting {
             if write.term == entry.term {
                 write.reply.send(match result {

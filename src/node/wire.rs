@@ -215,10 +215,22 @@ const FRAME_CAPACITY_FIRST: usize = 1024;
 /// `TooLarge` when the payload exceeds `MAX_FRAME_BYTES`; `Decode` if serde refuses the
 /// value (not expected for the wire types).
 pub fn try_encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
+    try_encode_frame_sized(value, FRAME_CAPACITY_FIRST)
+}
+
+/// `try_encode_frame` into a buffer of `capacity` bytes first (a caller that can
+/// estimate a big frame's size saves the doublings and their copies).
+///
+/// # Errors
+/// As `try_encode_frame`.
+pub fn try_encode_frame_sized<T: Serialize>(
+    value: &T,
+    capacity: usize,
+) -> Result<Vec<u8>, WireError> {
     // Reserve the header first so the payload is encoded in place, without a copy.
     // Most frames (client requests and replies) fit the first allocation; bigger ones
     // grow by doubling.
-    let mut frame = Vec::with_capacity(FRAME_CAPACITY_FIRST);
+    let mut frame = Vec::with_capacity(capacity.max(FRAME_HEADER_BYTES));
     frame.resize(FRAME_HEADER_BYTES, 0);
     bincode::serde::encode_into_std_write(value, &mut frame, bincode_config())
         .map_err(|error| WireError::Decode(format!("cannot encode: {error}")))?;
@@ -453,8 +465,8 @@ mod tests {
                 prev_index: 4,
                 prev_term: 1,
                 entries: vec![
-                    Entry { term: 2, index: 5, data: vec![] },
-                    Entry { term: 2, index: 6, data: b"put".to_vec() },
+                    Entry { term: 2, index: 5, data: vec![].into() },
+                    Entry { term: 2, index: 6, data: b"put".to_vec().into() },
                 ],
                 commit: 4,
             },
@@ -472,6 +484,7 @@ mod tests {
             MessageBody::TimeoutNow,
             MessageBody::ReadIndex { context: 77, lease: true },
             MessageBody::ReadIndexResponse { context: 77, index: 12, reject: false },
+            MessageBody::Quiesce { commit: 12 },
         ]
     }
 

@@ -44,6 +44,7 @@ impl RaftGroup {
         self.leader_id = None;
         self.election_elapsed = 0;
         self.randomize_election_timeout();
+        self.quiesced = false;
         self.lead_transferee = None;
         self.transfer_elapsed = 0;
         self.lease_revoked = false;
@@ -90,7 +91,7 @@ impl RaftGroup {
         own.matched = persisted;
         own.next = next;
         // A no-op entry of the new term lets earlier entries commit (paper 5.4.2, 8).
-        self.append_entry(Vec::new());
+        self.append_entry(bytes::Bytes::new());
         if !self.maybe_commit_and_broadcast() {
             self.broadcast_append();
         }

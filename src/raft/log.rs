@@ -8,7 +8,7 @@
 //! ```
 
 use super::message::*;
-use super::storage::{limit_size, MemStorage, Storage, StorageError};
+use super::storage::{entry_size, fitting, MemStorage, Storage, StorageError};
 use super::unstable::Unstable;
 
 #[derive(Clone, Debug)]
@@ -110,9 +110,11 @@ impl RaftLog {
         }
         if high > offset {
             let from = (low.max(offset) - offset) as usize;
-            out.extend_from_slice(&self.unstable.entries[from..(high - offset) as usize]);
+            let tail = &self.unstable.entries[from..(high - offset) as usize];
+            let used = out.iter().map(entry_size).sum();
+            out.extend_from_slice(&tail[..fitting(tail, used, max_bytes)]);
         }
-        Ok(limit_size(&out, max_bytes))
+        Ok(out)
     }
 
     /// Entries from `low` to the end, cut at `max_bytes`.
@@ -226,7 +228,7 @@ mod tests {
     use super::*;
 
     fn entry(index: Index, term: Term) -> Entry {
-        Entry { term, index, data: vec![] }
+        Entry { term, index, data: bytes::Bytes::new() }
     }
 
     fn log_with(terms: &[Term]) -> RaftLog {

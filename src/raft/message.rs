@@ -21,13 +21,16 @@ pub type Term = u64;
 /// A Raft log index. Index 0 is the empty prefix before the first entry.
 pub type Index = u64;
 
-/// One replicated log entry. `data` empty is a leader's no-op entry.
+/// One replicated log entry. `data` empty is a leader's no-op entry. `data` is a
+/// shared buffer: the Ready, the stable log, the WAL record, every Append and the
+/// committed entries of one entry all hold the same bytes (a copy per holder was a
+/// malloc, a memcpy and a free each, ~10 per entry per node).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub term: Term,
     pub index: Index,
-    #[serde(with = "crate::byte_serde::vec")]
-    pub data: Vec<u8>,
+    #[serde(with = "crate::byte_serde::shared")]
+    pub data: bytes::Bytes,
 }
 
 /// State that must be durable before any message that depends on it is sent.
@@ -155,5 +158,12 @@ pub enum MessageBody {
         context: u64,
         index: Index,
         reject: bool,
+    },
+    /// The leader's last heartbeat before it goes idle: every follower holds the whole
+    /// log and `commit` is its last index. A follower at `commit` stops ticking too and
+    /// does not answer; one that cannot answers with a `HeartbeatResponse`, which wakes
+    /// the leader.
+    Quiesce {
+        commit: Index,
     },
 }

@@ -23,6 +23,7 @@ mod invariants;
 mod log;
 pub mod message;
 mod progress;
+mod quiesce;
 mod quorum;
 mod read_index;
 mod reads;
@@ -48,6 +49,8 @@ pub mod testing {
 
 #[cfg(test)]
 mod election_test;
+#[cfg(test)]
+mod quiesce_test;
 #[cfg(test)]
 mod read_index_test;
 #[cfg(test)]
@@ -111,6 +114,10 @@ pub struct Config {
     /// Identifies this run of the replica (a new value at every restart); sent with
     /// heartbeat responses so the leader knows when a follower's tick count restarted.
     pub incarnation: u64,
+    /// An idle group stops ticking and heartbeating (quiesce.rs). Only for a driver
+    /// that watches its peers' liveness and calls `wake`/`wake_leader_silent`: a
+    /// quiesced follower does not notice a dead leader by itself.
+    pub quiesce: bool,
 }
 
 impl Config {
@@ -128,6 +135,7 @@ impl Config {
             lease_drift_ticks: 2,
             seed,
             incarnation: 0,
+            quiesce: false,
         }
     }
 
@@ -238,6 +246,8 @@ pub struct RaftGroup {
     /// one Append per follower, so a burst of proposals costs one message, not one
     /// per proposal.
     append_pending: bool,
+    /// Idle: ticks only advance `now_tick` (quiesce.rs).
+    quiesced: bool,
     /// Debug only: the commit index at the last invariant check.
     checked_commit: Index,
 }
@@ -291,6 +301,7 @@ impl RaftGroup {
             ready_number: 0,
             ready_outstanding: false,
             append_pending: false,
+            quiesced: false,
         };
         group.randomize_election_timeout();
         Ok(group)
@@ -300,6 +311,9 @@ impl RaftGroup {
     /// check-quorum and transfer timeouts on the leader.
     pub fn tick(&mut self) {
         self.now_tick += 1;
+        if self.quiesced {
+            return;
+        }
         match self.role {
             Role::Leader => self.tick_leader(),
             _ => self.tick_election(),
@@ -313,6 +327,9 @@ impl RaftGroup {
     /// None today; kept for messages the core may refuse in future.
     pub fn step(&mut self, msg: Message) -> Result<(), RaftError> {
         assert_eq!(msg.to, self.id, "message for {} stepped into {}", msg.to, self.id);
+        if self.quiesced && !matches!(msg.body, MessageBody::Quiesce { .. }) {
+            self.wake();
+        }
         self.step_message(msg);
         self.maybe_finish_repair();
         self.debug_check_invariants();
@@ -323,14 +340,15 @@ impl RaftGroup {
     ///
     /// # Errors
     /// `NotLeader` on a non-leader; `ProposalDropped` during a leadership transfer.
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<Index, RaftError> {
+    pub fn propose(&mut self, data: impl Into<bytes::Bytes>) -> Result<Index, RaftError> {
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader { leader_hint: self.leader_id });
         }
         if self.lead_transferee.is_some() {
             return Err(RaftError::ProposalDropped);
         }
-        let index = self.append_entry(data);
+        self.wake();
+        let index = self.append_entry(data.into());
         // The Appends leave with the next Ready (the entries must be in it anyway).
         self.append_pending = true;
         self.debug_check_invariants();
@@ -343,6 +361,7 @@ impl RaftGroup {
     /// # Errors
     /// `NotLeader { leader_hint: None }` when no leader is known.
     pub fn read_index(&mut self, context: u64, mode: ReadMode) -> Result<(), RaftError> {
+        self.wake();
         self.handle_read_request(context, None, mode == ReadMode::Lease)
     }
 
@@ -354,12 +373,14 @@ impl RaftGroup {
     /// Leader only: hands leadership to voter `to` once it is caught up. Proposals
     /// are dropped meanwhile; aborted after `election_tick` ticks.
     pub fn transfer_leader(&mut self, to: NodeId) {
+        self.wake();
         self.start_transfer(to);
         self.debug_check_invariants();
     }
 
     /// Starts an election now (used to elect a single-node group without waiting).
     pub fn campaign(&mut self) {
+        self.wake();
         self.hup(false);
         self.debug_check_invariants();
     }
@@ -405,6 +426,11 @@ impl RaftGroup {
         }
     }
 
+    /// The current term (`status()` without building the voter list).
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
     pub fn leader(&self) -> Option<NodeId> {
         self.leader_id
     }
@@ -413,10 +439,10 @@ impl RaftGroup {
         self.role
     }
 
-    /// Idle (leader with every follower caught up, or follower with a live leader):
-    /// the node may stop ticking it. (Quiescence is a later issue; returns false.)
+    /// Idle (quiesce.rs): a tick only advances the lease clock, and the group sends
+    /// nothing until a message, a proposal, a read or `wake` wakes it.
     pub fn is_quiescent(&self) -> bool {
-        false
+        self.quiesced
     }
 
     fn soft_state(&self) -> SoftState {
@@ -486,7 +512,7 @@ impl RaftGroup {
 /// Sent at once: the leader's traffic (its term was durable before it won), `PreVote`
 /// (changes nothing durable), `HeartbeatResponse` (claims no log or vote: a follower
 /// that forgets the term cannot help elect another leader in it, whose voters already
-/// voted durably), `TimeoutNow`, and `ReadIndex`/`ReadIndexResponse`.
+/// voted durably), `TimeoutNow`, `ReadIndex`/`ReadIndexResponse` and `Quiesce`.
 fn needs_persistence(body: &MessageBody) -> bool {
     match body {
         MessageBody::Vote { .. }
@@ -501,6 +527,7 @@ fn needs_persistence(body: &MessageBody) -> bool {
         | MessageBody::Snapshot { .. }
         | MessageBody::TimeoutNow
         | MessageBody::ReadIndex { .. }
-        | MessageBody::ReadIndexResponse { .. } => false,
+        | MessageBody::ReadIndexResponse { .. }
+        | MessageBody::Quiesce { .. } => false,
     }
 }

@@ -68,6 +68,10 @@ impl ReadIndexQueue {
         confirmed
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.waiting_commit.is_empty() && self.unsent.is_empty() && self.pending.is_empty()
+    }
+
     /// Leadership lost: every read is dropped (the driver retries).
     pub fn clear(&mut self) {
         *self = ReadIndexQueue::default();

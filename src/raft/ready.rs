@@ -28,7 +28,8 @@ pub struct ReadState {
 /// 5. `advance(ready)`. Do not call `ready()` again before that.
 ///
 /// A Ready with no `snapshot`, `entries` or `hard_state` needs no fsync: its
-/// `persisted_messages` may go at once. `committed_entries` never include an entry
+/// `persisted_messages` may go at once. Nor does one whose `hard_state` differs from
+/// the last only in `commit` (nothing sent relies on a durable commit index). `committed_entries` never include an entry
 /// not yet durable locally; a `snapshot` comes with no `committed_entries` (the
 /// entries after it come in later Readies).
 #[derive(Debug, Default)]

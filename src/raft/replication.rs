@@ -8,7 +8,7 @@ use super::{RaftGroup, Role};
 
 impl RaftGroup {
     /// Leader: appends one entry of the current term; returns its index.
-    pub(super) fn append_entry(&mut self, data: Vec<u8>) -> Index {
+    pub(super) fn append_entry(&mut self, data: bytes::Bytes) -> Index {
         assert_eq!(self.role, Role::Leader, "{}: only the leader appends", self.id);
         let entry = Entry { term: self.term, index: self.log.last_index() + 1, data };
         self.log.append(&[entry])
@@ -31,7 +31,11 @@ impl RaftGroup {
         // election: every group a node leads beats on the same tick, so the node sends
         // one frame per peer for all of them instead of one on every tick.
         if self.now_tick % u64::from(self.config.heartbeat_tick) == 0 {
-            self.broadcast_heartbeat();
+            if self.config.quiesce && self.can_quiesce() {
+                self.quiesce();
+            } else {
+                self.broadcast_heartbeat();
+            }
         }
     }
 

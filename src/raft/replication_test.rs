@@ -7,7 +7,7 @@ use super::test_network::*;
 use super::*;
 
 fn entry(index: Index, term: Term) -> Entry {
-    Entry { term, index, data: vec![index as u8] }
+    Entry { term, index, data: vec![index as u8].into() }
 }
 
 fn is_append_to(msg: &Message, n: u64) -> bool {

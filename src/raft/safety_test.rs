@@ -20,13 +20,16 @@ struct Sweep {
     next_context: u64,
     reads_served: usize,
     trace: Vec<String>,
+    /// Groups quiesce; a random driver wakes them (as node liveness would).
+    quiesce: bool,
 }
 
 impl Sweep {
-    fn new(seed: u64, lease_read: bool) -> Sweep {
+    fn new(seed: u64, lease_read: bool, quiesce: bool) -> Sweep {
         let net = Network::new(3, |c| {
             c.seed ^= seed.wrapping_mul(0x9E37_79B9);
             c.lease_read = lease_read;
+            c.quiesce = quiesce;
             c.max_inflight_msgs = 4;
             c.max_size_per_msg = 64;
             c.snapshot_chunk_size = 8;
@@ -42,6 +45,7 @@ impl Sweep {
             next_context: 1,
             reads_served: 0,
             trace,
+            quiesce,
         }
     }
 
@@ -65,6 +69,7 @@ impl Sweep {
             }
             65..=74 => self.read(),
             75..=76 => self.partition(),
+            77..=79 if self.quiesce => self.wake_random(),
             80..=82 => self.compact(),
             83 if self.rng.range(0, 4) == 0 => self.restart(),
             _ => self.deliver_random(),
@@ -108,6 +113,16 @@ impl Sweep {
         }
     }
 
+    /// What node liveness does: wakes a leader, or tells a follower its leader's node
+    /// has been silent for a while (safety may not depend on when this happens).
+    fn wake_random(&mut self) {
+        let n = self.pick_node();
+        let silent = self.rng.range(0, 25) as u32;
+        let group = self.net.node(n);
+        group.wake();
+        group.wake_leader_silent(silent);
+    }
+
     fn compact(&mut self) {
         let n = self.pick_node();
         let group = self.net.node(n);
@@ -132,6 +147,7 @@ impl Sweep {
         config.max_inflight_msgs = 4;
         config.max_size_per_msg = 64;
         config.snapshot_chunk_size = 8;
+        config.quiesce = self.quiesce;
         config.seed = self.rng.next_u64();
         let group = RaftGroup::new(config, recovered.unwrap()).unwrap();
         self.net.nodes.insert(id(n), group);
@@ -150,10 +166,10 @@ impl Sweep {
         for (&n, entries) in &mut self.net.applied {
             for entry in entries.drain(..) {
                 let seen =
-                    self.applied.entry(entry.index).or_insert((entry.term, entry.data.clone()));
+                    self.applied.entry(entry.index).or_insert((entry.term, entry.data.to_vec()));
                 assert_eq!(
                     *seen,
-                    (entry.term, entry.data),
+                    (entry.term, entry.data.to_vec()),
                     "{n} applied a different entry at {}",
                     entry.index
                 );
@@ -173,7 +189,11 @@ impl Sweep {
 }
 
 fn run(seed: u64, lease_read: bool, steps: usize) -> Sweep {
-    let mut sweep = Sweep::new(seed, lease_read);
+    run_with(seed, lease_read, false, steps)
+}
+
+fn run_with(seed: u64, lease_read: bool, quiesce: bool, steps: usize) -> Sweep {
+    let mut sweep = Sweep::new(seed, lease_read, quiesce);
     for _ in 0..steps {
         sweep.step();
     }
@@ -185,6 +205,13 @@ impl Sweep {
     /// Liveness with faults off: the group elects a leader, commits, and converges.
     fn converge(&mut self, seed: u64) {
         self.net.heal();
+        if self.quiesce {
+            // The links healed: liveness wakes every quiesced group once.
+            for group in self.net.nodes.values_mut() {
+                group.wake();
+                group.wake_leader_silent(0);
+            }
+        }
         self.net.tick_all(60);
         self.check();
         let leaders = self.net.leaders();
@@ -214,6 +241,15 @@ fn randomized_sweep_keeps_safety() {
             sweep.reads_served,
             sweep.reads_required.len()
         );
+    }
+}
+
+#[test]
+fn randomized_sweep_with_quiescence_keeps_safety() {
+    for seed in 0..40 {
+        let lease_read = seed % 2 == 1;
+        let sweep = run_with(seed, lease_read, true, 1500);
+        assert!(!sweep.leaders.is_empty(), "seed {seed}: no leader was ever elected");
     }
 }
 

@@ -42,6 +42,7 @@ impl RaftGroup {
         let leader = match msg.body {
             MessageBody::Append { .. }
             | MessageBody::Heartbeat { .. }
+            | MessageBody::Quiesce { .. }
             | MessageBody::Snapshot { .. } => Some(msg.from),
             _ => None,
         };
@@ -52,7 +53,9 @@ impl RaftGroup {
     /// A message from a stale term: tell stale leaders and pre-candidates our term.
     fn step_lower_term(&mut self, msg: &Message) {
         match msg.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::Quiesce { .. } => {
                 // With check-quorum or pre-vote a partitioned node may never bump the
                 // stale leader's term by a vote; this answer makes it step down.
                 let body = MessageBody::AppendResponse {
@@ -92,6 +95,7 @@ impl RaftGroup {
         match msg.body {
             MessageBody::Append { .. }
             | MessageBody::Heartbeat { .. }
+            | MessageBody::Quiesce { .. }
             | MessageBody::Snapshot { .. } => {
                 // A leader exists in our term (paper 5.2): return to follower.
                 self.become_follower(msg.term, Some(msg.from));
@@ -113,6 +117,10 @@ impl RaftGroup {
             MessageBody::Heartbeat { commit, context } => {
                 self.heard_from_leader(msg.from);
                 self.handle_heartbeat(msg.from, commit, context);
+            }
+            MessageBody::Quiesce { commit } => {
+                self.heard_from_leader(msg.from);
+                self.handle_quiesce(msg.from, commit);
             }
             MessageBody::Snapshot { .. } => {
                 self.heard_from_leader(msg.from);

@@ -190,16 +190,21 @@ impl Storage for MemStorage {
 
 /// The longest prefix of `entries` within `max_bytes`, but at least one entry.
 pub fn limit_size(entries: &[Entry], max_bytes: u64) -> Vec<Entry> {
-    let mut total = 0;
-    let mut out = Vec::new();
-    for entry in entries {
+    entries[..fitting(entries, 0, max_bytes)].to_vec()
+}
+
+/// How many of `entries` fit after `used_bytes` already taken of `max_bytes`; when
+/// nothing is taken yet, at least one. Counts before copying: copying first and
+/// cutting after copied every entry twice.
+pub fn fitting(entries: &[Entry], used_bytes: u64, max_bytes: u64) -> usize {
+    let mut total = used_bytes;
+    for (taken, entry) in entries.iter().enumerate() {
         total += entry_size(entry);
-        if !out.is_empty() && total > max_bytes {
-            break;
+        if total > max_bytes && (taken > 0 || used_bytes > 0) {
+            return taken;
         }
-        out.push(entry.clone());
     }
-    out
+    entries.len()
 }
 
 #[cfg(test)]
@@ -207,7 +212,7 @@ mod tests {
     use super::*;
 
     fn entry(index: Index, term: Term) -> Entry {
-        Entry { term, index, data: vec![] }
+        Entry { term, index, data: bytes::Bytes::new() }
     }
 
     #[test]

@@ -158,6 +158,6 @@ impl Network {
     /// Applied payloads of node `n`, no-ops skipped.
     pub fn applied_data(&self, n: u64) -> Vec<Vec<u8>> {
         let entries = self.applied.get(&id(n)).cloned().unwrap_or_default();
-        entries.into_iter().filter(|e| !e.data.is_empty()).map(|e| e.data).collect()
+        entries.into_iter().filter(|e| !e.data.is_empty()).map(|e| e.data.to_vec()).collect()
     }
 }

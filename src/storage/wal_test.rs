@@ -6,7 +6,7 @@ use crate::raft::NodeId;
 
 fn entries(term: u64, from: Index, to: Index) -> Vec<Entry> {
     (from..=to)
-        .map(|index| Entry { term, index, data: format!("t{term}i{index}").into_bytes() })
+        .map(|index| Entry { term, index, data: format!("t{term}i{index}").into_bytes().into() })
         .collect()
 }
 
