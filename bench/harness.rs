@@ -22,6 +22,14 @@
 //! With `--local N` the harness starts an N-node cluster of this same binary on
 //! loopback in a temporary directory (fsync on, as always), measures the servers'
 //! CPU time from /proc, then stops them and removes the directory.
+//!
+//! `--target etcd` (a build with `--features etcd`) runs the same driver, key chooser
+//! and report against etcd's v3 API: `--local N` then starts N `etcd` processes the
+//! same way (a static `--initial-cluster`, WAL fsync on, etcd's default), `--endpoints`
+//! names an existing cluster. The workloads see a backend only through [`Target`].
+
+#[cfg(feature = "etcd")]
+mod etcd;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -91,6 +99,161 @@ pub struct BenchArgs {
     /// Print one JSON object per run on stdout (the table goes to stderr).
     #[arg(long)]
     json: bool,
+    /// What to measure: rangedb, or etcd (v3 API; needs a build with
+    /// `--features etcd`). --local starts that server, --endpoints names its clients'
+    /// addresses (etcd: `host:port` of the client URLs).
+    #[arg(long, default_value = "rangedb")]
+    target: String,
+}
+
+/// The system under test.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum TargetKind {
+    Rangedb,
+    #[cfg(feature = "etcd")]
+    Etcd,
+}
+
+impl TargetKind {
+    fn parse(args: &BenchArgs) -> anyhow::Result<TargetKind> {
+        match args.target.as_str() {
+            "rangedb" => Ok(TargetKind::Rangedb),
+            #[cfg(feature = "etcd")]
+            "etcd" if args.read == "lease" => {
+                bail!("--read lease is rangedb's: etcd has no lease reads (use linearizable)")
+            }
+            #[cfg(feature = "etcd")]
+            "etcd" => Ok(TargetKind::Etcd),
+            #[cfg(not(feature = "etcd"))]
+            "etcd" => bail!(
+                "this rangedb was built without etcd support; build it with \
+                 `cargo build --release --features etcd` to use --target etcd"
+            ),
+            other => bail!("--target must be rangedb or etcd, not {other}"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            TargetKind::Rangedb => "rangedb",
+            #[cfg(feature = "etcd")]
+            TargetKind::Etcd => "etcd",
+        }
+    }
+}
+
+/// Why one operation failed: `kind` names it in the error counts (the client error's
+/// variant, or etcd's gRPC status code), `message` says the rest.
+#[derive(Debug)]
+struct OpError {
+    kind: String,
+    message: String,
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for OpError {}
+
+impl From<ClientError> for OpError {
+    fn from(error: ClientError) -> OpError {
+        OpError { kind: error_kind(&error), message: error.to_string() }
+    }
+}
+
+/// One connection to the system under test, with the operations the workloads use.
+/// Cloning shares the connection (a client task holds a clone).
+#[derive(Clone)]
+enum Target {
+    Rangedb(Client),
+    /// Boxed: tonic's client handles are large (clippy's `large_enum_variant`).
+    #[cfg(feature = "etcd")]
+    Etcd(Box<etcd::Connection>),
+}
+
+impl Target {
+    /// `connections` connections to `endpoints`, each to every node.
+    async fn connect(
+        kind: TargetKind,
+        endpoints: &[String],
+        connections: u64,
+    ) -> anyhow::Result<Vec<Target>> {
+        let mut targets = Vec::new();
+        for _ in 0..connections {
+            targets.push(match kind {
+                TargetKind::Rangedb => Target::Rangedb(Client::new(ClientConfig {
+                    endpoints: endpoints.to_vec(),
+                    ..ClientConfig::default()
+                })),
+                #[cfg(feature = "etcd")]
+                TargetKind::Etcd => {
+                    Target::Etcd(Box::new(etcd::Connection::connect(endpoints).await?))
+                }
+            });
+        }
+        Ok(targets)
+    }
+
+    async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), OpError> {
+        match self {
+            Target::Rangedb(client) => Ok(client.put(key, value).await.map(|_| ())?),
+            #[cfg(feature = "etcd")]
+            Target::Etcd(connection) => connection.put(key, value).await,
+        }
+    }
+
+    /// A linearizable read (rangedb: ReadIndex on the range's leader; etcd: its
+    /// default, also ReadIndex, not `--consistency s`).
+    async fn get(&mut self, key: &[u8]) -> Result<(), OpError> {
+        match self {
+            Target::Rangedb(client) => Ok(client.get(key).await.map(|_| ())?),
+            #[cfg(feature = "etcd")]
+            Target::Etcd(connection) => connection.get(key).await,
+        }
+    }
+
+    /// A read from the range leader's lease when it is valid (rangedb only: etcd has
+    /// no lease reads; `--read lease` is refused for it when the flags are parsed).
+    async fn get_lease(&mut self, key: &[u8]) -> Result<(), OpError> {
+        match self {
+            Target::Rangedb(client) => Ok(client.get_lease(key).await.map(|_| ())?),
+            #[cfg(feature = "etcd")]
+            Target::Etcd(_) => Err(OpError {
+                kind: "Unsupported".into(),
+                message: "etcd has no lease reads".into(),
+            }),
+        }
+    }
+
+    async fn delete(&mut self, key: &[u8]) -> Result<(), OpError> {
+        match self {
+            Target::Rangedb(client) => Ok(client.delete(key).await.map(|_| ())?),
+            #[cfg(feature = "etcd")]
+            Target::Etcd(connection) => connection.delete(key).await,
+        }
+    }
+
+    /// Up to `limit` keys from `start` on.
+    async fn scan(&mut self, start: &[u8], limit: u64) -> Result<(), OpError> {
+        match self {
+            Target::Rangedb(client) => Ok(client.scan(start, None, limit).await.map(|_| ())?),
+            #[cfg(feature = "etcd")]
+            Target::Etcd(connection) => connection.scan(start, limit).await,
+        }
+    }
+
+    /// The server's version: etcd reports its own; a rangedb cluster is taken to run
+    /// this binary's version (it does under --local).
+    async fn server_version(&mut self) -> Result<String, OpError> {
+        match self {
+            Target::Rangedb(_) => Ok(env!("CARGO_PKG_VERSION").to_string()),
+            #[cfg(feature = "etcd")]
+            Target::Etcd(connection) => connection.version().await,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -138,17 +301,25 @@ struct LocalCluster {
 }
 
 impl LocalCluster {
-    fn start(nodes: u64) -> anyhow::Result<LocalCluster> {
+    fn start(kind: TargetKind, nodes: u64) -> anyhow::Result<LocalCluster> {
         if nodes == 0 {
             bail!("--local needs at least 1 node");
         }
-        let dir = std::env::temp_dir().join(format!("rangedb-bench-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "rangedb-bench-{}-{}",
+            kind.name(),
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        let mut endpoints = Vec::new();
-        for _ in 0..nodes {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-            endpoints.push(listener.local_addr()?.to_string());
+        match kind {
+            TargetKind::Rangedb => LocalCluster::start_rangedb(dir, nodes),
+            #[cfg(feature = "etcd")]
+            TargetKind::Etcd => etcd::start_local(dir, nodes),
         }
+    }
+
+    fn start_rangedb(dir: PathBuf, nodes: u64) -> anyhow::Result<LocalCluster> {
+        let endpoints = free_loopback_addresses(nodes)?;
         let peers: Vec<String> =
             endpoints.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
         let binary = std::env::current_exe().context("find the rangedb binary")?;
@@ -176,6 +347,18 @@ impl LocalCluster {
             .filter_map(|c| process_cpu_seconds(c.id()))
             .fold((0.0, 0.0), |(u, s), (cu, cs)| (u + cu, s + cs))
     }
+}
+
+/// `count` distinct loopback addresses whose ports were free a moment ago (the servers
+/// bind them right after; another process could take one in between, and the start
+/// then fails loudly).
+fn free_loopback_addresses(count: u64) -> anyhow::Result<Vec<String>> {
+    // Hold every listener until all are chosen so no port is handed out twice.
+    let listeners = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .context("find a free loopback port")?;
+    listeners.iter().map(|l| Ok(l.local_addr()?.to_string())).collect()
 }
 
 impl Drop for LocalCluster {
@@ -298,6 +481,7 @@ impl Rng {
 }
 
 pub fn run(args: &BenchArgs, endpoints: &[String]) -> anyhow::Result<u8> {
+    let kind = TargetKind::parse(args)?;
     let workload = Workload::parse(args)?;
     let chooser = KeyChooser::new(args)?;
     if args.clients == 0 || args.connections == 0 || args.keys == 0 || args.duration == 0 {
@@ -306,10 +490,10 @@ pub fn run(args: &BenchArgs, endpoints: &[String]) -> anyhow::Result<u8> {
     if args.ops == Some(0) {
         bail!("--ops must be at least 1");
     }
-    let local = args.local.map(LocalCluster::start).transpose()?;
+    let local = args.local.map(|nodes| LocalCluster::start(kind, nodes)).transpose()?;
     let endpoints = local.as_ref().map(|l| l.endpoints.clone()).unwrap_or(endpoints.to_vec());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(drive(args, workload, chooser, endpoints, local.as_ref()))
+    runtime.block_on(drive(args, kind, workload, chooser, endpoints, local.as_ref()))
 }
 
 /// Shared between the driver and the client tasks.
@@ -328,17 +512,20 @@ struct Shared {
 
 async fn drive(
     args: &BenchArgs,
+    kind: TargetKind,
     workload: Workload,
     chooser: KeyChooser,
     endpoints: Vec<String>,
     local: Option<&LocalCluster>,
 ) -> anyhow::Result<u8> {
-    let clients: Vec<Client> = (0..args.connections)
-        .map(|_| {
-            Client::new(ClientConfig { endpoints: endpoints.clone(), ..ClientConfig::default() })
-        })
-        .collect();
-    wait_ready(&clients[0]).await?;
+    #[cfg(feature = "etcd")]
+    if kind == TargetKind::Etcd {
+        etcd::wait_members(&endpoints).await?;
+    }
+    let clients = Target::connect(kind, &endpoints, args.connections).await?;
+    wait_ready(&mut clients[0].clone()).await?;
+    let server_version = clients[0].clone().server_version().await.context("server version")?;
+    eprintln!("{} {server_version} at {}", kind.name(), endpoints.join(","));
     if workload.needs_preload() && !args.skip_preload {
         eprintln!("loading {} keys...", args.keys);
         preload(&clients, args).await?;
@@ -378,7 +565,8 @@ async fn drive(
     }
     eprintln!();
     let histogram = shared.histogram.lock().expect("no task panicked holding it");
-    report(args, &histogram, &shared.counters, elapsed, cpu, client_cpu);
+    let target = (kind, server_version.as_str());
+    report(args, target, &histogram, &shared.counters, elapsed, cpu, client_cpu);
     Ok(0)
 }
 
@@ -419,27 +607,31 @@ fn finished(counters: &Counters) -> u64 {
     counters.ok.load(Ordering::Relaxed) + counters.failed.load(Ordering::Relaxed)
 }
 
-async fn wait_ready(client: &Client) -> anyhow::Result<()> {
-    for _ in 0..50 {
-        if client.put(b"bench-ready", b"1").await.is_ok() {
-            return Ok(());
+/// Waits until the cluster accepts a write (a fresh etcd or rangedb cluster first
+/// elects its leaders).
+async fn wait_ready(client: &mut Target) -> anyhow::Result<()> {
+    let mut last_error = None;
+    for _ in 0..100 {
+        match client.put(b"bench-ready", b"1").await {
+            Ok(()) => return Ok(()),
+            Err(error) => last_error = Some(error),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    bail!("the cluster did not accept a write within 10 s")
+    bail!("the cluster did not accept a write within 20 s: {}", last_error.expect("tried"))
 }
 
-async fn preload(clients: &[Client], args: &BenchArgs) -> anyhow::Result<()> {
+async fn preload(clients: &[Target], args: &BenchArgs) -> anyhow::Result<()> {
     let value = vec![b'v'; args.value_size];
     let mut tasks = Vec::new();
     for part in 0..64u64 {
-        let client = clients[(part % clients.len() as u64) as usize].clone();
+        let mut client = clients[(part % clients.len() as u64) as usize].clone();
         let (value, keys) = (value.clone(), args.keys);
         tasks.push(tokio::spawn(async move {
             for i in (part..keys).step_by(64) {
                 client.put(&bench_key(i), &value).await?;
             }
-            Ok::<(), ClientError>(())
+            Ok::<(), OpError>(())
         }));
     }
     for task in tasks {
@@ -458,26 +650,26 @@ fn bench_key(i: u64) -> Vec<u8> {
 
 /// One operation of the workload on `key`.
 async fn one_op(
-    client: &Client,
+    client: &mut Target,
     workload: Workload,
     key: &[u8],
     value: &[u8],
     rng: &mut Rng,
-) -> Result<(), ClientError> {
+) -> Result<(), OpError> {
     match workload {
-        Workload::Put => client.put(key, value).await.map(|_| ()),
-        Workload::Get { lease: false } => client.get(key).await.map(|_| ()),
-        Workload::Get { lease: true } => client.get_lease(key).await.map(|_| ()),
+        Workload::Put => client.put(key, value).await,
+        Workload::Get { lease: false } => client.get(key).await,
+        Workload::Get { lease: true } => client.get_lease(key).await,
         Workload::Mixed { read_ratio, lease } if rng.unit() < read_ratio => {
             if lease {
-                client.get_lease(key).await.map(|_| ())
+                client.get_lease(key).await
             } else {
-                client.get(key).await.map(|_| ())
+                client.get(key).await
             }
         }
-        Workload::Mixed { .. } => client.put(key, value).await.map(|_| ()),
-        Workload::Scan { limit } => client.scan(key, None, limit).await.map(|_| ()),
-        Workload::Delete => client.delete(key).await.map(|_| ()),
+        Workload::Mixed { .. } => client.put(key, value).await,
+        Workload::Scan { limit } => client.scan(key, limit).await,
+        Workload::Delete => client.delete(key).await,
     }
 }
 
@@ -486,7 +678,7 @@ fn error_kind(error: &ClientError) -> String {
     format!("{error:?}").split([' ', '{', '(']).next().unwrap_or("?").to_string()
 }
 
-async fn client_loop(task: u64, client: Client, shared: Arc<Shared>) {
+async fn client_loop(task: u64, mut client: Target, shared: Arc<Shared>) {
     let args = &shared.args;
     let value = vec![b'x'; args.value_size];
     let mut rng = Rng::new(task);
@@ -513,7 +705,7 @@ async fn client_loop(task: u64, client: Client, shared: Arc<Shared>) {
             }
         }
         let key = bench_key(shared.chooser.next(&mut rng));
-        let result = one_op(&client, shared.workload, &key, &value, &mut rng).await;
+        let result = one_op(&mut client, shared.workload, &key, &value, &mut rng).await;
         // Latency from the intended send time: a request that waited behind a stalled
         // one is charged for the wait (open loop); in closed loop they coincide.
         let micros = intended.elapsed().as_micros() as u64;
@@ -530,8 +722,8 @@ async fn client_loop(task: u64, client: Client, shared: Arc<Shared>) {
             }
             Err(error) => {
                 shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-                let kind = error_kind(&error);
-                *shared.counters.errors.lock().expect("not poisoned").entry(kind).or_default() += 1;
+                let mut errors = shared.counters.errors.lock().expect("not poisoned");
+                *errors.entry(error.kind).or_default() += 1;
             }
         }
     }
@@ -540,6 +732,7 @@ async fn client_loop(task: u64, client: Client, shared: Arc<Shared>) {
 
 fn report(
     args: &BenchArgs,
+    (kind, server_version): (TargetKind, &str),
     histogram: &Histogram<u64>,
     counters: &Counters,
     elapsed: f64,
@@ -560,9 +753,10 @@ fn report(
         _ => args.workload.clone(),
     };
     let table = format!(
-        "workload  dist     loop          clients  value  ops/s      p50 ms  p90 ms  p99 ms  \
-         p99.9 ms  max ms   server cpu/op\n\
-         {:<9} {:<8} {:<13} {:<8} {:<6} {:<10.0} {:<7.2} {:<7.2} {:<7.2} {:<9.2} {:<8.2} {}",
+        "target   workload  dist     loop          clients  value  ops/s      p50 ms  p90 ms  \
+         p99 ms  p99.9 ms  max ms   server cpu/op\n\
+         {:<8} {:<9} {:<8} {:<13} {:<8} {:<6} {:<10.0} {:<7.2} {:<7.2} {:<7.2} {:<9.2} {:<8.2} {}",
+        kind.name(),
         workload,
         args.distribution,
         mode,
@@ -599,7 +793,7 @@ fn report(
     let errors: Vec<String> = errors.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
     let null = || "null".to_string();
     println!(
-        "{{\"version\":\"{}\",\"workload\":\"{}\",\"read\":\"{}\",\"read_ratio\":{},\"scan_limit\":{},\
+        "{{\"version\":\"{}\",\"target\":\"{}\",\"target_version\":\"{}\",\"workload\":\"{}\",\"read\":\"{}\",\"read_ratio\":{},\"scan_limit\":{},\
          \"distribution\":\"{}\",\"zipf_theta\":{},\"loop\":\"{}\",\"target_rate\":{},\
          \"clients\":{},\"connections\":{},\"value_size\":{},\"keys\":{},\"local_nodes\":{},\
          \"warmup_s\":{},\"duration_s\":{elapsed:.3},\"durability\":\"fsync\",\
@@ -607,6 +801,8 @@ fn report(
          \"p90_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\
          \"server_cpu_us_per_op\":{},\"server_system_cpu_us_per_op\":{},\"client_cpu_us_per_op\":{},\"errors\":{{{}}}}}",
         env!("CARGO_PKG_VERSION"),
+        kind.name(),
+        server_version,
         args.workload,
         args.read,
         args.read_ratio,
@@ -660,6 +856,27 @@ mod tests {
         // Theta 0.99 over 1,000 keys: the hottest key takes roughly 13% of draws.
         assert!(counts[0] > 8_000 && counts[0] < 20_000, "hottest {}", counts[0]);
         assert!(counts[999] < 100);
+    }
+
+    #[test]
+    fn target_is_rangedb_by_default_and_etcd_only_with_the_feature() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let parse = |flags: &[&str]| {
+            let bench = Wrap::parse_from(std::iter::once("bench").chain(flags.iter().copied()));
+            TargetKind::parse(&bench.bench)
+        };
+        assert_eq!(parse(&[]).unwrap(), TargetKind::Rangedb);
+        assert!(parse(&["--target", "zookeeper"]).is_err());
+        let etcd = parse(&["--target", "etcd"]);
+        #[cfg(feature = "etcd")]
+        assert_eq!(etcd.unwrap(), TargetKind::Etcd);
+        #[cfg(not(feature = "etcd"))]
+        assert!(etcd.unwrap_err().to_string().contains("--features etcd"));
     }
 
     #[test]
