@@ -160,6 +160,7 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
     let start = Instant::now();
     let observer = SafetyObserver { state: safety.clone(), start };
     sim_hooks::install(Some(Box::new(observer)), plan.seed);
+    sim_hooks::set_fsync_latency(plan.fsync_us.0, plan.fsync_us.1);
     let mut cluster = Cluster::start(&plan);
     let history = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));

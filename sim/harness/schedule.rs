@@ -195,11 +195,21 @@ pub struct Plan {
     pub client_attempt_ms: u64,
     /// Percentage of the workload's gets that may be answered from a leader lease.
     pub lease_get_percent: u64,
+    /// How long a WAL fsync takes, in microseconds: usually up to the first, one in 50
+    /// up to the second. A crash can fall between a batch's write and its sync.
+    pub fsync_us: (u64, u64),
     /// Length of the fault phase; the heal phase follows.
     pub fault_ms: u64,
     /// 0 (gentle) .. 1 (brutal).
     pub intensity: f64,
     pub steps: Vec<Step>,
+}
+
+/// A seed's fsync latency, from a stream of its own so no other draw moves: fast
+/// (NVMe, 50 us) to slow (a busy SATA disk, 2 ms), with stalls up to 5-40 ms.
+fn fsync_latency(seed: u64) -> (u64, u64) {
+    let mut rng = Rng::new(seed ^ 0xf5_7c_0f_f5_7c);
+    (rng.between(50, 2_000), rng.between(5_000, 40_000))
 }
 
 impl Plan {
@@ -217,6 +227,7 @@ impl Plan {
             tick_ms: 20,
             client_attempt_ms: 800,
             lease_get_percent: 50,
+            fsync_us: fsync_latency(seed),
             fault_ms,
             intensity,
             steps: Vec::new(),
@@ -452,13 +463,16 @@ impl Plan {
     /// The readable schedule.
     pub fn describe(&self) -> String {
         let mut out = format!(
-            "plan: scenario {} nodes {} clients {} snapshot_entries {} intensity {:.2} fault phase {} ms\n",
+            "plan: scenario {} nodes {} clients {} snapshot_entries {} intensity {:.2} fault phase {} ms \
+             fsync up to {} us (stalls {} us)\n",
             self.scenario.name(),
             self.nodes,
             self.clients,
             self.snapshot_entries,
             self.intensity,
-            self.fault_ms
+            self.fault_ms,
+            self.fsync_us.0,
+            self.fsync_us.1
         );
         if self.steps.is_empty() {
             out.push_str("  (no faults)\n");

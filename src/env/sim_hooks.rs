@@ -38,6 +38,8 @@ struct Hooks {
     lease_reads: u64,
     /// Per link (from, to): a copy of an earlier batch, to be delivered again later.
     held: BTreeMap<(NodeId, NodeId), Vec<Envelope>>,
+    /// How long a WAL fsync takes: (usual upper bound, rare stall) in microseconds.
+    fsync_us: (u64, u64),
 }
 
 thread_local! {
@@ -54,6 +56,7 @@ pub fn install(observer: Option<Box<dyn Observer>>, seed: u64) {
             duplicated: 0,
             lease_reads: 0,
             held: BTreeMap::new(),
+            fsync_us: (0, 0),
         };
     });
 }
@@ -104,6 +107,34 @@ pub fn duplicate(from: NodeId, to: NodeId, batch: &[Envelope]) -> Option<Vec<Env
             return Some(batch.to_vec());
         }
         hooks.held.insert((from, to), batch.to_vec())
+    })
+}
+
+/// Sets how long WAL fsyncs take: up to `usual_us`, and one in 50 up to `stall_us`.
+pub fn set_fsync_latency(usual_us: u64, stall_us: u64) {
+    HOOKS.with(|hooks| hooks.borrow_mut().fsync_us = (usual_us, stall_us));
+}
+
+/// How long the next WAL fsync takes (zero when not set). The node waits this long
+/// between writing a batch and completing its sync, so a crash can fall in between,
+/// as it can on a real disk: whatever was sent before the sync completes may then
+/// refer to data the crash loses.
+pub fn fsync_latency() -> std::time::Duration {
+    HOOKS.with(|hooks| {
+        let mut hooks = hooks.borrow_mut();
+        let (usual, stall) = hooks.fsync_us;
+        if usual == 0 {
+            return std::time::Duration::ZERO;
+        }
+        let mut draw = || {
+            hooks.rng = hooks
+                .rng
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            hooks.rng >> 11
+        };
+        let bound = if draw() % 50 == 0 { stall.max(usual) } else { usual };
+        std::time::Duration::from_micros(1 + draw() % bound)
     })
 }
 

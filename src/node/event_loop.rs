@@ -38,6 +38,13 @@ pub enum Event {
     Client { request: Request, reply: ReplyTo },
 }
 
+/// A Ready cycle between its write and its sync (`Node::flush_write`).
+pub struct Cycle {
+    readies: Vec<(RangeId, Ready)>,
+    /// Whether a record that must be durable was buffered: the sync is needed.
+    pub wrote: bool,
+}
+
 pub struct Node {
     pub id: NodeId,
     /// Every member's client/peer address, this node's included.
@@ -308,6 +315,13 @@ impl Node {
     /// Runs the Ready cycle for every range with work: persist with one fsync, send,
     /// apply, advance.
     pub fn flush(&mut self) -> Result<(), StorageError> {
+        let cycle = self.flush_write()?;
+        self.flush_sync(cycle)
+    }
+
+    /// The first half of a Ready cycle: takes every Ready, buffers its records in the
+    /// WAL and sends what may leave before they are durable (the leader's Appends).
+    pub fn flush_write(&mut self) -> Result<Cycle, StorageError> {
         let mut readies: Vec<(RangeId, Ready)> = Vec::new();
         let mut send_now: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
         let mut wrote = false;
@@ -343,6 +357,14 @@ impl Node {
             readies.push((*range, ready));
         }
         self.send(send_now);
+        Ok(Cycle { readies, wrote })
+    }
+
+    /// The second half: one fsync if anything must be durable, then the messages that
+    /// depended on it, then apply. The simulation lets time pass between the halves
+    /// (`sim_hooks::fsync_latency`), as a real fsync takes.
+    pub fn flush_sync(&mut self, cycle: Cycle) -> Result<(), StorageError> {
+        let Cycle { mut readies, wrote } = cycle;
         if wrote {
             self.wal.sync()?;
         }

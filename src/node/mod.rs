@@ -189,7 +189,12 @@ async fn run_loop(
                 None => return Ok(()),
             },
         }
-        node.flush()?;
+        let cycle = node.flush_write()?;
+        #[cfg(madsim)]
+        if cycle.wrote {
+            tokio::time::sleep(crate::env::sim_hooks::fsync_latency()).await;
+        }
+        node.flush_sync(cycle)?;
     }
 }
 
