@@ -11,22 +11,10 @@
 set -euo pipefail
 OPS=${1:-5000}
 shift || true
-BIN=${BIN:-target/release/rangedb}
-OUT=${OUT:-/tmp/rangedb-callgrind}
-BASE=${BASE:-7400}
-rm -rf "$OUT" && mkdir -p "$OUT"
-P="1=127.0.0.1:$((BASE + 1)),2=127.0.0.1:$((BASE + 2)),3=127.0.0.1:$((BASE + 3))"
-E="127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 2)),127.0.0.1:$((BASE + 3))"
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait || true; }
-trap cleanup EXIT
-for i in 1 2 3; do
-  # Ticks of 200 ms: valgrind slows the servers ~50x; keep elections from firing.
-  valgrind --tool=callgrind --callgrind-out-file="$OUT/node$i.%p" \
-    "$BIN" server --id $i --listen 127.0.0.1:$((BASE + i)) --peers "$P" \
-    --data-dir "$OUT/data$i" --tick-ms 200 2>"$OUT/node$i.log" &
-  PIDS+=($!)
-done
+source "$(dirname "$0")/cluster.sh"
+cluster_setup callgrind 7400
+# Ticks of 200 ms: valgrind slows the servers ~50x; keep elections from firing.
+cluster_start valgrind --tool=callgrind --callgrind-out-file="$OUT/node%i.%p" -- --tick-ms 200
 "$BIN" bench --endpoints "$E" --ops $((OPS / 4)) --warmup 0 "$@" >/dev/null 2>&1
 for pid in "${PIDS[@]}"; do callgrind_control -z "$pid" >/dev/null; done
 "$BIN" bench --endpoints "$E" --ops "$OPS" --warmup 0 --skip-preload "$@" 2>/dev/null

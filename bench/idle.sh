@@ -6,22 +6,11 @@
 set -euo pipefail
 RANGES=${1:-64}
 SECONDS_IDLE=${2:-20}
-BIN=${BIN:-target/release/rangedb}
-OUT=${OUT:-/tmp/rangedb-idle}
-BASE=${BASE:-7600}
-rm -rf "$OUT" && mkdir -p "$OUT"
-P="1=127.0.0.1:$((BASE + 1)),2=127.0.0.1:$((BASE + 2)),3=127.0.0.1:$((BASE + 3))"
-E="127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 2)),127.0.0.1:$((BASE + 3))"
+source "$(dirname "$0")/cluster.sh"
+cluster_setup idle 7600
 # RANGES - 3 split keys: with the meta range around "_/" that makes RANGES ranges.
 SPLITS=$(seq 1 $((RANGES - 3)) | awk '{printf "%sk%04d", (NR > 1 ? "," : ""), $1 * 100}')
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait || true; }
-trap cleanup EXIT
-for i in 1 2 3; do
-  "$BIN" server --id $i --listen 127.0.0.1:$((BASE + i)) --peers "$P" \
-    --data-dir "$OUT/data$i" --split-keys "$SPLITS" 2>"$OUT/node$i.log" &
-  PIDS+=($!)
-done
+cluster_start -- --split-keys "$SPLITS"
 # One write, so every node is up and the leaders are elected.
 for _ in $(seq 50); do "$BIN" --endpoints "$E" put idle-ready 1 >/dev/null 2>&1 && break; sleep 0.2; done
 echo "ranges with a leader: $("$BIN" --endpoints "$E" status 2>/dev/null | awk '$1 ~ /^r[0-9]/ && $4 ~ /^n/' | wc -l)"

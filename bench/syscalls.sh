@@ -6,34 +6,19 @@
 set -euo pipefail
 OPS=${1:-20000}
 shift || true
-BIN=${BIN:-target/release/rangedb}
-OUT=${OUT:-/tmp/rangedb-syscalls}
-BASE=${BASE:-7500}
-rm -rf "$OUT" && mkdir -p "$OUT"
-P="1=127.0.0.1:$((BASE + 1)),2=127.0.0.1:$((BASE + 2)),3=127.0.0.1:$((BASE + 3))"
-E="127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 2)),127.0.0.1:$((BASE + 3))"
-PIDS=()
-TRACERS=()
-cleanup() {
-  for pid in "${TRACERS[@]}" "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait || true
-}
-trap cleanup EXIT
-for i in 1 2 3; do
-  "$BIN" server --id $i --listen 127.0.0.1:$((BASE + i)) --peers "$P" \
-    --data-dir "$OUT/data$i" 2>"$OUT/node$i.log" &
-  PIDS+=($!)
-done
+source "$(dirname "$0")/cluster.sh"
+cluster_setup syscalls 7500
+cluster_start --
 "$BIN" bench --endpoints "$E" --ops $((OPS / 4)) --warmup 0 "$@" >/dev/null 2>&1
 for i in 1 2 3; do
   strace -c -f -o "$OUT/strace$i" -p "${PIDS[$((i - 1))]}" 2>/dev/null &
-  TRACERS+=($!)
+  HELPERS+=($!)
 done
 sleep 0.5
 "$BIN" bench --endpoints "$E" --ops "$OPS" --warmup 0 --skip-preload "$@" 2>/dev/null
-for pid in "${TRACERS[@]}"; do kill -INT "$pid"; done
-wait "${TRACERS[@]}" 2>/dev/null || true
-TRACERS=()
+for pid in "${HELPERS[@]}"; do kill -INT "$pid"; done
+wait "${HELPERS[@]}" 2>/dev/null || true
+HELPERS=()
 # strace -c rows: % time, seconds, usecs/call, calls, [errors], syscall.
 cat "$OUT"/strace? | awk -v ops="$OPS" '
   $1 ~ /^[0-9.]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" { n[$NF] += $4; t += $4 }
