@@ -112,6 +112,10 @@ struct ServerArgs {
     /// many applied entries.
     #[arg(long, default_value_t = 10_000)]
     snapshot_entries: u64,
+    /// Revisions of history each range keeps readable below its newest one (`get
+    /// --revision` older than that is refused as compacted); "all" keeps every version.
+    #[arg(long, default_value = "10000", value_parser = parse_history)]
+    history_revisions: u64,
 }
 
 fn main() -> ExitCode {
@@ -127,6 +131,16 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::from(EXIT_ERROR)
         }
+    }
+}
+
+/// clap's value parser for `--history-revisions`: a count, or "all".
+fn parse_history(text: &str) -> Result<u64, String> {
+    match text {
+        "all" => Ok(u64::MAX),
+        _ => text
+            .parse()
+            .map_err(|_| format!("expected a number of revisions or \"all\", got {text:?}")),
     }
 }
 
@@ -182,6 +196,7 @@ fn server_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
         split_keys,
         tick_ms: args.tick_ms,
         snapshot_entries: args.snapshot_entries,
+        history_revisions: args.history_revisions,
     })
 }
 

@@ -1,7 +1,9 @@
 //! The KV state machine (`KvStore`) against a model: a plain map per applied index,
 //! and a table of every (client, seq) result for request-id deduplication. Random
 //! puts, deletes, no-ops, retries, gets and scans at any revision with limits, and
-//! snapshot-then-restore in the middle.
+//! snapshot-then-restore in the middle; with all history kept or only the last few
+//! revisions (compaction: older reads are refused, newer ones still see every version
+//! they should).
 
 use std::collections::BTreeMap;
 
@@ -76,9 +78,9 @@ impl Model {
         self.states.last().expect("never empty").0
     }
 
-    /// The state as of `revision`; None beyond the applied index.
-    fn at(&self, revision: u64) -> Option<&State> {
-        if revision > self.applied() {
+    /// The state as of `revision`; None beyond the applied index or below `first`.
+    fn at(&self, revision: u64, first: u64) -> Option<&State> {
+        if revision > self.applied() || revision < first {
             return None;
         }
         let count = self.states.partition_point(|(index, _)| *index <= revision);
@@ -117,16 +119,19 @@ fn model_kvs<'a>(items: impl Iterator<Item = (&'a Vec<u8>, &'a (Vec<u8>, u64))>)
         .collect()
 }
 
-fn unavailable(revision: u64, applied: u64) -> RevisionUnavailable {
-    RevisionUnavailable { revision, first: 0, last: applied }
+fn unavailable(revision: u64, first: u64, applied: u64) -> RevisionUnavailable {
+    RevisionUnavailable { revision, first, last: applied }
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// `history`: revisions kept below the applied index (u64::MAX: all).
+fn run(ops: Vec<Op>, history: u64) -> Result<(), TestCaseError> {
     let mut store = KvStore::new();
+    store.set_history(history);
     let mut model =
         Model { states: vec![(0, State::new())], results: BTreeMap::new(), sent: vec![] };
     for op in ops {
         let applied = model.applied();
+        let first = applied.saturating_sub(history);
         match op {
             Op::Write { gap, op, id } => {
                 let request_id = id.map(|(client, seq)| RequestId { client, seq });
@@ -153,15 +158,15 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Get { key, back } => {
                 // `back` 0 asks one past the applied index: unavailable.
                 let revision = (applied + 1).saturating_sub(back);
-                let expected = match model.at(revision) {
-                    None => Err(unavailable(revision, applied)),
+                let expected = match model.at(revision, first) {
+                    None => Err(unavailable(revision, first, applied)),
                     Some(state) => Ok(model_kvs(state.get_key_value(&key).into_iter()).pop()),
                 };
                 prop_assert_eq!(store.get(&key, Some(revision)), expected);
             }
             Op::Scan { start, end, limit, back } => {
                 let revision = (applied + 1).saturating_sub(back);
-                let expected = model.at(revision).map(|state| {
+                let expected = model.at(revision, first).map(|state| {
                     let items = state
                         .iter()
                         .filter(|(k, _)| **k >= start && end.as_ref().is_none_or(|end| *k < end));
@@ -171,12 +176,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                     kvs
                 });
-                let expected = expected.ok_or_else(|| unavailable(revision, applied));
+                let expected = expected.ok_or_else(|| unavailable(revision, first, applied));
                 let got = store.scan(&start, end.as_deref(), limit, Some(revision));
                 prop_assert_eq!(got, expected);
             }
             Op::SnapshotRestore => {
-                let restored = KvStore::restore(&store.snapshot()).expect("own snapshot");
+                let mut restored = KvStore::restore(&store.snapshot()).expect("own snapshot");
+                restored.set_history(history);
                 prop_assert_eq!(&restored, &store);
                 store = restored;
             }
@@ -194,6 +200,14 @@ proptest! {
 
     #[test]
     fn kv_store_matches_model(ops in vec(op(), 0..120)) {
-        run(ops)?;
+        run(ops, u64::MAX)?;
+    }
+
+    #[test]
+    fn kv_store_with_bounded_history_matches_model(
+        ops in vec(op(), 0..200),
+        history in prop_oneof![Just(0u64), 1u64..12],
+    ) {
+        run(ops, history)?;
     }
 }

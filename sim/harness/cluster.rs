@@ -77,6 +77,7 @@ impl Cluster {
                 split_keys: None,
                 tick_ms: plan.tick_ms,
                 snapshot_entries: plan.snapshot_entries,
+                history_revisions: plan.history_revisions,
             };
             let (d, s, e, c) = (disk.clone(), shutdown.clone(), exited.clone(), clock.clone());
             let node = handle

@@ -190,6 +190,8 @@ pub struct Plan {
     pub nodes: usize,
     pub clients: usize,
     pub snapshot_entries: u64,
+    /// Revisions of history each range keeps (u64::MAX: all).
+    pub history_revisions: u64,
     pub tick_ms: u64,
     /// The workload clients' deadline for one attempt at one node.
     pub client_attempt_ms: u64,
@@ -224,6 +226,9 @@ impl Plan {
             nodes,
             clients: rng.between(2, 3) as usize,
             snapshot_entries: [10, 30, 100][rng.below(3) as usize],
+            // From a stream of its own, so that adding it kept every other draw.
+            history_revisions: [0, 3, 50, u64::MAX]
+                [Rng::new(seed ^ 0x4157_0e1e_5000).below(4) as usize],
             tick_ms: 20,
             client_attempt_ms: 800,
             lease_get_percent: 50,
@@ -463,12 +468,17 @@ impl Plan {
     /// The readable schedule.
     pub fn describe(&self) -> String {
         let mut out = format!(
-            "plan: scenario {} nodes {} clients {} snapshot_entries {} intensity {:.2} fault phase {} ms \
-             fsync up to {} us (stalls {} us)\n",
+            "plan: scenario {} nodes {} clients {} snapshot_entries {} history {} intensity {:.2} \
+             fault phase {} ms fsync up to {} us (stalls {} us)\n",
             self.scenario.name(),
             self.nodes,
             self.clients,
             self.snapshot_entries,
+            if self.history_revisions == u64::MAX {
+                "all".to_string()
+            } else {
+                self.history_revisions.to_string()
+            },
             self.intensity,
             self.fault_ms,
             self.fsync_us.0,

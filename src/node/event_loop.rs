@@ -38,6 +38,15 @@ pub enum Event {
     Client { request: Request, reply: ReplyTo },
 }
 
+/// Settings of the node's state machines.
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    /// A range snapshots its state machine once this many entries applied since the last.
+    pub snapshot_entries: u64,
+    /// Revisions of history a range keeps below its newest (KvStore::set_history).
+    pub history_revisions: u64,
+}
+
 /// A Ready cycle between its write and its sync (`Node::flush_write`).
 pub struct Cycle {
     readies: Vec<(RangeId, Ready)>,
@@ -54,8 +63,7 @@ pub struct Node {
     pub wal: Wal,
     pub snapshots: SnapshotStore,
     pub network: Arc<dyn Network>,
-    /// A range snapshots its state machine once this many entries applied since the last.
-    pub snapshot_entries: u64,
+    pub tuning: Tuning,
     next_read_context: u64,
     /// Ticks performed since start (times out reads, measures peer silence).
     ticks: u64,
@@ -75,7 +83,7 @@ impl Node {
         wal: Wal,
         snapshots: SnapshotStore,
         network: Arc<dyn Network>,
-        snapshot_entries: u64,
+        tuning: Tuning,
         ticker: Ticker,
     ) -> Node {
         let liveness = Liveness::new(addresses.keys().copied().filter(|&peer| peer != id));
@@ -87,7 +95,7 @@ impl Node {
             wal,
             snapshots,
             network,
-            snapshot_entries,
+            tuning,
             next_read_context: 1,
             ticks: 0,
             ticker,
@@ -416,6 +424,7 @@ impl Node {
         if let Some(snapshot) = &ready.snapshot {
             // advance() needs the snapshot too: it replaces the group's stable log.
             restore_snapshot(replica, snapshot);
+            replica.kv.set_history(self.tuning.history_revisions);
             #[cfg(madsim)]
             crate::env::sim_hooks::observe(|o| {
                 o.snapshot_restored(self.id, range, snapshot.meta.index, snapshot.meta.term)
@@ -451,7 +460,7 @@ impl Node {
     fn maybe_snapshot(&mut self, range: RangeId) -> Result<(), StorageError> {
         let replica = self.replicas.get_mut(&range).expect("range exists");
         let applied = replica.kv.applied();
-        if applied < replica.snapshot_index + self.snapshot_entries {
+        if applied < replica.snapshot_index + self.tuning.snapshot_entries {
             return Ok(());
         }
         let store = replica.raft.store();

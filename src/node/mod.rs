@@ -25,11 +25,11 @@ use crate::range::descriptor::{
     default_split_keys, descriptor_key, initial_descriptors, RangeDescriptor, RangeId, RangeTable,
     RESERVED_PREFIX,
 };
-use crate::range::kv::KvStore;
+use crate::range::kv::{KvStore, HISTORY_REVISIONS};
 use crate::storage::{
     ClusterMeta, DataDir, SnapshotStore, StorageError, Wal, WalOptions, WalRecord, WalRecovery,
 };
-use event_loop::{Event, Node};
+use event_loop::{Event, Node, Tuning};
 use replica::Replica;
 use ticker::Ticker;
 
@@ -50,6 +50,9 @@ pub struct ServerConfig {
     /// A range snapshots its state machine (and lets the WAL drop older segments)
     /// after this many applied entries.
     pub snapshot_entries: u64,
+    /// Revisions of history each range keeps readable below its newest (u64::MAX:
+    /// all); older versions are dropped (range/kv.rs).
+    pub history_revisions: u64,
 }
 
 impl ServerConfig {
@@ -63,6 +66,7 @@ impl ServerConfig {
             split_keys: None,
             tick_ms: 50,
             snapshot_entries: 10_000,
+            history_revisions: HISTORY_REVISIONS,
         }
     }
 }
@@ -115,8 +119,11 @@ pub async fn run_node(
     // A new value at every start (the wall clock in ms): followers report it with their
     // tick counts so that leaders see a restart (raft::Config::incarnation).
     let incarnation = clock.wall_ms();
-    let replicas =
+    let mut replicas =
         recover_replicas(&meta, &descriptors, &snapshots, &mut wal, recovery, incarnation)?;
+    for replica in replicas.values_mut() {
+        replica.kv.set_history(config.history_revisions);
+    }
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| NodeError::Listen { address: config.listen.clone(), source })?;
@@ -130,7 +137,10 @@ pub async fn run_node(
         wal,
         snapshots,
         network,
-        config.snapshot_entries,
+        Tuning {
+            snapshot_entries: config.snapshot_entries,
+            history_revisions: config.history_revisions,
+        },
         Ticker::new(clock, Duration::from_millis(config.tick_ms)),
     );
     let (events, inbox) = mpsc::channel::<Event>(8192);

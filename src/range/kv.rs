@@ -3,8 +3,18 @@
 //! Every committed Raft entry of a range is applied here in index order; the entry's
 //! index becomes the revision of whatever it writes, so revisions are strictly
 //! increasing and a read "as of revision r" sees exactly the entries <= r. Each key
-//! keeps all its versions (a value or a tombstone), oldest first, which is what
-//! reads at a revision and scans need. Nothing is compacted yet.
+//! keeps its versions (a value or a tombstone), oldest first, which is what reads at
+//! a revision and scans need.
+//!
+//! History is bounded, as etcd's compaction and CockroachDB's GC TTL bound theirs:
+//! reads as of revisions from `compacted()` = applied - `history` on are served, older
+//! ones are refused with `RevisionUnavailable { first: compacted() }`. A version no
+//! read from `compacted()` on can see (one followed by another at or below it) is
+//! dropped when its key is written, and a background sweep (a few keys per applied
+//! entry, round the key space) does the same for keys no longer written and removes
+//! keys whose only version is an old tombstone. So memory holds the live keys plus
+//! about `history` revisions of versions, instead of every version ever written, and
+//! a snapshot stays that size too.
 //!
 //! Client retries are deduplicated here, inside the replicated state (Raft
 //! dissertation, section 6.3): a table client -> recent (seq -> result) is updated by
@@ -138,8 +148,13 @@ impl Serialize for KeyBytes<'_> {
     }
 }
 
+/// Revisions of history a store keeps by default (`rangedb server --history-revisions`).
+pub const HISTORY_REVISIONS: u64 = 10_000;
+/// Keys the sweep looks at per applied entry.
+const SWEEP_KEYS_PER_ENTRY: usize = 2;
+
 /// Revisions are the range's Raft indexes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct KvStore {
     /// Invariant: every version list is non-empty, revisions strictly increase and
     /// are <= `applied`.
@@ -150,12 +165,54 @@ pub struct KvStore {
     sessions: BTreeMap<u64, ClientSession>,
     /// Number of keys whose newest version is a value.
     live_keys: u64,
+    /// Revisions of history served below `applied` (u64::MAX: all of it).
+    history: u64,
+    /// Where the sweep goes on (its next key is the first one above this).
+    sweep_after: Vec<u8>,
 }
 
+impl Default for KvStore {
+    fn default() -> Self {
+        KvStore {
+            map: BTreeMap::new(),
+            applied: 0,
+            sessions: BTreeMap::new(),
+            live_keys: 0,
+            history: u64::MAX,
+            sweep_after: Vec::new(),
+        }
+    }
+}
+
+/// Equal state: the sweep's position is not state.
+impl PartialEq for KvStore {
+    fn eq(&self, other: &Self) -> bool {
+        self.map == other.map
+            && self.applied == other.applied
+            && self.sessions == other.sessions
+            && self.live_keys == other.live_keys
+            && self.history == other.history
+    }
+}
+
+impl Eq for KvStore {}
+
 impl KvStore {
-    /// An empty store at applied index 0.
+    /// An empty store at applied index 0 that keeps all history.
     pub fn new() -> KvStore {
         KvStore::default()
+    }
+
+    /// Keeps `history` revisions below the applied index readable (u64::MAX: all). A
+    /// store's history is the node's setting, not replicated state: `restore` keeps
+    /// all history until this is called.
+    pub fn set_history(&mut self, history: u64) {
+        self.history = history;
+    }
+
+    /// The oldest revision reads may ask for.
+    pub fn compacted(&self) -> u64 {
+        self.applied.saturating_sub(self.history)
     }
 
     /// A store whose applied index is `index`, holding `items` at revision `index`
@@ -187,6 +244,7 @@ impl KvStore {
     /// `apply`, taking the command: a put's value moves into the store (no copy).
     pub fn apply_owned(&mut self, index: u64, command: Command) -> CommandResult {
         self.advance_applied(index);
+        self.sweep();
         if let Some(id) = command.request_id {
             if let Some(session) = self.sessions.get(&id.client) {
                 if let Some(result) = session.results.get(&id.seq) {
@@ -242,6 +300,35 @@ impl KvStore {
     /// If `index <= applied`.
     pub fn apply_noop(&mut self, index: u64) {
         self.advance_applied(index);
+        self.sweep();
+    }
+
+    /// Prunes the next few keys of the key space, round and round.
+    fn sweep(&mut self) {
+        if self.history == u64::MAX {
+            return;
+        }
+        let compacted = self.compacted();
+        for _ in 0..SWEEP_KEYS_PER_ENTRY {
+            let after = (Bound::Excluded(self.sweep_after.as_slice()), Bound::Unbounded);
+            let next = match self.map.range_mut::<[u8], _>(after).next() {
+                Some((key, versions)) => {
+                    prune(versions, compacted);
+                    let gone = is_old_tombstone(versions, compacted);
+                    self.sweep_after.clear();
+                    self.sweep_after.extend_from_slice(key);
+                    gone
+                }
+                None if self.sweep_after.is_empty() => return, // Empty store.
+                None => {
+                    self.sweep_after.clear(); // Round again from the first key.
+                    continue;
+                }
+            };
+            if next {
+                self.map.remove(self.sweep_after.as_slice());
+            }
+        }
     }
 
     fn advance_applied(&mut self, index: u64) {
@@ -272,6 +359,11 @@ impl KvStore {
             );
         }
         versions.push(Version { revision, value });
+        let compacted = self.applied.saturating_sub(self.history);
+        prune(versions, compacted);
+        if is_old_tombstone(versions, compacted) {
+            self.map.remove(key);
+        }
         match (was_live, now_live) {
             (false, true) => self.live_keys += 1,
             (true, false) => self.live_keys -= 1,
@@ -297,9 +389,9 @@ impl KvStore {
     /// Checks a read revision (None = latest) and resolves it.
     fn read_revision(&self, revision: Option<u64>) -> Result<u64, RevisionUnavailable> {
         let revision = revision.unwrap_or(self.applied);
-        if revision > self.applied {
-            // Every revision from 0 is kept (no compaction), so `first` is 0.
-            return Err(RevisionUnavailable { revision, first: 0, last: self.applied });
+        let first = self.compacted();
+        if revision > self.applied || revision < first {
+            return Err(RevisionUnavailable { revision, first, last: self.applied });
         }
         Ok(revision)
     }
@@ -390,8 +482,28 @@ impl KvStore {
             }
             live_keys += u64::from(last.value.is_some());
         }
-        Ok(KvStore { map: image.map, applied: image.applied, sessions: image.sessions, live_keys })
+        Ok(KvStore {
+            map: image.map,
+            applied: image.applied,
+            sessions: image.sessions,
+            live_keys,
+            ..KvStore::default()
+        })
     }
+}
+
+/// Drops the versions no read at `compacted` or later can see: every one before the
+/// newest at or below `compacted`.
+fn prune(versions: &mut Vec<Version>, compacted: u64) {
+    let at_or_below = versions.partition_point(|version| version.revision <= compacted);
+    if at_or_below > 1 {
+        versions.drain(..at_or_below - 1);
+    }
+}
+
+/// Whether a pruned key is nothing but a tombstone no read can see past: the key can go.
+fn is_old_tombstone(versions: &[Version], compacted: u64) -> bool {
+    matches!(versions, [only] if only.value.is_none() && only.revision <= compacted)
 }
 
 #[cfg(test)]
@@ -617,5 +729,46 @@ mod tests {
         let mut store = KvStore::new();
         store.apply_noop(2);
         store.apply_noop(2);
+    }
+
+    fn versions(store: &KvStore) -> usize {
+        store.map.values().map(Vec::len).sum()
+    }
+
+    #[test]
+    fn bounded_history_keeps_about_history_revisions_of_versions() {
+        let mut store = KvStore::new();
+        store.set_history(10);
+        let mut index = 0;
+        let mut next = || {
+            index += 1;
+            index
+        };
+        // A hot key: its own writes prune it.
+        for i in 0..1000 {
+            store.apply(next(), &put("hot", &format!("v{i}")));
+        }
+        assert_eq!(store.map[b"hot".as_slice()].len(), 11);
+        // Cold keys and a deleted one: the sweep prunes and removes them.
+        for round in 0..50 {
+            for key in ["a", "b", "c", "d", "gone"] {
+                store.apply(next(), &put(key, &format!("r{round}")));
+            }
+        }
+        store.apply(next(), &delete("gone"));
+        assert!(versions(&store) > 10, "the cold keys keep their recent versions");
+        for _ in 0..20 {
+            store.apply_noop(next());
+        }
+        assert_eq!(versions(&store), 5, "one version each of hot, a, b, c, d");
+        assert!(!store.map.contains_key(b"gone".as_slice()));
+        let first = store.compacted();
+        assert_eq!(first, store.applied() - 10);
+        assert_eq!(
+            store.get(b"a", Some(first - 1)),
+            Err(RevisionUnavailable { revision: first - 1, first, last: store.applied() })
+        );
+        assert_eq!(store.get(b"a", Some(first)).unwrap().unwrap().value, b"r49");
+        assert_eq!(store.get(b"gone", Some(first)).unwrap(), None);
     }
 }

@@ -411,3 +411,98 @@ fn an_installed_snapshot_voids_every_earlier_entry_of_its_range() {
     let (_, recovery) = open(dir.path(), 1 << 20);
     assert_eq!(log(&recovery, 1).entries, entries(3, 16, 18));
 }
+
+/// A disk that records every `write_at` as (offset, length).
+struct RecordingDisk {
+    writes: Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
+}
+
+struct RecordingFile {
+    inner: Box<dyn DiskFile>,
+    writes: Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
+}
+
+impl DiskFile for RecordingFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.writes.lock().unwrap().push((offset, data.len() as u64));
+        self.inner.write_at(offset, data)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn allocate(&mut self, len: u64) -> std::io::Result<()> {
+        self.inner.allocate(len)
+    }
+    fn set_len(&mut self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+impl Disk for RecordingDisk {
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        RealDisk.create_dir_all(path)
+    }
+    fn open(&self, path: &Path, create: bool) -> std::io::Result<Box<dyn DiskFile>> {
+        let inner = RealDisk.open(path, create)?;
+        Ok(Box::new(RecordingFile { inner, writes: Arc::clone(&self.writes) }))
+    }
+    fn exists(&self, path: &Path) -> bool {
+        RealDisk.exists(path)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        RealDisk.list(dir)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        RealDisk.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        RealDisk.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        RealDisk.sync_dir(dir)
+    }
+    fn lock_dir(&self, dir: &Path) -> std::io::Result<Box<dyn crate::env::DirLock>> {
+        RealDisk.lock_dir(dir)
+    }
+}
+
+#[test]
+fn syncs_write_zeros_ahead_of_the_data_once_per_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let disk = Arc::new(RecordingDisk { writes: Arc::clone(&writes) });
+    let segment_bytes = 1 << 20;
+    let chunk = ZERO_CHUNK.min(segment_bytes / 16);
+    let (mut wal, _) = Wal::open(disk.clone(), dir.path(), WalOptions { segment_bytes }).unwrap();
+    let mut last = 0;
+    // About 64 KiB of records, one sync each, all in the first segment.
+    for index in 1..=2000 {
+        append_entries(&mut wal, 1, 1, index, index);
+        wal.sync().unwrap();
+        // Every byte from the start to a quarter chunk past the data was written since
+        // the segment was allocated: no sync's data lands in an unwritten extent.
+        let mut covered = 0;
+        let mut sorted = writes.lock().unwrap().clone();
+        sorted.sort_unstable();
+        for (offset, len) in sorted {
+            if offset <= covered {
+                covered = covered.max(offset + len);
+            }
+        }
+        assert!(covered >= wal.offset + chunk / 4, "sync {index}: written to {covered}");
+        last = index;
+    }
+    assert_eq!(wal.segments.len(), 1);
+    // Only about one sync per chunk of data writes more than its frames and end marker.
+    let long = writes.lock().unwrap().iter().filter(|(_, len)| *len > 4096).count() as u64;
+    assert!(long <= wal.offset / chunk + 2, "{long} long writes for {} bytes", wal.offset);
+    drop(wal);
+    let (_, recovery) = Wal::open(disk, dir.path(), WalOptions { segment_bytes }).unwrap();
+    assert_eq!(log(&recovery, 1).entries, entries(1, 1, last));
+}
