@@ -109,7 +109,7 @@ struct ServerArgs {
     #[arg(long, default_value_t = 50)]
     tick_ms: u64,
     /// Snapshot a range's state machine (and release old log segments) after this
-    /// many applied entries.
+    /// many applied entries, once they also hold twice the bytes of its last snapshot.
     #[arg(long, default_value_t = 10_000)]
     snapshot_entries: u64,
     /// Revisions of history each range keeps readable below its newest one (`get
@@ -197,6 +197,7 @@ fn server_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
         tick_ms: args.tick_ms,
         snapshot_entries: args.snapshot_entries,
         history_revisions: args.history_revisions,
+        snapshot_log_ratio: rangedb::node::SNAPSHOT_LOG_RATIO,
     })
 }
 

@@ -78,6 +78,8 @@ impl Cluster {
                 tick_ms: plan.tick_ms,
                 snapshot_entries: plan.snapshot_entries,
                 history_revisions: plan.history_revisions,
+                // By entries only: the sim's states are tiny and snapshots must happen.
+                snapshot_log_ratio: 0,
             };
             let (d, s, e, c) = (disk.clone(), shutdown.clone(), exited.clone(), clock.clone());
             let node = handle

@@ -41,10 +41,25 @@ pub enum Event {
 /// Settings of the node's state machines.
 #[derive(Clone, Copy, Debug)]
 pub struct Tuning {
-    /// A range snapshots its state machine once this many entries applied since the last.
+    /// A range snapshots its state machine once this many entries applied since the
+    /// last snapshot...
     pub snapshot_entries: u64,
+    /// ... and once their bytes reach this many times the last snapshot's size, so
+    /// that a large state written slowly is not rewritten whole every
+    /// `snapshot_entries` entries: snapshots write at most 1/ratio bytes per byte of
+    /// log (0: by entries only).
+    pub snapshot_log_ratio: u64,
     /// Revisions of history a range keeps below its newest (KvStore::set_history).
     pub history_revisions: u64,
+}
+
+impl Tuning {
+    /// Whether `replica` has applied enough since its last snapshot to take another.
+    fn snapshot_due(&self, replica: &Replica) -> bool {
+        let entries = replica.kv.applied().saturating_sub(replica.snapshot_index);
+        let log_bytes_needed = replica.snapshot_bytes.saturating_mul(self.snapshot_log_ratio);
+        entries >= self.snapshot_entries && replica.log_bytes >= log_bytes_needed
+    }
 }
 
 /// A Ready cycle between its write and its sync (`Node::flush_write`).
@@ -460,7 +475,7 @@ impl Node {
     fn maybe_snapshot(&mut self, range: RangeId) -> Result<(), StorageError> {
         let replica = self.replicas.get_mut(&range).expect("range exists");
         let applied = replica.kv.applied();
-        if applied < replica.snapshot_index + self.tuning.snapshot_entries {
+        if !self.tuning.snapshot_due(replica) {
             return Ok(());
         }
         let store = replica.raft.store();
@@ -472,6 +487,8 @@ impl Node {
         let snapshot = Snapshot { meta, data: replica.kv.snapshot() };
         self.snapshots.save(range, &snapshot)?;
         replica.snapshot_index = applied;
+        replica.snapshot_bytes = snapshot.data.len() as u64;
+        replica.log_bytes = 0;
         if let Err(error) = replica.raft.compact(snapshot) {
             eprintln!("{} {range}: compact at {applied}: {error}", self.id);
         }
@@ -493,6 +510,8 @@ fn restore_snapshot(replica: &mut Replica, snapshot: &Snapshot) {
         Ok(kv) => {
             replica.kv = kv;
             replica.snapshot_index = snapshot.meta.index;
+            replica.snapshot_bytes = snapshot.data.len() as u64;
+            replica.log_bytes = 0;
         }
         // The snapshot passed the frame checksums of every chunk and was produced by a
         // peer's KvStore::snapshot: failing to decode it is a bug, not an input error.
@@ -527,4 +546,62 @@ fn validate_value(value: &[u8]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{ConfState, Config, MemStorage, RaftGroup};
+    use crate::range::descriptor::RangeDescriptor;
+    use crate::range::kv::{Command, WriteOp};
+
+    fn replica(snapshot_bytes: u64) -> Replica {
+        let conf_state = ConfState { voters: vec![NodeId(1)], learners: vec![] };
+        let store = MemStorage::new(conf_state);
+        let raft = RaftGroup::new(Config::new(NodeId(1), 1), store).unwrap();
+        let descriptor = RangeDescriptor {
+            id: RangeId(1),
+            start: vec![],
+            end: None,
+            generation: 0,
+            replicas: vec![NodeId(1)],
+        };
+        Replica::new(descriptor, raft, KvStore::new(), 0, snapshot_bytes)
+    }
+
+    fn apply_puts(replica: &mut Replica, count: u64, value_bytes: usize) {
+        for _ in 0..count {
+            let index = replica.kv.applied() + 1;
+            let op = WriteOp::Put { key: b"k".to_vec(), value: vec![7; value_bytes] };
+            let data = bincode::serde::encode_to_vec(
+                Command { request_id: None, op },
+                bincode::config::standard(),
+            )
+            .unwrap();
+            replica.apply(&crate::raft::Entry { term: 1, index, data: data.into() });
+        }
+    }
+
+    #[test]
+    fn a_snapshot_is_due_after_enough_entries_and_enough_log_bytes() {
+        let tuning = Tuning { snapshot_entries: 100, snapshot_log_ratio: 2, history_revisions: 0 };
+        // No snapshot yet: by entries alone.
+        let mut small = replica(0);
+        apply_puts(&mut small, 99, 10);
+        assert!(!tuning.snapshot_due(&small));
+        apply_puts(&mut small, 1, 10);
+        assert!(tuning.snapshot_due(&small));
+        // A 1 MB image: 100 entries of ~20 bytes are not enough; 2 MB of log are.
+        let mut large = replica(1 << 20);
+        apply_puts(&mut large, 200, 10);
+        assert!(!tuning.snapshot_due(&large));
+        apply_puts(&mut large, 2, 1 << 20);
+        assert!(tuning.snapshot_due(&large));
+        // Ratio 0: by entries only.
+        let by_entries = Tuning { snapshot_log_ratio: 0, ..tuning };
+        assert!(!by_entries.snapshot_due(&replica(1 << 20)));
+        let mut counted = replica(1 << 20);
+        apply_puts(&mut counted, 100, 10);
+        assert!(by_entries.snapshot_due(&counted));
+    }
 }

@@ -48,8 +48,11 @@ pub struct ServerConfig {
     /// Raft tick interval.
     pub tick_ms: u64,
     /// A range snapshots its state machine (and lets the WAL drop older segments)
-    /// after this many applied entries.
+    /// after this many applied entries...
     pub snapshot_entries: u64,
+    /// ... whose bytes are at least this many times the last snapshot's size (0: by
+    /// entries only; see `Tuning`).
+    pub snapshot_log_ratio: u64,
     /// Revisions of history each range keeps readable below its newest (u64::MAX:
     /// all); older versions are dropped (range/kv.rs).
     pub history_revisions: u64,
@@ -66,10 +69,14 @@ impl ServerConfig {
             split_keys: None,
             tick_ms: 50,
             snapshot_entries: 10_000,
+            snapshot_log_ratio: SNAPSHOT_LOG_RATIO,
             history_revisions: HISTORY_REVISIONS,
         }
     }
 }
+
+/// Default `ServerConfig::snapshot_log_ratio`.
+pub const SNAPSHOT_LOG_RATIO: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -139,6 +146,7 @@ pub async fn run_node(
         network,
         Tuning {
             snapshot_entries: config.snapshot_entries,
+            snapshot_log_ratio: config.snapshot_log_ratio,
             history_revisions: config.history_revisions,
         },
         Ticker::new(clock, Duration::from_millis(config.tick_ms)),
@@ -370,7 +378,7 @@ fn recover_replicas(
                 o.storage_damaged(meta.node_id, range, hard_state.term, hard_state.commit)
             });
         }
-        let snapshot_index = snapshot.meta.index;
+        let (snapshot_index, snapshot_bytes) = (snapshot.meta.index, snapshot.data.len() as u64);
         let store = MemStorage::recover(snapshot, hard_state, entries)
             .map_err(|e| recovery_error(format!("log does not follow its snapshot: {e}")))?;
         let config = raft_config(meta, range, incarnation);
@@ -378,7 +386,10 @@ fn recover_replicas(
         if voters.len() == 1 {
             raft.campaign();
         }
-        replicas.insert(range, Replica::new(descriptor.clone(), raft, kv, snapshot_index));
+        replicas.insert(
+            range,
+            Replica::new(descriptor.clone(), raft, kv, snapshot_index, snapshot_bytes),
+        );
     }
     if repairs.is_empty() {
         return Ok(replicas);

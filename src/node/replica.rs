@@ -63,6 +63,10 @@ pub struct Replica {
     pub kv: KvStore,
     /// Index of the newest durable snapshot of this range (0: none).
     pub snapshot_index: Index,
+    /// Size of that snapshot's state machine image.
+    pub snapshot_bytes: u64,
+    /// Bytes of entries applied since (an estimate of the log a snapshot would free).
+    pub log_bytes: u64,
     writes: BTreeMap<Index, PendingWrite>,
     /// Reads that asked Raft for a read index, by read context.
     reads_unconfirmed: BTreeMap<u64, PendingRead>,
@@ -76,12 +80,15 @@ impl Replica {
         raft: RaftGroup,
         kv: KvStore,
         snapshot_index: Index,
+        snapshot_bytes: u64,
     ) -> Self {
         Replica {
             descriptor,
             raft,
             kv,
             snapshot_index,
+            snapshot_bytes,
+            log_bytes: 0,
             writes: BTreeMap::new(),
             reads_unconfirmed: BTreeMap::new(),
             reads_confirmed: Vec::new(),
@@ -168,6 +175,7 @@ impl Replica {
 
     /// Applies one committed entry and answers the write waiting on it, if any.
     pub fn apply(&mut self, entry: &Entry) {
+        self.log_bytes += entry.data.len() as u64;
         let waiting = self.writes.remove(&entry.index);
         if entry.data.is_empty() {
             self.kv.apply_noop(entry.index);

@@ -10,8 +10,8 @@
 //! reads as of revisions from `compacted()` = applied - `history` on are served, older
 //! ones are refused with `RevisionUnavailable { first: compacted() }`. A version no
 //! read from `compacted()` on can see (one followed by another at or below it) is
-//! dropped when its key is written, and a background sweep (a few keys per applied
-//! entry, round the key space) does the same for keys no longer written and removes
+//! dropped when its key is written, and a background sweep (16 keys per 64 applied
+//! entries, round the key space) does the same for keys no longer written and removes
 //! keys whose only version is an old tombstone. So memory holds the live keys plus
 //! about `history` revisions of versions, instead of every version ever written, and
 //! a snapshot stays that size too.
@@ -150,8 +150,9 @@ impl Serialize for KeyBytes<'_> {
 
 /// Revisions of history a store keeps by default (`rangedb server --history-revisions`).
 pub const HISTORY_REVISIONS: u64 = 10_000;
-/// Keys the sweep looks at per applied entry.
-const SWEEP_KEYS_PER_ENTRY: usize = 2;
+/// The sweep looks at `SWEEP_KEYS` keys once per `SWEEP_EVERY` applied entries.
+const SWEEP_KEYS: usize = 16;
+const SWEEP_EVERY: u32 = 64;
 
 /// Revisions are the range's Raft indexes.
 #[derive(Clone, Debug)]
@@ -169,6 +170,8 @@ pub struct KvStore {
     history: u64,
     /// Where the sweep goes on (its next key is the first one above this).
     sweep_after: Vec<u8>,
+    /// Entries applied since the last sweep.
+    unswept: u32,
 }
 
 impl Default for KvStore {
@@ -180,11 +183,12 @@ impl Default for KvStore {
             live_keys: 0,
             history: u64::MAX,
             sweep_after: Vec::new(),
+            unswept: 0,
         }
     }
 }
 
-/// Equal state: the sweep's position is not state.
+/// Equal state: the sweep's progress is not state.
 impl PartialEq for KvStore {
     fn eq(&self, other: &Self) -> bool {
         self.map == other.map
@@ -303,31 +307,35 @@ impl KvStore {
         self.sweep();
     }
 
-    /// Prunes the next few keys of the key space, round and round.
+    /// Every `SWEEP_EVERY` applied entries, prunes the next `SWEEP_KEYS` keys of the
+    /// key space, round and round: one descent of the map per batch.
     fn sweep(&mut self) {
         if self.history == u64::MAX {
             return;
         }
+        self.unswept += 1;
+        if self.unswept < SWEEP_EVERY {
+            return;
+        }
+        self.unswept = 0;
         let compacted = self.compacted();
-        for _ in 0..SWEEP_KEYS_PER_ENTRY {
-            let after = (Bound::Excluded(self.sweep_after.as_slice()), Bound::Unbounded);
-            let next = match self.map.range_mut::<[u8], _>(after).next() {
-                Some((key, versions)) => {
-                    prune(versions, compacted);
-                    let gone = is_old_tombstone(versions, compacted);
-                    self.sweep_after.clear();
-                    self.sweep_after.extend_from_slice(key);
-                    gone
-                }
-                None if self.sweep_after.is_empty() => return, // Empty store.
-                None => {
-                    self.sweep_after.clear(); // Round again from the first key.
-                    continue;
-                }
-            };
-            if next {
-                self.map.remove(self.sweep_after.as_slice());
+        let mut gone = Vec::new();
+        let mut last = None;
+        let mut visited = 0;
+        let after = (Bound::Excluded(self.sweep_after.as_slice()), Bound::Unbounded);
+        for (key, versions) in self.map.range_mut::<[u8], _>(after).take(SWEEP_KEYS) {
+            prune(versions, compacted);
+            if is_old_tombstone(versions, compacted) {
+                gone.push(key.clone());
             }
+            last = Some(key);
+            visited += 1;
+        }
+        // Past the last key: round again from the first one next time.
+        let next = if visited < SWEEP_KEYS { None } else { last.cloned() };
+        self.sweep_after = next.unwrap_or_default();
+        for key in gone {
+            self.map.remove(&key);
         }
     }
 
@@ -757,7 +765,7 @@ mod tests {
         }
         store.apply(next(), &delete("gone"));
         assert!(versions(&store) > 10, "the cold keys keep their recent versions");
-        for _ in 0..20 {
+        for _ in 0..200 {
             store.apply_noop(next());
         }
         assert_eq!(versions(&store), 5, "one version each of hot, a, b, c, d");
