@@ -7,8 +7,8 @@
 //!     │ step / propose / read_index / tick
 //!     ▼
 //!  for each range: ready() ─► send `messages` now ─► WAL append (entries, hard state),
-//!                             snapshot files
-//!  one fsync ─► send `persisted_messages` ─► apply committed ─► serve reads ─► advance
+//!                             snapshot files ─► apply committed ─► answer, serve reads
+//!  one fsync ─► send `persisted_messages` ─► advance ─► snapshot if due
 //! ```
 
 use std::collections::BTreeMap;
@@ -343,7 +343,8 @@ impl Node {
     }
 
     /// The first half of a Ready cycle: takes every Ready, buffers its records in the
-    /// WAL and sends what may leave before they are durable (the leader's Appends).
+    /// WAL, sends what may leave before they are durable (the leader's Appends), and
+    /// applies what is committed (`apply_ready`).
     pub fn flush_write(&mut self) -> Result<Cycle, StorageError> {
         let mut readies: Vec<(RangeId, Ready)> = Vec::new();
         let mut send_now: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
@@ -380,11 +381,14 @@ impl Node {
             readies.push((*range, ready));
         }
         self.send(send_now);
+        for (range, ready) in &readies {
+            self.apply_ready(*range, ready);
+        }
         Ok(Cycle { readies, wrote })
     }
 
     /// The second half: one fsync if anything must be durable, then the messages that
-    /// depended on it, then apply. The simulation lets time pass between the halves
+    /// depended on it, then advance and snapshots. The simulation lets time pass between the halves
     /// (`sim_hooks::fsync_latency`), as a real fsync takes.
     pub fn flush_sync(&mut self, cycle: Cycle) -> Result<(), StorageError> {
         let Cycle { mut readies, wrote } = cycle;
@@ -410,7 +414,7 @@ impl Node {
         }
         self.send(send_after);
         for (range, ready) in readies {
-            self.apply_ready(range, ready)?;
+            self.finish_ready(range, ready)?;
         }
         self.ping_idle_links();
         Ok(())
@@ -432,7 +436,16 @@ impl Node {
         }
     }
 
-    fn apply_ready(&mut self, range: RangeId, ready: Ready) -> Result<(), StorageError> {
+    /// Applies a Ready's snapshot and committed entries, answers the writes and reads
+    /// they complete, and fails what a lost leadership strands.
+    ///
+    /// This runs before the cycle's fsync: a committed entry is durable on a majority
+    /// already (a follower acknowledges, and a leader counts itself, only after its
+    /// fsync), so neither its application nor its answer waits for this cycle's newer
+    /// entries to reach this disk (etcd applies concurrently with persisting too). A
+    /// follower may apply entries still in this cycle's buffer; its state machine is
+    /// in memory, and snapshots are taken only after the sync (`finish_ready`).
+    fn apply_ready(&mut self, range: RangeId, ready: &Ready) {
         let not_leader_lost =
             || Response::Unavailable { reason: "leadership changed; retry".into() };
         let replica = self.replicas.get_mut(&range).expect("ready came from this replica");
@@ -460,12 +473,18 @@ impl Node {
             let term = replica.raft.status().term;
             crate::env::sim_hooks::observe(|o| o.role_changed(self.id, range, term, soft.role));
         }
-        if let Some(soft) = ready.soft_state {
+        if let Some(soft) = &ready.soft_state {
             if soft.role != Role::Leader {
                 replica.fail_pending(not_leader_lost);
             }
         }
         replica.serve_reads();
+    }
+
+    /// After the sync: tells Raft everything in the Ready is done, then snapshots the
+    /// range if it is due.
+    fn finish_ready(&mut self, range: RangeId, ready: Ready) -> Result<(), StorageError> {
+        let replica = self.replicas.get_mut(&range).expect("ready came from this replica");
         replica.raft.advance(ready);
         self.maybe_snapshot(range)
     }
