@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """fdatasync of small appends to a 64 MiB file, three ways: blocks only allocated
 (fallocate: every write lands in an "unwritten" extent, so each fdatasync also writes
-the inode), zero-filled beforehand, and allocated but zeroed 256 KiB ahead of the
+the inode), zero-filled beforehand, and allocated but zeroed 1 MiB ahead of the
 writes (what the WAL does, src/storage/wal.rs "Zeroing ahead").
 
     python3 bench/fsync.py [DIR] [SYNCS] [WRITE_BYTES]    (default: . 4000 4096)
@@ -14,7 +14,7 @@ DIR = sys.argv[1] if len(sys.argv) > 1 else "."
 SYNCS = int(sys.argv[2]) if len(sys.argv) > 2 else 4000
 SIZE = int(sys.argv[3]) if len(sys.argv) > 3 else 4096
 TOTAL = 64 << 20
-CHUNK = 256 << 10
+CHUNK = 1 << 20
 
 
 def run(mode):
