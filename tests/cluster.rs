@@ -166,6 +166,27 @@ fn single_node_by_default_with_data_in_the_working_directory() {
 }
 
 #[test]
+fn reads_older_than_the_history_are_refused_as_compacted_also_after_a_restart() {
+    let mut cluster = Cluster::start(1, &["--history-revisions", "5"]);
+    for i in 1..=10 {
+        let output = cluster.cli(&["put", "k", &format!("v{i}")]);
+        assert!(output.status.success(), "put: {}", stderr(&output));
+    }
+    // Puts 1..10 of "k" are revisions 2..11 of its range (1 is the leader's no-op).
+    let old = cluster.cli(&["get", "k", "--revision", "3"]);
+    assert_eq!(old.status.code(), Some(1));
+    let text = stderr(&old);
+    assert!(text.contains("revision 3 is not available") && text.contains("6 to 11"), "{text}");
+    assert_eq!(cluster.cli(&["get", "k", "--revision", "8"]).stdout, b"v7");
+    assert_eq!(cluster.terminate(1).code(), Some(0));
+    cluster.start_node(1);
+    let recent = cluster.cli(&["get", "k", "--revision", "9"]);
+    assert_eq!(recent.stdout, b"v8", "{}", stderr(&recent));
+    assert_eq!(cluster.cli(&["get", "k"]).stdout, b"v10");
+    assert_eq!(cluster.terminate(1).code(), Some(0));
+}
+
+#[test]
 fn unknown_flag_is_a_usage_error() {
     let output = Command::new(BIN).args(["server", "--no-such-flag"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
