@@ -1,23 +1,27 @@
 //! One pipelined client connection to one node, and the pool of them.
 //!
 //! ```text
-//!  call(request) ─► id ─► waiters[id] = oneshot ─► writer (tokio Mutex) ─► socket
-//!                                                                           │
-//!  caller ◄── oneshot ◄── waiters.remove(id) ◄── reader task ◄── frames ◄───┘
+//!  call(request) ─► id ─► waiters[id] = oneshot ─► outbox ─► writer task ─► socket
+//!                                                                             │
+//!  caller ◄── oneshot ◄── waiters.remove(id) ◄── reader task ◄── frames ◄─────┘
 //! ```
 //!
 //! Many requests are in flight on one connection at once; the reader task answers
-//! each by id. When the connection breaks, every request in flight on it fails and
-//! the pool opens a new connection on the next use.
+//! each by id. The writer task writes every frame queued by the time it runs in one
+//! write (one syscall for many pipelined requests: the bench's client spent 40% of its
+//! CPU in one `sendto` per request), and it is never cancelled mid-frame. A request
+//! still queued when its caller gives up is withdrawn and reported as not sent. When
+//! the connection breaks, every request in flight on it fails and the pool opens a
+//! new connection on the next use.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, BufReader, ReadHalf};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::node::wire::{
     read_frame, try_encode_frame, ClientRequest, ClientResponse, Hello, Request, Response,
@@ -44,10 +48,30 @@ struct Waiters {
     closed: Option<String>,
 }
 
+/// A request frame waiting for the writer task, and whether it was written.
+struct Outgoing {
+    frame: Vec<u8>,
+    state: Arc<AtomicU8>,
+}
+
+/// `Outgoing::state`: queued; taken by the writer (it may reach the node); withdrawn
+/// by its caller (it never will).
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+/// Withdraws a request the writer has not taken: true if it will never be sent.
+fn withdraw(state: &AtomicU8) -> bool {
+    state.compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire).is_ok()
+}
+
+/// Bytes the writer task gathers into one write at most.
+const WRITE_BATCH_BYTES: usize = 1 << 20;
+
 /// One open connection: many requests in flight, answered by id.
 pub(crate) struct Connection {
     address: String,
-    writer: tokio::sync::Mutex<WriteHalf<TcpStream>>,
+    outbox: mpsc::UnboundedSender<Outgoing>,
     waiters: Arc<Mutex<Waiters>>,
     next_id: AtomicU64,
     /// Dropped with the connection, which stops the reader task.
@@ -86,9 +110,11 @@ impl Connection {
         let waiters = Arc::new(Mutex::new(Waiters::default()));
         let (stop_reader, stopped) = oneshot::channel();
         tokio::spawn(read_responses(address.to_string(), reader, waiters.clone(), stopped));
+        let (outbox, queued) = mpsc::unbounded_channel();
+        tokio::spawn(write_requests(address.to_string(), writer, queued, waiters.clone()));
         Ok(Connection {
             address: address.to_string(),
-            writer: tokio::sync::Mutex::new(writer),
+            outbox,
             waiters,
             next_id: AtomicU64::new(1),
             _stop_reader: stop_reader,
@@ -120,42 +146,28 @@ impl Connection {
             }
             waiters.by_id.insert(id, answer);
         }
-        // A frame cut short by the timeout would corrupt the stream for everyone
-        // after it, so an interrupted write closes the connection.
-        let write_started = AtomicBool::new(false);
-        let write_finished = AtomicBool::new(false);
-        let exchange = async {
-            {
-                let mut writer = self.writer.lock().await;
-                write_started.store(true, Ordering::Relaxed);
-                let written = async {
-                    writer.write_all(&frame).await?;
-                    writer.flush().await
-                };
-                if let Err(error) = written.await {
-                    let reason = format!("connection to {} failed: {error}", self.address);
-                    self.close(reason.clone());
-                    return Err(CallError::Broken { reason });
-                }
-                write_finished.store(true, Ordering::Relaxed);
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        if self.outbox.send(Outgoing { frame, state: Arc::clone(&state) }).is_err() {
+            self.waiters.lock().expect("waiters lock is never poisoned").by_id.remove(&id);
+            return Err(CallError::NotSent { reason: self.close_reason(), refused: false });
+        }
+        match tokio::time::timeout(timeout, answered).await {
+            Ok(Ok(response)) => Ok(response),
+            // The connection closed: if the writer never took the request, it was
+            // never sent and may be retried anywhere.
+            Ok(Err(_)) if withdraw(&state) => {
+                Err(CallError::NotSent { reason: self.close_reason(), refused: false })
             }
-            answered.await.map_err(|_| CallError::Broken { reason: self.close_reason() })
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
+            Ok(Err(_)) => Err(CallError::Broken { reason: self.close_reason() }),
             Err(_) => {
                 self.waiters.lock().expect("waiters lock is never poisoned").by_id.remove(&id);
-                let started = write_started.load(Ordering::Relaxed);
-                if started && !write_finished.load(Ordering::Relaxed) {
-                    self.close(format!("a write to {} was interrupted", self.address));
-                }
-                if started {
-                    Err(CallError::TimedOut)
-                } else {
+                if withdraw(&state) {
                     Err(CallError::NotSent {
                         reason: format!("{} was too busy to take the request", self.address),
                         refused: false,
                     })
+                } else {
+                    Err(CallError::TimedOut)
                 }
             }
         }
@@ -164,10 +176,6 @@ impl Connection {
     fn close_reason(&self) -> String {
         let waiters = self.waiters.lock().expect("waiters lock is never poisoned");
         waiters.closed.clone().unwrap_or_else(|| format!("connection to {} closed", self.address))
-    }
-
-    fn close(&self, reason: String) {
-        close_waiters(&self.waiters, reason);
     }
 }
 
@@ -182,6 +190,47 @@ fn close_waiters(waiters: &Mutex<Waiters>, reason: String) {
     };
     // Dropping the senders wakes every caller with an error.
     drop(failed);
+}
+
+/// The writer task: writes every request queued by the time it runs in one write,
+/// until the connection is dropped or a write fails (which closes it).
+async fn write_requests<W: tokio::io::AsyncWrite + Unpin>(
+    address: String,
+    mut writer: W,
+    mut queued: mpsc::UnboundedReceiver<Outgoing>,
+    waiters: Arc<Mutex<Waiters>>,
+) {
+    let mut batch = Vec::new();
+    while let Some(first) = queued.recv().await {
+        // Callers woken by the same batch of responses are runnable now: let them
+        // queue their next requests first, so that one write carries them all (the
+        // scheduler would otherwise run this task right after the first of them).
+        tokio::task::yield_now().await;
+        batch.clear();
+        let mut next = Some(first);
+        while let Some(outgoing) = next.take() {
+            let taken =
+                outgoing.state.compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire);
+            if taken.is_ok() {
+                batch.extend_from_slice(&outgoing.frame);
+            }
+            if batch.len() < WRITE_BATCH_BYTES {
+                next = queued.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue; // Every request of this turn was withdrawn.
+        }
+        // The flush is a no-op on a real socket; madsim's sends on it.
+        let written = async {
+            writer.write_all(&batch).await?;
+            writer.flush().await
+        };
+        if let Err(error) = written.await {
+            close_waiters(&waiters, format!("connection to {address} failed: {error}"));
+            return;
+        }
+    }
 }
 
 /// The reader task: hands each response to its waiter until the stream ends, fails
@@ -268,5 +317,113 @@ impl Pool {
         };
         let remaining = timeout.saturating_sub(started.elapsed());
         connection.call(request, remaining).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::wire::{ClientRequest, ReadConsistency, RequestId};
+
+    /// Records the size of every write.
+    struct Recorder(Arc<Mutex<Vec<usize>>>);
+
+    impl tokio::io::AsyncWrite for Recorder {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.0.lock().unwrap().push(buf.len());
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn outgoing(id: u64) -> Outgoing {
+        let request = Request::Get {
+            key: vec![b'k'],
+            revision: None,
+            consistency: ReadConsistency::Linearizable,
+        };
+        let frame = try_encode_frame(&ClientRequest { id, request }).unwrap();
+        Outgoing { frame, state: Arc::new(AtomicU8::new(QUEUED)) }
+    }
+
+    #[tokio::test]
+    async fn queued_requests_go_out_in_one_write_and_withdrawn_ones_not_at_all() {
+        let (outbox, queued) = mpsc::unbounded_channel();
+        let mut states = Vec::new();
+        let mut frame_bytes = 0;
+        for id in 1..=10 {
+            let request = outgoing(id);
+            states.push(Arc::clone(&request.state));
+            if id % 3 != 0 {
+                frame_bytes += request.frame.len();
+            }
+            outbox.send(request).unwrap();
+        }
+        for state in states.iter().skip(2).step_by(3) {
+            assert!(withdraw(state), "a queued request can be withdrawn");
+        }
+        drop(outbox);
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let waiters = Arc::new(Mutex::new(Waiters::default()));
+        write_requests("test".into(), Recorder(Arc::clone(&writes)), queued, waiters).await;
+        assert_eq!(*writes.lock().unwrap(), vec![frame_bytes], "one write of the 7 left");
+        for (i, state) in states.iter().enumerate() {
+            assert_eq!(state.load(Ordering::Acquire), if i % 3 == 2 { WITHDRAWN } else { TAKEN });
+            assert!(!withdraw(state), "a taken or withdrawn request cannot be withdrawn");
+        }
+    }
+
+    // Real sockets only: madsim's simulated TCP never blocks a writer.
+    #[cfg(not(madsim))]
+    #[tokio::test]
+    async fn a_request_stuck_behind_a_blocked_write_is_reported_not_sent() {
+        // A node that takes the connection but never reads: the first large request
+        // fills the socket buffers and blocks the writer, so the small one behind it
+        // stays queued.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let _held = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(stream);
+        });
+        let connection =
+            Arc::new(Connection::open(&address, Duration::from_secs(5)).await.unwrap());
+        let big = Request::Put {
+            key: b"big".to_vec(),
+            value: vec![7; 4 << 20],
+            request_id: RequestId { client: 1, seq: 1 },
+        };
+        let blocked = {
+            let connection = Arc::clone(&connection);
+            tokio::spawn(async move { connection.call(big, Duration::from_millis(500)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let small = Request::Get {
+            key: b"k".to_vec(),
+            revision: None,
+            consistency: ReadConsistency::Linearizable,
+        };
+        let stuck = connection.call(small, Duration::from_millis(200)).await;
+        assert!(
+            matches!(&stuck, Err(CallError::NotSent { reason, .. }) if reason.contains("too busy")),
+            "{stuck:?}"
+        );
+        assert_eq!(blocked.await.unwrap(), Err(CallError::TimedOut), "partly written: unknown");
     }
 }
