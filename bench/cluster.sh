@@ -8,6 +8,10 @@
 #                                starts the 3 servers, each run as `PREFIX... rangedb
 #                                server ...` (e.g. under valgrind; %i in PREFIX is the
 #                                node number), and appends their pids to PIDS
+#   cluster_load SECONDS [BENCH ARGS...]
+#                                once the cluster takes a write, runs `rangedb bench`
+#                                against it for SECONDS (1 s warm-up) in the background,
+#                                output in $OUT/bench.out, pid in HELPERS
 PIDS=()
 HELPERS=()
 
@@ -36,4 +40,12 @@ cluster_start() {
       --peers "$P" --data-dir "$OUT/data$i" "${flags[@]}" 2>"$OUT/node$i.log" &
     PIDS+=($!)
   done
+}
+
+cluster_load() {
+  local seconds=$1
+  shift
+  for _ in $(seq 50); do "$BIN" --endpoints "$E" put ready 1 >/dev/null 2>&1 && break; sleep 0.2; done
+  "$BIN" --endpoints "$E" bench --duration "$seconds" --warmup 1 "$@" >"$OUT/bench.out" 2>&1 &
+  HELPERS+=($!)
 }

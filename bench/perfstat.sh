@@ -16,9 +16,7 @@ ARGS=("$@")
 source "$(dirname "$0")/cluster.sh"
 cluster_setup perfstat 7400
 cluster_start --
-for _ in $(seq 50); do "$BIN" --endpoints "$E" put ready 1 >/dev/null 2>&1 && break; sleep 0.2; done
-"$BIN" --endpoints "$E" bench --duration $((WINDOW + 6)) --warmup 1 "${ARGS[@]}" >"$OUT/bench.out" 2>&1 &
-HELPERS+=($!)
+cluster_load $((WINDOW + 6)) "${ARGS[@]}"
 sleep 3
 EVENTS=context-switches,cpu-clock
 for s in fdatasync pwrite64 sendto recvfrom epoll_wait futex write; do

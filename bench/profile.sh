@@ -14,9 +14,7 @@ HERE=$(dirname "$0")
 source "$HERE/cluster.sh"
 cluster_setup profile 7300
 cluster_start --
-for _ in $(seq 50); do "$BIN" --endpoints "$E" put ready 1 >/dev/null 2>&1 && break; sleep 0.2; done
-"$BIN" --endpoints "$E" bench --duration $((WINDOW + 8)) --warmup 1 "${ARGS[@]}" >"$OUT/bench.out" 2>&1 &
-HELPERS+=($!)
+cluster_load $((WINDOW + 8)) "${ARGS[@]}"
 sleep 4
 perf record -F 1000 -e cpu-clock --call-graph dwarf,16384 -o "$OUT/perf.data" \
   -p "$(IFS=,; echo "${PIDS[*]}")" -- sleep "$WINDOW" 2>/dev/null
