@@ -114,7 +114,7 @@ struct ServerArgs {
     snapshot_entries: u64,
     /// Revisions of history each range keeps readable below its newest one (`get
     /// --revision` older than that is refused as compacted); "all" keeps every version.
-    #[arg(long, default_value = "10000", value_parser = parse_history)]
+    #[arg(long, default_value_t = rangedb::range::kv::HISTORY_REVISIONS, value_parser = parse_history)]
     history_revisions: u64,
 }
 

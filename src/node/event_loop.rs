@@ -388,8 +388,8 @@ impl Node {
     }
 
     /// The second half: one fsync if anything must be durable, then the messages that
-    /// depended on it, then advance and snapshots. The simulation lets time pass between the halves
-    /// (`sim_hooks::fsync_latency`), as a real fsync takes.
+    /// depended on it, then advance and snapshots. The simulation lets time pass
+    /// between the halves (`sim_hooks::fsync_latency`), as a real fsync takes.
     pub fn flush_sync(&mut self, cycle: Cycle) -> Result<(), StorageError> {
         let Cycle { mut readies, wrote } = cycle;
         if wrote {
