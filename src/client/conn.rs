@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::node::wire::{
-    read_frame, try_encode_frame, ClientRequest, ClientResponse, Hello, Request, Response,
+    read_frame_buffered, try_encode_frame, ClientRequest, ClientResponse, Hello, Request, Response,
     PROTOCOL_VERSION,
 };
 
@@ -246,7 +246,7 @@ async fn read_responses(
     let reason = loop {
         let frame = tokio::select! {
             _ = &mut stop => break format!("connection to {address} dropped"),
-            frame = read_frame::<ClientResponse, _>(&mut reader) => frame,
+            frame = read_frame_buffered::<ClientResponse, _>(&mut reader) => frame,
         };
         match frame {
             Ok(Some(ClientResponse { id, response })) => {

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use crate::node::event_loop::Event;
 use crate::node::replica::ReplyTo;
 use crate::node::wire::{
-    encode_frame, read_frame, try_encode_frame, ClientRequest, ClientResponse, Hello, PeerBatch,
-    Response, PROTOCOL_VERSION,
+    encode_frame, read_frame, read_frame_buffered, try_encode_frame, ClientRequest, ClientResponse,
+    Hello, PeerBatch, Response, PROTOCOL_VERSION,
 };
 use crate::raft::NodeId;
 
@@ -146,7 +146,7 @@ async fn serve_peer(
     events: mpsc::Sender<Event>,
 ) -> Result<(), String> {
     loop {
-        match read_frame::<PeerBatch, _>(&mut reader).await {
+        match read_frame_buffered::<PeerBatch, _>(&mut reader).await {
             Ok(Some(batch)) => {
                 if events.send(Event::Peer { from, batch }).await.is_err() {
                     return Ok(()); // The node is stopping.
@@ -166,7 +166,7 @@ async fn serve_client(
     let (outbox, responses) = mpsc::unbounded_channel::<ClientResponse>();
     let writer_task = tokio::spawn(write_responses(writer, responses));
     let result = loop {
-        match read_frame::<ClientRequest, _>(&mut reader).await {
+        match read_frame_buffered::<ClientRequest, _>(&mut reader).await {
             Ok(Some(ClientRequest { id, request })) => {
                 let reply = ReplyTo { outbox: outbox.clone(), id };
                 if events.send(Event::Client { request, reply }).await.is_err() {

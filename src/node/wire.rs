@@ -344,6 +344,30 @@ where
     decode_payload(crc, &payload).map(Some)
 }
 
+/// `read_frame` for a buffered reader: a frame that is whole in the buffer is decoded
+/// in place (no payload buffer to allocate, zero and fill); others are read as by
+/// `read_frame`.
+///
+/// # Errors
+/// As `read_frame`.
+pub async fn read_frame_buffered<T, R>(reader: &mut R) -> Result<Option<T>, WireError>
+where
+    T: serde::de::DeserializeOwned,
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    use tokio::io::AsyncBufReadExt;
+
+    let buffered = reader.fill_buf().await?;
+    if buffered.is_empty() {
+        return Ok(None);
+    }
+    if let Some((value, used)) = decode_frame(buffered)? {
+        reader.consume(used);
+        return Ok(Some(value));
+    }
+    read_frame(reader).await
+}
+
 /// Writes one frame (not flushed).
 ///
 /// # Errors
@@ -602,6 +626,46 @@ mod tests {
             },
         };
         assert!(matches!(try_encode_frame(&big), Err(WireError::TooLarge { .. })));
+    }
+
+    #[tokio::test]
+    async fn wire_buffered_reads_decode_whole_split_and_truncated_frames() {
+        let requests: Vec<ClientRequest> = (0..20)
+            .map(|id| ClientRequest {
+                id,
+                request: Request::Put {
+                    key: format!("key{id}").into_bytes(),
+                    value: vec![id as u8; (id as usize * 37) % 300],
+                    request_id: RequestId { client: 7, seq: id },
+                },
+            })
+            .collect();
+        let mut stream: Vec<u8> = requests.iter().flat_map(encode_frame).collect();
+        // Buffers smaller than a frame, about one, and holding all of them.
+        for capacity in [3, 8, 64, 200, 1 << 16] {
+            let mut reader = tokio::io::BufReader::with_capacity(capacity, stream.as_slice());
+            for expected in &requests {
+                let got: ClientRequest = read_frame_buffered(&mut reader).await.unwrap().unwrap();
+                assert_eq!(&got, expected, "capacity {capacity}");
+            }
+            let end = read_frame_buffered::<ClientRequest, _>(&mut reader).await.unwrap();
+            assert!(end.is_none(), "clean end of stream, capacity {capacity}");
+        }
+        // A frame cut short, and a corrupted one, are errors whatever the buffer.
+        let whole = stream.len();
+        stream.truncate(whole - 5);
+        let mut reader = tokio::io::BufReader::with_capacity(1 << 16, stream.as_slice());
+        for _ in 0..19 {
+            read_frame_buffered::<ClientRequest, _>(&mut reader).await.unwrap().unwrap();
+        }
+        let cut = read_frame_buffered::<ClientRequest, _>(&mut reader).await;
+        assert!(matches!(cut, Err(WireError::Truncated)), "{cut:?}");
+        stream[FRAME_HEADER_BYTES + 1] ^= 0x40;
+        for capacity in [4, 1 << 16] {
+            let mut reader = tokio::io::BufReader::with_capacity(capacity, stream.as_slice());
+            let bad = read_frame_buffered::<ClientRequest, _>(&mut reader).await;
+            assert!(matches!(bad, Err(WireError::Checksum { .. })), "{bad:?}");
+        }
     }
 
     #[tokio::test]

@@ -47,13 +47,17 @@ fn file_name(range: RangeId, index: Index) -> String {
 
 /// Frames a snapshot for its file.
 fn encode(snapshot: &Snapshot) -> Vec<u8> {
-    let payload = bincode::serde::encode_to_vec(snapshot, bincode::config::standard())
-        .expect("Snapshot always encodes");
-    let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    bytes.extend_from_slice(&payload);
+    // The payload is encoded straight after a placeholder header (one copy of the
+    // state machine image, not two), then the header is filled in.
+    let mut bytes = Vec::with_capacity(HEADER_BYTES + snapshot.data.len() + 256);
+    bytes.resize(HEADER_BYTES, 0);
+    bincode::serde::encode_into_std_write(snapshot, &mut bytes, bincode::config::standard())
+        .expect("Snapshot always encodes into memory");
+    let payload_len = (bytes.len() - HEADER_BYTES) as u64;
+    let crc = crc32fast::hash(&bytes[HEADER_BYTES..]);
+    bytes[0..8].copy_from_slice(MAGIC);
+    bytes[8..16].copy_from_slice(&payload_len.to_le_bytes());
+    bytes[16..20].copy_from_slice(&crc.to_le_bytes());
     bytes
 }
 
@@ -205,6 +209,19 @@ mod tests {
     fn snapshot(index: Index, data: &[u8]) -> Snapshot {
         let conf_state = ConfState { voters: vec![NodeId(1), NodeId(2)], learners: vec![] };
         Snapshot { meta: SnapshotMeta { index, term: 3, conf_state }, data: data.to_vec() }
+    }
+
+    #[test]
+    fn file_is_magic_length_checksum_then_the_bincode_snapshot() {
+        let snapshot = snapshot(42, &[9; 1000]);
+        let payload =
+            bincode::serde::encode_to_vec(&snapshot, bincode::config::standard()).unwrap();
+        let mut expected = MAGIC.to_vec();
+        expected.extend((payload.len() as u64).to_le_bytes());
+        expected.extend(crc32fast::hash(&payload).to_le_bytes());
+        expected.extend(&payload);
+        assert_eq!(encode(&snapshot), expected);
+        assert_eq!(decode(&expected).unwrap(), snapshot);
     }
 
     fn open(dir: &Path) -> SnapshotStore {
