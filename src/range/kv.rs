@@ -107,9 +107,63 @@ pub struct Version {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct ClientSession {
     /// seq -> result, at most `SESSION_RESULTS_MAX` of the highest seqs applied.
-    results: BTreeMap<u64, CommandResult>,
+    results: SessionResults,
     /// Revision of this client's latest applied write (for eviction order).
     last_revision: u64,
+}
+
+/// A client's recent results, ascending by seq: a client's seqs mostly arrive in
+/// order, so an insert is a push at the back and the oldest leaves from the front,
+/// and a lookup is a binary search over contiguous memory (a B-tree of 1,024 entries
+/// per client cost a few cache misses per write). Encoded as the map it replaces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct SessionResults(std::collections::VecDeque<(u64, CommandResult)>);
+
+impl SessionResults {
+    fn search(&self, seq: u64) -> Result<usize, usize> {
+        // A new write's seq is above every seq remembered: one look at the back.
+        if self.0.back().is_none_or(|(newest, _)| *newest < seq) {
+            return Err(self.0.len());
+        }
+        self.0.binary_search_by_key(&seq, |(s, _)| *s)
+    }
+
+    fn get(&self, seq: u64) -> Option<&CommandResult> {
+        self.search(seq).ok().map(|at| &self.0[at].1)
+    }
+
+    fn insert(&mut self, seq: u64, result: CommandResult) {
+        match self.search(seq) {
+            Ok(at) => self.0[at].1 = result,
+            Err(at) if at == self.0.len() => self.0.push_back((seq, result)),
+            Err(at) => self.0.insert(at, (seq, result)),
+        }
+    }
+
+    fn oldest(&self) -> Option<u64> {
+        self.0.front().map(|(seq, _)| *seq)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn pop_oldest(&mut self) {
+        self.0.pop_front();
+    }
+}
+
+impl Serialize for SessionResults {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(seq, result)| (seq, result)))
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionResults {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<u64, CommandResult>::deserialize(deserializer)?;
+        Ok(SessionResults(map.into_iter().collect()))
+    }
 }
 
 /// The snapshot image (bincode).
@@ -257,11 +311,11 @@ impl KvStore {
         self.sweep();
         if let Some(id) = command.request_id {
             if let Some(session) = self.sessions.get(&id.client) {
-                if let Some(result) = session.results.get(&id.seq) {
+                if let Some(result) = session.results.get(id.seq) {
                     return result.clone();
                 }
                 let full = session.results.len() >= SESSION_RESULTS_MAX;
-                if full && session.results.keys().next().is_some_and(|oldest| id.seq < *oldest) {
+                if full && session.results.oldest().is_some_and(|oldest| id.seq < oldest) {
                     return CommandResult::Expired;
                 }
             }
@@ -291,7 +345,7 @@ impl KvStore {
         session.results.insert(id.seq, result);
         session.last_revision = index;
         while session.results.len() > SESSION_RESULTS_MAX {
-            session.results.pop_first();
+            session.results.pop_oldest();
         }
         if self.sessions.len() > SESSIONS_MAX + SESSIONS_MAX / 8 {
             let mut by_age: Vec<(u64, u64)> =
@@ -747,6 +801,26 @@ mod tests {
         let mut store = KvStore::new();
         store.apply_noop(2);
         store.apply_noop(2);
+    }
+
+    #[test]
+    fn session_results_encode_as_the_map_they_replaced() {
+        let mut results = SessionResults::default();
+        let mut map = BTreeMap::new();
+        for seq in [5, 1, 9, 3, 7, 9] {
+            let result = CommandResult::Put { revision: seq * 10 };
+            results.insert(seq, result.clone());
+            map.insert(seq, result);
+        }
+        let config = bincode::config::standard();
+        let encoded = bincode::serde::encode_to_vec(&results, config).unwrap();
+        assert_eq!(encoded, bincode::serde::encode_to_vec(&map, config).unwrap());
+        let (decoded, _): (SessionResults, usize) =
+            bincode::serde::decode_from_slice(&encoded, config).unwrap();
+        assert_eq!(decoded, results);
+        assert_eq!(results.oldest(), Some(1));
+        assert_eq!(results.get(7), Some(&CommandResult::Put { revision: 70 }));
+        assert_eq!(results.get(4), None);
     }
 
     fn versions(store: &KvStore) -> usize {
