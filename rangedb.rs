@@ -24,6 +24,13 @@ use rangedb::client::{check_key, escape, Client, ClientConfig, ClientError, Clus
 use rangedb::node::ServerConfig;
 use rangedb::raft::NodeId;
 
+/// jemalloc instead of the system's malloc: the server allocates per message, entry
+/// and frame, and glibc's malloc cost ~10% of its CPU on the put path, jemalloc ~3%
+/// (BENCHMARKS.md; mimalloc was tried and returned large buffers to the OS too eagerly).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
