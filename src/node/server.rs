@@ -145,6 +145,9 @@ async fn serve_peer(
     from: NodeId,
     events: mpsc::Sender<Event>,
 ) -> Result<(), String> {
+    if events.send(Event::PeerConnected { from }).await.is_err() {
+        return Ok(());
+    }
     loop {
         match read_frame_buffered::<PeerBatch, _>(&mut reader).await {
             Ok(Some(batch)) => {
