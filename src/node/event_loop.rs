@@ -538,11 +538,12 @@ impl Node {
     /// they complete, and fails what a lost leadership strands.
     ///
     /// This runs before the cycle's fsync (and while earlier ones run): a committed
-    /// entry is durable on a majority already (a follower acknowledges, and a leader counts itself, only after its
-    /// fsync), so neither its application nor its answer waits for this cycle's newer
-    /// entries to reach this disk (etcd applies concurrently with persisting too). A
-    /// follower may apply entries still in this cycle's buffer; its state machine is
-    /// in memory, and snapshots are taken only after the sync (`complete_durable`).
+    /// entry is durable on a majority already (a follower acknowledges, and a leader
+    /// counts itself, only after its fsync), so neither its application nor its answer
+    /// waits for this cycle's newer entries to reach this disk (etcd applies
+    /// concurrently with persisting too). A follower may apply entries still in this
+    /// cycle's buffer; its state machine is in memory, and snapshots are taken only
+    /// after the sync (`complete_durable`).
     fn apply_ready(&mut self, range: RangeId, ready: &Ready) {
         let not_leader_lost =
             || Response::Unavailable { reason: "leadership changed; retry".into() };
