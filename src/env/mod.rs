@@ -26,13 +26,6 @@ pub trait DiskFile: Send + Sync {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// fdatasync: data and the size, not necessarily other metadata.
     fn sync(&mut self) -> io::Result<()>;
-    /// Makes what was written so far durable, possibly later and elsewhere: returns
-    /// the sync to run off the caller's thread (the event loop's WAL, `Wal::begin_sync`),
-    /// or None once it synced inline. The default syncs inline; the simulation's disk
-    /// does so (the event loop then waits a simulated fsync latency instead).
-    fn begin_sync(&mut self) -> io::Result<Option<DetachedSync>> {
-        self.sync().map(|()| None)
-    }
     fn len(&self) -> io::Result<u64>;
     /// Reserves `len` bytes (preallocation); does not shrink.
     fn allocate(&mut self, len: u64) -> io::Result<()>;
@@ -40,9 +33,6 @@ pub trait DiskFile: Send + Sync {
 }
 
 /// A held lock on a data directory; dropping it releases the lock.
-/// A started `DiskFile::begin_sync`, to run on a blocking thread.
-pub type DetachedSync = Box<dyn FnOnce() -> io::Result<()> + Send>;
-
 pub trait DirLock: Send + Sync {}
 
 /// File-system operations rangedb needs. A new or renamed file survives a crash only

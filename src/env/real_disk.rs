@@ -9,11 +9,10 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt as UnixFileExt;
 use std::path::Path;
-use std::sync::Arc;
 
 use fs2::FileExt as Fs2FileExt;
 
-use super::{DetachedSync, DirLock, Disk, DiskFile};
+use super::{DirLock, Disk, DiskFile};
 
 /// The name of the lock file `lock_dir` creates inside the locked directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -22,9 +21,9 @@ pub const LOCK_FILE: &str = "LOCK";
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RealDisk;
 
-/// An open std file (shared with the syncs `begin_sync` hands out).
+/// An open std file.
 struct RealFile {
-    file: Arc<File>,
+    file: File,
 }
 
 impl DiskFile for RealFile {
@@ -47,16 +46,11 @@ impl DiskFile for RealFile {
     fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()
     }
-    fn begin_sync(&mut self) -> io::Result<Option<DetachedSync>> {
-        // fdatasync covers every write to the file that returned before it started.
-        let file = Arc::clone(&self.file);
-        Ok(Some(Box::new(move || file.sync_data())))
-    }
     fn len(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
     fn allocate(&mut self, len: u64) -> io::Result<()> {
-        Fs2FileExt::allocate(&*self.file, len)
+        Fs2FileExt::allocate(&self.file, len)
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
@@ -76,7 +70,7 @@ impl Disk for RealDisk {
     }
     fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn DiskFile>> {
         let file = OpenOptions::new().read(true).write(true).create(create).open(path)?;
-        Ok(Box::new(RealFile { file: Arc::new(file) }))
+        Ok(Box::new(RealFile { file }))
     }
     fn exists(&self, path: &Path) -> bool {
         path.exists()

@@ -28,7 +28,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{DetachedSync, DirLock, Disk, DiskFile};
+use super::{DirLock, Disk, DiskFile};
 
 /// The unit a crash keeps, drops or tears.
 pub const PAGE: u64 = 4096;
@@ -269,7 +269,6 @@ fn eio(what: &str) -> io::Error {
     io::Error::other(format!("simulated EIO: {what}"))
 }
 
-#[derive(Clone)]
 struct SimFile {
     state: Arc<Mutex<State>>,
     inode: u64,
@@ -328,14 +327,6 @@ impl DiskFile for SimFile {
             inode.durable_len = inode.len;
             Ok(())
         })
-    }
-
-    fn begin_sync(&mut self) -> io::Result<Option<DetachedSync>> {
-        // The sync happens when the driver runs it, after a simulated fsync latency:
-        // a crash before then loses what it would have made durable. The WAL writes
-        // nothing to the file meanwhile, so it covers exactly what was written first.
-        let mut file = self.clone();
-        Ok(Some(Box::new(move || file.sync())))
     }
 
     fn len(&self) -> io::Result<u64> {

@@ -1,28 +1,17 @@
 //! The node's single event loop: every range replica hosted here is driven from it,
-//! so one WAL fsync covers the Readies of every range (group commit) and one frame per
+//! so one WAL fsync covers the Ready of every range (group commit) and one frame per
 //! peer carries every range's messages.
 //!
 //! ```text
-//!  events (peer batches, client requests, ticks, a finished fsync)
+//!  events (peer batches, client requests, ticks)
 //!     │ step / propose / read_index / tick
 //!     ▼
 //!  for each range: ready() ─► send `messages` now ─► WAL append (entries, hard state),
-//!    (flush_write)            snapshot files ─► apply committed ─► answer, serve reads
-//!                             ─► advance_written: the next Ready may be taken at once
-//!  cycles whose records are durable (complete_durable): send `persisted_messages`,
-//!    advance_durable, snapshot if due
-//!  no fsync running and records waiting for one: write them, start it (begin_sync)
+//!                             snapshot files ─► apply committed ─► answer, serve reads
+//!  one fsync ─► send `persisted_messages` ─► advance ─► snapshot if due
 //! ```
-//!
-//! The fsync runs off the loop (a blocking thread; the simulation waits a simulated
-//! latency) while the loop goes on: a leader appends and sends new proposals, and
-//! commits, applies and answers on followers' acks, during its own fsync. At most one
-//! fsync runs; what is appended meanwhile waits in the WAL buffer for the next one,
-//! which therefore carries everything that arrived during the last (group commit
-//! sized by the disk's latency). Cycles complete strictly in order, so a Ready that
-//! wrote nothing cannot send an acknowledgement ahead of records still being synced.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::env::Network;
@@ -32,14 +21,12 @@ use crate::node::ticker::Ticker;
 use crate::node::wire::{
     Envelope, NodeStatus, PeerBatch, RangeStatus, ReadConsistency, Request, Response,
 };
-use crate::raft::{
-    HardState, Message, NodeId, ReadMode, Ready, Role, Snapshot, SnapshotMeta, Storage, Written,
-};
+use crate::raft::{Message, NodeId, ReadMode, Ready, Role, Snapshot, SnapshotMeta, Storage};
 use crate::range::descriptor::{
     RangeId, RangeTable, DESCRIPTOR_PREFIX, RESERVED_END, RESERVED_PREFIX,
 };
 use crate::range::kv::{Command, KvStore, WriteOp};
-use crate::storage::{PendingSync, SnapshotStore, StorageError, Wal, WalRecord};
+use crate::storage::{SnapshotStore, StorageError, Wal, WalRecord};
 
 /// Largest key and value a client may write.
 pub const KEY_BYTES_MAX: usize = 8 << 10;
@@ -85,26 +72,11 @@ impl Tuning {
     }
 }
 
-/// A Ready cycle whose records were written to the WAL (buffered), waiting for a sync
-/// that covers them before its `persisted_messages` leave and Raft learns they are
-/// durable (`Node::complete_durable`).
-struct Cycle {
-    readies: Vec<WrittenReady>,
-    /// The WAL position that must be durable before the cycle completes: the end of
-    /// its own must-sync records, or of the last earlier cycle that had some.
-    needs: u64,
-    /// The end of every record it appended (commit-only hard states ride along
-    /// without a sync of their own).
-    #[cfg_attr(not(madsim), allow(dead_code))]
-    end: u64,
-}
-
-struct WrittenReady {
-    range: RangeId,
-    written: Written,
-    persisted_messages: Vec<Message>,
-    #[cfg_attr(not(madsim), allow(dead_code))]
-    hard_state: Option<HardState>,
+/// A Ready cycle between its write and its sync (`Node::flush_write`).
+pub struct Cycle {
+    readies: Vec<(RangeId, Ready)>,
+    /// Whether a record that must be durable was buffered: the sync is needed.
+    pub wrote: bool,
 }
 
 pub struct Node {
@@ -124,10 +96,6 @@ pub struct Node {
     pub ticker: Ticker,
     /// Which peers were heard from lately; wakes quiesced ranges.
     liveness: Liveness,
-    /// Written cycles waiting for their sync, oldest first.
-    unsynced: VecDeque<Cycle>,
-    /// The `Cycle::needs` of the newest cycle.
-    needs: u64,
 }
 
 impl Node {
@@ -157,8 +125,6 @@ impl Node {
             ticks: 0,
             ticker,
             liveness,
-            unsynced: VecDeque::new(),
-            needs: 0,
         }
     }
 
@@ -384,23 +350,20 @@ impl Node {
         }
     }
 
-    /// Runs the Ready cycle for every range with work and completes it and every
-    /// earlier one with an fsync here (start and shutdown).
+    /// Runs the Ready cycle for every range with work: persist with one fsync, send,
+    /// apply, advance.
     pub fn flush(&mut self) -> Result<(), StorageError> {
-        self.flush_write()?;
-        self.wal.sync()?;
-        self.complete_durable()
+        let cycle = self.flush_write()?;
+        self.flush_sync(cycle)
     }
 
-    /// Takes every Ready, buffers its records in the WAL, sends what may leave before
-    /// they are durable (the leader's Appends), applies what is committed
-    /// (`apply_ready`) and queues the cycle for its sync (`complete_durable`). A
-    /// received snapshot is synced at once, with everything before it.
-    pub fn flush_write(&mut self) -> Result<(), StorageError> {
+    /// The first half of a Ready cycle: takes every Ready, buffers its records in the
+    /// WAL, sends what may leave before they are durable (the leader's Appends), and
+    /// applies what is committed (`apply_ready`).
+    pub fn flush_write(&mut self) -> Result<Cycle, StorageError> {
         let mut readies: Vec<(RangeId, Ready)> = Vec::new();
         let mut send_now: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
         let mut wrote = false;
-        let mut snapshot = false;
         for (range, replica) in self.replicas.iter_mut() {
             if !replica.raft.has_ready() {
                 continue;
@@ -415,7 +378,6 @@ impl Node {
                 self.wal.append(&WalRecord::SnapshotInstalled { range: *range, index, term })?;
                 wrote = true;
             }
-            snapshot |= ready.snapshot.is_some();
             if !ready.entries.is_empty() {
                 let entries = ready.entries.clone();
                 self.wal.append(&WalRecord::Entries { range: *range, entries })?;
@@ -433,86 +395,41 @@ impl Node {
             }
             readies.push((*range, ready));
         }
-        if readies.is_empty() {
-            return Ok(());
-        }
         self.send(send_now);
         for (range, ready) in &readies {
             self.apply_ready(*range, ready);
         }
-        let readies = readies
-            .into_iter()
-            .map(|(range, mut ready)| {
-                let persisted_messages = std::mem::take(&mut ready.persisted_messages);
-                let hard_state = ready.hard_state;
-                let replica = self.replicas.get_mut(&range).expect("ready came from this replica");
-                let written = replica.raft.advance_written(ready);
-                WrittenReady { range, written, persisted_messages, hard_state }
-            })
-            .collect();
+        Ok(Cycle { readies, wrote })
+    }
+
+    /// The second half: one fsync if anything must be durable, then the messages that
+    /// depended on it, then advance and snapshots. The simulation lets time pass
+    /// between the halves (`sim_hooks::fsync_latency`), as a real fsync takes.
+    pub fn flush_sync(&mut self, cycle: Cycle) -> Result<(), StorageError> {
+        let Cycle { mut readies, wrote } = cycle;
         if wrote {
-            self.needs = self.wal.appended();
-        }
-        let cycle = Cycle { readies, needs: self.needs, end: self.wal.appended() };
-        self.unsynced.push_back(cycle);
-        if snapshot {
-            // advance_durable installs the snapshot as the group's stable log; no
-            // later Ready may be taken before (the raft core's snapshot rules).
             self.wal.sync()?;
-            self.complete_durable()?;
         }
-        Ok(())
-    }
-
-    /// Starts the fsync of what is buffered if a cycle waits for it (none may be
-    /// running: the caller runs the returned sync, then reports it to `Wal::synced`).
-    pub fn begin_sync(&mut self) -> Result<Option<PendingSync>, StorageError> {
-        if self.needs <= self.wal.durable() {
-            return Ok(None);
-        }
-        self.wal.begin_sync()
-    }
-
-    /// Completes, in order, every cycle whose records are durable: the messages that
-    /// depended on them leave, Raft learns they are durable, snapshots are taken.
-    pub fn complete_durable(&mut self) -> Result<(), StorageError> {
-        let durable = self.wal.durable();
-        let mut done = Vec::new();
-        while self.unsynced.front().is_some_and(|cycle| cycle.needs <= durable) {
-            done.push(self.unsynced.pop_front().expect("checked"));
-        }
-        if done.is_empty() {
-            self.ping_idle_links();
-            return Ok(());
-        }
-        // Hard states are durable only if a sync covered them (a commit-only one may
+        // Hard states are durable only if this cycle synced (a commit-only one may
         // wait in the WAL buffer for the next sync).
         #[cfg(madsim)]
-        for cycle in done.iter().filter(|cycle| cycle.end <= durable) {
-            for ready in &cycle.readies {
-                if let Some(hs) = ready.hard_state {
-                    let (me, range) = (self.id, ready.range);
-                    crate::env::sim_hooks::observe(|o| {
-                        o.hard_state_synced(me, range, hs.term, hs.commit)
-                    });
-                }
+        for (range, ready) in readies.iter().filter(|_| wrote) {
+            if let Some(hs) = ready.hard_state {
+                let me = self.id;
+                crate::env::sim_hooks::observe(|o| {
+                    o.hard_state_synced(me, *range, hs.term, hs.commit)
+                });
             }
         }
+        // Everything each Ready asked to persist is durable now: its dependent messages
+        // may leave.
         let mut send_after: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
-        for cycle in &mut done {
-            for ready in &mut cycle.readies {
-                let messages = std::mem::take(&mut ready.persisted_messages);
-                outbox(&mut send_after, ready.range, messages);
-            }
+        for (range, ready) in readies.iter_mut() {
+            outbox(&mut send_after, *range, std::mem::take(&mut ready.persisted_messages));
         }
         self.send(send_after);
-        for cycle in done {
-            for ready in cycle.readies {
-                let replica =
-                    self.replicas.get_mut(&ready.range).expect("ready came from this replica");
-                replica.raft.advance_durable(ready.written);
-                self.maybe_snapshot(ready.range)?;
-            }
+        for (range, ready) in readies {
+            self.finish_ready(range, ready)?;
         }
         self.ping_idle_links();
         Ok(())
@@ -537,13 +454,12 @@ impl Node {
     /// Applies a Ready's snapshot and committed entries, answers the writes and reads
     /// they complete, and fails what a lost leadership strands.
     ///
-    /// This runs before the cycle's fsync (and while earlier ones run): a committed
-    /// entry is durable on a majority already (a follower acknowledges, and a leader
-    /// counts itself, only after its fsync), so neither its application nor its answer
-    /// waits for this cycle's newer entries to reach this disk (etcd applies
-    /// concurrently with persisting too). A follower may apply entries still in this
-    /// cycle's buffer; its state machine is in memory, and snapshots are taken only
-    /// after the sync (`complete_durable`).
+    /// This runs before the cycle's fsync: a committed entry is durable on a majority
+    /// already (a follower acknowledges, and a leader counts itself, only after its
+    /// fsync), so neither its application nor its answer waits for this cycle's newer
+    /// entries to reach this disk (etcd applies concurrently with persisting too). A
+    /// follower may apply entries still in this cycle's buffer; its state machine is
+    /// in memory, and snapshots are taken only after the sync (`finish_ready`).
     fn apply_ready(&mut self, range: RangeId, ready: &Ready) {
         let not_leader_lost =
             || Response::Unavailable { reason: "leadership changed; retry".into() };
@@ -578,6 +494,14 @@ impl Node {
             }
         }
         replica.serve_reads();
+    }
+
+    /// After the sync: tells Raft everything in the Ready is done, then snapshots the
+    /// range if it is due.
+    fn finish_ready(&mut self, range: RangeId, ready: Ready) -> Result<(), StorageError> {
+        let replica = self.replicas.get_mut(&range).expect("ready came from this replica");
+        replica.raft.advance(ready);
+        self.maybe_snapshot(range)
     }
 
     /// Snapshots a range whose log grew past `snapshot_entries`, then releases WAL

@@ -27,8 +27,7 @@ use crate::range::descriptor::{
 };
 use crate::range::kv::{KvStore, HISTORY_REVISIONS};
 use crate::storage::{
-    ClusterMeta, DataDir, PendingSync, SnapshotStore, StorageError, Wal, WalOptions, WalRecord,
-    WalRecovery,
+    ClusterMeta, DataDir, SnapshotStore, StorageError, Wal, WalOptions, WalRecord, WalRecovery,
 };
 use event_loop::{Event, Node, Tuning};
 use replica::Replica;
@@ -172,8 +171,7 @@ pub async fn run_node(
 }
 
 /// Events, ticks and Ready cycles until shutdown or a storage failure. Ticks come
-/// from the node's clock (ticker.rs): every turn first performs the ticks due. The
-/// WAL's fsync runs beside the loop (event_loop.rs); its end is one more event.
+/// from the node's clock (ticker.rs): every turn first performs the ticks due.
 async fn run_loop(
     node: &mut Node,
     mut inbox: mpsc::Receiver<Event>,
@@ -186,7 +184,6 @@ async fn run_loop(
     // The tick the sleep is set for; re-armed only when ticks were done.
     let mut armed_after = node.ticker.done();
     node.flush()?;
-    let mut syncing: Option<SyncFuture> = None;
     loop {
         node.catch_up_ticks();
         if node.ticker.done() != armed_after || next_tick.is_elapsed() {
@@ -196,10 +193,6 @@ async fn run_loop(
         tokio::select! {
             biased;
             () = &mut shutdown => return Ok(()),
-            synced = async { syncing.as_mut().expect("guarded").await }, if syncing.is_some() => {
-                syncing = None;
-                node.wal.synced(synced?);
-            }
             () = &mut next_tick => {} // Performed at the top of the next turn.
             event = inbox.recv() => match event {
                 Some(event) => {
@@ -214,40 +207,13 @@ async fn run_loop(
                 None => return Ok(()),
             },
         }
-        node.flush_write()?;
-        node.complete_durable()?;
-        if syncing.is_none() {
-            syncing = node.begin_sync()?.map(run_sync);
+        let cycle = node.flush_write()?;
+        #[cfg(madsim)]
+        if cycle.wrote {
+            tokio::time::sleep(crate::env::sim_hooks::fsync_latency()).await;
         }
+        node.flush_sync(cycle)?;
     }
-}
-
-type SyncFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, StorageError>> + Send>>;
-
-/// Runs a WAL fsync off the event loop: on a blocking thread, or in the simulation
-/// (whose disk synced inline) after a simulated fsync latency.
-fn run_sync(pending: PendingSync) -> SyncFuture {
-    #[cfg(madsim)]
-    return Box::pin(async move {
-        tokio::time::sleep(crate::env::sim_hooks::fsync_latency()).await;
-        pending.run()
-    });
-    #[cfg(not(madsim))]
-    Box::pin(async move {
-        if !pending.is_detached() {
-            return pending.run();
-        }
-        let path = pending.path().to_path_buf();
-        match tokio::task::spawn_blocking(move || pending.run()).await {
-            Ok(result) => result,
-            Err(error) => Err(StorageError::Io {
-                op: "sync",
-                path,
-                source: std::io::Error::other(format!("the fsync thread failed: {error}")),
-            }),
-        }
-    })
 }
 
 fn validate(config: &ServerConfig) -> Result<(), NodeError> {

@@ -65,7 +65,7 @@ mod snapshot_test;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use message::*;
-pub use ready::{ReadState, Ready, SoftState, Written};
+pub use ready::{ReadState, Ready, SoftState};
 pub use storage::{MemStorage, Storage, StorageError};
 
 use log::RaftLog;
@@ -385,15 +385,9 @@ impl RaftGroup {
         self.debug_check_invariants();
     }
 
-    /// The durable state of this replica as of the last `advance_durable`.
+    /// The durable state of this replica as of the last `advance`.
     pub fn store(&self) -> &MemStorage {
         &self.log.store
-    }
-
-    /// The term of the entry at `index` in the whole log, durable or not (None if
-    /// compacted away or beyond the end).
-    pub fn entry_term(&self, index: Index) -> Option<Term> {
-        self.log.term(index).ok()
     }
 
     /// Drops log entries up to `snapshot.meta.index` (<= applied); the snapshot is

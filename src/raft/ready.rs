@@ -108,63 +108,30 @@ impl RaftGroup {
     /// # Panics
     /// If `ready` is not the outstanding Ready.
     pub fn advance(&mut self, ready: Ready) {
-        let written = self.advance_written(ready);
-        self.advance_durable(written);
-    }
-
-    /// The first half of `advance` for a driver that overlaps its fsync with the next
-    /// Ready (etcd raft's asynchronous storage writes): the driver sent `messages`,
-    /// wrote (not yet synced) the Ready's records in order after every earlier Ready's,
-    /// and applied its committed entries. The next `ready()` may be taken at once; the
-    /// entries, snapshot and hard state stay not durable (the leader does not count
-    /// itself for them, and nothing is applied from them) until `advance_durable` is
-    /// called with what this returns, once a sync covering the records finished.
-    /// `persisted_messages` must wait for that sync too.
-    ///
-    /// # Panics
-    /// If `ready` is not the outstanding Ready.
-    pub fn advance_written(&mut self, ready: Ready) -> Written {
         assert!(self.ready_outstanding, "{}: advance() without ready()", self.id);
         assert_eq!(ready.number, self.ready_number, "{}: advance() of a stale Ready", self.id);
         self.ready_outstanding = false;
-        if let Some(snapshot) = &ready.snapshot {
-            let index = snapshot.meta.index;
-            self.log.applied = self.log.applied.max(index);
-            self.log.applying = self.log.applying.max(index);
-        }
-        if let Some(last) = ready.committed_entries.last() {
-            self.log.applied = last.index;
-        }
-        Written { snapshot: ready.snapshot, entries: ready.entries, hard_state: ready.hard_state }
-    }
-
-    /// The second half of `advance`: what `written` holds is durable. Calls must come
-    /// in the order of the Readies.
-    pub fn advance_durable(&mut self, written: Written) {
-        if let Some(snapshot) = written.snapshot {
+        if let Some(snapshot) = ready.snapshot {
             let index = snapshot.meta.index;
             self.voters = snapshot.meta.conf_state.voters.iter().copied().collect();
             self.log.store.apply_snapshot(snapshot);
             self.log.unstable.stable_snapshot_to(index);
+            self.log.applied = self.log.applied.max(index);
+            self.log.applying = self.log.applying.max(index);
         }
-        if let Some(last) = written.entries.last() {
-            self.log.store.append(&written.entries);
+        if let Some(last) = ready.entries.last() {
+            self.log.store.append(&ready.entries);
             self.log.unstable.stable_to(last.index, last.term);
         }
-        if let Some(hard_state) = written.hard_state {
+        if let Some(hard_state) = ready.hard_state {
             self.log.store.set_hard_state(hard_state);
+        }
+        if let Some(last) = ready.committed_entries.last() {
+            self.log.applied = last.index;
         }
         if self.role == Role::Leader {
             self.on_leader_persisted();
         }
         self.debug_check_invariants();
     }
-}
-
-/// What a Ready asked to persist, between `advance_written` and `advance_durable`.
-#[derive(Debug, Default)]
-pub struct Written {
-    snapshot: Option<Snapshot>,
-    entries: Vec<Entry>,
-    hard_state: Option<HardState>,
 }

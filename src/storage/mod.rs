@@ -19,7 +19,7 @@ use crate::env::Disk;
 
 pub use datadir::{ClusterMeta, DataDir};
 pub use snapshot::SnapshotStore;
-pub use wal::{PendingSync, RecoveredLog, Wal, WalOptions, WalRecord, WalRecovery};
+pub use wal::{RecoveredLog, Wal, WalOptions, WalRecord, WalRecovery};
 
 /// Operating errors of the storage layer. Corruption names the file and offset.
 #[derive(Debug, thiserror::Error)]

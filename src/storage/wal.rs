@@ -72,12 +72,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::{io_err, StorageError};
-use crate::env::{DetachedSync, Disk, DiskFile};
+use crate::env::{Disk, DiskFile};
 use crate::raft::{Entry, HardState, Index, Term};
 use crate::range::descriptor::RangeId;
 
@@ -198,89 +198,6 @@ pub struct Wal {
     zeroed: u64,
     /// Latest hard state of every range seen (recovered or appended).
     hard_states: BTreeMap<RangeId, HardState>,
-    /// Bytes of frames buffered since open, and how many of them are durable.
-    appended: u64,
-    durable: u64,
-    /// The detached sync `begin_sync` handed out, until it is reported `synced`.
-    in_flight: Option<Arc<InFlight>>,
-}
-
-/// A sync started by `Wal::begin_sync`.
-pub struct PendingSync {
-    /// The `Wal::appended` position it makes durable.
-    pub lsn: u64,
-    /// The fsync, shared with the WAL (None if the disk synced inline).
-    in_flight: Option<Arc<InFlight>>,
-    path: PathBuf,
-}
-
-impl PendingSync {
-    /// Whether `run` may block (a real fsync) rather than return at once.
-    pub fn is_detached(&self) -> bool {
-        self.in_flight.is_some()
-    }
-
-    /// The segment being synced.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Performs the fsync (call it on a blocking thread), or waits for the WAL that
-    /// ran it first; returns the position it made durable, for `Wal::synced`.
-    ///
-    /// # Errors
-    /// `Io` when the fsync fails: nothing written since the last good sync may be
-    /// assumed durable, and the node stops.
-    pub fn run(self) -> Result<u64, StorageError> {
-        if let Some(in_flight) = &self.in_flight {
-            in_flight.finish().map_err(io_err("sync", &self.path))?;
-        }
-        Ok(self.lsn)
-    }
-}
-
-/// A detached sync, run once by whoever gets to it first: the blocking thread the
-/// event loop handed it to, or the WAL itself before its next write.
-struct InFlight {
-    state: Mutex<SyncState>,
-    over: Condvar,
-}
-
-enum SyncState {
-    Pending(DetachedSync),
-    Running,
-    /// The outcome, for every caller (io::Error is not Clone).
-    Done(Result<(), (std::io::ErrorKind, String)>),
-}
-
-impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn finish(&self) -> std::io::Result<()> {
-        let mut state = self.lock();
-        loop {
-            match std::mem::replace(&mut *state, SyncState::Running) {
-                SyncState::Pending(sync) => {
-                    drop(state);
-                    let result = sync();
-                    let outcome =
-                        result.as_ref().map(|_| ()).map_err(|e| (e.kind(), e.to_string()));
-                    *self.lock() = SyncState::Done(outcome);
-                    self.over.notify_all();
-                    return result;
-                }
-                SyncState::Running => {
-                    state = self.over.wait(state).unwrap_or_else(|e| e.into_inner());
-                }
-                SyncState::Done(outcome) => {
-                    *state = SyncState::Done(outcome.clone());
-                    return outcome.map_err(|(kind, message)| std::io::Error::new(kind, message));
-                }
-            }
-        }
-    }
 }
 
 fn segment_name(seq: u64) -> String {
@@ -632,9 +549,6 @@ impl Wal {
             buffer,
             zeroed,
             hard_states,
-            appended: 0,
-            durable: 0,
-            in_flight: None,
         };
         if torn {
             wal.cut_tail()?;
@@ -704,11 +618,9 @@ impl Wal {
         if self.offset + self.buffer.len() as u64 + frame_size > self.segment_size {
             self.roll(frame_size)?;
         }
-        let before = self.buffer.len();
         for _ in 0..copies {
             push_frame(&mut self.buffer, self.offset, &record_bytes);
         }
-        self.appended += (self.buffer.len() - before) as u64;
         let segment = self.segments.last_mut().expect("never empty");
         match record {
             WalRecord::HardState { range, hard_state } => {
@@ -734,95 +646,8 @@ impl Wal {
     /// `Io` when the write or the fsync fails; the records stay buffered, but nothing
     /// since the last good sync may be assumed durable.
     pub fn sync(&mut self) -> Result<(), StorageError> {
-        self.wait_in_flight()?;
-        let lsn = self.appended;
-        let Some(write) = self.write_buffer()? else {
-            return Ok(());
-        };
-        let path = &self.segments.last().expect("never empty").path;
-        match self.file.sync().map_err(io_err("sync", path)) {
-            Ok(()) => {
-                self.written(write);
-                self.durable = self.durable.max(lsn);
-                Ok(())
-            }
-            Err(e) => {
-                self.buffer = write;
-                Err(e)
-            }
-        }
-    }
-
-    /// Writes buffered records and starts their fsync without waiting for it: the
-    /// event loop runs `PendingSync::run` on a blocking thread and goes on taking and
-    /// buffering Readies meanwhile; it reports the end with `synced`. Nothing is
-    /// written to the file until that sync is over (`wait_in_flight` runs it, or waits
-    /// for it, first), so the file sees the same write, fsync, write, fsync sequence as
-    /// with `sync` (the recovery rules above rely on it). None if nothing is buffered.
-    ///
-    /// # Errors
-    /// `Io` when the write fails, or an inline fsync (a disk without detached syncs).
-    pub fn begin_sync(&mut self) -> Result<Option<PendingSync>, StorageError> {
-        self.wait_in_flight()?;
-        let lsn = self.appended;
-        let Some(write) = self.write_buffer()? else {
-            return Ok(None);
-        };
-        let path = self.segments.last().expect("never empty").path.clone();
-        let detached = match self.file.begin_sync().map_err(io_err("sync", &path)) {
-            Ok(detached) => detached,
-            Err(e) => {
-                self.buffer = write;
-                return Err(e);
-            }
-        };
-        self.written(write);
-        // Durable once the driver reports `synced`, even when the disk synced inline.
-        let in_flight = detached.map(|sync| {
-            let in_flight = Arc::new(InFlight {
-                state: Mutex::new(SyncState::Pending(sync)),
-                over: Condvar::new(),
-            });
-            self.in_flight = Some(Arc::clone(&in_flight));
-            in_flight
-        });
-        Ok(Some(PendingSync { lsn, in_flight, path }))
-    }
-
-    /// A `begin_sync` whose `PendingSync` covered `lsn` finished.
-    pub fn synced(&mut self, lsn: u64) {
-        self.durable = self.durable.max(lsn);
-        self.in_flight = None;
-    }
-
-    /// Bytes of records appended since the WAL was opened (a position that only grows,
-    /// across segments).
-    pub fn appended(&self) -> u64 {
-        self.appended
-    }
-
-    /// How much of `appended` is known durable.
-    pub fn durable(&self) -> u64 {
-        self.durable
-    }
-
-    /// Finishes the sync `begin_sync` handed out, if it may still be running: runs it
-    /// here if nobody started it, else waits for it. A write to the file must not
-    /// overtake it, and its failure must not be hidden by a later fsync that returns
-    /// Ok (a failed fdatasync marks the pages clean without writing them).
-    fn wait_in_flight(&mut self) -> Result<(), StorageError> {
-        if let Some(in_flight) = self.in_flight.take() {
-            let path = &self.segments.last().expect("never empty").path;
-            in_flight.finish().map_err(io_err("sync", path))?;
-        }
-        Ok(())
-    }
-
-    /// Writes the buffer (with zeros ahead, see "Zeroing ahead") at `offset`; returns
-    /// the buffer to hand back to `written` (or to restore on a failed sync).
-    fn write_buffer(&mut self) -> Result<Option<Vec<u8>>, StorageError> {
         if self.buffer.is_empty() {
-            return Ok(None);
+            return Ok(());
         }
         let end = self.offset + self.buffer.len() as u64;
         let mut write_end = (end + HEADER_BYTES).min(self.segment_size);
@@ -835,25 +660,22 @@ impl Wal {
         write.resize((write_end - self.offset) as usize, 0);
         let path = &self.segments.last().expect("never empty").path;
         let result = self.file.write_at(self.offset, &write).map_err(io_err("write", path));
+        let result = result.and_then(|()| self.file.sync().map_err(io_err("sync", path)));
         write.truncate((end - self.offset) as usize);
         match result {
             Ok(()) => {
+                self.offset = end;
                 self.zeroed = self.zeroed.max(write_end);
-                Ok(Some(write))
+                // Keep the allocation for the next batch.
+                write.clear();
+                self.buffer = write;
+                Ok(())
             }
             Err(e) => {
                 self.buffer = write;
                 Err(e)
             }
         }
-    }
-
-    /// The buffer `write_buffer` wrote is done with: the offset moves past it and its
-    /// allocation is kept for the next batch.
-    fn written(&mut self, mut write: Vec<u8>) {
-        self.offset += write.len() as u64;
-        write.clear();
-        self.buffer = write;
     }
 
     /// Syncs the current segment and starts a new one that begins with every known
@@ -870,7 +692,6 @@ impl Wal {
         self.segment_size = size;
         self.offset = 0;
         self.zeroed = 0;
-        self.appended += start.len() as u64;
         self.buffer = start;
         Ok(())
     }
@@ -929,7 +750,6 @@ impl Wal {
         self.segment_size = size;
         self.offset = 0;
         self.zeroed = 0;
-        self.appended += start.len() as u64;
         self.buffer = start;
         self.hard_states = hard_states;
         self.sync()?;
