@@ -158,7 +158,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn run_server(args: &ServerArgs) -> anyhow::Result<u8> {
     let config = server_config(args).context("invalid server configuration")?;
-    rangedb::node::server::tune_allocator();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -18,25 +18,6 @@ use crate::node::wire::{
 };
 use crate::raft::NodeId;
 
-/// Sets glibc's malloc up for the server: one arena, grown 1 MiB at a time and
-/// never trimmed below 64 MiB of free top. The node and its connections run on the
-/// runtime's worker threads, which by default get glibc's non-main arenas; those grow
-/// one `mprotect` per few pages, never padded, and the store grows with every put
-/// (every version is kept): 0.48 `mprotect` per put over the 3 servers. With one
-/// arena growth is a `brk` per MiB, and the workers' frees no longer cross arenas
-/// (futex 0.46 -> 0.10 per put; all syscalls 4.11 -> 3.17 per put;
-/// `bench/syscalls.sh 20000`). Two workers on two cores rarely contend for its lock.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes malloc tunables; it is called before the runtime
-    // starts any thread.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_TOP_PAD, 1 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-    }
-}
-
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
