@@ -323,7 +323,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::wire::{ClientRequest, ReadConsistency, RequestId};
+    use crate::node::wire::{ClientRequest, ReadConsistency};
 
     /// Records the size of every write.
     struct Recorder(Arc<Mutex<Vec<usize>>>);
@@ -407,7 +407,7 @@ mod tests {
         let big = Request::Put {
             key: b"big".to_vec(),
             value: vec![7; 4 << 20],
-            request_id: RequestId { client: 1, seq: 1 },
+            request_id: crate::node::wire::RequestId { client: 1, seq: 1 },
         };
         let blocked = {
             let connection = Arc::clone(&connection);
