@@ -21,7 +21,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use rangedb::cli_parse;
 use rangedb::client::{check_key, escape, Client, ClientConfig, ClientError, ClusterStatus};
-use rangedb::node::ServerConfig;
+use rangedb::node::{LeaderPlacement, ServerConfig};
 use rangedb::raft::NodeId;
 
 /// jemalloc instead of the system's malloc: the server allocates per message, entry
@@ -123,6 +123,11 @@ struct ServerArgs {
     /// --revision` older than that is refused as compacted); "all" keeps every version.
     #[arg(long, default_value_t = rangedb::range::kv::HISTORY_REVISIONS, value_parser = parse_history)]
     history_revisions: u64,
+    /// Where range leaders go: "colocate" moves every range's leadership to the node
+    /// leading the meta range (one WAL fsync there covers every range's writes);
+    /// "elected" leaves it wherever elections put it.
+    #[arg(long, default_value = "colocate", value_parser = parse_placement)]
+    leader_placement: LeaderPlacement,
 }
 
 fn main() -> ExitCode {
@@ -148,6 +153,15 @@ fn parse_history(text: &str) -> Result<u64, String> {
         _ => text
             .parse()
             .map_err(|_| format!("expected a number of revisions or \"all\", got {text:?}")),
+    }
+}
+
+/// clap's value parser for `--leader-placement`.
+fn parse_placement(text: &str) -> Result<LeaderPlacement, String> {
+    match text {
+        "colocate" => Ok(LeaderPlacement::Colocate),
+        "elected" => Ok(LeaderPlacement::Elected),
+        _ => Err(format!("expected \"colocate\" or \"elected\", got {text:?}")),
     }
 }
 
@@ -203,6 +217,7 @@ fn server_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
         tick_ms: args.tick_ms,
         snapshot_entries: args.snapshot_entries,
         history_revisions: args.history_revisions,
+        leader_placement: args.leader_placement,
         snapshot_log_ratio: rangedb::node::SNAPSHOT_LOG_RATIO,
     })
 }

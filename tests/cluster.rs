@@ -95,6 +95,51 @@ async fn leader_of(client: &Client, key: &[u8]) -> u64 {
     panic!("no leader for the range of {}", String::from_utf8_lossy(key));
 }
 
+/// The node leading every range, once all ranges' leaders are one node (None while
+/// they are not, within 20 s).
+async fn colocated_leader(client: &Client, among: &[u64]) -> Option<u64> {
+    for _ in 0..200 {
+        let status = client.status().await;
+        let ranges = status.ranges();
+        let leaders: std::collections::BTreeSet<Option<u64>> = ranges
+            .iter()
+            .map(|r| (r.role == "Leader").then_some(r.leader.map(|l| l.0)).flatten())
+            .collect();
+        if let [Some(leader)] = leaders.iter().copied().collect::<Vec<_>>()[..] {
+            if among.contains(&leader) {
+                return Some(leader);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_leaders_colocate_and_move_together_when_their_node_dies() {
+    let mut cluster = Cluster::start(3, &[]);
+    let client = client(&cluster);
+    let mut acked = BTreeMap::new();
+    write_keys(&client, 0..100, 0, &mut acked).await;
+    let Some(first) = colocated_leader(&client, &[1, 2, 3]).await else {
+        panic!("leaders never colocated: {:?}", client.status().await.ranges());
+    };
+    cluster.kill(first);
+    let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|&n| n != first).collect();
+    write_keys(&client, 100..200, 0, &mut acked).await;
+    let second = colocated_leader(&client, &rest).await;
+    assert!(
+        second.is_some(),
+        "leaders did not colocate again: {:?}",
+        client.status().await.ranges()
+    );
+    // The node coming back does not pull leadership back: no node is preferred.
+    cluster.start_node(first);
+    write_keys(&client, 200..300, 0, &mut acked).await;
+    check_everywhere(&cluster, &client, &acked).await;
+    assert_eq!(colocated_leader(&client, &rest).await, second);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_survive_sigkill_of_a_range_leader() {
     // A small snapshot interval so the restarted node may need a snapshot to catch up.
@@ -191,6 +236,14 @@ fn unknown_flag_is_a_usage_error() {
     let output = Command::new(BIN).args(["server", "--no-such-flag"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("--no-such-flag"), "{}", stderr(&output));
+}
+
+#[test]
+fn an_unknown_leader_placement_is_a_usage_error() {
+    let output =
+        Command::new(BIN).args(["server", "--leader-placement", "somewhere"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("\"colocate\" or \"elected\""), "{}", stderr(&output));
 }
 
 #[test]

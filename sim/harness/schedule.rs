@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::Rng;
+use rangedb::node::LeaderPlacement;
 
 /// Named scenarios; `Swarm` draws everything at random (the default sweep).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -192,6 +193,7 @@ pub struct Plan {
     pub snapshot_entries: u64,
     /// Revisions of history each range keeps (u64::MAX: all).
     pub history_revisions: u64,
+    pub leader_placement: LeaderPlacement,
     pub tick_ms: u64,
     /// The workload clients' deadline for one attempt at one node.
     pub client_attempt_ms: u64,
@@ -229,6 +231,12 @@ impl Plan {
             // From a stream of its own, so that adding it kept every other draw.
             history_revisions: [0, 3, 50, u64::MAX]
                 [Rng::new(seed ^ 0x4157_0e1e_5000).below(4) as usize],
+            // The default two times in three; a stream of its own, like the above.
+            leader_placement: if Rng::new(seed ^ 0x1ead_e4_c01_0ca7e).below(3) < 2 {
+                LeaderPlacement::Colocate
+            } else {
+                LeaderPlacement::Elected
+            },
             tick_ms: 20,
             client_attempt_ms: 800,
             lease_get_percent: 50,
@@ -468,8 +476,8 @@ impl Plan {
     /// The readable schedule.
     pub fn describe(&self) -> String {
         let mut out = format!(
-            "plan: scenario {} nodes {} clients {} snapshot_entries {} history {} intensity {:.2} \
-             fault phase {} ms fsync up to {} us (stalls {} us)\n",
+            "plan: scenario {} nodes {} clients {} snapshot_entries {} history {} leaders {:?} \
+             intensity {:.2} fault phase {} ms fsync up to {} us (stalls {} us)\n",
             self.scenario.name(),
             self.nodes,
             self.clients,
@@ -479,6 +487,7 @@ impl Plan {
             } else {
                 self.history_revisions.to_string()
             },
+            self.leader_placement,
             self.intensity,
             self.fault_ms,
             self.fsync_us.0,

@@ -29,6 +29,7 @@ use crate::range::kv::{KvStore, HISTORY_REVISIONS};
 use crate::storage::{
     ClusterMeta, DataDir, SnapshotStore, StorageError, Wal, WalOptions, WalRecord, WalRecovery,
 };
+pub use event_loop::LeaderPlacement;
 use event_loop::{Event, Node, Tuning};
 use replica::Replica;
 use ticker::Ticker;
@@ -56,6 +57,8 @@ pub struct ServerConfig {
     /// Revisions of history each range keeps readable below its newest (u64::MAX:
     /// all); older versions are dropped (range/kv.rs).
     pub history_revisions: u64,
+    /// Where range leaders go (`LeaderPlacement`).
+    pub leader_placement: LeaderPlacement,
 }
 
 impl ServerConfig {
@@ -71,6 +74,7 @@ impl ServerConfig {
             snapshot_entries: 10_000,
             snapshot_log_ratio: SNAPSHOT_LOG_RATIO,
             history_revisions: HISTORY_REVISIONS,
+            leader_placement: LeaderPlacement::Colocate,
         }
     }
 }
@@ -148,6 +152,7 @@ pub async fn run_node(
             snapshot_entries: config.snapshot_entries,
             snapshot_log_ratio: config.snapshot_log_ratio,
             history_revisions: config.history_revisions,
+            leader_placement: config.leader_placement,
         },
         Ticker::new(clock, Duration::from_millis(config.tick_ms)),
     );

@@ -69,7 +69,7 @@ pub use ready::{ReadState, Ready, SoftState};
 pub use storage::{MemStorage, Storage, StorageError};
 
 use log::RaftLog;
-use progress::Progress;
+use progress::{Progress, ProgressState};
 use read_index::ReadIndexQueue;
 use rng::Rng;
 use snapshot::SnapshotAssembly;
@@ -433,6 +433,18 @@ impl RaftGroup {
 
     pub fn leader(&self) -> Option<NodeId> {
         self.leader_id
+    }
+
+    /// Leader only: how many entries voter `to` lacks of this leader's log, if it is
+    /// replicating normally (None on a follower, for an unknown node, or while the
+    /// follower is probed or sent a snapshot: its log may be anywhere).
+    pub fn follower_lag(&self, to: NodeId) -> Option<u64> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        let progress = self.progress.get(&to)?;
+        (progress.state == ProgressState::Replicate)
+            .then(|| self.log.last_index().saturating_sub(progress.matched))
     }
 
     pub fn role(&self) -> Role {
