@@ -239,6 +239,19 @@ fn unknown_flag_is_a_usage_error() {
 }
 
 #[test]
+fn a_single_node_commits_without_waiting_for_a_tick() {
+    // A tick a minute: a write that waited for the next tick (the loop sleeping while
+    // its own sync had just committed an entry) would time out.
+    let mut cluster = Cluster::start(1, &["--tick-ms", "60000"]);
+    for i in 0..5 {
+        let output = cluster.cli(&["--timeout", "5s", "put", &format!("k{i}"), "v"]);
+        assert!(output.status.success(), "put {i}: {}", stderr(&output));
+    }
+    assert_eq!(cluster.cli(&["get", "k4"]).stdout, b"v");
+    assert_eq!(cluster.terminate(1).code(), Some(0));
+}
+
+#[test]
 fn an_unknown_leader_placement_is_a_usage_error() {
     let output =
         Command::new(BIN).args(["server", "--leader-placement", "somewhere"]).output().unwrap();

@@ -395,6 +395,11 @@ impl Node {
         }
     }
 
+    /// Whether some range has a Ready to take.
+    pub fn has_ready(&self) -> bool {
+        self.replicas.values().any(|replica| replica.raft.has_ready())
+    }
+
     /// Runs the Ready cycle for every range with work: persist with one fsync, send,
     /// apply, advance.
     pub fn flush(&mut self) -> Result<(), StorageError> {

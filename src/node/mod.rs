@@ -195,22 +195,39 @@ async fn run_loop(
             armed_after = node.ticker.done();
             next_tick.as_mut().reset(node.ticker.next_deadline());
         }
-        tokio::select! {
-            biased;
-            () = &mut shutdown => return Ok(()),
-            () = &mut next_tick => {} // Performed at the top of the next turn.
-            event = inbox.recv() => match event {
-                Some(event) => {
-                    node.handle(event);
-                    for _ in 1..EVENTS_PER_CYCLE {
-                        match inbox.try_recv() {
-                            Ok(event) => node.handle(event),
-                            Err(_) => break,
+        if node.has_ready() {
+            // The last cycle left work (a commit that its own sync completed, as in a
+            // single-node cluster): take what has arrived and run the next cycle
+            // without waiting for an event.
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(()),
+                () = std::future::ready(()) => {}
+            }
+            for _ in 0..EVENTS_PER_CYCLE {
+                match inbox.try_recv() {
+                    Ok(event) => node.handle(event),
+                    Err(_) => break,
+                }
+            }
+        } else {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(()),
+                () = &mut next_tick => {} // Performed at the top of the next turn.
+                event = inbox.recv() => match event {
+                    Some(event) => {
+                        node.handle(event);
+                        for _ in 1..EVENTS_PER_CYCLE {
+                            match inbox.try_recv() {
+                                Ok(event) => node.handle(event),
+                                Err(_) => break,
+                            }
                         }
                     }
-                }
-                None => return Ok(()),
-            },
+                    None => return Ok(()),
+                },
+            }
         }
         let cycle = node.flush_write()?;
         #[cfg(madsim)]
