@@ -1,10 +1,7 @@
 //! The sans-IO Raft core under a random scheduler, in-process: messages are
 //! delivered in any order, dropped, duplicated or held back; nodes tick, propose,
 //! compact their logs, get partitioned, and crash and restart from their persisted
-//! state, some in the middle of a Ready (its messages sent, nothing persisted). Like
-//! the node's event loop, a driver takes the next Ready before the last one's records
-//! are synced (`advance_written`), and a later `Sync` step makes them durable in order
-//! (`advance_durable`, then their `persisted_messages` leave); a crash loses them.
+//! state, some in the middle of a Ready (its messages sent, nothing persisted).
 //! Checked after every step:
 //! - at most one leader per term;
 //! - every node applies the same entry at each index (snapshots included);
@@ -21,7 +18,7 @@ use proptest::prelude::*;
 
 use rangedb::raft::{
     ConfState, Config, Index, MemStorage, Message, NodeId, RaftGroup, Role, Snapshot, SnapshotMeta,
-    Storage, Term, Written,
+    Storage, Term,
 };
 
 const NODES: u64 = 3;
@@ -35,13 +32,8 @@ enum Step {
     TickAll,
     Propose(u64, u8),
     Compact(u64),
-    Crash {
-        node: u64,
-        mid_ready: bool,
-    },
+    Crash { node: u64, mid_ready: bool },
     Partition(Option<u64>),
-    /// Every written Ready of one node (or of all) becomes durable.
-    Sync(Option<u64>),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -55,8 +47,7 @@ fn step() -> impl Strategy<Value = Step> {
         10 => (node.clone(), any::<u8>()).prop_map(|(n, byte)| Step::Propose(n, byte)),
         2 => node.clone().prop_map(Step::Compact),
         1 => (node.clone(), any::<bool>()).prop_map(|(node, mid_ready)| Step::Crash { node, mid_ready }),
-        1 => proptest::option::of(node.clone()).prop_map(Step::Partition),
-        12 => proptest::option::of(node).prop_map(Step::Sync),
+        1 => proptest::option::of(node).prop_map(Step::Partition),
     ]
 }
 
@@ -76,8 +67,6 @@ fn decode(data: &[u8]) -> Applied {
 
 struct Node {
     group: RaftGroup,
-    /// Readies written but not yet synced, oldest first, with their persisted messages.
-    unsynced: Vec<(Written, Vec<Message>)>,
     applied: Applied,
     /// This life's highest commit and applied index seen.
     commit: Index,
@@ -119,14 +108,7 @@ impl Cluster {
             .map(|n| {
                 let storage = MemStorage::new(conf_state.clone());
                 let group = RaftGroup::new(config(n, seed ^ n), storage).expect("valid config");
-                let node = Node {
-                    group,
-                    unsynced: Vec::new(),
-                    applied: Vec::new(),
-                    commit: 0,
-                    applied_index: 0,
-                };
-                (NodeId(n), node)
+                (NodeId(n), Node { group, applied: Vec::new(), commit: 0, applied_index: 0 })
             })
             .collect();
         Cluster {
@@ -158,18 +140,15 @@ impl Cluster {
         Ok(())
     }
 
-    /// Handles every Ready of `n` like the node's driver: writing is
-    /// `advance_written`, syncing (`sync`) is `advance_durable`. A Ready with a
-    /// snapshot is synced at once, with everything written before it (as the node does).
+    /// Handles every Ready of `n` like the node's driver (persisting is `advance`).
     fn process(&mut self, n: NodeId) -> Result<(), TestCaseError> {
         loop {
             let node = self.nodes.get_mut(&n).expect("node exists");
             if !node.group.has_ready() {
                 return Ok(());
             }
-            let mut ready = node.group.ready();
+            let ready = node.group.ready();
             self.queue.extend(ready.messages.iter().cloned());
-            let snapshot_ready = ready.snapshot.is_some();
             if let Some(snapshot) = &ready.snapshot {
                 let image = decode(&snapshot.data);
                 for (index, term, data) in &image {
@@ -178,7 +157,7 @@ impl Cluster {
                 let node = self.nodes.get_mut(&n).expect("node exists");
                 node.applied = image;
             }
-            let persisted = std::mem::take(&mut ready.persisted_messages);
+            self.queue.extend(ready.persisted_messages.iter().cloned());
             for entry in &ready.committed_entries {
                 let node = self.nodes.get_mut(&n).expect("node exists");
                 let expected = node.applied.last().map_or(1, |(index, _, _)| index + 1);
@@ -192,21 +171,7 @@ impl Cluster {
                 node.applied.push((entry.index, entry.term, entry.data.to_vec()));
                 self.note_applied(n, entry.index, entry.term, &entry.data)?;
             }
-            let node = self.nodes.get_mut(&n).expect("node exists");
-            let written = node.group.advance_written(ready);
-            node.unsynced.push((written, persisted));
-            if snapshot_ready {
-                self.sync(n);
-            }
-        }
-    }
-
-    /// Everything `n` wrote becomes durable, in order; the messages that waited leave.
-    fn sync(&mut self, n: NodeId) {
-        let node = self.nodes.get_mut(&n).expect("node exists");
-        for (written, persisted) in std::mem::take(&mut node.unsynced) {
-            node.group.advance_durable(written);
-            self.queue.extend(persisted);
+            self.nodes.get_mut(&n).expect("node exists").group.advance(ready);
         }
     }
 
@@ -230,7 +195,6 @@ impl Cluster {
             let ready = node.group.ready();
             self.queue.extend(ready.messages);
         }
-        node.unsynced.clear();
         let store = node.group.store().clone();
         let entries = store.entries(store.first_index(), store.last_index() + 1, u64::MAX);
         let recovered =
@@ -238,7 +202,7 @@ impl Cluster {
         let group =
             RaftGroup::new(config(n.0, seed), recovered.expect("contiguous")).expect("config");
         let applied = decode(&store.snapshot_ref().data);
-        *node = Node { group, unsynced: Vec::new(), applied, commit: 0, applied_index: 0 };
+        *node = Node { group, applied, commit: 0, applied_index: 0 };
         self.restarts += 1;
     }
 
@@ -287,11 +251,6 @@ impl Cluster {
             Step::Compact(n) => self.compact(NodeId(n)),
             Step::Crash { node, mid_ready } => self.crash(NodeId(node), mid_ready, seed),
             Step::Partition(n) => self.isolated = n.map(NodeId),
-            Step::Sync(Some(n)) => self.sync(NodeId(n)),
-            Step::Sync(None) => {
-                let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-                ids.into_iter().for_each(|n| self.sync(n));
-            }
         }
         // Keep the queue bounded: the oldest messages are the likeliest to be stale.
         if self.queue.len() > 300 {
@@ -305,35 +264,6 @@ impl Cluster {
     }
 
     fn check(&mut self) -> Result<(), TestCaseError> {
-        // A leader's commit index is durable on a majority: in the stored (synced) log
-        // with the same term, or below a stored snapshot.
-        for (&n, node) in &self.nodes {
-            let status = node.group.status();
-            if status.role != Role::Leader || status.commit == 0 {
-                continue;
-            }
-            let commit = status.commit;
-            let Some(term) = node.group.entry_term(commit) else {
-                continue; // Compacted: below a snapshot, durable where it was taken.
-            };
-            let holders = self
-                .nodes
-                .values()
-                .filter(|other| {
-                    let store = other.group.store();
-                    store.snapshot_ref().meta.index >= commit
-                        || store.term(commit).is_ok_and(|t| t == term)
-                })
-                .count();
-            prop_assert!(
-                holders as u64 > NODES / 2,
-                "{} committed {} (term {}) but only {} node(s) hold it durably",
-                n,
-                commit,
-                term,
-                holders
-            );
-        }
         for (&n, node) in &mut self.nodes {
             let status = node.group.status();
             if status.role == Role::Leader {
@@ -366,23 +296,14 @@ impl Cluster {
         Ok(())
     }
 
-    /// Syncs and delivers until nothing is left to send.
-    fn drain(&mut self) -> Result<(), TestCaseError> {
-        loop {
-            self.run(Step::Sync(None), 0)?;
-            if self.queue.is_empty() {
-                return Ok(());
-            }
-            self.run(Step::Deliver(0), 0)?;
-        }
-    }
-
     /// Faults off: heal, tick and deliver until quiet; one leader commits everywhere.
     fn converge(&mut self) -> Result<(), TestCaseError> {
         self.isolated = None;
         for _ in 0..60 {
             self.run(Step::TickAll, 0)?;
-            self.drain()?;
+            while !self.queue.is_empty() {
+                self.run(Step::Deliver(0), 0)?;
+            }
         }
         let leaders: Vec<NodeId> = self
             .nodes
@@ -394,7 +315,9 @@ impl Cluster {
         let leader = leaders[0];
         let index = self.nodes.get_mut(&leader).unwrap().group.propose(b"final".to_vec()).unwrap();
         for _ in 0..5 {
-            self.drain()?;
+            while !self.queue.is_empty() {
+                self.run(Step::Deliver(0), 0)?;
+            }
             self.run(Step::TickAll, 0)?;
         }
         let lagging: BTreeSet<NodeId> = self

@@ -13,9 +13,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::time::Instant;
 
 use crate::env::Network;
 use crate::node::liveness::Liveness;
@@ -24,9 +21,7 @@ use crate::node::ticker::Ticker;
 use crate::node::wire::{
     Envelope, NodeStatus, PeerBatch, RangeStatus, ReadConsistency, Request, Response,
 };
-use crate::raft::{
-    Index, Message, NodeId, ReadMode, Ready, Role, Snapshot, SnapshotMeta, Storage, Written,
-};
+use crate::raft::{Message, NodeId, ReadMode, Ready, Role, Snapshot, SnapshotMeta, Storage};
 use crate::range::descriptor::{
     RangeId, RangeTable, DESCRIPTOR_PREFIX, RESERVED_END, RESERVED_PREFIX,
 };
@@ -100,18 +95,10 @@ impl Tuning {
     }
 }
 
-/// How long an index a leader's own sync would commit waits for its followers'
-/// acknowledgements (which commit it without that sync) before the leader syncs.
-const SYNC_FOR_COMMIT_AFTER: Duration = Duration::from_millis(2);
-/// The longest records wait in the WAL for a sync (bounds the unsynced tail, and the
-/// log a range cannot snapshot yet).
-const SYNC_AT_LATEST: Duration = Duration::from_millis(20);
-
 /// A Ready cycle between its write and its sync (`Node::flush_write`).
 pub struct Cycle {
     readies: Vec<(RangeId, Ready)>,
-    /// Whether the cycle syncs the WAL: it buffered a record that must be durable
-    /// before something leaves, or records waited long enough (`Node::sync_due`).
+    /// Whether a record that must be durable was buffered: the sync is needed.
     pub wrote: bool,
 }
 
@@ -132,16 +119,6 @@ pub struct Node {
     pub ticker: Ticker,
     /// Which peers were heard from lately; wakes quiesced ranges.
     liveness: Liveness,
-    /// What cycles that did not sync wrote (a leader's entries and commit indexes:
-    /// its followers' copies commit them), in order, until a sync makes it durable.
-    unsynced: Vec<(RangeId, Written)>,
-    /// When the oldest entries of `unsynced` were written (None: it holds only
-    /// commit indexes, which wait for the next sync whenever that comes, as they do
-    /// in a cycle that syncs nothing).
-    unsynced_since: Option<Instant>,
-    /// Ranges led here with an index that this node's sync would commit: the index,
-    /// and since when it waits (`SYNC_FOR_COMMIT_AFTER`).
-    commit_waits: BTreeMap<RangeId, (Index, Instant)>,
 }
 
 impl Node {
@@ -171,9 +148,6 @@ impl Node {
             ticks: 0,
             ticker,
             liveness,
-            unsynced: Vec::new(),
-            unsynced_since: None,
-            commit_waits: BTreeMap::new(),
         }
     }
 
@@ -436,17 +410,10 @@ impl Node {
     /// The first half of a Ready cycle: takes every Ready, buffers its records in the
     /// WAL, sends what may leave before they are durable (the leader's Appends), and
     /// applies what is committed (`apply_ready`).
-    ///
-    /// Whether the cycle syncs: a follower's entries, a snapshot, a new term or vote,
-    /// and anything in `persisted_messages` must be durable before what depends on
-    /// them leaves, so they sync now. A leader's own entries need not be (Raft
-    /// thesis 10.2.1): its followers' acknowledgements commit them, and the leader
-    /// counts its own copy only once a later sync made it durable (`sync_due`).
     pub fn flush_write(&mut self) -> Result<Cycle, StorageError> {
         let mut readies: Vec<(RangeId, Ready)> = Vec::new();
         let mut send_now: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
         let mut wrote = false;
-        let mut must_sync = false;
         for (range, replica) in self.replicas.iter_mut() {
             if !replica.raft.has_ready() {
                 continue;
@@ -459,13 +426,12 @@ impl Node {
                 replica.snapshot_index = snapshot.meta.index;
                 let (index, term) = (snapshot.meta.index, snapshot.meta.term);
                 self.wal.append(&WalRecord::SnapshotInstalled { range: *range, index, term })?;
-                must_sync = true;
+                wrote = true;
             }
             if !ready.entries.is_empty() {
                 let entries = ready.entries.clone();
                 self.wal.append(&WalRecord::Entries { range: *range, entries })?;
                 wrote = true;
-                must_sync |= !replica.is_leader();
             }
             if let Some(hard_state) = ready.hard_state {
                 // Term and vote must be durable before anything that relies on them
@@ -475,35 +441,15 @@ impl Node {
                 let durable = replica.raft.store().hard_state();
                 let (term, vote) = (hard_state.term, hard_state.vote);
                 self.wal.append(&WalRecord::HardState { range: *range, hard_state })?;
-                must_sync |= term != durable.term || vote != durable.vote;
+                wrote |= term != durable.term || vote != durable.vote;
             }
-            must_sync |= !ready.persisted_messages.is_empty();
             readies.push((*range, ready));
         }
         self.send(send_now);
         for (range, ready) in &readies {
             self.apply_ready(*range, ready);
         }
-        let pending = wrote || self.unsynced_since.is_some();
-        let wrote = must_sync || (pending && self.sync_due(Instant::now()));
         Ok(Cycle { readies, wrote })
-    }
-
-    /// Whether records written without a sync must be synced now: the followers'
-    /// copies alone cannot commit (fewer than 3 nodes, or a peer is silent), an index
-    /// this node's sync would commit waited `SYNC_FOR_COMMIT_AFTER` for them, or the
-    /// oldest record waited `SYNC_AT_LATEST`.
-    fn sync_due(&self, now: Instant) -> bool {
-        self.addresses.len() < 3
-            || !self.liveness.all_live()
-            || self.sync_deadline().is_some_and(|deadline| deadline <= now)
-    }
-
-    /// When the records written without a sync are due for one (None: there are none).
-    pub fn sync_deadline(&self) -> Option<Instant> {
-        let since = self.unsynced_since?;
-        let waits = self.commit_waits.values().map(|(_, since)| *since + SYNC_FOR_COMMIT_AFTER);
-        waits.fold(Some(since + SYNC_AT_LATEST), |at, wait| at.map(|at| at.min(wait)))
     }
 
     /// The second half: one fsync if anything must be durable, then the messages that
@@ -532,18 +478,8 @@ impl Node {
             outbox(&mut send_after, *range, std::mem::take(&mut ready.persisted_messages));
         }
         self.send(send_after);
-        let now = Instant::now();
-        if wrote {
-            // Earlier cycles' records first, in order: this sync covered them too.
-            for (range, written) in std::mem::take(&mut self.unsynced) {
-                let replica = self.replicas.get_mut(&range).expect("written by this replica");
-                replica.raft.advance_durable(written);
-            }
-            self.unsynced_since = None;
-            self.commit_waits.clear();
-        }
         for (range, ready) in readies {
-            self.finish_ready(range, ready, wrote, now)?;
+            self.finish_ready(range, ready)?;
         }
         self.ping_idle_links();
         Ok(())
@@ -610,41 +546,11 @@ impl Node {
         replica.serve_reads();
     }
 
-    /// After the sync (`synced`) or in place of it: tells Raft the Ready is done, and
-    /// durable if synced, then snapshots the range if it is due.
-    fn finish_ready(
-        &mut self,
-        range: RangeId,
-        ready: Ready,
-        synced: bool,
-        now: Instant,
-    ) -> Result<(), StorageError> {
+    /// After the sync: tells Raft everything in the Ready is done, then snapshots the
+    /// range if it is due.
+    fn finish_ready(&mut self, range: RangeId, ready: Ready) -> Result<(), StorageError> {
         let replica = self.replicas.get_mut(&range).expect("ready came from this replica");
-        if synced {
-            replica.raft.advance(ready);
-        } else {
-            let has_entries = !ready.entries.is_empty();
-            let written = replica.raft.advance_written(ready);
-            if !written.is_empty() {
-                self.unsynced.push((range, written));
-            }
-            if has_entries {
-                self.unsynced_since.get_or_insert(now);
-            }
-        }
-        // Keeps the oldest wait for an index until that index commits.
-        match replica.raft.commit_waiting_on_local_sync() {
-            None => {
-                self.commit_waits.remove(&range);
-            }
-            Some(index) => {
-                let committed = replica.raft.committed();
-                let wait = self.commit_waits.entry(range).or_insert((index, now));
-                if committed >= wait.0 {
-                    *wait = (index, now);
-                }
-            }
-        }
+        replica.raft.advance(ready);
         self.maybe_snapshot(range)
     }
 

@@ -82,11 +82,6 @@ impl Liveness {
         changed
     }
 
-    /// Whether every peer counts as live.
-    pub fn all_live(&self) -> bool {
-        self.peers.values().all(|state| state.live)
-    }
-
     /// Ticks since `peer` was last heard from, if it counts as silent (or unknown).
     pub fn silent_ticks(&self, peer: NodeId, now: u64) -> Option<u64> {
         match self.peers.get(&peer) {

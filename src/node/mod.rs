@@ -211,15 +211,10 @@ async fn run_loop(
                 }
             }
         } else {
-            // Records a leader wrote without a sync wait for one until this (flush_write).
-            let sync_at = node.sync_deadline();
-            let sync_sleep =
-                tokio::time::sleep_until(sync_at.unwrap_or_else(|| node.ticker.next_deadline()));
             tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(()),
                 () = &mut next_tick => {} // Performed at the top of the next turn.
-                () = sync_sleep, if sync_at.is_some() => {}
                 event = inbox.recv() => match event {
                     Some(event) => {
                         node.handle(event);

@@ -4,8 +4,7 @@
 //! ```text
 //!   snapshot | stable entries (MemStorage)  | unstable entries
 //!   ... first_index-1 | first_index ...      | offset ... last_index
-//!   applied <= committed <= last_index; entries are applied once committed and written
-//!   here (`written_index`), durable here or not.
+//!   applied <= committed <= last_index; entries are applied only once persisted.
 //! ```
 
 use super::message::*;
@@ -195,22 +194,12 @@ impl RaftLog {
         false
     }
 
-    /// Highest index the driver wrote, durable or not, that is still part of the log.
-    pub fn written_index(&self) -> Index {
-        if self.unstable.snapshot.is_some() {
-            return 0;
-        }
-        self.persisted_index().max(self.unstable.offset_written - 1)
-    }
-
-    /// The highest index the driver may apply now: committed and written here. An
-    /// entry committed is durable on a majority whether or not it is on this disk
-    /// yet, and the state machine is memory (a snapshot of it is durable on its own).
+    /// The highest index the driver may apply now: committed and durable.
     fn applicable_index(&self) -> Index {
         if self.unstable.snapshot.is_some() {
             return self.applying;
         }
-        self.committed.min(self.written_index()).max(self.applying)
+        self.committed.min(self.persisted_index()).max(self.applying)
     }
 
     pub fn has_next_committed_entries(&self) -> bool {

@@ -65,7 +65,7 @@ mod snapshot_test;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use message::*;
-pub use ready::{ReadState, Ready, SoftState, Written};
+pub use ready::{ReadState, Ready, SoftState};
 pub use storage::{MemStorage, Storage, StorageError};
 
 use log::RaftLog;
@@ -385,15 +385,9 @@ impl RaftGroup {
         self.debug_check_invariants();
     }
 
-    /// The durable state of this replica as of the last `advance_durable`.
+    /// The durable state of this replica as of the last `advance`.
     pub fn store(&self) -> &MemStorage {
         &self.log.store
-    }
-
-    /// The term of the entry at `index` in the whole log, durable or not (None if
-    /// compacted away or beyond the end).
-    pub fn entry_term(&self, index: Index) -> Option<Term> {
-        self.log.term(index).ok()
     }
 
     /// Drops log entries up to `snapshot.meta.index` (<= applied); the snapshot is
@@ -439,27 +433,6 @@ impl RaftGroup {
 
     pub fn leader(&self) -> Option<NodeId> {
         self.leader_id
-    }
-
-    pub fn committed(&self) -> Index {
-        self.log.committed
-    }
-
-    /// Leader only: the index that would commit if this node's written entries were
-    /// durable (None if none would): the driver syncs for it when the followers'
-    /// acknowledgements do not commit it soon (`advance_written`).
-    pub fn commit_waiting_on_local_sync(&self) -> Option<Index> {
-        if self.role != Role::Leader {
-            return None;
-        }
-        let written = self.log.written_index();
-        let matches = self
-            .progress
-            .iter()
-            .map(|(&id, p)| Some(if id == self.id { p.matched.max(written) } else { p.matched }))
-            .collect();
-        let index = quorum::quorum_value(matches).unwrap_or(0);
-        (index > self.log.committed && self.log.term_or_zero(index) == self.term).then_some(index)
     }
 
     /// Leader only: how many entries voter `to` lacks of this leader's log, if it is

@@ -30,7 +30,7 @@ pub struct ReadState {
 /// A Ready with no `snapshot`, `entries` or `hard_state` needs no fsync: its
 /// `persisted_messages` may go at once. Nor does one whose `hard_state` differs from
 /// the last only in `commit` (nothing sent relies on a durable commit index). `committed_entries` never include an entry
-/// not yet written locally (committed, so durable on a majority); a `snapshot` comes with no `committed_entries` (the
+/// not yet durable locally; a `snapshot` comes with no `committed_entries` (the
 /// entries after it come in later Readies).
 #[derive(Debug, Default)]
 pub struct Ready {
@@ -108,74 +108,30 @@ impl RaftGroup {
     /// # Panics
     /// If `ready` is not the outstanding Ready.
     pub fn advance(&mut self, ready: Ready) {
-        let written = self.advance_written(ready);
-        self.advance_durable(written);
-    }
-
-    /// The first half of `advance`, for a driver that does not sync every Ready: it
-    /// sent `messages`, wrote (not necessarily synced) the Ready's records after every
-    /// earlier Ready's, and applied its committed entries. The next `ready()` may be
-    /// taken at once. Until `advance_durable` is called with what this returns, once
-    /// a sync covered the records, they do not count as durable: a leader does not
-    /// count itself for the entries (Raft thesis 10.2.1: it needs its own copy only
-    /// where its followers' are not a majority), and the Ready's
-    /// `persisted_messages` must not have been sent.
-    ///
-    /// # Panics
-    /// If `ready` is not the outstanding Ready.
-    pub fn advance_written(&mut self, ready: Ready) -> Written {
         assert!(self.ready_outstanding, "{}: advance() without ready()", self.id);
         assert_eq!(ready.number, self.ready_number, "{}: advance() of a stale Ready", self.id);
         self.ready_outstanding = false;
-        if let Some(snapshot) = &ready.snapshot {
-            let index = snapshot.meta.index;
-            self.log.applied = self.log.applied.max(index);
-            self.log.applying = self.log.applying.max(index);
-        }
-        if let Some(last) = ready.entries.last() {
-            self.log.unstable.written_to(last.index, last.term);
-        }
-        if let Some(last) = ready.committed_entries.last() {
-            self.log.applied = last.index;
-        }
-        self.debug_check_invariants();
-        Written { snapshot: ready.snapshot, entries: ready.entries, hard_state: ready.hard_state }
-    }
-
-    /// The second half of `advance`: what `written` holds is durable. Calls come in
-    /// the order of the Readies.
-    pub fn advance_durable(&mut self, written: Written) {
-        if let Some(snapshot) = written.snapshot {
+        if let Some(snapshot) = ready.snapshot {
             let index = snapshot.meta.index;
             self.voters = snapshot.meta.conf_state.voters.iter().copied().collect();
             self.log.store.apply_snapshot(snapshot);
             self.log.unstable.stable_snapshot_to(index);
+            self.log.applied = self.log.applied.max(index);
+            self.log.applying = self.log.applying.max(index);
         }
-        if let Some(last) = written.entries.last() {
-            self.log.store.append(&written.entries);
+        if let Some(last) = ready.entries.last() {
+            self.log.store.append(&ready.entries);
             self.log.unstable.stable_to(last.index, last.term);
         }
-        if let Some(hard_state) = written.hard_state {
+        if let Some(hard_state) = ready.hard_state {
             self.log.store.set_hard_state(hard_state);
+        }
+        if let Some(last) = ready.committed_entries.last() {
+            self.log.applied = last.index;
         }
         if self.role == Role::Leader {
             self.on_leader_persisted();
         }
         self.debug_check_invariants();
-    }
-}
-
-/// What a Ready asked to persist, between `advance_written` and `advance_durable`.
-#[derive(Debug, Default)]
-pub struct Written {
-    snapshot: Option<Snapshot>,
-    entries: Vec<Entry>,
-    hard_state: Option<HardState>,
-}
-
-impl Written {
-    /// Whether it holds nothing to persist.
-    pub fn is_empty(&self) -> bool {
-        self.snapshot.is_none() && self.entries.is_empty() && self.hard_state.is_none()
     }
 }

@@ -15,19 +15,11 @@ pub struct Unstable {
     pub offset: Index,
     /// Entries below this index were handed out in a Ready (offset <= it <= last + 1).
     pub offset_in_progress: Index,
-    /// Entries below this index were written by the driver, not yet known durable
-    /// (`RaftGroup::advance_written`; offset <= it <= offset_in_progress).
-    pub offset_written: Index,
 }
 
 impl Unstable {
     pub fn new(offset: Index) -> Unstable {
-        Unstable {
-            offset,
-            offset_in_progress: offset,
-            offset_written: offset,
-            ..Unstable::default()
-        }
+        Unstable { offset, offset_in_progress: offset, ..Unstable::default() }
     }
 
     /// First index, if a snapshot is pending.
@@ -78,16 +70,6 @@ impl Unstable {
         self.entries.drain(..count);
         self.offset = index + 1;
         self.offset_in_progress = self.offset_in_progress.max(self.offset);
-        self.offset_written = self.offset_written.max(self.offset);
-    }
-
-    /// Entries up to `index` (with `term`) were written, not yet known durable.
-    /// Ignored like `stable_to`.
-    pub fn written_to(&mut self, index: Index, term: Term) {
-        if self.snapshot.is_some() || index < self.offset || self.maybe_term(index) != Some(term) {
-            return;
-        }
-        self.offset_written = self.offset_written.max(index + 1).min(self.offset_in_progress);
     }
 
     pub fn stable_snapshot_to(&mut self, index: Index) {
@@ -100,7 +82,6 @@ impl Unstable {
     pub fn restore(&mut self, snapshot: Snapshot) {
         self.offset = snapshot.meta.index + 1;
         self.offset_in_progress = self.offset;
-        self.offset_written = self.offset;
         self.entries.clear();
         self.snapshot = Some(snapshot);
         self.snapshot_in_progress = false;
@@ -121,7 +102,6 @@ impl Unstable {
             self.entries.extend_from_slice(entries);
         }
         self.offset_in_progress = self.offset_in_progress.min(after).max(self.offset);
-        self.offset_written = self.offset_written.min(after).max(self.offset);
     }
 }
 
