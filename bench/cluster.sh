@@ -7,7 +7,9 @@
 #   cluster_start [PREFIX...] -- [SERVER FLAGS...]
 #                                starts the 3 servers, each run as `PREFIX... rangedb
 #                                server ...` (e.g. under valgrind; %i in PREFIX is the
-#                                node number), and appends their pids to PIDS
+#                                node number), and appends their pids to PIDS;
+#                                $SERVER_FLAGS (split on spaces) is added to the
+#                                flags, e.g. SERVER_FLAGS="--leader-placement elected"
 #   cluster_load SECONDS [BENCH ARGS...]
 #                                once the cluster takes a write, runs `rangedb bench`
 #                                against it for SECONDS (1 s warm-up) in the background,
@@ -35,6 +37,8 @@ cluster_start() {
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do prefix+=("$1"); shift; done
   [ $# -gt 0 ] && shift
   flags=("$@")
+  # shellcheck disable=SC2206 # split on spaces on purpose
+  flags+=(${SERVER_FLAGS:-})
   for i in 1 2 3; do
     "${prefix[@]//%i/$i}" "$BIN" server --id $i --listen 127.0.0.1:$((BASE + i)) \
       --peers "$P" --data-dir "$OUT/data$i" "${flags[@]}" 2>"$OUT/node$i.log" &
