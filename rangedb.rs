@@ -227,6 +227,7 @@ fn server_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
+#[cfg_attr(madsim, allow(clippy::manual_async_fn))] // The registration is not(madsim).
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     // Registered now, before the server listens: a SIGTERM that arrives before the
     // loop first waits for it must stop the server cleanly, not kill the process.

@@ -202,6 +202,7 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
     faults.insert("effect: peer batches duplicated".into(), sim_hooks::duplicated());
     faults.insert("effect: bits flipped in synced data".into(), supervisor.rotted);
     faults.insert("effect: reads answered from a leader lease".into(), sim_hooks::lease_reads());
+    faults.insert("effect: leaderships handed to the meta leader".into(), sim_hooks::handoffs());
     let eio: u64 = cluster.servers.iter().map(|s| s.disk.fsync_failures()).sum();
     if eio > 0 {
         faults.insert("effect: fsyncs failed (EIO)".into(), eio);

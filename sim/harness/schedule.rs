@@ -232,7 +232,7 @@ impl Plan {
             history_revisions: [0, 3, 50, u64::MAX]
                 [Rng::new(seed ^ 0x4157_0e1e_5000).below(4) as usize],
             // The default two times in three; a stream of its own, like the above.
-            leader_placement: if Rng::new(seed ^ 0x1ead_e4_c01_0ca7e).below(3) < 2 {
+            leader_placement: if Rng::new(seed ^ 0x1ead_e4c0_10ca).below(3) < 2 {
                 LeaderPlacement::Colocate
             } else {
                 LeaderPlacement::Elected

@@ -36,6 +36,8 @@ struct Hooks {
     duplicated: u64,
     /// Reads answered from a leader lease.
     lease_reads: u64,
+    /// Leadership transfers started by `Node::place_leaders`.
+    handoffs: u64,
     /// Per link (from, to): a copy of an earlier batch, to be delivered again later.
     held: BTreeMap<(NodeId, NodeId), Vec<Envelope>>,
     /// How long a WAL fsync takes: (usual upper bound, rare stall) in microseconds.
@@ -55,6 +57,7 @@ pub fn install(observer: Option<Box<dyn Observer>>, seed: u64) {
             rng: seed,
             duplicated: 0,
             lease_reads: 0,
+            handoffs: 0,
             held: BTreeMap::new(),
             fsync_us: (0, 0),
         };
@@ -74,6 +77,16 @@ pub fn duplicated() -> u64 {
 /// Counts reads a leader answered from its lease.
 pub fn count_lease_reads(reads: u64) {
     HOOKS.with(|hooks| hooks.borrow_mut().lease_reads += reads);
+}
+
+/// Counts leadership transfers a node started to colocate leaders.
+pub fn count_handoff() {
+    HOOKS.with(|hooks| hooks.borrow_mut().handoffs += 1);
+}
+
+/// Leadership transfers started to colocate leaders so far on this thread.
+pub fn handoffs() -> u64 {
+    HOOKS.with(|hooks| hooks.borrow().handoffs)
 }
 
 /// Reads answered from a leader lease so far on this thread.

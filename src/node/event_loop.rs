@@ -194,6 +194,10 @@ impl Node {
         for (range, replica) in self.replicas.iter_mut() {
             let lag = replica.raft.follower_lag(target);
             if *range != meta && lag.is_some_and(|lag| lag <= PLACEMENT_MAX_LAG) {
+                #[cfg(madsim)]
+                if replica.raft.transferring_to() != Some(target) {
+                    crate::env::sim_hooks::count_handoff();
+                }
                 replica.raft.transfer_leader(target);
             }
         }

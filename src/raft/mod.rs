@@ -435,6 +435,11 @@ impl RaftGroup {
         self.leader_id
     }
 
+    /// Leader only: the voter leadership is being handed to, if a transfer runs.
+    pub fn transferring_to(&self) -> Option<NodeId> {
+        self.lead_transferee
+    }
+
     /// Leader only: how many entries voter `to` lacks of this leader's log, if it is
     /// replicating normally (None on a follower, for an unknown node, or while the
     /// follower is probed or sent a snapshot: its log may be anywhere).
