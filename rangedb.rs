@@ -26,7 +26,8 @@ use rangedb::raft::NodeId;
 
 /// jemalloc instead of the system's malloc: the server allocates per message, entry
 /// and frame, and glibc's malloc cost ~10% of its CPU on the put path, jemalloc ~3%
-/// (BENCHMARKS.md; mimalloc was tried and returned large buffers to the OS too eagerly).
+/// (docs/benchmarks-history.md, fourth pass; mimalloc was tried and returned large
+/// buffers to the OS too eagerly).
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -416,10 +417,27 @@ fn print_status(status: &ClusterStatus) {
                     .iter()
                     .map(|(id, _, up)| format!("{id} {}", if *up { "up" } else { "down" }))
                     .collect();
+                // Replicas rebuilding damaged storage from their peers (README, "A
+                // damaged disk"): they neither vote nor serve local reads until then.
+                let repairing: Vec<String> = own
+                    .ranges
+                    .iter()
+                    .filter(|range| range.role.ends_with("(repairing)"))
+                    .map(|range| range.descriptor.id.to_string())
+                    .collect();
+                let repairing = if repairing.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (repairing: {})", repairing.join(","))
+                };
                 [
                     own.node.to_string(),
                     node.address.clone(),
-                    format!("up, {} replicas, links: {}", own.ranges.len(), peers.join(", ")),
+                    format!(
+                        "up, {} replicas{repairing}, links: {}",
+                        own.ranges.len(),
+                        peers.join(", ")
+                    ),
                 ]
             }
             Err(reason) => {

@@ -40,6 +40,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use rangedb::client::{Client, ClientConfig, ClientError};
+use rangedb::hash::Fnv64;
 use tokio::time::Instant;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -444,19 +445,10 @@ impl KeyChooser {
                 } else {
                     ((keys as f64) * (eta * u - eta + 1.0).powf(alpha)) as u64
                 };
-                fnv64(rank.min(keys - 1)) % keys
+                Fnv64::hash(&rank.min(keys - 1).to_le_bytes()) % keys
             }
         }
     }
-}
-
-fn fnv64(value: u64) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
-    for byte in value.to_le_bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
 }
 
 /// xorshift64: per-task, seeded by the task number, so runs choose the same keys.

@@ -9,7 +9,13 @@ SECONDS_IDLE=${2:-20}
 source "$(dirname "$0")/cluster.sh"
 cluster_setup idle 7600
 # RANGES - 3 split keys: with the meta range around "_/" that makes RANGES ranges.
-SPLITS=$(seq 1 $((RANGES - 3)) | awk '{printf "%sk%04d", (NR > 1 ? "," : ""), $1 * 100}')
+# Fixed-width numbers, so the keys sort as they count (k000099 < k000100) up to a
+# million ranges.
+if (( RANGES < 4 || RANGES > 1000000 )); then
+    echo "idle.sh: RANGES must be 4 to 1000000, not $RANGES" >&2
+    exit 2
+fi
+SPLITS=$(seq 1 $((RANGES - 3)) | awk '{printf "%sk%06d", (NR > 1 ? "," : ""), $1}')
 cluster_start -- --split-keys "$SPLITS"
 # One write, so every node is up and the leaders are elected.
 for _ in $(seq 50); do "$BIN" --endpoints "$E" put idle-ready 1 >/dev/null 2>&1 && break; sleep 0.2; done

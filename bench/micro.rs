@@ -30,15 +30,13 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rangedb::env::real_disk::RealDisk;
-use rangedb::node::wire::{
-    decode_frame, encode_frame, ClientRequest, Envelope, PeerBatch, Request, RequestId,
-};
 use rangedb::raft::{
     self, ConfState, Entry, MemStorage, Message, MessageBody, NodeId, RaftGroup, Role,
 };
 use rangedb::range::descriptor::RangeId;
-use rangedb::range::kv::{Command, KvStore, WriteOp};
+use rangedb::range::kv::{Command, KvStore, RequestId, WriteOp};
 use rangedb::storage::{Wal, WalOptions, WalRecord};
+use rangedb::wire::{decode_frame, encode_frame, ClientRequest, Envelope, PeerBatch, Request};
 
 fn main() {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
@@ -123,7 +121,7 @@ struct Cluster {
 impl Cluster {
     fn new() -> Cluster {
         let voters: Vec<NodeId> = (1..=3).map(NodeId).collect();
-        let conf_state = ConfState { voters: voters.clone(), learners: vec![] };
+        let conf_state = ConfState { voters: voters.clone() };
         let nodes = voters
             .iter()
             .map(|id| {

@@ -32,12 +32,12 @@ fn write_seed_corpus() {
     use std::sync::Arc;
 
     use rangedb::fuzzing::MemDisk;
-    use rangedb::node::wire::*;
     use rangedb::raft::{ConfState, Entry, HardState, Message, MessageBody, NodeId};
     use rangedb::raft::{Snapshot, SnapshotMeta};
     use rangedb::range::descriptor::RangeId;
-    use rangedb::range::kv::{Command, KvStore, WriteOp};
+    use rangedb::range::kv::{Command, KeyValue, KvStore, RequestId, WriteOp};
     use rangedb::storage::{SnapshotStore, Wal, WalOptions, WalRecord};
+    use rangedb::wire::*;
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
     let write = |target: &str, name: &str, mode: u8, bytes: &[u8]| {
@@ -53,7 +53,7 @@ fn write_seed_corpus() {
         Entry { term: 2, index: 5, data: vec![].into() },
         Entry { term: 2, index: 6, data: b"put".to_vec().into() },
     ];
-    let conf_state = ConfState { voters: vec![NodeId(1), NodeId(2)], learners: vec![] };
+    let conf_state = ConfState { voters: vec![NodeId(1), NodeId(2)] };
     let meta = SnapshotMeta { index: 10, term: 2, conf_state };
     let batch = PeerBatch {
         envelopes: [

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use rangedb::node::wire::{KeyValue, RequestId};
 use rangedb::range::kv::{Command, CommandResult, KvStore, RevisionUnavailable, WriteOp};
+use rangedb::range::kv::{KeyValue, RequestId};
 
 type State = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
 

@@ -101,7 +101,7 @@ fn entries(from: Index, count: u64, term: Term) -> Vec<Entry> {
 }
 
 fn conf() -> ConfState {
-    ConfState { voters: vec![NodeId(1)], learners: vec![] }
+    ConfState { voters: vec![NodeId(1)] }
 }
 
 struct Harness {

@@ -1,13 +1,14 @@
-//! Wire frames (src/node/wire.rs): every message round-trips; every truncation, bit
+//! Wire frames (src/wire/): every message round-trips; every truncation, bit
 //! flip and oversized length is refused with an error, never a panic, and decoding
 //! never allocates more than a frame may hold.
 
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use rangedb::node::wire::*;
 use rangedb::raft::{ConfState, Entry, Message, MessageBody, NodeId, SnapshotMeta};
 use rangedb::range::descriptor::{RangeDescriptor, RangeId};
+use rangedb::range::kv::{KeyValue, RequestId};
+use rangedb::wire::*;
 
 use crate::alloc_probe::largest_allocation;
 
@@ -28,13 +29,9 @@ fn entry() -> impl Strategy<Value = Entry> {
 }
 
 fn body() -> impl Strategy<Value = MessageBody> {
-    let meta = (any::<u64>(), any::<u64>(), vec(node(), 0..4), vec(node(), 0..2)).prop_map(
-        |(index, term, voters, learners)| SnapshotMeta {
-            index,
-            term,
-            conf_state: ConfState { voters, learners },
-        },
-    );
+    let meta = (any::<u64>(), any::<u64>(), vec(node(), 0..4)).prop_map(|(index, term, voters)| {
+        SnapshotMeta { index, term, conf_state: ConfState { voters } }
+    });
     prop_oneof![
         (any::<u64>(), any::<u64>())
             .prop_map(|(last_index, last_term)| MessageBody::PreVote { last_index, last_term }),

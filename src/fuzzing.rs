@@ -24,11 +24,11 @@ use serde::Serialize;
 
 use crate::cli_parse;
 use crate::env::{DirLock, Disk, DiskFile};
-use crate::node::wire::{self, ClientRequest, ClientResponse, Hello, PeerBatch};
 use crate::raft::{Entry, HardState, NodeId};
 use crate::range::descriptor::RangeId;
 use crate::range::kv::{Command, KvStore, WriteOp};
 use crate::storage::{SnapshotStore, Wal, WalOptions, WalRecord};
+use crate::wire::{self, ClientRequest, ClientResponse, Hello, PeerBatch};
 
 /// The names of the fuzz targets, which are also the corpus directories.
 pub const TARGETS: [&str; 5] = ["peer_frame", "client_frame", "wal_recovery", "snapshot", "cli"];

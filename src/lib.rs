@@ -5,17 +5,23 @@
 //! - `env`: the Disk, Network and Clock seams and their production implementations.
 //! - `storage`: node-wide WAL, snapshot files, the data directory.
 //! - `range`: range descriptors, routing and the KV state machine.
-//! - `node`: the event loop that drives every replica, the wire protocol, the server.
+//! - `wire`: the frame format, the peer and the client protocol.
+//! - `node`: the event loop that drives every replica, the server.
 //! - `client`: the client library the CLI uses.
+//! - `hash`: FNV-1a and splitmix64 (stable across runs).
 //! - `cli_parse`: the parsers of the CLI's flag text.
-//! - `fuzzing`: the bodies of the fuzz targets (also run by `cargo test`).
+//! - `fuzzing`: the bodies of the fuzz targets (also run by `cargo test`); only with
+//!   the `fuzzing` feature, which the server's build does not have.
 
 pub mod byte_serde;
 pub mod cli_parse;
 pub mod client;
 pub mod env;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod hash;
 pub mod node;
 pub mod raft;
 pub mod range;
 pub mod storage;
+pub mod wire;

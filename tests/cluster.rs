@@ -430,8 +430,8 @@ async fn garbage_on_the_peer_port_is_rejected_and_the_node_keeps_serving() {
     let mut huge = tokio::net::TcpStream::connect(&address).await.unwrap();
     huge.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]).await.unwrap();
     let mut bad_crc = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let mut frame = rangedb::node::wire::encode_frame(&rangedb::node::wire::Hello::Peer {
-        version: rangedb::node::wire::PROTOCOL_VERSION,
+    let mut frame = rangedb::wire::encode_frame(&rangedb::wire::Hello::Peer {
+        version: rangedb::wire::PROTOCOL_VERSION,
         cluster: 0,
         from: rangedb::raft::NodeId(2),
     });

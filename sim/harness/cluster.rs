@@ -18,13 +18,14 @@ use tokio::sync::Notify;
 
 use rangedb::env::sim_clock::SimClock;
 use rangedb::env::sim_disk::{DiskFaults, SimDisk};
-use rangedb::node::wire::{
+use rangedb::node::{run_node, ServerConfig};
+use rangedb::raft::NodeId;
+use rangedb::wire::{
     encode_frame, read_frame, ClientRequest, ClientResponse, Hello, NodeStatus, ReadConsistency,
     Request, Response, PROTOCOL_VERSION,
 };
-use rangedb::node::{run_node, ServerConfig};
-use rangedb::raft::NodeId;
 
+use super::history::Seen;
 use super::schedule::Plan;
 
 pub const PORT: u16 = 7000;
@@ -251,7 +252,7 @@ impl Cluster {
     }
 
     /// The node's local (not linearizable) value of `key`: (value, revision).
-    pub async fn local_get(&self, i: usize, key: &[u8]) -> Option<Option<(Vec<u8>, u64)>> {
+    pub async fn local_get(&self, i: usize, key: &[u8]) -> Option<Seen> {
         let request =
             Request::Get { key: key.to_vec(), revision: None, consistency: ReadConsistency::Local };
         match self.probe(i, request).await? {

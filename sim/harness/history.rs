@@ -1,6 +1,7 @@
 //! The client history: every operation with its invoke and completion times (simulated
 //! milliseconds) and outcome.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use rangedb::client::escape;
@@ -28,6 +29,12 @@ pub enum Call {
     },
 }
 
+/// What a read of one key saw: its value and the revision that wrote it, or nothing.
+pub type Seen = Option<(Vec<u8>, u64)>;
+
+/// Every key's last value on each node (by node index), read at the end of a run.
+pub type Finals = BTreeMap<usize, BTreeMap<Vec<u8>, Seen>>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Put {
@@ -37,7 +44,7 @@ pub enum Outcome {
         existed: bool,
     },
     /// (value, revision that wrote it)
-    Get(Option<(Vec<u8>, u64)>),
+    Get(Seen),
     Scan(Vec<(Vec<u8>, Vec<u8>, u64)>),
     /// Definitely no effect.
     Failed(String),

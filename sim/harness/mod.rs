@@ -24,29 +24,8 @@ pub mod schedule;
 pub mod sweep;
 pub mod workload;
 
-/// FNV-1a 64: a stable hash for trace hashes (std's hasher is randomly seeded).
-#[derive(Clone, Copy, Debug)]
-pub struct Fnv(pub u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    pub fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 ^= u64::from(*byte);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    pub fn hash(bytes: &[u8]) -> u64 {
-        let mut h = Fnv::default();
-        h.write(bytes);
-        h.0
-    }
-}
+/// FNV-1a 64 (`rangedb::hash`): trace hashes.
+pub use rangedb::hash::Fnv64 as Fnv;
 
 /// splitmix64: the harness's own PRNG, so that a plan can be drawn and printed
 /// before the runtime starts.
@@ -58,11 +37,7 @@ impl Rng {
         Rng(seed ^ 0xa076_1d64_78bd_642f)
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut x = self.0;
-        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        x ^ (x >> 31)
+        rangedb::hash::splitmix64_next(&mut self.0)
     }
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {

@@ -17,7 +17,7 @@ use rangedb::raft::NodeId;
 use super::checkers::raft_safety::{Safety, SafetyObserver};
 use super::checkers::{durability, linearizability, liveness, witness, Violation};
 use super::cluster::Cluster;
-use super::history::{Call, Op, Outcome};
+use super::history::{Call, Finals, Op, Outcome};
 use super::now_ms;
 use super::schedule::{Fault, Plan};
 use super::workload::{self, KEYS};
@@ -57,7 +57,7 @@ pub fn is_effect(kind: &str) -> bool {
 
 struct Outcomes {
     history: Vec<Op>,
-    finals: BTreeMap<usize, BTreeMap<Vec<u8>, Option<(Vec<u8>, u64)>>>,
+    finals: Finals,
     faults: BTreeMap<String, u64>,
     liveness: Vec<Violation>,
     sim_ms: u64,
@@ -370,11 +370,12 @@ impl Supervisor<'_> {
         let Some(position) = self.active.iter().position(|(j, _)| *j == i) else { return };
         let (_, resolved) = self.active.remove(position);
         match self.plan.steps[i].fault {
-            Fault::Kill { node, .. } | Fault::DiskRot { node } => {
-                if self.cluster.servers[node].killed {
-                    self.restart(node);
-                }
+            Fault::Kill { node, .. } | Fault::DiskRot { node }
+                if self.cluster.servers[node].killed =>
+            {
+                self.restart(node);
             }
+            Fault::Kill { .. } | Fault::DiskRot { .. } => {}
             Fault::Pause { node } => self.cluster.resume(node),
             Fault::PauseLeader => {
                 if let Some(node) = resolved {
@@ -543,11 +544,7 @@ impl Supervisor<'_> {
 
     /// Waits until every replica of every range has a leader and the same commit and
     /// applied index; then reads every key locally on every node.
-    async fn converge(
-        &mut self,
-        liveness: &mut Vec<Violation>,
-        heal_start: u64,
-    ) -> BTreeMap<usize, BTreeMap<Vec<u8>, Option<(Vec<u8>, u64)>>> {
+    async fn converge(&mut self, liveness: &mut Vec<Violation>, heal_start: u64) -> Finals {
         let deadline = heal_start + HEAL_BOUND_MS;
         loop {
             let mut statuses = Vec::new();

@@ -251,7 +251,7 @@ impl Plan {
                 // From a stream of its own, so the other faults stay as they were.
                 plan.clocks(&mut Rng::new(seed ^ 0xc10c_c10c_c10c_c10c));
                 // Drawn apart so that adding it kept every other draw of the seed.
-                let mut rot = Rng::new(seed ^ 0xb17_0f_d15c);
+                let mut rot = Rng::new(seed ^ 0x000b_170f_d15c);
                 if rot.chance(0.25) {
                     let node = rot.below(plan.nodes as u64) as usize;
                     for _ in 0..rot.between(1, 3) {

@@ -23,7 +23,7 @@ use tokio::io::{AsyncWriteExt, BufReader, ReadHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::node::wire::{
+use crate::wire::{
     read_frame_buffered, try_encode_frame, ClientRequest, ClientResponse, Hello, Request, Response,
     PROTOCOL_VERSION,
 };
@@ -323,7 +323,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::wire::{ClientRequest, ReadConsistency};
+    use crate::wire::{ClientRequest, ReadConsistency};
 
     /// Records the size of every write.
     struct Recorder(Arc<Mutex<Vec<usize>>>);
@@ -407,7 +407,7 @@ mod tests {
         let big = Request::Put {
             key: b"big".to_vec(),
             value: vec![7; 4 << 20],
-            request_id: crate::node::wire::RequestId { client: 1, seq: 1 },
+            request_id: crate::range::kv::RequestId { client: 1, seq: 1 },
         };
         let blocked = {
             let connection = Arc::clone(&connection);

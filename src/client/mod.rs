@@ -28,14 +28,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::env::{Clock, RealClock};
-use crate::node::wire::{KeyValue, ReadConsistency, Request, RequestId, Response};
 use crate::range::descriptor::RangeId;
+use crate::range::keys::{validate_key, validate_value};
+use crate::range::kv::{KeyValue, RequestId};
+use crate::wire::{ReadConsistency, Request, Response};
 
 use conn::{CallError, Pool};
 use route::RangeCache;
-
-/// Keys under this prefix hold the cluster's own metadata.
-pub const RESERVED_PREFIX: &[u8] = b"_/";
 
 /// First delay between retries; doubles per retry up to `RETRY_BACKOFF_MAX`.
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -124,6 +123,7 @@ impl Client {
     /// any other error means it was not applied.
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<u64, ClientError> {
         check_key(key)?;
+        check_value(value)?;
         let request_id = self.next_request_id();
         let request = Request::Put { key: key.to_vec(), value: value.to_vec(), request_id };
         match self.execute(key, request, Kind::Write, self.deadline()).await? {
@@ -514,20 +514,18 @@ fn unexpected(asked: &str, response: &Response) -> ClientError {
     ClientError::Protocol { reason: format!("asked {asked}, the node answered {response:?}") }
 }
 
-/// Refuses keys the server would refuse, without a round trip.
+/// Refuses keys the server would refuse, without a round trip (the same rules:
+/// `range::keys`).
 ///
 /// # Errors
-/// `Invalid` for an empty key or one under `RESERVED_PREFIX`.
+/// `Invalid` for an empty key, one under the reserved prefix `_/`, or one longer than
+/// `KEY_BYTES_MAX`.
 pub fn check_key(key: &[u8]) -> Result<(), ClientError> {
-    if key.is_empty() {
-        return Err(ClientError::Invalid { reason: "the key is empty".to_string() });
-    }
-    if key.starts_with(RESERVED_PREFIX) {
-        return Err(ClientError::Invalid {
-            reason: format!("keys starting with {:?} are reserved", "_/"),
-        });
-    }
-    Ok(())
+    validate_key(key).map_err(|error| ClientError::Invalid { reason: error.to_string() })
+}
+
+fn check_value(value: &[u8]) -> Result<(), ClientError> {
+    validate_value(value).map_err(|error| ClientError::Invalid { reason: error.to_string() })
 }
 
 /// Shows bytes as text, escaping everything but printable ASCII (`\xNN`, `\\`).
@@ -555,14 +553,7 @@ fn random_client_id() -> u64 {
     seed ^= address.rotate_left(20);
     seed ^= RealClock.wall_ms().rotate_left(42);
     seed ^= CREATED.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    splitmix64(seed)
-}
-
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
+    crate::hash::splitmix64(seed)
 }
 
 // Fake servers on 127.0.0.1:0: real sockets only (madsim's loopback differs); the

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::node::wire::{NodeStatus, RangeStatus, Request, Response};
 use crate::raft::NodeId;
 use crate::range::descriptor::RangeId;
+use crate::wire::{NodeStatus, RangeStatus, Request, Response};
 
 use super::conn::CallError;
 use super::Client;

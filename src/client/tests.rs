@@ -3,11 +3,11 @@
 use std::sync::atomic::AtomicUsize;
 
 use super::*;
-use crate::node::wire::{
-    read_frame, write_frame, ClientRequest, ClientResponse, Hello, NodeStatus, RangeStatus,
-};
 use crate::raft::NodeId;
 use crate::range::descriptor::RangeDescriptor;
+use crate::wire::{
+    read_frame, write_frame, ClientRequest, ClientResponse, Hello, NodeStatus, RangeStatus,
+};
 
 /// Answers a request, or None to never answer it.
 type Script = Arc<dyn Fn(&Request) -> Option<Response> + Send + Sync>;
@@ -55,7 +55,7 @@ impl FakeServer {
 
 async fn serve(mut stream: tokio::net::TcpStream, script: Script, log: Arc<Mutex<Vec<Request>>>) {
     let hello: Hello = read_frame(&mut stream).await.unwrap().unwrap();
-    assert_eq!(hello, Hello::Client { version: crate::node::wire::PROTOCOL_VERSION });
+    assert_eq!(hello, Hello::Client { version: crate::wire::PROTOCOL_VERSION });
     while let Ok(Some(ClientRequest { id, request })) = read_frame(&mut stream).await {
         log.lock().unwrap().push(request.clone());
         if let Some(response) = script(&request) {

@@ -7,16 +7,21 @@
 
 pub mod real_disk;
 pub mod real_net;
+// The simulation's disk, clock and observation hooks exist only in `cargo sim`'s
+// build (`--cfg madsim`): the production server does not contain them.
+#[cfg(madsim)]
 pub mod sim_clock;
+#[cfg(madsim)]
 pub mod sim_disk;
+#[cfg(madsim)]
 pub mod sim_hooks;
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use crate::node::wire::Envelope;
 use crate::raft::NodeId;
+use crate::wire::Envelope;
 
 /// One open file. Obligations: `write_at` may be lost on a crash until `sync`
 /// returns Ok; a failed `sync` means nothing since the last good sync is durable.
@@ -94,9 +99,4 @@ impl Clock for RealClock {
     fn real_duration(&self, local: Duration) -> Duration {
         local
     }
-}
-
-/// Joins a data directory and a file name.
-pub fn join(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }

@@ -23,11 +23,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::node::wire::{
+use crate::raft::{MessageBody, NodeId};
+use crate::wire::{
     try_encode_frame, try_encode_frame_sized, Envelope, Hello, PeerBatch, WireError,
     MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
-use crate::raft::{MessageBody, NodeId};
 
 use super::Network;
 
@@ -253,7 +253,7 @@ fn envelope_bytes_estimate(envelope: &Envelope) -> usize {
                 entries.iter().map(|e| e.data.len() + PER_ENTRY_BYTES).sum()
             }
             MessageBody::Snapshot { chunk, meta, .. } => {
-                chunk.len() + 8 * (meta.conf_state.voters.len() + meta.conf_state.learners.len())
+                chunk.len() + 8 * meta.conf_state.voters.len()
             }
             _ => 0,
         }
@@ -262,9 +262,9 @@ fn envelope_bytes_estimate(envelope: &Envelope) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::wire::read_frame;
     use crate::raft::{Message, MessageBody};
     use crate::range::descriptor::RangeId;
+    use crate::wire::read_frame;
 
     fn envelope(range: u64) -> Envelope {
         Envelope {
@@ -335,7 +335,7 @@ mod tests {
         assert!(frames.len() >= 2);
         let mut ranges = Vec::new();
         for frame in &frames {
-            let (batch, _) = crate::node::wire::decode_frame::<PeerBatch>(frame).unwrap().unwrap();
+            let (batch, _) = crate::wire::decode_frame::<PeerBatch>(frame).unwrap().unwrap();
             ranges.extend(batch.envelopes.iter().map(|e| e.range.0));
         }
         assert_eq!(ranges, vec![1, 2, 3, 4]);

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{DirLock, Disk, DiskFile};
+use crate::hash::splitmix64_next;
 
 /// The unit a crash keeps, drops or tears.
 pub const PAGE: u64 = 4096;
@@ -136,7 +137,7 @@ impl SimDisk {
                     restore(inode, page, old);
                     continue;
                 }
-                match next(&mut state.rng) % 3 {
+                match splitmix64_next(&mut state.rng) % 3 {
                     0 => report.pages_kept += 1,
                     1 => {
                         report.pages_dropped += 1;
@@ -147,7 +148,7 @@ impl SimDisk {
                         let new = inode.pages.get(&page).map(|p| **p).unwrap_or([0; PAGE as usize]);
                         let mut mixed = old.map(|p| *p).unwrap_or([0; PAGE as usize]);
                         for sector in 0..PAGE as usize / SECTOR {
-                            if next(&mut state.rng) % 2 == 0 {
+                            if splitmix64_next(&mut state.rng) % 2 == 0 {
                                 let range = sector * SECTOR..(sector + 1) * SECTOR;
                                 mixed[range.clone()].copy_from_slice(&new[range]);
                             }
@@ -157,7 +158,7 @@ impl SimDisk {
                 }
             }
             inode.dirty.clear();
-            if inode.len != inode.durable_len && next(&mut state.rng) % 2 == 0 {
+            if inode.len != inode.durable_len && splitmix64_next(&mut state.rng) % 2 == 0 {
                 inode.len = inode.durable_len;
             }
             let len = inode.len;
@@ -174,7 +175,7 @@ impl SimDisk {
             )
             .collect();
         for name in changed {
-            if next(&mut state.rng) % 2 == 0 {
+            if splitmix64_next(&mut state.rng) % 2 == 0 {
                 report.names_reverted += 1;
                 match state.durable_names.get(&name) {
                     Some(inode) => state.names.insert(name, *inode),
@@ -225,15 +226,6 @@ fn restore(inode: &mut Inode, page: u64, old: Option<Page>) {
         Some(old) => inode.pages.insert(page, old),
         None => inode.pages.remove(&page),
     };
-}
-
-/// splitmix64 step.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut x = *state;
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 fn read(inode: &Inode, offset: u64, buf: &mut [u8]) -> usize {
@@ -312,7 +304,7 @@ impl DiskFile for SimFile {
 
     fn sync(&mut self) -> io::Result<()> {
         self.with(|state, id| {
-            let draw = (next(&mut state.rng) >> 11) as f64 / ((1u64 << 53) as f64);
+            let draw = (splitmix64_next(&mut state.rng) >> 11) as f64 / ((1u64 << 53) as f64);
             let fail = state.faults.fsync_eio > 0.0 && draw < state.faults.fsync_eio;
             let inode = state.inodes.get_mut(&id).expect("checked in with");
             if fail {

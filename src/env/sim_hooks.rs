@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use crate::node::wire::Envelope;
+use crate::wire::Envelope;
 
 use crate::raft::{NodeId, Role, Term};
 use crate::range::descriptor::RangeId;

@@ -18,19 +18,16 @@ use crate::env::Network;
 use crate::node::liveness::Liveness;
 use crate::node::replica::{Replica, ReplyTo};
 use crate::node::ticker::Ticker;
-use crate::node::wire::{
-    Envelope, NodeStatus, PeerBatch, RangeStatus, ReadConsistency, Request, Response,
-};
 use crate::raft::{Message, NodeId, ReadMode, Ready, Role, Snapshot, SnapshotMeta, Storage};
 use crate::range::descriptor::{
     RangeId, RangeTable, DESCRIPTOR_PREFIX, RESERVED_END, RESERVED_PREFIX,
 };
+use crate::range::keys::{validate_key, validate_value};
 use crate::range::kv::{Command, KvStore, WriteOp};
 use crate::storage::{SnapshotStore, StorageError, Wal, WalRecord};
-
-/// Largest key and value a client may write.
-pub const KEY_BYTES_MAX: usize = 8 << 10;
-pub const VALUE_BYTES_MAX: usize = 4 << 20;
+use crate::wire::{
+    Envelope, NodeStatus, PeerBatch, RangeStatus, ReadConsistency, Request, Response,
+};
 
 /// Something for the loop to do.
 pub enum Event {
@@ -263,15 +260,15 @@ impl Node {
         // Writes move their key and value into the command (no copy).
         let request = match request {
             Request::Put { key, value, request_id } => {
-                if let Err(reason) = validate_key(&key).and_then(|()| validate_value(&value)) {
-                    return reply.send(Response::Invalid { reason });
+                if let Err(error) = validate_key(&key).and_then(|()| validate_value(&value)) {
+                    return reply.send(Response::Invalid { reason: error.to_string() });
                 }
                 let op = WriteOp::Put { key, value };
                 return self.propose(Command { request_id: Some(request_id), op }, reply);
             }
             Request::Delete { key, request_id } => {
-                if let Err(reason) = validate_key(&key) {
-                    return reply.send(Response::Invalid { reason });
+                if let Err(error) = validate_key(&key) {
+                    return reply.send(Response::Invalid { reason: error.to_string() });
                 }
                 let op = WriteOp::Delete { key };
                 return self.propose(Command { request_id: Some(request_id), op }, reply);
@@ -511,9 +508,10 @@ impl Node {
     /// This runs before the cycle's fsync: a committed entry is durable on a majority
     /// already (a follower acknowledges, and a leader counts itself, only after its
     /// fsync), so neither its application nor its answer waits for this cycle's newer
-    /// entries to reach this disk (etcd applies concurrently with persisting too). A
-    /// follower may apply entries still in this cycle's buffer; its state machine is
-    /// in memory, and snapshots are taken only after the sync (`finish_ready`).
+    /// entries to reach this disk (etcd applies concurrently with persisting too). The
+    /// core hands out only entries that are committed and already durable here
+    /// (`RaftLog::applicable_index`), and snapshots are taken only after the sync
+    /// (`finish_ready`).
     fn apply_ready(&mut self, range: RangeId, ready: &Ready) {
         let not_leader_lost =
             || Response::Unavailable { reason: "leadership changed; retry".into() };
@@ -613,29 +611,6 @@ fn outbox(outbox: &mut BTreeMap<NodeId, Vec<Envelope>>, range: RangeId, messages
     }
 }
 
-fn validate_key(key: &[u8]) -> Result<(), String> {
-    if key.is_empty() {
-        return Err("empty key".into());
-    }
-    if key.starts_with(RESERVED_PREFIX) {
-        return Err("keys starting with \"_/\" are reserved".into());
-    }
-    if key.len() > KEY_BYTES_MAX {
-        return Err(format!("key of {} bytes exceeds the limit of {KEY_BYTES_MAX}", key.len()));
-    }
-    Ok(())
-}
-
-fn validate_value(value: &[u8]) -> Result<(), String> {
-    if value.len() > VALUE_BYTES_MAX {
-        return Err(format!(
-            "value of {} bytes exceeds the limit of {VALUE_BYTES_MAX}",
-            value.len()
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,7 +619,7 @@ mod tests {
     use crate::range::kv::{Command, WriteOp};
 
     fn replica(snapshot_bytes: u64) -> Replica {
-        let conf_state = ConfState { voters: vec![NodeId(1)], learners: vec![] };
+        let conf_state = ConfState { voters: vec![NodeId(1)] };
         let store = MemStorage::new(conf_state);
         let raft = RaftGroup::new(Config::new(NodeId(1), 1), store).unwrap();
         let descriptor = RangeDescriptor {

@@ -6,7 +6,6 @@ pub mod liveness;
 pub mod replica;
 pub mod server;
 pub mod ticker;
-pub mod wire;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -280,7 +279,7 @@ fn cluster_meta(data_dir: &DataDir, config: &ServerConfig) -> Result<ClusterMeta
     let split_keys = config.split_keys.clone().unwrap_or_else(default_split_keys);
     let voters: Vec<NodeId> = config.peers.keys().copied().collect();
     initial_descriptors(&split_keys, &voters).map_err(|e| NodeError::Config(e.to_string()))?;
-    let mut hash = Fnv64::default();
+    let mut hash = crate::hash::Fnv64::default();
     for (id, address) in &config.peers {
         hash.write(&id.0.to_le_bytes());
         hash.write(address.as_bytes());
@@ -297,24 +296,6 @@ fn cluster_meta(data_dir: &DataDir, config: &ServerConfig) -> Result<ClusterMeta
     };
     data_dir.store_meta(&meta)?;
     Ok(meta)
-}
-
-/// FNV-1a, 64 bits: a stable hash (std's is randomly seeded).
-struct Fnv64(u64);
-
-impl Default for Fnv64 {
-    fn default() -> Self {
-        Fnv64(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv64 {
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 ^= u64::from(*byte);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
 }
 
 /// Ticks between a leader's heartbeats: with the default 50 ms tick and election
@@ -355,7 +336,7 @@ fn recover_replicas(
         let range = descriptor.id;
         let recovery_error = |reason: String| NodeError::Recovery { range, reason };
         let initial = || {
-            let conf_state = ConfState { voters: voters.clone(), learners: vec![] };
+            let conf_state = ConfState { voters: voters.clone() };
             let meta = SnapshotMeta { index: 0, term: 0, conf_state };
             (Snapshot { meta, data: vec![] }, initial_state(descriptor, descriptors))
         };

@@ -8,22 +8,23 @@
 
 use std::collections::BTreeMap;
 
-use crate::node::wire::{KeyValue, Request, Response};
 use crate::raft::{Entry, Index, NodeId, RaftGroup, ReadMode, Role, Term};
 use crate::range::descriptor::{RangeDescriptor, RangeId};
+use crate::range::kv::KeyValue;
 use crate::range::kv::{Command, CommandResult, KvStore, RevisionUnavailable, WriteOp};
+use crate::wire::{Request, Response};
 
 /// Where a reply goes: a client connection's outbox and the request's id on it.
 #[derive(Clone, Debug)]
 pub struct ReplyTo {
-    pub outbox: tokio::sync::mpsc::UnboundedSender<crate::node::wire::ClientResponse>,
+    pub outbox: tokio::sync::mpsc::UnboundedSender<crate::wire::ClientResponse>,
     pub id: u64,
 }
 
 impl ReplyTo {
     /// Sends the response; a closed connection is not an error (the client is gone).
     pub fn send(self, response: Response) {
-        let _ = self.outbox.send(crate::node::wire::ClientResponse { id: self.id, response });
+        let _ = self.outbox.send(crate::wire::ClientResponse { id: self.id, response });
     }
 }
 

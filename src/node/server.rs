@@ -12,11 +12,11 @@ use tokio::sync::mpsc;
 
 use crate::node::event_loop::Event;
 use crate::node::replica::ReplyTo;
-use crate::node::wire::{
+use crate::raft::NodeId;
+use crate::wire::{
     encode_frame, read_frame, read_frame_buffered, try_encode_frame, ClientRequest, ClientResponse,
     Hello, PeerBatch, Response, PROTOCOL_VERSION,
 };
-use crate::raft::NodeId;
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);

@@ -46,10 +46,41 @@ pub struct HardState {
 }
 
 /// The group's membership. Sorted, no duplicates.
+///
+/// Encoded as `(voters, learners)`: the format has a learners list, always empty in
+/// this version (membership changes and learners are future work). A non-empty one
+/// comes from a newer node and is refused as undecodable rather than dropped.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ConfStateEncoding", into = "ConfStateEncoding")]
 pub struct ConfState {
     pub voters: Vec<NodeId>,
-    pub learners: Vec<NodeId>,
+}
+
+/// `ConfState` as encoded in snapshots, WAL records and peer messages.
+#[derive(Clone, Serialize, Deserialize)]
+struct ConfStateEncoding {
+    voters: Vec<NodeId>,
+    learners: Vec<NodeId>,
+}
+
+impl TryFrom<ConfStateEncoding> for ConfState {
+    type Error = String;
+
+    fn try_from(encoded: ConfStateEncoding) -> Result<ConfState, String> {
+        if !encoded.learners.is_empty() {
+            return Err(format!(
+                "the membership has {} learners; this version has no learners",
+                encoded.learners.len()
+            ));
+        }
+        Ok(ConfState { voters: encoded.voters })
+    }
+}
+
+impl From<ConfState> for ConfStateEncoding {
+    fn from(conf_state: ConfState) -> ConfStateEncoding {
+        ConfStateEncoding { voters: conf_state.voters, learners: Vec::new() }
+    }
 }
 
 /// Describes the log prefix a snapshot replaces.
@@ -71,7 +102,7 @@ pub struct Snapshot {
 }
 
 /// A message between two replicas of the same Raft group. The node wraps it with the
-/// range id (see `crate::node::wire::Envelope`); Raft itself never sees range ids.
+/// range id (see `crate::wire::Envelope`); Raft itself never sees range ids.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub from: NodeId,
@@ -166,4 +197,28 @@ pub enum MessageBody {
     Quiesce {
         commit: Index,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The encoding of the two-list format: this version writes what the previous one
+    /// wrote, reads it back, and refuses a membership with learners.
+    #[test]
+    fn conf_state_keeps_the_two_list_encoding() {
+        let config = bincode::config::standard();
+        let conf_state = ConfState { voters: vec![NodeId(1), NodeId(3)] };
+        let encoded = bincode::serde::encode_to_vec(&conf_state, config).unwrap();
+        let two_lists = (vec![NodeId(1), NodeId(3)], Vec::<NodeId>::new());
+        assert_eq!(encoded, bincode::serde::encode_to_vec(&two_lists, config).unwrap());
+        let (decoded, _): (ConfState, usize) =
+            bincode::serde::decode_from_slice(&encoded, config).unwrap();
+        assert_eq!(decoded, conf_state);
+
+        let with_learner = (vec![NodeId(1)], vec![NodeId(2)]);
+        let encoded = bincode::serde::encode_to_vec(&with_learner, config).unwrap();
+        let refused = bincode::serde::decode_from_slice::<ConfState, _>(&encoded, config);
+        assert!(refused.unwrap_err().to_string().contains("learners"));
+    }
 }

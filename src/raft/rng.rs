@@ -1,7 +1,7 @@
 //! A small seeded PRNG (splitmix64) for election jitter. The core takes no ambient
 //! randomness: the same seed gives the same timeouts, so simulations replay exactly.
 
-/// splitmix64 (Steele, Lea, Flood 2014): one u64 of state, good enough for jitter.
+/// splitmix64 (`crate::hash`): one u64 of state, good enough for jitter.
 #[derive(Clone, Debug)]
 pub struct Rng {
     state: u64,
@@ -13,11 +13,7 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        crate::hash::splitmix64_next(&mut self.state)
     }
 
     /// A value in `[low, high)`.

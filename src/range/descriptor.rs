@@ -1,4 +1,6 @@
-//! Range descriptors and key-to-range routing. (STUB types; routing implemented later.)
+//! Range descriptors and key-to-range routing: a range's identity, span, generation
+//! and replicas, the reserved meta keys that hold them, and the table that maps a key
+//! to the range owning it.
 
 use serde::{Deserialize, Serialize};
 

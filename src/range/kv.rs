@@ -33,7 +33,24 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use crate::node::wire::{KeyValue, RequestId};
+/// Identifies a client write so a retry is applied once. `client` is random per
+/// client instance, `seq` increases per write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    pub client: u64,
+    pub seq: u64,
+}
+
+/// One version of a key as reads return it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    #[serde(with = "crate::byte_serde::vec")]
+    pub key: Vec<u8>,
+    #[serde(with = "crate::byte_serde::vec")]
+    pub value: Vec<u8>,
+    /// Revision that wrote this version.
+    pub revision: u64,
+}
 
 /// Bumped whenever the snapshot encoding changes.
 const SNAPSHOT_FORMAT_VERSION: u32 = 2;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
-use rangedb::node::wire::{
+use rangedb::wire::{
     read_frame, write_frame, ClientRequest, ClientResponse, Hello, ReadConsistency, Request,
     Response, PROTOCOL_VERSION,
 };

@@ -2,19 +2,12 @@
 //! committed log at its revision, and after healing every replica's local state of
 //! each key equals the replayed model's latest version.
 
-use std::collections::BTreeMap;
-
-use super::super::history::{Op, Outcome};
+use super::super::history::{Finals, Op, Outcome};
 use super::witness::{range_of, Model};
 use super::Violation;
 
 /// `finals[node][key]`: the node's local (value, revision) after convergence.
-pub fn check(
-    model: &Model,
-    history: &[Op],
-    finals: &BTreeMap<usize, BTreeMap<Vec<u8>, Option<(Vec<u8>, u64)>>>,
-    voters: usize,
-) -> Vec<Violation> {
+pub fn check(model: &Model, history: &[Op], finals: &Finals, voters: usize) -> Vec<Violation> {
     let mut violations = Vec::new();
     for op in history {
         let (Outcome::Put { .. } | Outcome::Delete { .. }) = op.outcome else { continue };

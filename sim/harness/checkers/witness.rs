@@ -13,7 +13,7 @@ use rangedb::raft::Term;
 use rangedb::range::descriptor::{default_split_keys, initial_descriptors, RangeId, RangeTable};
 use rangedb::range::kv::{Command, WriteOp};
 
-use super::super::history::{Call, Op, Outcome};
+use super::super::history::{Call, Op, Outcome, Seen};
 use super::super::workload::KEYS;
 use super::Violation;
 
@@ -157,7 +157,7 @@ pub fn check(model: &Model, history: &[Op], voters: usize) -> Vec<Violation> {
         }
     }
     for op in history {
-        let observations: Vec<(Vec<u8>, Option<(Vec<u8>, u64)>)> = match (&op.call, &op.outcome) {
+        let observations: Vec<(Vec<u8>, Seen)> = match (&op.call, &op.outcome) {
             (Call::Get { key, .. }, Outcome::Get(found)) => vec![(key.clone(), found.clone())],
             (Call::Scan { start, end }, Outcome::Scan(kvs)) => scan_observations(start, end, kvs),
             _ => continue,
@@ -222,7 +222,7 @@ pub fn scan_observations(
     start: &[u8],
     end: &Option<Vec<u8>>,
     kvs: &[(Vec<u8>, Vec<u8>, u64)],
-) -> Vec<(Vec<u8>, Option<(Vec<u8>, u64)>)> {
+) -> Vec<(Vec<u8>, Seen)> {
     KEYS.iter()
         .filter(|k| **k >= start && end.as_ref().is_none_or(|e| **k < e.as_slice()))
         .map(|k| {

@@ -1,181 +1,28 @@
-//! Everything that crosses a socket: the frame format, the connection hello, peer
-//! batches and the client protocol.
+//! Everything that crosses a socket: the frame format and codec (here), the
+//! connection hello and peer batches (`peer`), the client protocol (`client`).
+//!
+//! Layering: this module sits above `raft` and `range` (it carries their messages,
+//! descriptors and key-values) and below `env` (whose `Network` sends `Envelope`s),
+//! `node` and `client`; nothing here imports upward.
 //!
 //! Frame: `len: u32 LE | crc32(payload): u32 LE | payload` where payload is bincode 2
 //! (standard config) of one value. `len` is the payload length and is at most
 //! `MAX_FRAME_BYTES`; a longer length, a bad checksum or an undecodable payload is
 //! rejected and the connection dropped.
 
-use serde::{Deserialize, Serialize};
+pub mod client;
+pub mod peer;
 
-use crate::raft::{Message, NodeId};
-use crate::range::descriptor::{RangeDescriptor, RangeId};
+pub use client::*;
+pub use peer::*;
+
+use serde::Serialize;
 
 /// Largest payload accepted on any connection (a snapshot chunk plus headroom).
 pub const MAX_FRAME_BYTES: u32 = 16 << 20;
 
 /// Protocol version in the hello; a mismatch is refused.
 pub const PROTOCOL_VERSION: u32 = 2;
-
-/// A Raft message addressed to one range's replica.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
-    pub range: RangeId,
-    pub message: Message,
-}
-
-/// First frame on every connection.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Hello {
-    Peer { version: u32, cluster: u64, from: NodeId },
-    Client { version: u32 },
-}
-
-/// Every frame after a peer's hello: all messages for this peer from one flush.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerBatch {
-    pub envelopes: Vec<Envelope>,
-}
-
-/// Identifies a client write so a retry is applied once. `client` is random per
-/// client instance, `seq` increases per write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct RequestId {
-    pub client: u64,
-    pub seq: u64,
-}
-
-/// Client frame: requests are pipelined on a connection and answered by `id`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientRequest {
-    pub id: u64,
-    pub request: Request,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientResponse {
-    pub id: u64,
-    pub response: Response,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ReadConsistency {
-    /// ReadIndex (or a valid leader lease): sees every write acknowledged before it.
-    Linearizable,
-    /// Leader lease only; falls back to ReadIndex when the lease is not valid.
-    Lease,
-    /// This node's replica as it is now, leader or not: may be stale (etcd's
-    /// "serializable"). For inspecting replicas and for reads that can lag.
-    Local,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Request {
-    Put {
-        #[serde(with = "crate::byte_serde::vec")]
-        key: Vec<u8>,
-        #[serde(with = "crate::byte_serde::vec")]
-        value: Vec<u8>,
-        request_id: RequestId,
-    },
-    Delete {
-        #[serde(with = "crate::byte_serde::vec")]
-        key: Vec<u8>,
-        request_id: RequestId,
-    },
-    /// `revision`: read as of that revision of the key's range (None: latest).
-    Get {
-        #[serde(with = "crate::byte_serde::vec")]
-        key: Vec<u8>,
-        revision: Option<u64>,
-        consistency: ReadConsistency,
-    },
-    /// Scans `[start, end)` clipped to the range owning `start`; the client continues
-    /// in the next range when `Response::Scan::resume` says so.
-    Scan { start: Vec<u8>, end: Option<Vec<u8>>, limit: u64, revision: Option<u64> },
-    /// The range descriptors this node knows (read from the `_/` meta keys).
-    RangeTable,
-    /// This node's view of every range replica it hosts.
-    Status,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyValue {
-    #[serde(with = "crate::byte_serde::vec")]
-    pub key: Vec<u8>,
-    #[serde(with = "crate::byte_serde::vec")]
-    pub value: Vec<u8>,
-    /// Revision that wrote this version.
-    pub revision: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RangeStatus {
-    pub descriptor: RangeDescriptor,
-    pub role: String,
-    pub leader: Option<NodeId>,
-    pub term: u64,
-    pub commit: u64,
-    pub applied: u64,
-    pub last_index: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub node: NodeId,
-    pub address: String,
-    /// Every peer with its address and whether the link is up.
-    pub peers: Vec<(NodeId, String, bool)>,
-    pub ranges: Vec<RangeStatus>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Response {
-    /// `revision`: the range revision (Raft index) the write applied at.
-    Put {
-        revision: u64,
-    },
-    Delete {
-        revision: u64,
-        existed: bool,
-    },
-    Get {
-        kv: Option<KeyValue>,
-        read_revision: u64,
-    },
-    /// `resume`: the key to continue from (the next range's start) when the scan was
-    /// clipped at a range boundary and the limit not reached.
-    Scan {
-        kvs: Vec<KeyValue>,
-        resume: Option<Vec<u8>>,
-        read_revision: u64,
-    },
-    RangeTable {
-        ranges: Vec<RangeDescriptor>,
-        addresses: Vec<(NodeId, String)>,
-    },
-    Status(NodeStatus),
-    /// Ask `leader` (at `address`) instead; both None when no leader is known.
-    NotLeader {
-        range: RangeId,
-        leader: Option<NodeId>,
-        address: Option<String>,
-    },
-    /// The revision asked for is compacted away or in the future.
-    RevisionUnavailable {
-        revision: u64,
-        first: u64,
-        last: u64,
-    },
-    /// The request is malformed (reserved key, empty key, too large).
-    Invalid {
-        reason: String,
-    },
-    /// The node is shutting down or overloaded; retry elsewhere.
-    Unavailable {
-        reason: String,
-    },
-}
 
 /// Why a frame was refused. Any of these closes the connection.
 #[derive(Debug, thiserror::Error)]
@@ -388,7 +235,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::{ConfState, Entry, MessageBody, SnapshotMeta};
+    use crate::raft::NodeId;
+    use crate::raft::{ConfState, Entry, Message, MessageBody, SnapshotMeta};
+    use crate::range::descriptor::{RangeDescriptor, RangeId};
+    use crate::range::kv::{KeyValue, RequestId};
 
     fn descriptor() -> RangeDescriptor {
         RangeDescriptor {
@@ -478,7 +328,7 @@ mod tests {
         let meta = SnapshotMeta {
             index: 10,
             term: 2,
-            conf_state: ConfState { voters: vec![NodeId(1), NodeId(2)], learners: vec![NodeId(3)] },
+            conf_state: ConfState { voters: vec![NodeId(1), NodeId(2)] },
         };
         vec![
             MessageBody::PreVote { last_index: 1, last_term: 1 },

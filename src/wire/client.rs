@@ -1,0 +1,129 @@
+//! The client protocol: pipelined requests answered by id.
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::NodeId;
+use crate::range::descriptor::{RangeDescriptor, RangeId};
+use crate::range::kv::{KeyValue, RequestId};
+
+/// Client frame: requests are pipelined on a connection and answered by `id`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    pub id: u64,
+    pub request: Request,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientResponse {
+    pub id: u64,
+    pub response: Response,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadConsistency {
+    /// ReadIndex (or a valid leader lease): sees every write acknowledged before it.
+    Linearizable,
+    /// Leader lease only; falls back to ReadIndex when the lease is not valid.
+    Lease,
+    /// This node's replica as it is now, leader or not: may be stale (etcd's
+    /// "serializable"). For inspecting replicas and for reads that can lag.
+    Local,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Put {
+        #[serde(with = "crate::byte_serde::vec")]
+        key: Vec<u8>,
+        #[serde(with = "crate::byte_serde::vec")]
+        value: Vec<u8>,
+        request_id: RequestId,
+    },
+    Delete {
+        #[serde(with = "crate::byte_serde::vec")]
+        key: Vec<u8>,
+        request_id: RequestId,
+    },
+    /// `revision`: read as of that revision of the key's range (None: latest).
+    Get {
+        #[serde(with = "crate::byte_serde::vec")]
+        key: Vec<u8>,
+        revision: Option<u64>,
+        consistency: ReadConsistency,
+    },
+    /// Scans `[start, end)` clipped to the range owning `start`; the client continues
+    /// in the next range when `Response::Scan::resume` says so.
+    Scan { start: Vec<u8>, end: Option<Vec<u8>>, limit: u64, revision: Option<u64> },
+    /// The range descriptors this node knows (read from the `_/` meta keys).
+    RangeTable,
+    /// This node's view of every range replica it hosts.
+    Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeStatus {
+    pub descriptor: RangeDescriptor,
+    pub role: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub last_index: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: NodeId,
+    pub address: String,
+    /// Every peer with its address and whether the link is up.
+    pub peers: Vec<(NodeId, String, bool)>,
+    pub ranges: Vec<RangeStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// `revision`: the range revision (Raft index) the write applied at.
+    Put {
+        revision: u64,
+    },
+    Delete {
+        revision: u64,
+        existed: bool,
+    },
+    Get {
+        kv: Option<KeyValue>,
+        read_revision: u64,
+    },
+    /// `resume`: the key to continue from (the next range's start) when the scan was
+    /// clipped at a range boundary and the limit not reached.
+    Scan {
+        kvs: Vec<KeyValue>,
+        resume: Option<Vec<u8>>,
+        read_revision: u64,
+    },
+    RangeTable {
+        ranges: Vec<RangeDescriptor>,
+        addresses: Vec<(NodeId, String)>,
+    },
+    Status(NodeStatus),
+    /// Ask `leader` (at `address`) instead; both None when no leader is known.
+    NotLeader {
+        range: RangeId,
+        leader: Option<NodeId>,
+        address: Option<String>,
+    },
+    /// The revision asked for is compacted away or in the future.
+    RevisionUnavailable {
+        revision: u64,
+        first: u64,
+        last: u64,
+    },
+    /// The request is malformed (reserved key, empty key, too large).
+    Invalid {
+        reason: String,
+    },
+    /// The node is shutting down or overloaded; retry elsewhere.
+    Unavailable {
+        reason: String,
+    },
+}
