@@ -34,7 +34,7 @@ use rangedb::raft::{
     self, ConfState, Entry, MemStorage, Message, MessageBody, NodeId, RaftGroup, Role,
 };
 use rangedb::range::descriptor::RangeId;
-use rangedb::range::kv::{Command, KvStore, RequestId, WriteOp};
+use rangedb::range::kv::{Command, KvStore, RequestId, WriteOp, COMMAND_FORMAT};
 use rangedb::storage::{Wal, WalOptions, WalRecord};
 use rangedb::wire::{decode_frame, encode_frame, ClientRequest, Envelope, PeerBatch, Request};
 
@@ -92,7 +92,8 @@ fn wal_group_commit(name: &str, batch: usize) {
         let sent = Instant::now();
         for _ in 0..batch {
             index += 1;
-            let entries = vec![Entry { term: 1, index, data: data.clone().into() }];
+            let entries =
+                vec![Entry { term: 1, index, format: COMMAND_FORMAT, data: data.clone().into() }];
             wal.append(&WalRecord::Entries { range: RangeId(1), entries }).expect("append");
         }
         wal.sync().expect("sync");
@@ -177,7 +178,7 @@ fn raft_throughput(name: &str, batch: usize) {
     for _ in 0..entries / batch {
         let leader = cluster.nodes.get_mut(&NodeId(1)).expect("leader");
         for _ in 0..batch {
-            leader.propose(data.clone()).expect("leader accepts");
+            leader.propose(COMMAND_FORMAT, data.clone()).expect("leader accepts");
         }
         cluster.settle();
     }
@@ -236,7 +237,12 @@ fn wire_peer_batch(name: &str) {
                     prev_index: 100,
                     prev_term: 3,
                     entries: (101..105)
-                        .map(|index| Entry { term: 3, index, data: data.clone().into() })
+                        .map(|index| Entry {
+                            term: 3,
+                            index,
+                            format: COMMAND_FORMAT,
+                            data: data.clone().into(),
+                        })
                         .collect(),
                     commit: 99,
                 },

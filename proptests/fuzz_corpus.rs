@@ -32,10 +32,10 @@ fn write_seed_corpus() {
     use std::sync::Arc;
 
     use rangedb::fuzzing::MemDisk;
-    use rangedb::raft::{ConfState, Entry, HardState, Message, MessageBody, NodeId};
+    use rangedb::raft::{ConfState, Entry, EntryFormat, HardState, Message, MessageBody, NodeId};
     use rangedb::raft::{Snapshot, SnapshotMeta};
     use rangedb::range::descriptor::RangeId;
-    use rangedb::range::kv::{Command, KeyValue, KvStore, RequestId, WriteOp};
+    use rangedb::range::kv::{Command, KeyValue, KvStore, RequestId, WriteOp, COMMAND_FORMAT};
     use rangedb::storage::{SnapshotStore, Wal, WalOptions, WalRecord};
     use rangedb::wire::*;
 
@@ -50,8 +50,8 @@ fn write_seed_corpus() {
     let bincode = |value: &dyn erased::Encode| value.encode();
     let message = |body| Message { from: NodeId(1), to: NodeId(2), term: 3, body };
     let entries = vec![
-        Entry { term: 2, index: 5, data: vec![].into() },
-        Entry { term: 2, index: 6, data: b"put".to_vec().into() },
+        Entry { term: 2, index: 5, format: EntryFormat::NOOP, data: vec![].into() },
+        Entry { term: 2, index: 6, format: COMMAND_FORMAT, data: b"put".to_vec().into() },
     ];
     let conf_state = ConfState { voters: vec![NodeId(1), NodeId(2)] };
     let meta = SnapshotMeta { index: 10, term: 2, conf_state };
@@ -77,7 +77,8 @@ fn write_seed_corpus() {
         .map(|body| Envelope { range: RangeId(4), message: message(body) })
         .collect(),
     };
-    let hello = Hello::Peer { version: PROTOCOL_VERSION, cluster: 99, from: NodeId(1) };
+    let hello =
+        Hello::new(HelloRole::Peer { cluster: 99, from: NodeId(1), identity: 7, founding: 0 });
     let mut stream = encode_frame(&hello);
     stream.extend(encode_frame(&batch));
     write("peer_frame", "hello-and-batch", 0, &stream);
@@ -97,7 +98,7 @@ fn write_seed_corpus() {
         id: 2,
         response: Response::Scan { kvs: vec![kv], resume: Some(b"g".to_vec()), read_revision: 4 },
     };
-    let mut stream = encode_frame(&Hello::Client { version: PROTOCOL_VERSION });
+    let mut stream = encode_frame(&Hello::new(HelloRole::Client));
     stream.extend(encode_frame(&put));
     stream.extend(encode_frame(&scan));
     write("client_frame", "requests", 0, &stream);
@@ -113,11 +114,21 @@ fn write_seed_corpus() {
         WalRecord::SnapshotInstalled { range: RangeId(2), index: 7, term: 1 },
         WalRecord::Entries {
             range: RangeId(2),
-            entries: vec![Entry { term: 1, index: 8, data: vec![1].into() }],
+            entries: vec![Entry {
+                term: 1,
+                index: 8,
+                format: COMMAND_FORMAT,
+                data: vec![1].into(),
+            }],
         },
         WalRecord::Entries {
             range: RangeId(1),
-            entries: vec![Entry { term: 3, index: 6, data: vec![].into() }],
+            entries: vec![Entry {
+                term: 3,
+                index: 6,
+                format: EntryFormat::NOOP,
+                data: vec![].into(),
+            }],
         },
     ];
     let disk = MemDisk::new();
@@ -142,7 +153,7 @@ fn write_seed_corpus() {
     }
     let mut chunks = Vec::new();
     for (k, record) in records.iter().enumerate() {
-        let bytes = bincode(record);
+        let bytes = rangedb::storage::wal::encode_record(record);
         chunks.push((bytes.len() + 1) as u8);
         chunks.push((k % 2) as u8);
         chunks.extend(bytes);

@@ -17,11 +17,13 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use rangedb::raft::{
-    ConfState, Config, Index, MemStorage, Message, NodeId, RaftGroup, Role, Snapshot, SnapshotMeta,
-    Storage, Term,
+    ConfState, Config, EntryFormat, Index, MemStorage, Message, NodeId, RaftGroup, Role, Snapshot,
+    SnapshotMeta, Storage, Term,
 };
 
 const NODES: u64 = 3;
+/// The format of the test's proposals (Raft does not read it).
+const COMMAND: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 1 };
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -246,7 +248,7 @@ impl Cluster {
                 let leader = self.nodes.iter().find(|(_, node)| node.group.role() == Role::Leader);
                 let n = leader.filter(|_| byte % 4 != 0).map_or(n, |(id, _)| id.0);
                 let group = &mut self.nodes.get_mut(&NodeId(n)).expect("node").group;
-                let _ = group.propose(vec![byte, n as u8]);
+                let _ = group.propose(COMMAND, vec![byte, n as u8]);
             }
             Step::Compact(n) => self.compact(NodeId(n)),
             Step::Crash { node, mid_ready } => self.crash(NodeId(node), mid_ready, seed),
@@ -313,7 +315,8 @@ impl Cluster {
             .collect();
         prop_assert_eq!(leaders.len(), 1, "leaders after healing: {:?}", leaders);
         let leader = leaders[0];
-        let index = self.nodes.get_mut(&leader).unwrap().group.propose(b"final".to_vec()).unwrap();
+        let index =
+            self.nodes.get_mut(&leader).unwrap().group.propose(COMMAND, b"final".to_vec()).unwrap();
         for _ in 0..5 {
             while !self.queue.is_empty() {
                 self.run(Step::Deliver(0), 0)?;

@@ -9,8 +9,8 @@ use proptest::prelude::*;
 
 use rangedb::raft::testing::RaftLog;
 use rangedb::raft::{
-    ConfState, Entry, Index, MemStorage, NodeId, Snapshot, SnapshotMeta, Storage, StorageError,
-    Term,
+    ConfState, Entry, EntryFormat, Index, MemStorage, NodeId, Snapshot, SnapshotMeta, Storage,
+    StorageError, Term,
 };
 
 #[derive(Clone, Debug)]
@@ -96,7 +96,12 @@ impl Model {
 
 fn entries(from: Index, count: u64, term: Term) -> Vec<Entry> {
     (from..from + count)
-        .map(|index| Entry { term, index, data: index.to_le_bytes().to_vec().into() })
+        .map(|index| Entry {
+            term,
+            index,
+            format: EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 1 },
+            data: index.to_le_bytes().to_vec().into(),
+        })
         .collect()
 }
 

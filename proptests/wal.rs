@@ -22,6 +22,7 @@ use proptest::prelude::*;
 use rangedb::fuzzing::MemDisk;
 use rangedb::raft::{Entry, HardState, NodeId};
 use rangedb::range::descriptor::RangeId;
+use rangedb::range::kv::COMMAND_FORMAT;
 use rangedb::storage::{RecoveredLog, StorageError, Wal, WalOptions, WalRecord, WalRecovery};
 
 const PAGE: usize = 64;
@@ -151,7 +152,12 @@ fn resolve(spec: &RecordSpec, state: &State) -> WalRecord {
                 None => (last(range) + 1).saturating_sub(back).max(1),
             };
             let entries = (start..start + count)
-                .map(|index| Entry { term, index, data: vec![index as u8; size].into() })
+                .map(|index| Entry {
+                    term,
+                    index,
+                    format: COMMAND_FORMAT,
+                    data: vec![index as u8; size].into(),
+                })
                 .collect();
             WalRecord::Entries { range: RangeId(range), entries }
         }

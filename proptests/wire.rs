@@ -5,7 +5,7 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use rangedb::raft::{ConfState, Entry, Message, MessageBody, NodeId, SnapshotMeta};
+use rangedb::raft::{ConfState, Entry, EntryFormat, Message, MessageBody, NodeId, SnapshotMeta};
 use rangedb::range::descriptor::{RangeDescriptor, RangeId};
 use rangedb::range::kv::{KeyValue, RequestId};
 use rangedb::wire::*;
@@ -21,11 +21,14 @@ fn node() -> impl Strategy<Value = NodeId> {
 }
 
 fn entry() -> impl Strategy<Value = Entry> {
-    (any::<u64>(), any::<u64>(), bytes(40)).prop_map(|(term, index, data)| Entry {
-        term,
-        index,
-        data: data.into(),
-    })
+    (any::<u64>(), any::<u64>(), any::<(u8, u8)>(), bytes(40)).prop_map(
+        |(term, index, (kind, version), data)| Entry {
+            term,
+            index,
+            format: EntryFormat { kind, version },
+            data: data.into(),
+        },
+    )
 }
 
 fn body() -> impl Strategy<Value = MessageBody> {
@@ -96,12 +99,18 @@ fn peer_batch() -> impl Strategy<Value = PeerBatch> {
 
 fn hello() -> impl Strategy<Value = Hello> {
     prop_oneof![
-        (any::<u32>(), any::<u64>(), node()).prop_map(|(version, cluster, from)| Hello::Peer {
-            version,
-            cluster,
-            from
+        (any::<(u32, u32)>(), any::<(u64, u64, u64)>(), node()).prop_map(
+            |((min_version, max_version), (cluster, identity, founding), from)| Hello {
+                min_version,
+                max_version,
+                role: HelloRole::Peer { cluster, from, identity, founding },
+            }
+        ),
+        any::<(u32, u32)>().prop_map(|(min_version, max_version)| Hello {
+            min_version,
+            max_version,
+            role: HelloRole::Client
         }),
-        any::<u32>().prop_map(|version| Hello::Client { version }),
     ]
 }
 

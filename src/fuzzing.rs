@@ -26,7 +26,7 @@ use crate::cli_parse;
 use crate::env::{DirLock, Disk, DiskFile};
 use crate::raft::{Entry, HardState, NodeId};
 use crate::range::descriptor::RangeId;
-use crate::range::kv::{Command, KvStore, WriteOp};
+use crate::range::kv::{Command, KvStore, WriteOp, COMMAND_FORMAT};
 use crate::storage::{SnapshotStore, Wal, WalOptions, WalRecord};
 use crate::wire::{self, ClientRequest, ClientResponse, Hello, PeerBatch};
 
@@ -145,7 +145,12 @@ pub fn wal_recovery(data: &[u8]) {
         }
     }
     let fresh = RangeId(first.ranges.keys().next_back().map_or(1, |r| r.0.wrapping_add(1)));
-    let entries = vec![Entry { term: 1, index: 1, data: b"after recovery".to_vec().into() }];
+    let entries = vec![Entry {
+        term: 1,
+        index: 1,
+        format: COMMAND_FORMAT,
+        data: b"after recovery".to_vec().into(),
+    }];
     let hard_state = HardState { term: 1, vote: Some(NodeId(1)), commit: 1, repair_term: 0 };
     let appended = [
         WalRecord::Entries { range: fresh, entries: entries.clone() },

@@ -312,6 +312,77 @@ fn without_a_quorum_writes_fail_clearly() {
     assert!(stderr(&output).contains("127.0.0.1:1"), "names the endpoint: {}", stderr(&output));
 }
 
+/// A replaced (wiped) disk must not lose an acknowledged write. Node 3 stops; `put
+/// precious yes` is acknowledged by nodes 1 and 2; node 2 stops and its data
+/// directory is removed; node 1 stops; nodes 2 and 3 start with the same flags.
+/// Before identities, node 2 came back as its old self with an empty log and voted
+/// at once, node 3 (which never had the write) was elected, and `get precious`
+/// answered "key not found". Now node 3 knows node 2's old identity and refuses the
+/// new one, node 2 stops naming the reason, the cluster waits for node 1, and then
+/// the write is there.
+#[test]
+fn a_node_whose_data_directory_was_wiped_does_not_rejoin_as_its_old_self() {
+    let mut cluster = Cluster::start(3, &[]);
+    assert_eq!(cluster.terminate(3).code(), Some(0));
+    let output = cluster.cli(&["put", "precious", "yes"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(cluster.terminate(2).code(), Some(0));
+    std::fs::remove_dir_all(&cluster.servers[&2].data_dir).unwrap();
+    assert_eq!(cluster.terminate(1).code(), Some(0));
+
+    cluster.start_node(3);
+    let wiped = &cluster.servers[&2];
+    let child = Command::new(BIN)
+        .args(["server", "--id", "2", "--listen", &wiped.address, "--peers", &cluster.peers_flag])
+        .arg("--data-dir")
+        .arg(&wiped.data_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = wait_with_timeout(child, Duration::from_secs(15));
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("must not rejoin as n2"), "{message}");
+    assert!(message.contains("Restore its data directory"), "says what to do: {message}");
+
+    // Node 3 alone is no quorum: the read fails, and never says "not found".
+    let node3 = cluster.servers[&3].address.clone();
+    let output = cli(&node3, &["--timeout", "2s", "get", "precious"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    cluster.start_node(1);
+    let output = cluster.cli(&["get", "precious"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(output.stdout, b"yes");
+}
+
+/// Founders started with different flags are told so instead of forming a cluster
+/// whose nodes disagree on its ranges; a single node with no flags needs nobody.
+#[test]
+fn founders_must_agree_on_their_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let peers = format!("1={a},2={b}");
+    let start = |id: &str, address: &str, split: &str| {
+        Command::new(BIN)
+            .args(["server", "--id", id, "--listen", address, "--peers", &peers])
+            .args(["--split-keys", split, "--data-dir"])
+            .arg(dir.path().join(id))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start("1", &a, "m");
+    let second = start("2", &b, "q");
+    let output = wait_with_timeout(second, Duration::from_secs(15));
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("different --peers or --split-keys"), "{message}");
+    let _ = first.kill();
+    let _ = first.wait();
+}
+
 /// The newest segment of a node's WAL.
 fn newest_wal_segment(data_dir: &std::path::Path) -> std::path::PathBuf {
     let mut segments: Vec<_> = std::fs::read_dir(data_dir.join("wal"))
@@ -430,11 +501,13 @@ async fn garbage_on_the_peer_port_is_rejected_and_the_node_keeps_serving() {
     let mut huge = tokio::net::TcpStream::connect(&address).await.unwrap();
     huge.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]).await.unwrap();
     let mut bad_crc = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let mut frame = rangedb::wire::encode_frame(&rangedb::wire::Hello::Peer {
-        version: rangedb::wire::PROTOCOL_VERSION,
-        cluster: 0,
-        from: rangedb::raft::NodeId(2),
-    });
+    let mut frame =
+        rangedb::wire::encode_frame(&rangedb::wire::Hello::new(rangedb::wire::HelloRole::Peer {
+            cluster: 0,
+            from: rangedb::raft::NodeId(2),
+            identity: 1,
+            founding: 0,
+        }));
     let last = frame.len() - 1;
     frame[last] ^= 1;
     bad_crc.write_all(&frame).await.unwrap();

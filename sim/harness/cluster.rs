@@ -21,8 +21,8 @@ use rangedb::env::sim_disk::{DiskFaults, SimDisk};
 use rangedb::node::{run_node, ServerConfig};
 use rangedb::raft::NodeId;
 use rangedb::wire::{
-    encode_frame, read_frame, ClientRequest, ClientResponse, Hello, NodeStatus, ReadConsistency,
-    Request, Response, PROTOCOL_VERSION,
+    encode_frame, read_frame, ClientRequest, ClientResponse, Hello, HelloReply, HelloRole,
+    NodeStatus, ReadConsistency, Request, Response,
 };
 
 use super::history::Seen;
@@ -187,6 +187,12 @@ impl Cluster {
         disk.flip(&path, offset, pick >> 59).then_some((path, offset))
     }
 
+    /// The node loses power and its disk is replaced by an empty one.
+    pub fn wipe(&mut self, i: usize) {
+        self.crash(i);
+        self.servers[i].disk.wipe();
+    }
+
     /// Clean stop: shutdown signal, a grace period, then the process ends.
     pub async fn stop(&mut self, i: usize) {
         self.servers[i].shutdown.notify_waiters();
@@ -266,11 +272,19 @@ async fn call(address: String, request: Request) -> Option<Response> {
     let connect = tokio::net::TcpStream::connect(address.as_str());
     let stream = tokio::time::timeout(Duration::from_millis(500), connect).await.ok()?.ok()?;
     let (mut reader, mut writer) = tokio::io::split(stream);
-    writer.write_all(&encode_frame(&Hello::Client { version: PROTOCOL_VERSION })).await.ok()?;
+    // The request follows the hello at once; the reply to the hello comes first.
+    writer.write_all(&encode_frame(&Hello::new(HelloRole::Client))).await.ok()?;
     writer.write_all(&encode_frame(&ClientRequest { id: 1, request })).await.ok()?;
     writer.flush().await.ok()?;
-    let read = read_frame::<ClientResponse, _>(&mut reader);
-    let response = tokio::time::timeout(Duration::from_millis(1_000), read).await.ok()?.ok()??;
+    let read = async {
+        match read_frame::<HelloReply, _>(&mut reader).await.ok()?? {
+            HelloReply::Accepted { .. } => {
+                read_frame::<ClientResponse, _>(&mut reader).await.ok()?
+            }
+            HelloReply::Refused { .. } => None,
+        }
+    };
+    let response = tokio::time::timeout(Duration::from_millis(1_000), read).await.ok()??;
     Some(response.response)
 }
 

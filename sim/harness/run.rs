@@ -1,7 +1,7 @@
 //! One seed: start the cluster and the clients, play the fault schedule, heal, check
 //! liveness and convergence, then run every checker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -187,6 +187,7 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
         rotted: 0,
         start,
         restarted: BTreeMap::new(),
+        wiped: BTreeSet::new(),
     };
     supervisor.fault_phase(&mut faults).await;
     stop.store(true, Ordering::Relaxed);
@@ -222,6 +223,8 @@ struct Supervisor<'a> {
     start: Instant,
     /// When each node was last restarted.
     restarted: BTreeMap<usize, Instant>,
+    /// Nodes whose disk was wiped (restarted once, then left out).
+    wiped: BTreeSet<usize>,
 }
 
 impl Supervisor<'_> {
@@ -254,7 +257,12 @@ impl Supervisor<'_> {
             for node in 0..self.plan.nodes {
                 let server = &self.cluster.servers[node];
                 if !server.killed && server.exited.load(Ordering::Relaxed) {
-                    *faults.entry("node_stopped_on_eio".into()).or_default() += 1;
+                    let what = if self.wiped.contains(&node) {
+                        "effect: wiped nodes refused by their peers"
+                    } else {
+                        "node_stopped_on_eio"
+                    };
+                    *faults.entry(what.into()).or_default() += 1;
                     self.cluster.crash(node);
                     restart_at.insert(node, now + 500);
                 }
@@ -282,6 +290,11 @@ impl Supervisor<'_> {
     }
 
     fn restart(&mut self, node: usize) {
+        if self.wiped.contains(&node) {
+            // It was restarted once, right after the wipe; it stays out (there is no
+            // membership change to replace it yet).
+            return;
+        }
         self.restarted.insert(node, Instant::now());
         self.safety.lock().expect("safety lock").node_restarted(NodeId(node as u64 + 1));
         self.cluster.restart(node);
@@ -314,6 +327,15 @@ impl Supervisor<'_> {
                 self.cluster.crash(node);
                 let pick = self.plan.seed.rotate_left(23) ^ (i as u64).wrapping_mul(0x9e37_79b9);
                 self.rotted += u64::from(self.cluster.rot(node, pick).is_some());
+            }
+            Fault::Wipe { node } => {
+                if self.cluster.servers[node].killed || self.wiped.contains(&node) {
+                    return;
+                }
+                self.cluster.wipe(node);
+                self.safety.lock().expect("safety lock").node_wiped(NodeId(node as u64 + 1));
+                self.restart(node);
+                self.wiped.insert(node);
             }
             Fault::Pause { node } => self.cluster.pause(node),
             Fault::DiskEio { node, probability } => {
@@ -548,7 +570,7 @@ impl Supervisor<'_> {
         let deadline = heal_start + HEAL_BOUND_MS;
         loop {
             let mut statuses = Vec::new();
-            for node in 0..self.plan.nodes {
+            for node in (0..self.plan.nodes).filter(|n| !self.wiped.contains(n)) {
                 statuses.push(self.cluster.status(node).await);
             }
             let mut per_range: BTreeMap<u64, Vec<(u64, u64, bool)>> = BTreeMap::new();
@@ -585,7 +607,7 @@ impl Supervisor<'_> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let mut finals = BTreeMap::new();
-        for node in 0..self.plan.nodes {
+        for node in (0..self.plan.nodes).filter(|n| !self.wiped.contains(n)) {
             let mut state = BTreeMap::new();
             for key in KEYS {
                 if let Some(found) = self.cluster.local_get(node, key).await {

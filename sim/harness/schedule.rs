@@ -81,6 +81,10 @@ pub enum Fault {
     PauseLeader,
     /// fsync fails with this probability on the node's disk.
     DiskEio { node: usize, probability: f64 },
+    /// The node loses power and its data directory is wiped (a replaced disk); it
+    /// restarts at once with the same flags. The members must refuse it as its old
+    /// self: it never runs a replica again in this run (`Safety::node_wiped`).
+    Wipe { node: usize },
     /// The node loses power, one bit of its synced data flips (see `Cluster::rot`),
     /// and it restarts when the fault ends: it must catch the damage by checksum, stop
     /// voting and serving the ranges concerned, and repair them from its peers.
@@ -118,6 +122,7 @@ impl Fault {
             Fault::PauseLeader => "pause_leader",
             Fault::DiskEio { .. } => "fsync_eio",
             Fault::DiskRot { .. } => "disk_rot",
+            Fault::Wipe { .. } => "disk_wiped",
             Fault::ClockSkew { drift_ppm, .. } if drift_ppm.abs() > DRIFT_BOUND_PPM => {
                 "clock_drift_beyond_bound"
             }
@@ -162,6 +167,13 @@ impl fmt::Display for Fault {
             }
             Fault::DiskRot { node } => {
                 write!(f, "crash {}, flip a bit of its synced data, then restart", n(node))
+            }
+            Fault::Wipe { node } => {
+                write!(
+                    f,
+                    "crash {}, wipe its data directory, restart it with the same flags",
+                    n(node)
+                )
             }
             Fault::ClockSkew { node, skew_ms, drift_ppm } => {
                 write!(f, "clock of {} skew {skew_ms} ms drift {drift_ppm} ppm", n(node))
@@ -252,12 +264,26 @@ impl Plan {
                 plan.clocks(&mut Rng::new(seed ^ 0xc10c_c10c_c10c_c10c));
                 // Drawn apart so that adding it kept every other draw of the seed.
                 let mut rot = Rng::new(seed ^ 0x000b_170f_d15c);
+                let mut rot_node = None;
                 if rot.chance(0.25) {
                     let node = rot.below(plan.nodes as u64) as usize;
+                    rot_node = Some(node);
                     for _ in 0..rot.between(1, 3) {
                         let start = rot.below(fault_ms - 500);
                         plan.add(start, start + rot.between(100, 600), Fault::DiskRot { node });
                     }
+                }
+                // One node's disk wiped in some seeds (it stays out: there is no
+                // membership change to replace it yet), from a stream of its own. The
+                // fault model is at most f damaged disks of 2f + 1: on 3 nodes the
+                // wiped one is the one that rots, if one does (a wiped node and a
+                // repairing one leave no quorum of intact replicas to elect a leader).
+                let mut wipe = Rng::new(seed ^ 0x0000_5ca1_ab1e);
+                if wipe.chance(0.15) {
+                    let drawn = wipe.below(plan.nodes as u64) as usize;
+                    let node = if plan.nodes == 3 { rot_node.unwrap_or(drawn) } else { drawn };
+                    let start = wipe.between(500, fault_ms - 500);
+                    plan.add(start, start + 1, Fault::Wipe { node });
                 }
             }
             Scenario::LeaderIsolated => {

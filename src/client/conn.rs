@@ -24,8 +24,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::wire::{
-    read_frame_buffered, try_encode_frame, ClientRequest, ClientResponse, Hello, Request, Response,
-    PROTOCOL_VERSION,
+    read_frame, read_frame_buffered, try_encode_frame, ClientRequest, ClientResponse, Hello,
+    HelloReply, HelloRole, Request, Response,
 };
 
 /// How one request on one connection failed.
@@ -97,14 +97,34 @@ impl Connection {
                 Ok(Ok(stream)) => stream,
             };
         let _ = stream.set_nodelay(true);
-        let hello = try_encode_frame(&Hello::Client { version: PROTOCOL_VERSION })
-            .expect("the hello is a few bytes");
+        let hello =
+            try_encode_frame(&Hello::new(HelloRole::Client)).expect("the hello is a few bytes");
         let sent = async {
             stream.write_all(&hello).await?;
             stream.flush().await
         };
         if let Err(error) = sent.await {
             return Err(not_sent(format!("cannot send hello to {address}: {error}"), false));
+        }
+        match tokio::time::timeout(connect_timeout, read_frame::<HelloReply, _>(&mut stream)).await
+        {
+            Err(_) => {
+                let reason =
+                    format!("{address} did not answer the hello within {connect_timeout:?}");
+                return Err(not_sent(reason, false));
+            }
+            Ok(Ok(Some(HelloReply::Accepted { .. }))) => {}
+            Ok(Ok(Some(HelloReply::Refused { reason, .. }))) => {
+                return Err(not_sent(format!("{address} refused the connection: {reason}"), false));
+            }
+            Ok(Ok(None)) => {
+                let reason = format!("{address} closed the connection after the hello");
+                return Err(not_sent(reason, false));
+            }
+            Ok(Err(error)) => {
+                let reason = format!("{address} answered the hello with a bad frame: {error}");
+                return Err(not_sent(reason, false));
+            }
         }
         let (reader, writer) = tokio::io::split(stream);
         let waiters = Arc::new(Mutex::new(Waiters::default()));
@@ -398,7 +418,17 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let _held = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
+            let (mut stream, _) = listener.accept().await.unwrap();
+            // Answers the hello, then reads nothing more.
+            let _: crate::wire::Hello = read_frame(&mut stream).await.unwrap().unwrap();
+            let accepted = HelloReply::Accepted {
+                version: crate::wire::PROTOCOL_VERSION,
+                cluster: 1,
+                node: crate::raft::NodeId(1),
+                identity: 1,
+                identities: vec![],
+            };
+            crate::wire::write_frame(&mut stream, &accepted).await.unwrap();
             tokio::time::sleep(Duration::from_secs(60)).await;
             drop(stream);
         });

@@ -55,7 +55,15 @@ impl FakeServer {
 
 async fn serve(mut stream: tokio::net::TcpStream, script: Script, log: Arc<Mutex<Vec<Request>>>) {
     let hello: Hello = read_frame(&mut stream).await.unwrap().unwrap();
-    assert_eq!(hello, Hello::Client { version: crate::wire::PROTOCOL_VERSION });
+    assert_eq!(hello, Hello::new(crate::wire::HelloRole::Client));
+    let accepted = crate::wire::HelloReply::Accepted {
+        version: crate::wire::PROTOCOL_VERSION,
+        cluster: 1,
+        node: NodeId(1),
+        identity: 1,
+        identities: vec![],
+    };
+    write_frame(&mut stream, &accepted).await.unwrap();
     while let Ok(Some(ClientRequest { id, request })) = read_frame(&mut stream).await {
         log.lock().unwrap().push(request.clone());
         if let Some(response) = script(&request) {

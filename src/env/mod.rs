@@ -83,6 +83,31 @@ pub trait Clock: Send + Sync + 'static {
     fn real_duration(&self, local: Duration) -> Duration;
 }
 
+/// 64 random bits from the operating system (`getrandom`), for identities that must
+/// differ between data directories and clusters. Under madsim the same call is
+/// answered from the seed (madsim interposes `getrandom`), so a simulation replays.
+///
+/// # Panics
+/// If the kernel has no entropy source at all (`getrandom` fails for a reason other
+/// than an interrupt), which no supported system does.
+pub fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        // SAFETY: writes at most the remaining bytes of a live buffer.
+        let got = unsafe {
+            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
+        };
+        if got < 0 {
+            let error = std::io::Error::last_os_error();
+            assert!(error.kind() == std::io::ErrorKind::Interrupted, "getrandom: {error}");
+            continue;
+        }
+        filled += got as usize;
+    }
+    u64::from_le_bytes(bytes)
+}
+
 /// tokio time (simulated under madsim) and the system clock.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RealClock;

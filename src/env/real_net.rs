@@ -4,7 +4,7 @@
 //!  node ── send(to, batch) ──► bounded queue (try_send: drop when full)
 //!                                   │ one task per peer
 //!                                   ▼
-//!        connect (backoff 20 ms .. 1 s) ─► TCP_NODELAY ─► Hello::Peer
+//!        connect (backoff 20 ms .. 1 s) ─► TCP_NODELAY ─► Hello ─► HelloReply
 //!                                   │
 //!        wake-up: drain everything queued ─► ONE PeerBatch frame ─► write_all
 //! ```
@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 
 use crate::raft::{MessageBody, NodeId};
 use crate::wire::{
-    try_encode_frame, try_encode_frame_sized, Envelope, Hello, PeerBatch, WireError,
-    MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    read_frame, try_encode_frame, try_encode_frame_sized, Envelope, Hello, HelloReply, HelloRole,
+    PeerBatch, WireError, MAX_FRAME_BYTES,
 };
 
 use super::Network;
@@ -57,7 +57,13 @@ pub struct TcpNetwork {
 impl TcpNetwork {
     /// Must be called inside a tokio runtime: spawns one task per peer. `peers` may
     /// include `me`, which is skipped (the node delivers its own messages locally).
-    pub fn new(me: NodeId, cluster: u64, peers: BTreeMap<NodeId, String>) -> TcpNetwork {
+    /// `identity` is this node's data directory's, sent in every hello.
+    pub fn new(
+        me: NodeId,
+        cluster: u64,
+        identity: u64,
+        peers: BTreeMap<NodeId, String>,
+    ) -> TcpNetwork {
         let mut links = BTreeMap::new();
         for (peer, address) in peers {
             if peer == me {
@@ -65,7 +71,16 @@ impl TcpNetwork {
             }
             let (queue, receiver) = mpsc::channel(PEER_QUEUE_BATCHES);
             let connected = Arc::new(AtomicBool::new(false));
-            let link = PeerTask { me, cluster, address, receiver, connected: connected.clone() };
+            let link = PeerTask {
+                me,
+                cluster,
+                identity,
+                peer,
+                address,
+                receiver,
+                connected: connected.clone(),
+                refused: None,
+            };
             let task = tokio::spawn(link.run());
             links.insert(peer, PeerLink { queue, connected, task });
         }
@@ -114,6 +129,10 @@ impl Network for TcpNetwork {
 struct PeerTask {
     me: NodeId,
     cluster: u64,
+    identity: u64,
+    peer: NodeId,
+    /// The last refusal reported, so a peer that keeps refusing is reported once.
+    refused: Option<String>,
     address: String,
     receiver: mpsc::Receiver<Vec<Envelope>>,
     connected: Arc<AtomicBool>,
@@ -149,17 +168,47 @@ impl PeerTask {
         }
     }
 
-    /// Connects and writes the hello; None on any failure.
-    async fn connect(&self) -> Option<TcpStream> {
+    /// Connects, writes the hello and reads the peer's answer; None on any failure. A
+    /// refusal is reported on stderr (once until the reason changes).
+    async fn connect(&mut self) -> Option<TcpStream> {
         let connect = TcpStream::connect(self.address.as_str());
         let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, connect).await.ok()?.ok()?;
         // Raft messages are small and latency-bound; batching happens above.
         stream.set_nodelay(true).ok()?;
-        let hello = Hello::Peer { version: PROTOCOL_VERSION, cluster: self.cluster, from: self.me };
-        let frame = try_encode_frame(&hello).ok()?;
+        let role = HelloRole::Peer {
+            cluster: self.cluster,
+            from: self.me,
+            identity: self.identity,
+            founding: 0,
+        };
+        let frame = try_encode_frame(&Hello::new(role)).ok()?;
         stream.write_all(&frame).await.ok()?;
         stream.flush().await.ok()?;
-        Some(stream)
+        let reply = read_frame::<HelloReply, _>(&mut stream);
+        match tokio::time::timeout(CONNECT_TIMEOUT, reply).await.ok()?.ok()?? {
+            HelloReply::Accepted { cluster, node, .. }
+                if cluster == self.cluster && node == self.peer =>
+            {
+                self.refused = None;
+                Some(stream)
+            }
+            HelloReply::Accepted { cluster, node, .. } => {
+                let reason = format!("{node} of cluster {cluster:016x} answered");
+                self.report_refusal(reason);
+                None
+            }
+            HelloReply::Refused { reason, .. } => {
+                self.report_refusal(reason);
+                None
+            }
+        }
+    }
+
+    fn report_refusal(&mut self, reason: String) {
+        if self.refused.as_ref() != Some(&reason) {
+            eprintln!("{}: {} at {} refused the link: {reason}", self.me, self.peer, self.address);
+            self.refused = Some(reason);
+        }
     }
 
     /// While the link is down, waits `delay` and drops what is queued: those messages
@@ -283,12 +332,33 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let peers = BTreeMap::from([(NodeId(1), "unused".to_string()), (NodeId(2), address)]);
-        let network = TcpNetwork::new(NodeId(1), 77, peers);
+        let network = TcpNetwork::new(NodeId(1), 77, 501, peers);
         assert!(!network.is_connected(NodeId(3)));
+        let accept = |cluster, node| HelloReply::Accepted {
+            version: crate::wire::PROTOCOL_VERSION,
+            cluster,
+            node: NodeId(node),
+            identity: 502,
+            identities: vec![],
+        };
+
+        // A node answering for another cluster, or another node, gets nothing.
+        for wrong in [accept(78, 2), accept(77, 3)] {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let _: Hello = read_frame(&mut stream).await.unwrap().unwrap();
+            crate::wire::write_frame(&mut stream, &wrong).await.unwrap();
+            stream.flush().await.unwrap();
+            network.send(NodeId(2), vec![envelope(9)]);
+            let end = read_frame::<PeerBatch, _>(&mut stream).await;
+            assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+        }
 
         let (mut stream, _) = listener.accept().await.unwrap();
         let hello: Hello = read_frame(&mut stream).await.unwrap().unwrap();
-        assert_eq!(hello, Hello::Peer { version: PROTOCOL_VERSION, cluster: 77, from: NodeId(1) });
+        let role = HelloRole::Peer { cluster: 77, from: NodeId(1), identity: 501, founding: 0 };
+        assert_eq!(hello, Hello::new(role));
+        crate::wire::write_frame(&mut stream, &accept(77, 2)).await.unwrap();
+        stream.flush().await.unwrap();
         network.send(NodeId(2), vec![envelope(1), envelope(2)]);
         network.send(NodeId(2), vec![envelope(3)]);
         let mut received = Vec::new();
@@ -303,7 +373,9 @@ mod tests {
         drop(stream);
         let (mut stream, _) = listener.accept().await.unwrap();
         let hello: Hello = read_frame(&mut stream).await.unwrap().unwrap();
-        assert!(matches!(hello, Hello::Peer { from: NodeId(1), .. }));
+        assert!(matches!(hello.role, HelloRole::Peer { from: NodeId(1), .. }));
+        crate::wire::write_frame(&mut stream, &accept(77, 2)).await.unwrap();
+        stream.flush().await.unwrap();
         network.send(NodeId(2), vec![envelope(4)]);
         let batch: PeerBatch = read_frame(&mut stream).await.unwrap().unwrap();
         assert_eq!(batch.envelopes, vec![envelope(4)]);
@@ -324,6 +396,7 @@ mod tests {
                 entries: vec![crate::raft::Entry {
                     term: 1,
                     index: 1,
+                    format: crate::raft::EntryFormat::NOOP,
                     data: vec![7; (MAX_FRAME_BYTES / 3) as usize].into(),
                 }],
                 commit: 0,

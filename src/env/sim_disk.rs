@@ -123,6 +123,18 @@ impl SimDisk {
         self.lock().fsync_failures
     }
 
+    /// The disk is replaced by an empty one (an operator wiped the data directory, or
+    /// swapped the drive): every file and directory is gone, and handles opened before
+    /// now stop working.
+    pub fn wipe(&self) {
+        let mut state = self.lock();
+        state.inodes.clear();
+        state.names.clear();
+        state.durable_names.clear();
+        state.dirs = BTreeSet::from([PathBuf::from("/")]);
+        state.epoch += 1;
+    }
+
     /// The power fails: everything not durable is resolved as the module doc says,
     /// and handles opened before now stop working.
     pub fn crash(&self) -> CrashReport {

@@ -18,6 +18,7 @@ use crate::env::Network;
 use crate::node::liveness::Liveness;
 use crate::node::replica::{Replica, ReplyTo};
 use crate::node::ticker::Ticker;
+use crate::node::NodeError;
 use crate::raft::{Message, NodeId, ReadMode, Ready, Role, Snapshot, SnapshotMeta, Storage};
 use crate::range::descriptor::{
     RangeId, RangeTable, DESCRIPTOR_PREFIX, RESERVED_END, RESERVED_PREFIX,
@@ -403,15 +404,20 @@ impl Node {
 
     /// Runs the Ready cycle for every range with work: persist with one fsync, send,
     /// apply, advance.
-    pub fn flush(&mut self) -> Result<(), StorageError> {
+    pub fn flush(&mut self) -> Result<(), NodeError> {
         let cycle = self.flush_write()?;
-        self.flush_sync(cycle)
+        Ok(self.flush_sync(cycle)?)
     }
 
     /// The first half of a Ready cycle: takes every Ready, buffers its records in the
     /// WAL, sends what may leave before they are durable (the leader's Appends), and
     /// applies what is committed (`apply_ready`).
-    pub fn flush_write(&mut self) -> Result<Cycle, StorageError> {
+    ///
+    /// # Errors
+    /// A storage failure, or `NodeError::Unreadable` for a committed entry or snapshot
+    /// this version cannot read: the node must stop (what is buffered may still be
+    /// synced; nothing after the unreadable entry was applied).
+    pub fn flush_write(&mut self) -> Result<Cycle, NodeError> {
         let mut readies: Vec<(RangeId, Ready)> = Vec::new();
         let mut send_now: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
         let mut wrote = false;
@@ -448,7 +454,7 @@ impl Node {
         }
         self.send(send_now);
         for (range, ready) in &readies {
-            self.apply_ready(*range, ready);
+            self.apply_ready(*range, ready)?;
         }
         Ok(Cycle { readies, wrote })
     }
@@ -512,13 +518,17 @@ impl Node {
     /// core hands out only entries that are committed and already durable here
     /// (`RaftLog::applicable_index`), and snapshots are taken only after the sync
     /// (`finish_ready`).
-    fn apply_ready(&mut self, range: RangeId, ready: &Ready) {
+    fn apply_ready(&mut self, range: RangeId, ready: &Ready) -> Result<(), NodeError> {
         let not_leader_lost =
             || Response::Unavailable { reason: "leadership changed; retry".into() };
         let replica = self.replicas.get_mut(&range).expect("ready came from this replica");
         if let Some(snapshot) = &ready.snapshot {
             // advance() needs the snapshot too: it replaces the group's stable log.
-            restore_snapshot(replica, snapshot);
+            restore_snapshot(replica, snapshot).map_err(|reason| NodeError::Unreadable {
+                range,
+                what: format!("the snapshot at index {}", snapshot.meta.index),
+                reason,
+            })?;
             replica.kv.set_history(self.tuning.history_revisions);
             #[cfg(madsim)]
             crate::env::sim_hooks::observe(|o| {
@@ -526,7 +536,11 @@ impl Node {
             });
         }
         for entry in &ready.committed_entries {
-            replica.apply(entry);
+            replica.apply(entry).map_err(|error| NodeError::Unreadable {
+                range,
+                what: format!("committed entry {}", entry.index),
+                reason: error.to_string(),
+            })?;
             #[cfg(madsim)]
             crate::env::sim_hooks::observe(|o| {
                 o.applied(self.id, range, entry.index, entry.term, &entry.data)
@@ -546,6 +560,7 @@ impl Node {
             }
         }
         replica.serve_reads();
+        Ok(())
     }
 
     /// After the sync: tells Raft everything in the Ready is done, then snapshots the
@@ -591,18 +606,16 @@ impl Node {
     }
 }
 
-fn restore_snapshot(replica: &mut Replica, snapshot: &Snapshot) {
-    match KvStore::restore(&snapshot.data) {
-        Ok(kv) => {
-            replica.kv = kv;
-            replica.snapshot_index = snapshot.meta.index;
-            replica.snapshot_bytes = snapshot.data.len() as u64;
-            replica.log_bytes = 0;
-        }
-        // The snapshot passed the frame checksums of every chunk and was produced by a
-        // peer's KvStore::snapshot: failing to decode it is a bug, not an input error.
-        Err(error) => panic!("range {}: received snapshot does not decode: {error}", replica.id()),
-    }
+/// Replaces the state machine with a received snapshot's image. The image passed the
+/// checksums of every chunk: one that does not decode was written by a rangedb whose
+/// image format this one cannot read, and the error says so.
+fn restore_snapshot(replica: &mut Replica, snapshot: &Snapshot) -> Result<(), String> {
+    let kv = KvStore::restore(&snapshot.data).map_err(|error| error.to_string())?;
+    replica.kv = kv;
+    replica.snapshot_index = snapshot.meta.index;
+    replica.snapshot_bytes = snapshot.data.len() as u64;
+    replica.log_bytes = 0;
+    Ok(())
 }
 
 fn outbox(outbox: &mut BTreeMap<NodeId, Vec<Envelope>>, range: RangeId, messages: Vec<Message>) {
@@ -616,7 +629,7 @@ mod tests {
     use super::*;
     use crate::raft::{ConfState, Config, MemStorage, RaftGroup};
     use crate::range::descriptor::RangeDescriptor;
-    use crate::range::kv::{Command, WriteOp};
+    use crate::range::kv::{Command, WriteOp, COMMAND_FORMAT};
 
     fn replica(snapshot_bytes: u64) -> Replica {
         let conf_state = ConfState { voters: vec![NodeId(1)] };
@@ -641,7 +654,14 @@ mod tests {
                 bincode::config::standard(),
             )
             .unwrap();
-            replica.apply(&crate::raft::Entry { term: 1, index, data: data.into() });
+            replica
+                .apply(&crate::raft::Entry {
+                    term: 1,
+                    index,
+                    format: COMMAND_FORMAT,
+                    data: data.into(),
+                })
+                .unwrap();
         }
     }
 

@@ -1,6 +1,7 @@
 //! The node: one event loop driving every range replica hosted here, the listener,
 //! and the boot sequence that rebuilds every replica from the data directory.
 
+pub mod bootstrap;
 pub mod event_loop;
 pub mod liveness;
 pub mod replica;
@@ -25,6 +26,7 @@ use crate::range::descriptor::{
     RESERVED_PREFIX,
 };
 use crate::range::kv::{KvStore, HISTORY_REVISIONS};
+use crate::storage::datadir::DATA_VERSION;
 use crate::storage::{
     ClusterMeta, DataDir, SnapshotStore, StorageError, Wal, WalOptions, WalRecord, WalRecovery,
 };
@@ -91,6 +93,10 @@ pub enum NodeError {
     Config(String),
     #[error("range {range}: {reason}")]
     Recovery { range: RangeId, reason: String },
+    /// A committed entry or a received snapshot this version cannot read (written by
+    /// a newer rangedb): the node stops rather than skip it.
+    #[error("range {range}: cannot apply {what}: {reason}")]
+    Unreadable { range: RangeId, what: String, reason: String },
 }
 
 /// Runs a server until `shutdown` resolves; then stops accepting, fails in-flight
@@ -119,7 +125,33 @@ pub async fn run_node(
 ) -> Result<(), NodeError> {
     validate(&config)?;
     let data_dir = DataDir::open(Arc::clone(&disk), &config.data_dir)?;
-    let meta = cluster_meta(&data_dir, &config)?;
+    if let Some(from) = data_dir.upgraded_from {
+        eprintln!(
+            "rangedb node {}: upgraded data directory {} from version {from} to {DATA_VERSION}",
+            config.node_id.0,
+            config.data_dir.display()
+        );
+    }
+    tokio::pin!(shutdown);
+    // A node that must found its cluster listens at once (the founders talk); one that
+    // belongs to a cluster only once its replicas are recovered.
+    let mut listener = None;
+    let meta = match data_dir.load_meta()? {
+        Some(meta) => checked_meta(meta, &config)?,
+        None => {
+            let split_keys = new_cluster_split_keys(&config, &data_dir)?;
+            if config.peers.len() == 1 {
+                bootstrap::create_single(&config, &data_dir, split_keys)?
+            } else {
+                let bound = listener.insert(bind(&config.listen).await?);
+                match bootstrap::found(bound, &config, &data_dir, split_keys, &mut shutdown).await?
+                {
+                    Some(meta) => meta,
+                    None => return Ok(()),
+                }
+            }
+        }
+    };
     let voters: Vec<NodeId> = meta.peers.keys().copied().collect();
     let descriptors = initial_descriptors(&meta.split_keys, &voters)
         .map_err(|e| NodeError::Config(e.to_string()))?;
@@ -134,11 +166,17 @@ pub async fn run_node(
     for replica in replicas.values_mut() {
         replica.kv.set_history(config.history_revisions);
     }
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| NodeError::Listen { address: config.listen.clone(), source })?;
+    let listener = match listener {
+        Some(listener) => listener,
+        None => bind(&config.listen).await?,
+    };
     let peers = Arc::new(meta.peers.clone());
-    let network = Arc::new(TcpNetwork::new(meta.node_id, meta.cluster_id, meta.peers.clone()));
+    let network = Arc::new(TcpNetwork::new(
+        meta.node_id,
+        meta.cluster_id,
+        data_dir.identity(),
+        meta.peers.clone(),
+    ));
     let mut node = Node::new(
         meta.node_id,
         Arc::clone(&peers),
@@ -156,7 +194,26 @@ pub async fn run_node(
         Ticker::new(clock, Duration::from_millis(config.tick_ms)),
     );
     let (events, inbox) = mpsc::channel::<Event>(8192);
-    let admission = server::Admission { me: meta.node_id, cluster: meta.cluster_id, peers };
+    let identities = Arc::new(std::sync::Mutex::new(meta.identities.clone()));
+    let identity = data_dir.identity();
+    let data_dir = Arc::new(data_dir);
+    let learned = {
+        let (data_dir, meta) = (Arc::clone(&data_dir), meta.clone());
+        // A member's identity learned from its first connection (a cluster upgraded
+        // from data directory version 1) is stored before the connection is accepted.
+        Arc::new(move |identities: &BTreeMap<NodeId, u64>| {
+            let meta = ClusterMeta { identities: identities.clone(), ..meta.clone() };
+            data_dir.store_meta(&meta).map_err(|error| error.to_string())
+        })
+    };
+    let admission = server::Admission {
+        me: meta.node_id,
+        identity,
+        cluster: meta.cluster_id,
+        peers,
+        identities,
+        learned,
+    };
     let acceptor = tokio::spawn(server::accept_loop(listener, events, admission));
     eprintln!(
         "rangedb node {} listening on {} (data {}, {} ranges, {} voters)",
@@ -169,9 +226,20 @@ pub async fn run_node(
     let result = run_loop(&mut node, inbox, shutdown).await;
     acceptor.abort();
     node.fail_all("the server is shutting down");
-    let flushed = node.flush().and_then(|()| node.wal.sync());
+    // After an unreadable entry nothing more may be applied: only what the WAL holds
+    // is synced.
+    let flushed = match &result {
+        Err(NodeError::Unreadable { .. }) => node.wal.sync().map_err(NodeError::from),
+        _ => node.flush().and_then(|()| Ok(node.wal.sync()?)),
+    };
     eprintln!("rangedb node {} stopped", meta.node_id.0);
-    result.and(flushed.map_err(NodeError::from))
+    result.and(flushed)
+}
+
+async fn bind(address: &str) -> Result<tokio::net::TcpListener, NodeError> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| NodeError::Listen { address: address.to_string(), source })
 }
 
 /// Events, ticks and Ready cycles until shutdown or a storage failure. Ticks come
@@ -256,46 +324,51 @@ fn validate(config: &ServerConfig) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// The stored cluster metadata, or the one this first start creates. The cluster id
-/// is a hash of the membership and split keys, so every node of a cluster started
-/// with the same flags agrees on it without talking.
-fn cluster_meta(data_dir: &DataDir, config: &ServerConfig) -> Result<ClusterMeta, NodeError> {
-    if let Some(meta) = data_dir.load_meta()? {
-        if meta.node_id != config.node_id {
+/// The stored cluster metadata, checked against the flags: the membership comes from
+/// the data directory, never from flags given on a restart.
+fn checked_meta(meta: ClusterMeta, config: &ServerConfig) -> Result<ClusterMeta, NodeError> {
+    if meta.node_id != config.node_id {
+        return Err(NodeError::Config(format!(
+            "data directory {} belongs to node {}, not node {}",
+            config.data_dir.display(),
+            meta.node_id.0,
+            config.node_id.0
+        )));
+    }
+    if meta.peers != config.peers {
+        eprintln!("note: membership comes from the data directory; --peers differs and is ignored");
+    }
+    Ok(meta)
+}
+
+/// The split keys of a cluster this node is about to create or found, checked; and a
+/// check that the directory holds no log (a data directory with a log but no cluster
+/// metadata lost a file: it must not start over as a new member).
+fn new_cluster_split_keys(
+    config: &ServerConfig,
+    data_dir: &DataDir,
+) -> Result<Vec<Vec<u8>>, NodeError> {
+    let disk = data_dir.disk();
+    for dir in [data_dir.wal_dir(), data_dir.snap_dir()] {
+        let files = disk.list(&dir).map_err(|source| StorageError::Io {
+            op: "list",
+            path: dir.clone(),
+            source,
+        })?;
+        if !files.is_empty() {
             return Err(NodeError::Config(format!(
-                "data directory {} belongs to node {}, not node {}",
+                "data directory {} has no cluster metadata (CLUSTER) but holds {} ({}): it \
+                 is damaged, not new; restore it or start with an empty directory",
                 config.data_dir.display(),
-                meta.node_id.0,
-                config.node_id.0
+                dir.display(),
+                files.join(", ")
             )));
         }
-        if meta.peers != config.peers {
-            eprintln!(
-                "note: membership comes from the data directory; --peers differs and is ignored"
-            );
-        }
-        return Ok(meta);
     }
     let split_keys = config.split_keys.clone().unwrap_or_else(default_split_keys);
     let voters: Vec<NodeId> = config.peers.keys().copied().collect();
     initial_descriptors(&split_keys, &voters).map_err(|e| NodeError::Config(e.to_string()))?;
-    let mut hash = crate::hash::Fnv64::default();
-    for (id, address) in &config.peers {
-        hash.write(&id.0.to_le_bytes());
-        hash.write(address.as_bytes());
-    }
-    for key in &split_keys {
-        hash.write(&(key.len() as u64).to_le_bytes());
-        hash.write(key);
-    }
-    let meta = ClusterMeta {
-        cluster_id: hash.0,
-        node_id: config.node_id,
-        peers: config.peers.clone(),
-        split_keys,
-    };
-    data_dir.store_meta(&meta)?;
-    Ok(meta)
+    Ok(split_keys)
 }
 
 /// Ticks between a leader's heartbeats: with the default 50 ms tick and election

@@ -10,8 +10,10 @@ use std::collections::BTreeMap;
 
 use crate::raft::{Entry, Index, NodeId, RaftGroup, ReadMode, Role, Term};
 use crate::range::descriptor::{RangeDescriptor, RangeId};
-use crate::range::kv::KeyValue;
-use crate::range::kv::{Command, CommandResult, KvStore, RevisionUnavailable, WriteOp};
+use crate::range::kv::{
+    Applicable, Command, CommandResult, KeyValue, KvStore, RevisionUnavailable, UnreadableEntry,
+    WriteOp, COMMAND_FORMAT,
+};
 use crate::wire::{Request, Response};
 
 /// Where a reply goes: a client connection's outbox and the request's id on it.
@@ -118,7 +120,7 @@ impl Replica {
                     .send(Response::Invalid { reason: format!("unencodable command: {error}") })
             }
         };
-        match self.raft.propose(data) {
+        match self.raft.propose(COMMAND_FORMAT, data) {
             Ok(index) => {
                 let term = self.raft.term();
                 let previous = self.writes.insert(index, PendingWrite { term, reply });
@@ -175,28 +177,25 @@ impl Replica {
     }
 
     /// Applies one committed entry and answers the write waiting on it, if any.
-    pub fn apply(&mut self, entry: &Entry) {
+    ///
+    /// # Errors
+    /// An entry this version cannot read (a newer node's format): nothing is applied,
+    /// and the replica cannot go on (its state machine would skip a committed write).
+    pub fn apply(&mut self, entry: &Entry) -> Result<(), UnreadableEntry> {
+        let command = match Applicable::decode(entry.format, &entry.data)? {
+            Applicable::Noop => {
+                self.kv.apply_noop(entry.index);
+                if let Some(write) = self.writes.remove(&entry.index) {
+                    // Our proposal at this index was replaced by a new leader's no-op.
+                    let reason = "leader changed; retry".into();
+                    write.reply.send(Response::Unavailable { reason });
+                }
+                return Ok(());
+            }
+            Applicable::Command(command) => command,
+        };
         self.log_bytes += entry.data.len() as u64;
         let waiting = self.writes.remove(&entry.index);
-        if entry.data.is_empty() {
-            self.kv.apply_noop(entry.index);
-            if let Some(write) = waiting {
-                // Our proposal at this index was replaced by a new leader's no-op.
-                write.reply.send(Response::Unavailable { reason: "leader changed; retry".into() });
-            }
-            return;
-        }
-        let decoded = bincode::serde::decode_from_slice::<Command, _>(
-            &entry.data,
-            bincode::config::standard(),
-        );
-        let command = match decoded {
-            Ok((command, _)) => command,
-            // Every entry was encoded by propose_write on some node of this cluster.
-            Err(error) => {
-                panic!("range {} entry {} is undecodable: {error}", self.id(), entry.index)
-            }
-        };
         let result = self.kv.apply_owned(entry.index, command);
         if let Some(write) = waiting {
             if write.term == entry.term {
@@ -213,6 +212,7 @@ impl Replica {
                 write.reply.send(Response::Unavailable { reason: "leader changed; retry".into() });
             }
         }
+        Ok(())
     }
 
     /// Answers every confirmed read the state machine has caught up with.

@@ -3,7 +3,7 @@
 //! requests go there one by one with a handle to the connection's outbox.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
@@ -14,19 +14,106 @@ use crate::node::event_loop::Event;
 use crate::node::replica::ReplyTo;
 use crate::raft::NodeId;
 use crate::wire::{
-    encode_frame, read_frame, read_frame_buffered, try_encode_frame, ClientRequest, ClientResponse,
-    Hello, PeerBatch, Response, PROTOCOL_VERSION,
+    encode_frame, read_frame_buffered, read_hello, try_encode_frame, write_frame, ClientRequest,
+    ClientResponse, HelloReply, HelloRole, PeerBatch, Response,
 };
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Who may connect as a peer.
+/// Who may connect as a peer: the members of this cluster, each with the data
+/// directory identity the cluster recorded for it.
 #[derive(Clone)]
 pub struct Admission {
     pub me: NodeId,
+    /// This node's data directory identity.
+    pub identity: u64,
     pub cluster: u64,
     pub peers: Arc<BTreeMap<NodeId, String>>,
+    /// Members' identities. One that is absent (a cluster upgraded from data directory
+    /// version 1) is learned from the member's first connection and persisted by
+    /// `learned` before the connection is accepted.
+    pub identities: Arc<Mutex<BTreeMap<NodeId, u64>>>,
+    pub learned: Arc<RecordIdentities>,
+}
+
+/// Persists the members' identities (the cluster metadata) before a learned one is
+/// relied on; the error is the reason.
+pub type RecordIdentities = dyn Fn(&BTreeMap<NodeId, u64>) -> Result<(), String> + Send + Sync;
+
+/// What to do with a peer's connection after the reply.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PeerAdmission {
+    /// Serve it as the peer's link.
+    Serve,
+    /// Close it: the reply was all (a refusal, or a founder told its cluster).
+    Close,
+}
+
+impl Admission {
+    /// The answer to a peer's hello (protocol version already agreed on).
+    pub fn admit_peer(
+        &self,
+        version: u32,
+        cluster: u64,
+        from: NodeId,
+        identity: u64,
+    ) -> (HelloReply, PeerAdmission) {
+        let refuse = |reason: String| {
+            (HelloReply::Refused { reason, permanent: true }, PeerAdmission::Close)
+        };
+        if from == self.me || !self.peers.contains_key(&from) {
+            return refuse(format!("{from} is not a member of cluster {:016x}", self.cluster));
+        }
+        if cluster != 0 && cluster != self.cluster {
+            return refuse(format!(
+                "{from} belongs to cluster {cluster:016x}; {} belongs to {:016x}",
+                self.me, self.cluster
+            ));
+        }
+        let mut identities = self.identities.lock().expect("identities lock is never poisoned");
+        match identities.get(&from) {
+            Some(&known) if known != identity => {
+                return refuse(format!(
+                    "{from} of cluster {:016x} has data directory identity {known:016x}, this \
+                     connection {identity:016x}: its data directory is not the one the \
+                     cluster knows (wiped or replaced), and it may lack writes it \
+                     acknowledged, so it must not rejoin as {from}. Restore its data \
+                     directory, or remove {from} from the cluster and add a new node",
+                    self.cluster
+                ));
+            }
+            Some(_) => {}
+            None => {
+                identities.insert(from, identity);
+                if let Err(error) = (self.learned)(&identities) {
+                    identities.remove(&from);
+                    let reason = format!("cannot record {from}'s identity: {error}");
+                    return (
+                        HelloReply::Refused { reason, permanent: false },
+                        PeerAdmission::Close,
+                    );
+                }
+            }
+        }
+        if cluster == 0 {
+            // A founder that has not learned its cluster yet: tell it, then close.
+            let identities = identities.iter().map(|(id, identity)| (*id, *identity)).collect();
+            return (self.accepted(version, identities), PeerAdmission::Close);
+        }
+        (self.accepted(version, vec![]), PeerAdmission::Serve)
+    }
+
+    /// The reply accepting a connection.
+    pub fn accepted(&self, version: u32, identities: Vec<(NodeId, u64)>) -> HelloReply {
+        HelloReply::Accepted {
+            version,
+            cluster: self.cluster,
+            node: self.me,
+            identity: self.identity,
+            identities,
+        }
+    }
 }
 
 // madsim's simulated TcpStream has no `into_split`; the generic split works on both.
@@ -80,39 +167,49 @@ async fn serve_connection(
     // Buffered: one recv takes every frame the peer pipelined, instead of two
     // syscalls (header, payload) per frame.
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame::<Hello, _>(&mut reader)).await
-    {
+    let mut writer = writer;
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut reader)).await {
         Err(_) => return Err("no hello within 5 s".into()),
         Ok(Ok(Some(hello))) => hello,
         Ok(Ok(None)) => return Ok(()),
-        Ok(Err(error)) => return Err(format!("bad hello frame: {error}")),
-    };
-    match hello {
-        Hello::Peer { version, cluster, from } => {
-            if version != PROTOCOL_VERSION {
-                return Err(format!(
-                    "peer speaks protocol {version}, this node {PROTOCOL_VERSION}"
-                ));
-            }
-            if cluster != admission.cluster {
-                return Err(format!(
-                    "peer {from} belongs to cluster {cluster:#x}, not {:#x}",
-                    admission.cluster
-                ));
-            }
-            if from == admission.me || !admission.peers.contains_key(&from) {
-                return Err(format!("{from} is not a member of this cluster"));
-            }
-            serve_peer(reader, from, events).await
+        Ok(Err(error)) => {
+            let reason = format!("bad hello: {error}");
+            refuse(&mut writer, &reason).await;
+            return Err(reason);
         }
-        Hello::Client { version } => {
-            if version != PROTOCOL_VERSION {
-                return Err(format!(
-                    "client speaks protocol {version}, this node {PROTOCOL_VERSION}"
-                ));
+    };
+    let version = match hello.negotiate() {
+        Ok(version) => version,
+        Err(reason) => {
+            refuse(&mut writer, &reason).await;
+            return Err(reason);
+        }
+    };
+    match hello.role {
+        HelloRole::Peer { cluster, from, identity, founding: _ } => {
+            let (reply, then) = admission.admit_peer(version, cluster, from, identity);
+            write_frame(&mut writer, &reply).await.map_err(|e| format!("hello reply: {e}"))?;
+            writer.flush().await.map_err(|e| format!("hello reply: {e}"))?;
+            match (then, reply) {
+                (PeerAdmission::Serve, _) => serve_peer(reader, from, events).await,
+                (PeerAdmission::Close, HelloReply::Refused { reason, .. }) => Err(reason),
+                (PeerAdmission::Close, _) => Ok(()),
             }
+        }
+        HelloRole::Client => {
+            let reply = admission.accepted(version, vec![]);
+            write_frame(&mut writer, &reply).await.map_err(|e| format!("hello reply: {e}"))?;
+            writer.flush().await.map_err(|e| format!("hello reply: {e}"))?;
             serve_client(reader, writer, events).await
         }
+    }
+}
+
+/// Tells the other end why its connection is closed (best effort).
+async fn refuse(writer: &mut Writer, reason: &str) {
+    let refused = HelloReply::Refused { reason: reason.to_string(), permanent: true };
+    if write_frame(writer, &refused).await.is_ok() {
+        let _ = writer.flush().await;
     }
 }
 

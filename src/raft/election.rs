@@ -91,7 +91,7 @@ impl RaftGroup {
         own.matched = persisted;
         own.next = next;
         // A no-op entry of the new term lets earlier entries commit (paper 5.4.2, 8).
-        self.append_entry(bytes::Bytes::new());
+        self.append_entry(EntryFormat::NOOP, bytes::Bytes::new());
         if !self.maybe_commit_and_broadcast() {
             self.broadcast_append();
         }

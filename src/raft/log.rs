@@ -228,7 +228,7 @@ mod tests {
     use super::*;
 
     fn entry(index: Index, term: Term) -> Entry {
-        Entry { term, index, data: bytes::Bytes::new() }
+        Entry { term, index, format: EntryFormat::NOOP, data: bytes::Bytes::new() }
     }
 
     fn log_with(terms: &[Term]) -> RaftLog {

@@ -21,16 +21,53 @@ pub type Term = u64;
 /// A Raft log index. Index 0 is the empty prefix before the first entry.
 pub type Index = u64;
 
-/// One replicated log entry. `data` empty is a leader's no-op entry. `data` is a
-/// shared buffer: the Ready, the stable log, the WAL record, every Append and the
-/// committed entries of one entry all hold the same bytes (a copy per holder was a
-/// malloc, a memcpy and a free each, ~10 per entry per node).
+/// One replicated log entry. `format` says what `data` holds; a leader's no-op entry
+/// is `EntryFormat::NOOP` with empty `data`. `data` is a shared buffer: the Ready, the
+/// stable log, the WAL record, every Append and the committed entries of one entry
+/// all hold the same bytes (a copy per holder was a malloc, a memcpy and a free each,
+/// ~10 per entry per node).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub term: Term,
     pub index: Index,
+    pub format: EntryFormat,
     #[serde(with = "crate::byte_serde::shared")]
     pub data: bytes::Bytes,
+}
+
+/// The type of an entry's `data` and the version of its encoding. Raft stores and
+/// replicates entries of every format; the layer that applies an entry refuses a
+/// format it cannot read (one written by a newer rangedb) with an error that stops
+/// the node cleanly, never by guessing. Each kind versions independently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EntryFormat {
+    pub kind: u8,
+    pub version: u8,
+}
+
+impl EntryFormat {
+    /// A new leader's empty entry: applying it changes nothing but the applied index.
+    pub const NOOP: EntryFormat = EntryFormat { kind: 0, version: 1 };
+    /// The kind of the state machine's commands (their versions: `range::kv`).
+    pub const KIND_COMMAND: u8 = 1;
+    // Kind 2 is reserved for membership changes.
+}
+
+impl Default for EntryFormat {
+    fn default() -> Self {
+        EntryFormat::NOOP
+    }
+}
+
+impl std::fmt::Display for EntryFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            0 => "no-op",
+            EntryFormat::KIND_COMMAND => "command",
+            _ => "unknown kind",
+        };
+        write!(f, "{kind} ({}) version {}", self.kind, self.version)
+    }
 }
 
 /// State that must be durable before any message that depends on it is sent.

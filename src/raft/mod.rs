@@ -336,11 +336,16 @@ impl RaftGroup {
         Ok(())
     }
 
-    /// Appends `data` to the leader's log; returns the index it will commit at.
+    /// Appends `data`, encoded in `format`, to the leader's log; returns the index it
+    /// will commit at.
     ///
     /// # Errors
     /// `NotLeader` on a non-leader; `ProposalDropped` during a leadership transfer.
-    pub fn propose(&mut self, data: impl Into<bytes::Bytes>) -> Result<Index, RaftError> {
+    pub fn propose(
+        &mut self,
+        format: EntryFormat,
+        data: impl Into<bytes::Bytes>,
+    ) -> Result<Index, RaftError> {
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader { leader_hint: self.leader_id });
         }
@@ -348,7 +353,7 @@ impl RaftGroup {
             return Err(RaftError::ProposalDropped);
         }
         self.wake();
-        let index = self.append_entry(data.into());
+        let index = self.append_entry(format, data.into());
         // The Appends leave with the next Ready (the entries must be in it anyway).
         self.append_pending = true;
         self.debug_check_invariants();

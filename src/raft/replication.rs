@@ -8,9 +8,9 @@ use super::{RaftGroup, Role};
 
 impl RaftGroup {
     /// Leader: appends one entry of the current term; returns its index.
-    pub(super) fn append_entry(&mut self, data: bytes::Bytes) -> Index {
+    pub(super) fn append_entry(&mut self, format: EntryFormat, data: bytes::Bytes) -> Index {
         assert_eq!(self.role, Role::Leader, "{}: only the leader appends", self.id);
-        let entry = Entry { term: self.term, index: self.log.last_index() + 1, data };
+        let entry = Entry { term: self.term, index: self.log.last_index() + 1, format, data };
         self.log.append(&[entry])
     }
 

@@ -7,7 +7,12 @@ use super::test_network::*;
 use super::*;
 
 fn entry(index: Index, term: Term) -> Entry {
-    Entry { term, index, data: vec![index as u8].into() }
+    Entry {
+        term,
+        index,
+        format: EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 1 },
+        data: vec![index as u8].into(),
+    }
 }
 
 fn is_append_to(msg: &Message, n: u64) -> bool {
@@ -37,7 +42,7 @@ fn divergent_follower_catches_up_in_few_round_trips() {
     net.campaign(1);
     net.isolate(1);
     for k in 0..50u8 {
-        net.node(1).propose(vec![k]).unwrap(); // Never committed: node 1 is cut off.
+        net.node(1).propose(TEST_FORMAT, vec![k]).unwrap(); // Never committed: node 1 is cut off.
     }
     net.deliver_all();
     net.tick_all(40);
@@ -70,7 +75,7 @@ fn inflight_window_pauses_pipelined_appends() {
     });
     net.campaign(1);
     for k in 0..5u8 {
-        net.node(1).propose(vec![k]).unwrap();
+        net.node(1).propose(TEST_FORMAT, vec![k]).unwrap();
     }
     net.process(id(1));
     let appends = net.queue.iter().filter(|m| is_append_to(m, 2)).count();
@@ -97,7 +102,7 @@ fn acks_and_votes_wait_for_persistence_while_appends_do_not() {
 
     let mut net = Network::new(3, |_| {});
     net.campaign(1);
-    net.node(1).propose(b"x".to_vec()).unwrap();
+    net.node(1).propose(TEST_FORMAT, b"x".to_vec()).unwrap();
     let ready = net.node(1).ready();
     assert_eq!(
         ready.messages.iter().filter(|m| matches!(m.body, MessageBody::Append { .. })).count(),
@@ -120,7 +125,7 @@ fn acks_and_votes_wait_for_persistence_while_appends_do_not() {
 fn committed_entries_never_include_unpersisted_ones() {
     let mut net = Network::new(3, |_| {});
     net.campaign(1);
-    let index = net.node(1).propose(b"y".to_vec()).unwrap();
+    let index = net.node(1).propose(TEST_FORMAT, b"y".to_vec()).unwrap();
     let ready = net.node(1).ready();
     net.queue.extend(ready.messages.iter().cloned());
     // Followers ack before the leader has persisted its own entry.

@@ -65,7 +65,7 @@ impl Sweep {
                 let leader = self.net.leaders().first().map(|l| l.0);
                 let n = leader.filter(|_| self.rng.range(0, 4) > 0).unwrap_or(self.pick_node());
                 let data = vec![self.rng.range(0, 256) as u8; 3];
-                let _ = self.net.node(n).propose(data);
+                let _ = self.net.node(n).propose(TEST_FORMAT, data);
             }
             65..=74 => self.read(),
             75..=76 => self.partition(),

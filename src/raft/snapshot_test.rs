@@ -72,7 +72,7 @@ fn transfer_moves_leadership_and_drops_proposals_meanwhile() {
     net.propose(1, b"a");
     net.isolate(2);
     net.node(1).transfer_leader(id(2));
-    assert_eq!(net.node(1).propose(b"b".to_vec()), Err(RaftError::ProposalDropped));
+    assert_eq!(net.node(1).propose(TEST_FORMAT, b"b".to_vec()), Err(RaftError::ProposalDropped));
     net.tick_all(10);
     assert_eq!(net.node(1).role(), Role::Leader, "transfer aborted, still leader");
     net.propose(1, b"c");

@@ -212,7 +212,7 @@ mod tests {
     use super::*;
 
     fn entry(index: Index, term: Term) -> Entry {
-        Entry { term, index, data: bytes::Bytes::new() }
+        Entry { term, index, format: EntryFormat::NOOP, data: bytes::Bytes::new() }
     }
 
     #[test]

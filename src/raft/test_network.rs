@@ -6,6 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::*;
 
+/// The format of the tests' proposals (the core does not read it).
+pub const TEST_FORMAT: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 1 };
+
 /// Decides whether to drop a message.
 pub type DropRule = Box<dyn Fn(&Message) -> bool>;
 
@@ -150,7 +153,7 @@ impl Network {
     }
 
     pub fn propose(&mut self, n: u64, data: &[u8]) -> Index {
-        let index = self.node(n).propose(data.to_vec()).unwrap();
+        let index = self.node(n).propose(TEST_FORMAT, data.to_vec()).unwrap();
         self.deliver_all();
         index
     }

@@ -33,6 +33,8 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
+use crate::raft::EntryFormat;
+
 /// Identifies a client write so a retry is applied once. `client` is random per
 /// client instance, `seq` increases per write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -55,11 +57,61 @@ pub struct KeyValue {
 /// Bumped whenever the snapshot encoding changes.
 const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 
-/// A write as replicated in a Raft entry's data (bincode).
+/// A write as replicated in a Raft entry's data (bincode), in entry format
+/// `COMMAND_FORMAT`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     pub request_id: Option<RequestId>,
     pub op: WriteOp,
+}
+
+/// The entry format of the commands this version writes: bincode of `Command`.
+/// Bumped (and the old version still read) whenever `Command` changes.
+pub const COMMAND_FORMAT: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 1 };
+
+/// What a committed entry asks of the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applicable {
+    /// A leader's no-op: only the applied index moves.
+    Noop,
+    Command(Command),
+}
+
+/// A committed entry this version cannot apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnreadableEntry {
+    #[error(
+        "entry format {0} is not one this rangedb reads (commands up to version {max}); \
+         a newer rangedb wrote it: upgrade this node",
+        max = COMMAND_FORMAT.version
+    )]
+    Format(EntryFormat),
+    #[error("undecodable {COMMAND_FORMAT} entry: {0}")]
+    Decode(String),
+}
+
+impl Applicable {
+    /// Reads a committed entry's format and data.
+    ///
+    /// # Errors
+    /// `Format` for a format this version does not know, `Decode` for data that is not
+    /// a command of its format.
+    pub fn decode(format: EntryFormat, data: &[u8]) -> Result<Applicable, UnreadableEntry> {
+        if format == EntryFormat::NOOP {
+            return Ok(Applicable::Noop);
+        }
+        if format != COMMAND_FORMAT {
+            return Err(UnreadableEntry::Format(format));
+        }
+        let config = bincode::config::standard();
+        match bincode::serde::decode_from_slice::<Command, _>(data, config) {
+            Ok((command, used)) if used == data.len() => Ok(Applicable::Command(command)),
+            Ok((_, used)) => {
+                Err(UnreadableEntry::Decode(format!("{} trailing bytes", data.len() - used)))
+            }
+            Err(error) => Err(UnreadableEntry::Decode(error.to_string())),
+        }
+    }
 }
 
 /// The write a command performs.
@@ -543,19 +595,25 @@ impl KvStore {
     /// `SnapshotDecodeError` when the bytes do not decode, have another format
     /// version, or break the store's invariants.
     pub fn restore(data: &[u8]) -> Result<KvStore, SnapshotDecodeError> {
+        // The version first (the image's first field), so that an image of another
+        // layout is refused for its version rather than as undecodable.
+        let (format_version, _): (u32, usize) =
+            bincode::serde::decode_from_slice(data, bincode::config::standard())
+                .map_err(|e| SnapshotDecodeError(e.to_string()))?;
+        if format_version != SNAPSHOT_FORMAT_VERSION {
+            let reason = format!(
+                "image format version {format_version}; this rangedb reads version \
+                 {SNAPSHOT_FORMAT_VERSION} (a newer rangedb wrote it: upgrade this node)"
+            );
+            return Err(SnapshotDecodeError(reason));
+        }
         let (image, used): (KvImage, usize) =
             bincode::serde::decode_from_slice(data, bincode::config::standard())
                 .map_err(|e| SnapshotDecodeError(e.to_string()))?;
         if used != data.len() {
             return Err(SnapshotDecodeError(format!("{} trailing bytes", data.len() - used)));
         }
-        if image.format_version != SNAPSHOT_FORMAT_VERSION {
-            let reason = format!(
-                "format version {}, expected {SNAPSHOT_FORMAT_VERSION}",
-                image.format_version
-            );
-            return Err(SnapshotDecodeError(reason));
-        }
+        debug_assert_eq!(image.format_version, format_version);
         let mut live_keys = 0;
         for (key, versions) in &image.map {
             let increasing = versions.windows(2).all(|pair| pair[0].revision < pair[1].revision);

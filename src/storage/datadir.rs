@@ -1,13 +1,23 @@
-//! The data directory: lock, VERSION, cluster metadata.
+//! The data directory: lock, version, this directory's identity, cluster metadata.
 //!
-//! # Layout
+//! # Layout (version 2)
 //! ```text
 //! <data>/LOCK          fs2 exclusive lock held while the node runs
-//! <data>/VERSION       "rangedb-data 1\n"; any other content is refused
-//! <data>/META          crc32 u32 LE | len u32 LE | bincode(ClusterMeta)
+//! <data>/VERSION       "rangedb-data 2\n"
+//! <data>/IDENTITY      "rangedb-identity <16 hex digits>\n": random, drawn when the
+//!                      directory is first used; a wiped directory gets a new one
+//! <data>/CLUSTER       crc32 u32 LE | len u32 LE | bincode(StoredCluster)
 //! <data>/wal/          WAL segments (see wal.rs)
 //! <data>/snap/         snapshot files (see snapshot.rs)
 //! ```
+//!
+//! # Versions
+//! A directory of a version this code does not know is refused, naming it. Version 1
+//! (rangedb before identities and entry formats) is upgraded in place when opened:
+//! IDENTITY is drawn, its `META` becomes `CLUSTER` (the members' identities unknown,
+//! learned from their first connection), VERSION is rewritten, `META` removed. Each
+//! step is atomic and the sequence is redone from the start after a crash, since
+//! VERSION changes last. Its WAL records are read as they are (wal.rs).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -17,39 +27,70 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{io_err, read_whole, write_atomic, StorageError};
-use crate::env::{DirLock, Disk};
+use crate::env::{random_u64, DirLock, Disk};
 use crate::raft::NodeId;
 
-/// The exact content of the VERSION file of the on-disk format this code writes.
-pub const VERSION_CONTENT: &str = "rangedb-data 1\n";
+/// The data directory version this code writes.
+pub const DATA_VERSION: u32 = 2;
 const VERSION_FILE: &str = "VERSION";
-const META_FILE: &str = "META";
-/// Size of the META header: crc32 then payload length, both u32 LE.
+const IDENTITY_FILE: &str = "IDENTITY";
+const CLUSTER_FILE: &str = "CLUSTER";
+/// Version 1's cluster metadata, replaced by `CLUSTER` in version 2.
+const META_V1_FILE: &str = "META";
+/// Size of the CLUSTER (and version-1 META) header: crc32 then payload length.
 const META_HEADER_BYTES: usize = 8;
 
-/// Fixed when the node first starts; later starts must agree.
+/// The cluster this node belongs to, fixed when the node creates or joins it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMeta {
+    /// Random, drawn by the node that created the cluster (in a cluster upgraded from
+    /// version 1: the hash of its first flags).
     pub cluster_id: u64,
     pub node_id: NodeId,
+    /// Every member's address, this node included.
     pub peers: BTreeMap<NodeId, String>,
+    /// Every member's data directory identity as the cluster recorded it; a peer
+    /// connecting with another one is refused. Absent: not known yet (a cluster
+    /// upgraded from version 1 learns each from the member's first connection).
+    pub identities: BTreeMap<NodeId, u64>,
     pub split_keys: Vec<Vec<u8>>,
+}
+
+/// The CLUSTER file's payload: a variant per layout, so a later version can add one
+/// and still read this.
+#[derive(Serialize, Deserialize)]
+enum StoredCluster {
+    V2(ClusterMeta),
+}
+
+/// Version 1's META payload.
+#[derive(Deserialize)]
+struct ClusterMetaV1 {
+    cluster_id: u64,
+    node_id: NodeId,
+    peers: BTreeMap<NodeId, String>,
+    split_keys: Vec<Vec<u8>>,
 }
 
 /// An open, locked data directory. The lock is held as long as this value lives.
 pub struct DataDir {
     pub path: PathBuf,
     disk: Arc<dyn Disk>,
+    identity: u64,
+    /// Set when `open` upgraded the directory from this version.
+    pub upgraded_from: Option<u32>,
     _lock: Box<dyn DirLock>,
 }
 
 impl DataDir {
-    /// Creates the directory if needed, locks it, checks (or writes) VERSION and
-    /// creates the `wal/` and `snap/` subdirectories.
+    /// Creates the directory if needed, locks it, checks VERSION (writing it into a
+    /// fresh directory, upgrading an older one), reads or draws IDENTITY and creates
+    /// the `wal/` and `snap/` subdirectories.
     ///
     /// # Errors
     /// `Locked` when another rangedb process holds the directory, `Format` when
-    /// VERSION is not this format's, `Io` otherwise.
+    /// VERSION or IDENTITY is not one this code reads, `Corrupt` for a damaged
+    /// version-1 META being upgraded, `Io` otherwise.
     pub fn open(disk: Arc<dyn Disk>, path: &Path) -> Result<DataDir, StorageError> {
         disk.create_dir_all(path).map_err(io_err("create directory", path))?;
         let lock = match disk.lock_dir(path) {
@@ -61,8 +102,23 @@ impl DataDir {
                 return Err(StorageError::Io { op: "lock", path: path.to_path_buf(), source: e })
             }
         };
-        let data_dir = DataDir { path: path.to_path_buf(), disk, _lock: lock };
-        data_dir.check_version()?;
+        let mut data_dir = DataDir {
+            path: path.to_path_buf(),
+            disk,
+            identity: 0,
+            upgraded_from: None,
+            _lock: lock,
+        };
+        let version = data_dir.read_version()?;
+        data_dir.identity = data_dir.load_or_draw_identity()?;
+        match version {
+            None => data_dir.write_version()?,
+            Some(1) => {
+                data_dir.upgrade_from_v1()?;
+                data_dir.upgraded_from = Some(1);
+            }
+            Some(_) => {}
+        }
         for sub in [data_dir.wal_dir(), data_dir.snap_dir()] {
             data_dir.disk.create_dir_all(&sub).map_err(io_err("create directory", &sub))?;
         }
@@ -70,72 +126,144 @@ impl DataDir {
         Ok(data_dir)
     }
 
-    /// Writes VERSION into a fresh directory or checks the existing one.
-    fn check_version(&self) -> Result<(), StorageError> {
+    fn format_error(&self, reason: String) -> StorageError {
+        StorageError::Format { path: self.path.clone(), reason }
+    }
+
+    /// The directory's version: None for a fresh directory.
+    fn read_version(&self) -> Result<Option<u32>, StorageError> {
         let version_path = self.path.join(VERSION_FILE);
         if !self.disk.exists(&version_path) {
-            return write_atomic(&*self.disk, &self.path, VERSION_FILE, VERSION_CONTENT.as_bytes());
+            return Ok(None);
         }
         let content = read_whole(&*self.disk, &version_path)?;
-        if content != VERSION_CONTENT.as_bytes() {
-            let found = String::from_utf8_lossy(&content);
-            return Err(StorageError::Format {
-                path: self.path.clone(),
-                reason: format!(
-                    "VERSION is {:?}, this rangedb only reads {:?}",
-                    found.trim_end(),
-                    VERSION_CONTENT.trim_end()
-                ),
+        let text = String::from_utf8_lossy(&content);
+        let version = text
+            .strip_prefix("rangedb-data ")
+            .and_then(|rest| rest.strip_suffix('\n'))
+            .and_then(|number| number.parse::<u32>().ok());
+        match version {
+            Some(version @ 1..=DATA_VERSION) => Ok(Some(version)),
+            Some(version) => Err(self.format_error(format!(
+                "data directory version {version} was written by a newer rangedb; this one \
+                 reads versions 1 to {DATA_VERSION}: run the newer rangedb on it"
+            ))),
+            None => Err(self.format_error(format!(
+                "VERSION is {:?}, not a rangedb data directory version",
+                text.trim_end()
+            ))),
+        }
+    }
+
+    fn write_version(&self) -> Result<(), StorageError> {
+        let content = format!("rangedb-data {DATA_VERSION}\n");
+        write_atomic(&*self.disk, &self.path, VERSION_FILE, content.as_bytes())
+    }
+
+    /// IDENTITY, drawn and written (atomically) if the directory has none yet.
+    fn load_or_draw_identity(&self) -> Result<u64, StorageError> {
+        let path = self.path.join(IDENTITY_FILE);
+        if self.disk.exists(&path) {
+            let content = read_whole(&*self.disk, &path)?;
+            let text = String::from_utf8_lossy(&content);
+            let identity = text
+                .strip_prefix("rangedb-identity ")
+                .and_then(|rest| rest.strip_suffix('\n'))
+                .filter(|hex| hex.len() == 16)
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+            return identity.ok_or_else(|| {
+                self.format_error(format!("IDENTITY is {:?}, not an identity", text.trim_end()))
             });
+        }
+        // Never 0: 0 stands for "unknown" in the members' identities.
+        let identity = random_u64().max(1);
+        let content = format!("rangedb-identity {identity:016x}\n");
+        write_atomic(&*self.disk, &self.path, IDENTITY_FILE, content.as_bytes())?;
+        Ok(identity)
+    }
+
+    /// Version 1 -> 2: META becomes CLUSTER, then VERSION, then META goes.
+    fn upgrade_from_v1(&self) -> Result<(), StorageError> {
+        let meta_path = self.path.join(META_V1_FILE);
+        if self.disk.exists(&meta_path) {
+            let payload = self.read_checked(&meta_path)?;
+            let (old, _): (ClusterMetaV1, usize) =
+                bincode::serde::decode_from_slice(&payload, bincode::config::standard())
+                    .map_err(|e| corrupt(&meta_path, &format!("undecodable: {e}")))?;
+            let meta = ClusterMeta {
+                cluster_id: old.cluster_id,
+                node_id: old.node_id,
+                identities: BTreeMap::from([(old.node_id, self.identity)]),
+                peers: old.peers,
+                split_keys: old.split_keys,
+            };
+            self.store_meta(&meta)?;
+        }
+        self.write_version()?;
+        if self.disk.exists(&meta_path) {
+            self.disk.remove_file(&meta_path).map_err(io_err("remove", &meta_path))?;
+            self.disk.sync_dir(&self.path).map_err(io_err("sync directory", &self.path))?;
         }
         Ok(())
     }
 
-    /// The cluster metadata, or None if the node never stored it.
-    ///
-    /// # Errors
-    /// `Corrupt` when the file fails its checksum or does not decode.
-    pub fn load_meta(&self) -> Result<Option<ClusterMeta>, StorageError> {
-        let path = self.path.join(META_FILE);
-        if !self.disk.exists(&path) {
-            return Ok(None);
-        }
-        let bytes = read_whole(&*self.disk, &path)?;
-        let corrupt = |reason: &str| StorageError::Corrupt {
-            path: path.clone(),
-            offset: 0,
-            reason: reason.to_string(),
-        };
+    /// This data directory's identity (never 0).
+    pub fn identity(&self) -> u64 {
+        self.identity
+    }
+
+    /// Reads a `crc | len | payload` file and returns the checked payload.
+    fn read_checked(&self, path: &Path) -> Result<Vec<u8>, StorageError> {
+        let bytes = read_whole(&*self.disk, path)?;
         if bytes.len() < META_HEADER_BYTES {
-            return Err(corrupt("file shorter than its header"));
+            return Err(corrupt(path, "file shorter than its header"));
         }
         let crc = u32::from_le_bytes(bytes[0..4].try_into().expect("slice of 4"));
         let len = u32::from_le_bytes(bytes[4..8].try_into().expect("slice of 4")) as u64;
         let payload = &bytes[META_HEADER_BYTES..];
         if payload.len() as u64 != len {
-            return Err(corrupt("length does not match the header"));
+            return Err(corrupt(path, "length does not match the header"));
         }
         if crc32fast::hash(payload) != crc {
-            return Err(corrupt("checksum mismatch"));
+            return Err(corrupt(path, "checksum mismatch"));
         }
-        let (meta, _) = bincode::serde::decode_from_slice(payload, bincode::config::standard())
-            .map_err(|e| corrupt(&format!("undecodable: {e}")))?;
+        Ok(payload.to_vec())
+    }
+
+    /// The cluster metadata, or None if the node does not belong to a cluster yet.
+    ///
+    /// # Errors
+    /// `Corrupt` when the file fails its checksum or does not decode.
+    pub fn load_meta(&self) -> Result<Option<ClusterMeta>, StorageError> {
+        let path = self.path.join(CLUSTER_FILE);
+        if !self.disk.exists(&path) {
+            return Ok(None);
+        }
+        let payload = self.read_checked(&path)?;
+        let (stored, used): (StoredCluster, usize) =
+            bincode::serde::decode_from_slice(&payload, bincode::config::standard())
+                .map_err(|e| corrupt(&path, &format!("undecodable: {e}")))?;
+        if used != payload.len() {
+            return Err(corrupt(&path, "trailing bytes"));
+        }
+        let StoredCluster::V2(meta) = stored;
         Ok(Some(meta))
     }
 
-    /// Written once, atomically (temp, fsync, rename, dir fsync).
+    /// Replaces the cluster metadata atomically (temp, fsync, rename, dir fsync).
     ///
     /// # Errors
     /// `Io` when a file operation fails.
     pub fn store_meta(&self, meta: &ClusterMeta) -> Result<(), StorageError> {
-        let payload = bincode::serde::encode_to_vec(meta, bincode::config::standard())
+        let stored = StoredCluster::V2(meta.clone());
+        let payload = bincode::serde::encode_to_vec(&stored, bincode::config::standard())
             .expect("ClusterMeta always encodes");
         let len = u32::try_from(payload.len()).expect("cluster metadata is far below 4 GiB");
         let mut bytes = Vec::with_capacity(META_HEADER_BYTES + payload.len());
         bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         bytes.extend_from_slice(&len.to_le_bytes());
         bytes.extend_from_slice(&payload);
-        write_atomic(&*self.disk, &self.path, META_FILE, &bytes)
+        write_atomic(&*self.disk, &self.path, CLUSTER_FILE, &bytes)
     }
 
     /// The WAL segment directory.
@@ -154,6 +282,10 @@ impl DataDir {
     }
 }
 
+fn corrupt(path: &Path, reason: &str) -> StorageError {
+    StorageError::Corrupt { path: path.to_path_buf(), offset: 0, reason: reason.to_string() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,7 +299,13 @@ mod tests {
         let mut peers = BTreeMap::new();
         peers.insert(NodeId(1), "127.0.0.1:7001".to_string());
         peers.insert(NodeId(2), "127.0.0.1:7002".to_string());
-        ClusterMeta { cluster_id: 42, node_id: NodeId(1), peers, split_keys: vec![b"m".to_vec()] }
+        ClusterMeta {
+            cluster_id: 42,
+            node_id: NodeId(1),
+            peers,
+            identities: BTreeMap::from([(NodeId(1), 7), (NodeId(2), 9)]),
+            split_keys: vec![b"m".to_vec()],
+        }
     }
 
     #[test]
@@ -182,16 +320,67 @@ mod tests {
     }
 
     #[test]
-    fn creates_layout_and_rejects_other_versions() {
+    fn creates_layout_keeps_identity_and_rejects_other_versions() {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = DataDir::open(disk(), dir.path()).unwrap();
         assert!(data_dir.wal_dir().is_dir());
         assert!(data_dir.snap_dir().is_dir());
+        let identity = data_dir.identity();
+        assert_ne!(identity, 0);
         drop(data_dir);
-        std::fs::write(dir.path().join(VERSION_FILE), "rangedb-data 2\n").unwrap();
-        let err = DataDir::open(disk(), dir.path()).err().expect("version mismatch");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(VERSION_FILE)).unwrap(),
+            "rangedb-data 2\n"
+        );
+        let again = DataDir::open(disk(), dir.path()).unwrap();
+        assert_eq!(again.identity(), identity, "the identity is drawn once");
+        drop(again);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(DataDir::open(disk(), other.path()).unwrap().identity(), identity);
+
+        std::fs::write(dir.path().join(VERSION_FILE), "rangedb-data 3\n").unwrap();
+        let err = DataDir::open(disk(), dir.path()).err().expect("newer version");
         assert!(matches!(err, StorageError::Format { .. }), "{err}");
-        assert!(err.to_string().contains("rangedb-data 2"), "{err}");
+        assert!(err.to_string().contains("version 3 was written by a newer rangedb"), "{err}");
+        std::fs::write(dir.path().join(VERSION_FILE), "hello\n").unwrap();
+        let err = DataDir::open(disk(), dir.path()).err().expect("not a version");
+        assert!(err.to_string().contains("not a rangedb data directory version"), "{err}");
+        std::fs::write(dir.path().join(VERSION_FILE), "rangedb-data 2\n").unwrap();
+        std::fs::write(dir.path().join(IDENTITY_FILE), "rangedb-identity xyz\n").unwrap();
+        let err = DataDir::open(disk(), dir.path()).err().expect("bad identity");
+        assert!(err.to_string().contains("IDENTITY is"), "{err}");
+    }
+
+    #[test]
+    fn version_1_is_upgraded_in_place() {
+        #[derive(Serialize)]
+        struct V1 {
+            cluster_id: u64,
+            node_id: NodeId,
+            peers: BTreeMap<NodeId, String>,
+            split_keys: Vec<Vec<u8>>,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let peers = sample_meta().peers;
+        let v1 =
+            V1 { cluster_id: 42, node_id: NodeId(1), peers: peers.clone(), split_keys: vec![] };
+        let payload = bincode::serde::encode_to_vec(&v1, bincode::config::standard()).unwrap();
+        let mut bytes = crc32fast::hash(&payload).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        std::fs::write(dir.path().join(META_V1_FILE), bytes).unwrap();
+        std::fs::write(dir.path().join(VERSION_FILE), "rangedb-data 1\n").unwrap();
+
+        let data_dir = DataDir::open(disk(), dir.path()).unwrap();
+        assert_eq!(data_dir.upgraded_from, Some(1));
+        let meta = data_dir.load_meta().unwrap().expect("upgraded metadata");
+        assert_eq!((meta.cluster_id, meta.node_id, &meta.peers), (42, NodeId(1), &peers));
+        assert_eq!(meta.identities, BTreeMap::from([(NodeId(1), data_dir.identity())]));
+        assert!(!dir.path().join(META_V1_FILE).exists(), "the old file is removed");
+        drop(data_dir);
+        let data_dir = DataDir::open(disk(), dir.path()).unwrap();
+        assert_eq!(data_dir.upgraded_from, None, "upgraded once");
+        assert_eq!(data_dir.load_meta().unwrap(), Some(meta));
     }
 
     #[test]
@@ -204,7 +393,7 @@ mod tests {
         drop(data_dir);
         let data_dir = DataDir::open(disk(), dir.path()).unwrap();
         assert_eq!(data_dir.load_meta().unwrap(), Some(sample_meta()));
-        let meta_path = dir.path().join(META_FILE);
+        let meta_path = dir.path().join(CLUSTER_FILE);
         let mut bytes = std::fs::read(&meta_path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x40;

@@ -78,7 +78,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{io_err, StorageError};
 use crate::env::{Disk, DiskFile};
-use crate::raft::{Entry, HardState, Index, Term};
+use crate::raft::{Entry, EntryFormat, HardState, Index, Term};
 use crate::range::descriptor::RangeId;
 
 /// Frame header: len u32 + crc32 u32.
@@ -90,7 +90,9 @@ const ALIGN: u64 = 8;
 const SEGMENT_SUFFIX: &str = ".wal";
 
 /// One WAL record. Entries starting at index i replace any entries >= i of that range.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Stored as `StoredRecord` (below): the encoding keeps the variant numbers of every
+/// data directory version.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WalRecord {
     Entries {
         range: RangeId,
@@ -224,9 +226,96 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("slice of 8"))
 }
 
+/// `WalRecord` as stored, for decoding: bincode numbers variants in declaration
+/// order, so the variants keep the numbers data directory version 1 gave them, and
+/// that version's entries record (entries without a format) is still read.
+#[derive(Deserialize)]
+enum StoredRecord {
+    EntriesV1 { range: RangeId, entries: Vec<EntryV1> },
+    HardState { range: RangeId, hard_state: HardState },
+    SnapshotInstalled { range: RangeId, index: Index, term: Term },
+    LogDiscarded { range: RangeId },
+    Entries { range: RangeId, entries: Vec<Entry> },
+}
+
+/// `StoredRecord` by reference, for encoding (no copy of the entries).
+#[derive(Serialize)]
+enum StoredRecordRef<'a> {
+    /// Never written: holds variant number 0 for the version-1 entries record.
+    #[allow(dead_code)]
+    EntriesV1,
+    HardState {
+        range: RangeId,
+        hard_state: &'a HardState,
+    },
+    SnapshotInstalled {
+        range: RangeId,
+        index: Index,
+        term: Term,
+    },
+    LogDiscarded {
+        range: RangeId,
+    },
+    Entries {
+        range: RangeId,
+        entries: &'a [Entry],
+    },
+}
+
+/// An entry as data directory version 1 stored it: before entries had a format, an
+/// empty one was a leader's no-op and any other a state machine command of format 1.
+#[derive(Deserialize)]
+struct EntryV1 {
+    term: Term,
+    index: Index,
+    #[serde(with = "crate::byte_serde::shared")]
+    data: bytes::Bytes,
+}
+
+impl From<EntryV1> for Entry {
+    fn from(old: EntryV1) -> Entry {
+        let format = if old.data.is_empty() { EntryFormat::NOOP } else { COMMAND_FORMAT_V1 };
+        Entry { term: old.term, index: old.index, format, data: old.data }
+    }
+}
+
+/// The command format of version-1 entries (`range::kv::COMMAND_FORMAT` version 1).
+const COMMAND_FORMAT_V1: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 1 };
+
+impl From<StoredRecord> for WalRecord {
+    fn from(stored: StoredRecord) -> WalRecord {
+        match stored {
+            StoredRecord::EntriesV1 { range, entries } => WalRecord::Entries {
+                range,
+                entries: entries.into_iter().map(Entry::from).collect(),
+            },
+            StoredRecord::Entries { range, entries } => WalRecord::Entries { range, entries },
+            StoredRecord::HardState { range, hard_state } => {
+                WalRecord::HardState { range, hard_state }
+            }
+            StoredRecord::SnapshotInstalled { range, index, term } => {
+                WalRecord::SnapshotInstalled { range, index, term }
+            }
+            StoredRecord::LogDiscarded { range } => WalRecord::LogDiscarded { range },
+        }
+    }
+}
+
 /// bincode of a record (the part of the payload after `batch_start`).
-fn encode_record(record: &WalRecord) -> Vec<u8> {
-    bincode::serde::encode_to_vec(record, bincode::config::standard())
+pub fn encode_record(record: &WalRecord) -> Vec<u8> {
+    let stored = match record {
+        WalRecord::Entries { range, entries } => {
+            StoredRecordRef::Entries { range: *range, entries }
+        }
+        WalRecord::HardState { range, hard_state } => {
+            StoredRecordRef::HardState { range: *range, hard_state }
+        }
+        WalRecord::SnapshotInstalled { range, index, term } => {
+            StoredRecordRef::SnapshotInstalled { range: *range, index: *index, term: *term }
+        }
+        WalRecord::LogDiscarded { range } => StoredRecordRef::LogDiscarded { range: *range },
+    };
+    bincode::serde::encode_to_vec(&stored, bincode::config::standard())
         .expect("WalRecord always encodes")
 }
 
@@ -285,12 +374,13 @@ fn decode_frame(bytes: &[u8], pos: u64) -> Result<(WalRecord, u64), String> {
         return Err(format!("batch start {batch_start} after the frame"));
     }
     let record_bytes = &payload[BATCH_START_BYTES as usize..];
-    let (record, used): (WalRecord, usize) =
+    let (record, used): (StoredRecord, usize) =
         bincode::serde::decode_from_slice(record_bytes, bincode::config::standard())
             .map_err(|e| format!("undecodable record: {e}"))?;
     if used != record_bytes.len() {
         return Err("trailing bytes after the record".to_string());
     }
+    let record = WalRecord::from(record);
     if let WalRecord::Entries { entries, .. } = &record {
         // Checked: a record that passed its crc can still hold any index (a bug that
         // wrote it, or a deliberate edit); Raft never reaches u64::MAX.

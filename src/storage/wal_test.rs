@@ -3,10 +3,16 @@
 use super::*;
 use crate::env::real_disk::RealDisk;
 use crate::raft::NodeId;
+use crate::range::kv::COMMAND_FORMAT;
 
 fn entries(term: u64, from: Index, to: Index) -> Vec<Entry> {
     (from..=to)
-        .map(|index| Entry { term, index, data: format!("t{term}i{index}").into_bytes().into() })
+        .map(|index| Entry {
+            term,
+            index,
+            format: COMMAND_FORMAT,
+            data: format!("t{term}i{index}").into_bytes().into(),
+        })
         .collect()
 }
 
@@ -505,4 +511,59 @@ fn syncs_write_zeros_ahead_of_the_data_once_per_chunk() {
     drop(wal);
     let (_, recovery) = Wal::open(disk, dir.path(), WalOptions { segment_bytes }).unwrap();
     assert_eq!(log(&recovery, 1).entries, entries(1, 1, last));
+}
+
+/// A WAL written by data directory version 1 (entries without a format) is read: an
+/// empty entry as a no-op, any other as a command of format 1, and the records
+/// after it (hard states keep their variant numbers) too.
+#[test]
+fn version_1_entries_records_are_read() {
+    #[derive(Serialize)]
+    struct V1Entry {
+        term: Term,
+        index: Index,
+        #[serde(with = "crate::byte_serde::shared")]
+        data: bytes::Bytes,
+    }
+    #[derive(Serialize)]
+    enum V1Record {
+        Entries { range: RangeId, entries: Vec<V1Entry> },
+        HardState { range: RangeId, hard_state: HardState },
+    }
+    let v1 = V1Record::Entries {
+        range: RangeId(3),
+        entries: vec![
+            V1Entry { term: 2, index: 1, data: bytes::Bytes::new() },
+            V1Entry { term: 2, index: 2, data: bytes::Bytes::from_static(b"cmd") },
+        ],
+    };
+    let hard_state = HardState { term: 2, vote: Some(NodeId(1)), commit: 2, repair_term: 0 };
+    let v1_hard_state = V1Record::HardState { range: RangeId(3), hard_state };
+    let mut segment = Vec::new();
+    for record in [&v1, &v1_hard_state] {
+        let bytes = bincode::serde::encode_to_vec(record, bincode::config::standard()).unwrap();
+        let at = segment.len() as u64;
+        push_frame(&mut segment, at, &bytes);
+    }
+    let (first, size) = decode_frame(&segment, 0).unwrap();
+    let (second, _) = decode_frame(&segment, size).unwrap();
+    let cmd = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 1 };
+    assert_eq!(cmd, COMMAND_FORMAT, "version-1 commands are today's command format 1");
+    assert_eq!(
+        first,
+        WalRecord::Entries {
+            range: RangeId(3),
+            entries: vec![
+                Entry { term: 2, index: 1, format: EntryFormat::NOOP, data: bytes::Bytes::new() },
+                Entry { term: 2, index: 2, format: cmd, data: bytes::Bytes::from_static(b"cmd") },
+            ],
+        }
+    );
+    assert_eq!(second, WalRecord::HardState { range: RangeId(3), hard_state });
+    // Today's encoding of the same records decodes to the same values.
+    for record in [&first, &second] {
+        let mut frame = Vec::new();
+        push_frame(&mut frame, 0, &encode_record(record));
+        assert_eq!(&decode_frame(&frame, 0).unwrap().0, record);
+    }
 }

@@ -21,8 +21,12 @@ use serde::Serialize;
 /// Largest payload accepted on any connection (a snapshot chunk plus headroom).
 pub const MAX_FRAME_BYTES: u32 = 16 << 20;
 
-/// Protocol version in the hello; a mismatch is refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// The newest protocol version this node speaks. Version 3 brought the negotiating
+/// hello (peer.rs), identities, and entries with a format (raft::EntryFormat).
+pub const PROTOCOL_VERSION: u32 = 3;
+/// The oldest protocol version this node speaks. Versions 1 and 2 had no
+/// negotiation; a node of those is refused by name.
+pub const PROTOCOL_VERSION_MIN: u32 = 3;
 
 /// Why a frame was refused. Any of these closes the connection.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +130,11 @@ fn decode_payload<T: serde::de::DeserializeOwned>(
     if actual != expected_crc {
         return Err(WireError::Checksum { expected: expected_crc, actual });
     }
+    decode_checked_payload(payload)
+}
+
+/// Decodes a payload whose checksum passed; it must be consumed whole.
+fn decode_checked_payload<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, WireError> {
     let (value, consumed) = bincode::serde::decode_from_slice(payload, bincode_config())
         .map_err(|error| WireError::Decode(error.to_string()))?;
     if consumed != payload.len() {
@@ -168,6 +177,54 @@ where
     T: serde::de::DeserializeOwned,
     R: tokio::io::AsyncRead + Unpin,
 {
+    match read_payload(reader).await? {
+        None => Ok(None),
+        Some(payload) => decode_checked_payload(&payload).map(Some),
+    }
+}
+
+/// Reads the first frame of a connection: the hello, or the reason it is not one
+/// this node can answer (naming the protocol of an older rangedb's hello).
+///
+/// # Errors
+/// As `read_frame`; `Decode` with the reason for a hello of another layout.
+pub async fn read_hello<R>(reader: &mut R) -> Result<Option<Hello>, WireError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let Some(payload) = read_payload(reader).await? else { return Ok(None) };
+    decode_hello(&payload).map(Some)
+}
+
+/// `read_hello`'s decoding, pure (for fuzzing).
+///
+/// # Errors
+/// `Decode` naming the protocol version of a legacy hello, or why the bytes are none.
+pub fn decode_hello(payload: &[u8]) -> Result<Hello, WireError> {
+    let error = match decode_checked_payload::<Hello>(payload) {
+        Ok(hello) if hello.min_version >= 3 => return Ok(hello),
+        Ok(_) => WireError::Decode("a hello with a version range below 3".to_string()),
+        Err(error) => error,
+    };
+    match decode_checked_payload::<LegacyHello>(payload) {
+        Ok(LegacyHello::Peer { version, from, .. }) => Err(WireError::Decode(format!(
+            "peer {from} speaks protocol {version} (an older rangedb); this node speaks \
+             {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}: upgrade it (docs/DESIGN.md, Upgrades)"
+        ))),
+        Ok(LegacyHello::Client { version }) => Err(WireError::Decode(format!(
+            "a client speaks protocol {version} (an older rangedb); this node speaks \
+             {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}: upgrade the client"
+        ))),
+        Err(_) => Err(error),
+    }
+}
+
+/// The payload of one frame, its checksum checked; `Ok(None)` on a clean end of
+/// stream between frames.
+async fn read_payload<R>(reader: &mut R) -> Result<Option<Vec<u8>>, WireError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
     use tokio::io::AsyncReadExt;
 
     let mut header = [0u8; FRAME_HEADER_BYTES];
@@ -188,7 +245,11 @@ where
         }
         Err(error) => return Err(WireError::Io(error)),
     }
-    decode_payload(crc, &payload).map(Some)
+    let actual = crc32fast::hash(&payload);
+    if actual != crc {
+        return Err(WireError::Checksum { expected: crc, actual });
+    }
+    Ok(Some(payload))
 }
 
 /// `read_frame` for a buffered reader: a frame that is whole in the buffer is decoded
@@ -236,8 +297,9 @@ where
 mod tests {
     use super::*;
     use crate::raft::NodeId;
-    use crate::raft::{ConfState, Entry, Message, MessageBody, SnapshotMeta};
+    use crate::raft::{ConfState, Entry, EntryFormat, Message, MessageBody, SnapshotMeta};
     use crate::range::descriptor::{RangeDescriptor, RangeId};
+    use crate::range::kv::COMMAND_FORMAT;
     use crate::range::kv::{KeyValue, RequestId};
 
     fn descriptor() -> RangeDescriptor {
@@ -339,8 +401,13 @@ mod tests {
                 prev_index: 4,
                 prev_term: 1,
                 entries: vec![
-                    Entry { term: 2, index: 5, data: vec![].into() },
-                    Entry { term: 2, index: 6, data: b"put".to_vec().into() },
+                    Entry { term: 2, index: 5, format: EntryFormat::NOOP, data: vec![].into() },
+                    Entry {
+                        term: 2,
+                        index: 6,
+                        format: COMMAND_FORMAT,
+                        data: b"put".to_vec().into(),
+                    },
                 ],
                 commit: 4,
             },
@@ -384,6 +451,31 @@ mod tests {
         assert_eq!(consumed, frame.len());
     }
 
+    /// A hello of protocol 1 or 2 is named as such; versions that do not meet are
+    /// refused with both ranges; garbage stays an error.
+    #[test]
+    fn hellos_of_older_protocols_and_ranges_that_do_not_meet() {
+        let payload = |value: &dyn Fn() -> Vec<u8>| value();
+        let legacy = LegacyHello::Peer { version: 2, cluster: 5, from: NodeId(3) };
+        let bytes = payload(&|| bincode::serde::encode_to_vec(&legacy, bincode_config()).unwrap());
+        let error = decode_hello(&bytes).unwrap_err().to_string();
+        assert!(error.contains("peer n3 speaks protocol 2"), "{error}");
+        let legacy = LegacyHello::Client { version: 2 };
+        let bytes = payload(&|| bincode::serde::encode_to_vec(&legacy, bincode_config()).unwrap());
+        let error = decode_hello(&bytes).unwrap_err().to_string();
+        assert!(error.contains("a client speaks protocol 2"), "{error}");
+        assert!(decode_hello(b"GET / HTTP/1.1").is_err());
+
+        let newer = Hello { min_version: 9, max_version: 12, role: HelloRole::Client };
+        let error = newer.negotiate().unwrap_err();
+        assert!(error.contains("it speaks 9 to 12"), "{error}");
+        let wide = Hello { min_version: 3, max_version: 12, role: HelloRole::Client };
+        assert_eq!(wide.negotiate(), Ok(PROTOCOL_VERSION));
+        let hello = Hello::new(HelloRole::Client);
+        let bytes = bincode::serde::encode_to_vec(&hello, bincode_config()).unwrap();
+        assert_eq!(decode_hello(&bytes).unwrap(), hello);
+    }
+
     #[test]
     fn wire_round_trip_every_shape() {
         for (id, request) in requests().into_iter().enumerate() {
@@ -392,19 +484,25 @@ mod tests {
         for (id, response) in responses().into_iter().enumerate() {
             round_trip(&ClientResponse { id: id as u64, response });
         }
-        round_trip(&Hello::Peer { version: PROTOCOL_VERSION, cluster: 99, from: NodeId(4) });
-        round_trip(&Hello::Client { version: PROTOCOL_VERSION });
+        round_trip(&Hello::new(HelloRole::Peer {
+            cluster: 99,
+            from: NodeId(4),
+            identity: 5,
+            founding: 6,
+        }));
+        round_trip(&Hello::new(HelloRole::Client));
+        round_trip(&HelloReply::Refused { reason: "no".into(), permanent: true });
         round_trip(&peer_batch());
         round_trip(&PeerBatch { envelopes: vec![] });
     }
 
     #[test]
     fn wire_decode_consumes_one_frame_of_several() {
-        let mut buf = encode_frame(&Hello::Client { version: 1 });
+        let mut buf = encode_frame(&Hello::new(HelloRole::Client));
         let first_len = buf.len();
         buf.extend(encode_frame(&peer_batch()));
         let (hello, consumed) = decode_frame::<Hello>(&buf).unwrap().unwrap();
-        assert_eq!(hello, Hello::Client { version: 1 });
+        assert_eq!(hello, Hello::new(HelloRole::Client));
         assert_eq!(consumed, first_len);
         let (batch, _) = decode_frame::<PeerBatch>(&buf[consumed..]).unwrap().unwrap();
         assert_eq!(batch, peer_batch());
@@ -525,14 +623,14 @@ mod tests {
         let sent = batch.clone();
         let writer = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
-            write_frame(&mut client, &Hello::Client { version: 1 }).await.unwrap();
+            write_frame(&mut client, &Hello::new(HelloRole::Client)).await.unwrap();
             write_frame(&mut client, &sent).await.unwrap();
             // A partial frame, then end of stream.
             let frame = encode_frame(&sent);
             client.write_all(&frame[..10]).await.unwrap();
         });
         let hello: Hello = read_frame(&mut server).await.unwrap().unwrap();
-        assert_eq!(hello, Hello::Client { version: 1 });
+        assert_eq!(hello, Hello::new(HelloRole::Client));
         let received: PeerBatch = read_frame(&mut server).await.unwrap().unwrap();
         assert_eq!(received, batch);
         writer.await.unwrap();

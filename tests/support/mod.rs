@@ -12,8 +12,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
 use rangedb::wire::{
-    read_frame, write_frame, ClientRequest, ClientResponse, Hello, ReadConsistency, Request,
-    Response, PROTOCOL_VERSION,
+    read_frame, write_frame, ClientRequest, ClientResponse, Hello, HelloReply, HelloRole,
+    ReadConsistency, Request, Response,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -67,7 +67,25 @@ impl Cluster {
         for id in 1..=n {
             cluster.start_node(id);
         }
+        // Founding completes once every founder has said hello: wait for it, so a test
+        // that stops a node at once stops a member, not a founder still learning.
+        for id in 1..=n {
+            cluster.wait_serving(id);
+        }
         cluster
+    }
+
+    /// Waits until node `id`'s log says it serves (after founding, if it founds).
+    pub fn wait_serving(&self, id: u64) {
+        let server = &self.servers[&id];
+        let needle = format!("rangedb node {id} listening on");
+        for _ in 0..600 {
+            if std::fs::read_to_string(&server.log).is_ok_and(|log| log.contains(&needle)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("node {id} does not serve after 15 s:\n{}", self.logs());
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -216,11 +234,14 @@ pub struct RawConnection {
 impl RawConnection {
     pub async fn connect(address: &str) -> std::io::Result<RawConnection> {
         let mut stream = tokio::net::TcpStream::connect(address).await?;
-        write_frame(&mut stream, &Hello::Client { version: PROTOCOL_VERSION })
+        write_frame(&mut stream, &Hello::new(HelloRole::Client))
             .await
             .map_err(std::io::Error::other)?;
         stream.flush().await?;
-        Ok(RawConnection { stream, next_id: 1 })
+        match read_frame::<HelloReply, _>(&mut stream).await.map_err(std::io::Error::other)? {
+            Some(HelloReply::Accepted { .. }) => Ok(RawConnection { stream, next_id: 1 }),
+            other => Err(std::io::Error::other(format!("hello answered {other:?}"))),
+        }
     }
 
     pub async fn call(&mut self, request: Request) -> std::io::Result<Response> {

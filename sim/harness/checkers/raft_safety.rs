@@ -7,7 +7,7 @@
 //! - the durable term and commit index of a replica never go backwards, restarts
 //!   included (they come from its disk).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use rangedb::env::sim_hooks::Observer;
@@ -39,6 +39,8 @@ pub struct Safety {
     pub snapshots_restored: u64,
     /// Replicas that found their storage damaged and repaired from peers.
     pub repairs: u64,
+    /// Nodes whose disk was wiped: from then on none of their replicas may run.
+    wiped: BTreeSet<NodeId>,
 }
 
 impl Safety {
@@ -92,6 +94,24 @@ impl Safety {
         self.recent.iter().cloned().collect()
     }
 
+    /// A node's data directory was wiped; it restarts with the same flags.
+    pub fn node_wiped(&mut self, node: NodeId) {
+        self.wiped.insert(node);
+        self.event(format!("{node} wiped"));
+    }
+
+    /// Checked on every replica event: a wiped node must never run a replica again
+    /// (it has a new identity, and its old one's acknowledgements are gone: voting or
+    /// acknowledging as that member could lose committed writes).
+    fn check_not_wiped(&mut self, node: NodeId, range: RangeId, what: &str) {
+        if self.wiped.contains(&node) {
+            self.violate(format!(
+                "{node}'s data directory was wiped, yet it runs a replica of {range} as a \
+                 member ({what}): the members must refuse it"
+            ));
+        }
+    }
+
     /// A node restarted: its in-memory applied index starts again from its snapshot.
     pub fn node_restarted(&mut self, node: NodeId) {
         self.applied.retain(|(n, _), _| *n != node);
@@ -115,6 +135,7 @@ impl SafetyObserver {
 impl Observer for SafetyObserver {
     fn applied(&mut self, node: NodeId, range: RangeId, index: u64, term: Term, data: &[u8]) {
         self.with(|s, t| {
+            s.check_not_wiped(node, range, "applied an entry");
             let digest = Fnv::hash(data);
             s.range_event(t, range, format!("{t:>6} ms {node} {range} apply {index} (term {term}, {digest:016x})"));
             if let Some(last) = s.applied.get(&(node, range)) {
@@ -144,6 +165,7 @@ impl Observer for SafetyObserver {
 
     fn snapshot_restored(&mut self, node: NodeId, range: RangeId, index: u64, term: Term) {
         self.with(|s, t| {
+            s.check_not_wiped(node, range, "restored a snapshot");
             s.range_event(t, range, format!("{t:>6} ms {node} {range} restore snapshot at {index} (term {term})"));
             if let Some((t0, _)) = s.committed.get(&(range, index)) {
                 if *t0 != term {
@@ -159,6 +181,7 @@ impl Observer for SafetyObserver {
 
     fn hard_state_synced(&mut self, node: NodeId, range: RangeId, term: Term, commit: u64) {
         self.with(|s, _| {
+            s.check_not_wiped(node, range, "synced a hard state");
             if let Some((t0, c0)) = s.durable.get(&(node, range)).copied() {
                 if term < t0 || commit < c0 {
                     s.violate(format!(
@@ -172,6 +195,7 @@ impl Observer for SafetyObserver {
 
     fn storage_damaged(&mut self, node: NodeId, range: RangeId, term: Term, commit: u64) {
         self.with(|s, t| {
+            s.check_not_wiped(node, range, "recovered its storage");
             s.range_event(
                 t,
                 range,
@@ -190,6 +214,7 @@ impl Observer for SafetyObserver {
 
     fn role_changed(&mut self, node: NodeId, range: RangeId, term: Term, role: Role) {
         self.with(|s, t| {
+            s.check_not_wiped(node, range, "changed role");
             s.range_event(
                 t,
                 range,
