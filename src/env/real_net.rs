@@ -169,7 +169,7 @@ impl PeerTask {
     }
 
     /// Connects, writes the hello and reads the peer's answer; None on any failure. A
-    /// refusal is reported on stderr (once until the reason changes).
+    /// refusal for good is reported on stderr (once until the reason changes).
     async fn connect(&mut self) -> Option<TcpStream> {
         let connect = TcpStream::connect(self.address.as_str());
         let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, connect).await.ok()?.ok()?;
@@ -197,10 +197,13 @@ impl PeerTask {
                 self.report_refusal(reason);
                 None
             }
-            HelloReply::Refused { reason, .. } => {
+            // A refusal for good (another cluster, another identity) is reported; a
+            // passing one (the peer is still founding its cluster) is only retried.
+            HelloReply::Refused { reason, permanent: true } => {
                 self.report_refusal(reason);
                 None
             }
+            HelloReply::Refused { permanent: false, .. } => None,
         }
     }
 

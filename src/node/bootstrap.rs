@@ -111,7 +111,7 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Founding> {
 /// or None if `shutdown` came first.
 ///
 /// # Errors
-/// `NodeError::Config` when a member refuses this node for good (its data directory
+/// `NodeError::Refused` when a member refuses this node for good (its data directory
 /// is not the one the cluster knows) or the flags differ; storage errors.
 pub async fn found(
     listener: &TcpListener,
@@ -154,7 +154,7 @@ pub async fn found(
         {
             let mut founding = lock(&shared);
             if let Some(reason) = founding.fatal.take() {
-                break Err(NodeError::Config(reason));
+                break Err(NodeError::Refused(reason));
             }
             if let Some((cluster_id, identities)) = founding.adopted.take() {
                 break Ok((cluster_id, identities));

@@ -91,6 +91,10 @@ pub enum NodeError {
     Listen { address: String, source: std::io::Error },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Founding or joining the cluster is impossible (the members refuse this data
+    /// directory, or the founders' flags differ).
+    #[error("cannot join the cluster: {0}")]
+    Refused(String),
     #[error("range {range}: {reason}")]
     Recovery { range: RangeId, reason: String },
     /// A committed entry or a received snapshot this version cannot read (written by

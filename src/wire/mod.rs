@@ -209,7 +209,7 @@ pub fn decode_hello(payload: &[u8]) -> Result<Hello, WireError> {
     match decode_checked_payload::<LegacyHello>(payload) {
         Ok(LegacyHello::Peer { version, from, .. }) => Err(WireError::Decode(format!(
             "peer {from} speaks protocol {version} (an older rangedb); this node speaks \
-             {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}: upgrade it (docs/DESIGN.md, Upgrades)"
+             {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}: upgrade it (docs/DESIGN.md, 6.4)"
         ))),
         Ok(LegacyHello::Client { version }) => Err(WireError::Decode(format!(
             "a client speaks protocol {version} (an older rangedb); this node speaks \
