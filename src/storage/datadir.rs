@@ -65,6 +65,7 @@ enum StoredCluster {
 
 /// Version 1's META payload.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct ClusterMetaV1 {
     cluster_id: u64,
     node_id: NodeId,
@@ -353,17 +354,14 @@ mod tests {
 
     #[test]
     fn version_1_is_upgraded_in_place() {
-        #[derive(Serialize)]
-        struct V1 {
-            cluster_id: u64,
-            node_id: NodeId,
-            peers: BTreeMap<NodeId, String>,
-            split_keys: Vec<Vec<u8>>,
-        }
         let dir = tempfile::tempdir().unwrap();
         let peers = sample_meta().peers;
-        let v1 =
-            V1 { cluster_id: 42, node_id: NodeId(1), peers: peers.clone(), split_keys: vec![] };
+        let v1 = ClusterMetaV1 {
+            cluster_id: 42,
+            node_id: NodeId(1),
+            peers: peers.clone(),
+            split_keys: vec![],
+        };
         let payload = bincode::serde::encode_to_vec(&v1, bincode::config::standard()).unwrap();
         let mut bytes = crc32fast::hash(&payload).to_le_bytes().to_vec();
         bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
