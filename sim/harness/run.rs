@@ -115,6 +115,9 @@ pub fn run_seed(plan: &Plan) -> SeedReport {
         .faults
         .insert("effect: snapshots installed from a leader".into(), safety.snapshots_restored);
     outcomes.faults.insert("effect: replicas repaired damaged storage".into(), safety.repairs);
+    outcomes
+        .faults
+        .insert("effect: new leaders checked for completeness".into(), safety.completeness_checks);
     outcomes.faults.retain(|_, v| *v > 0);
     violations.extend(outcomes.liveness.clone());
     violations.extend(witness::check(&model, &outcomes.history, plan.nodes));
@@ -170,6 +173,7 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
             c as u64 + 1,
             plan.client_attempt_ms,
             plan.lease_get_percent,
+            (plan.burst_writes, plan.burst_percent),
             cluster.endpoints(),
             plan.seed,
             start,
@@ -341,7 +345,7 @@ impl Supervisor<'_> {
             Fault::DiskEio { node, probability } => {
                 self.cluster.set_disk_faults(node, DiskFaults { fsync_eio: probability })
             }
-            Fault::IsolateLeader => resolved = self.find_leader(i).await,
+            Fault::IsolateLeader | Fault::IsolateLeaderPair => resolved = self.find_leader(i).await,
             Fault::LeaderClockDrift { .. } => resolved = self.find_leader(i).await,
             Fault::PartitionSlowLeader => resolved = self.slowed_leader(),
             Fault::PauseLeader => {
@@ -453,6 +457,18 @@ impl Supervisor<'_> {
                             cuts.push((other, *leader));
                         }
                         client_cuts.push(*leader);
+                    }
+                }
+                Fault::IsolateLeaderPair => {
+                    if let Some(leader) = resolved {
+                        let pair = [*leader, (*leader + 1) % self.plan.nodes];
+                        for inside in pair {
+                            for other in (0..self.plan.nodes).filter(|o| !pair.contains(o)) {
+                                cuts.push((inside, other));
+                                cuts.push((other, inside));
+                            }
+                            client_cuts.push(inside);
+                        }
                     }
                 }
                 Fault::PartitionSlowLeader => {

@@ -19,10 +19,11 @@ pub enum Scenario {
     LeaderPaused,
     ElectionStorm,
     FollowerDiskRots,
+    StaleLogElection,
 }
 
 impl Scenario {
-    pub const NAMED: [Scenario; 9] = [
+    pub const NAMED: [Scenario; 10] = [
         Scenario::LeaderIsolated,
         Scenario::RollingRestart,
         Scenario::MajorityCrash,
@@ -32,6 +33,7 @@ impl Scenario {
         Scenario::LeaderPaused,
         Scenario::ElectionStorm,
         Scenario::FollowerDiskRots,
+        Scenario::StaleLogElection,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +48,7 @@ impl Scenario {
             Scenario::LeaderPaused => "leader_paused_then_resumes",
             Scenario::ElectionStorm => "election_storm_short_crashes_slow_links",
             Scenario::FollowerDiskRots => "follower_disk_rots_and_is_repaired",
+            Scenario::StaleLogElection => "stale_long_log_meets_newer_short_logs",
         }
     }
 
@@ -63,6 +66,9 @@ pub enum Fault {
     /// The leader of a range (chosen when the fault starts) is cut from the other
     /// servers and from every client but the first.
     IsolateLeader,
+    /// The leader of a range and the next node (a minority of 5) are cut from the
+    /// other servers and from every client but the first: both grow a stale suffix.
+    IsolateLeaderPair,
     /// Messages from `from` to `to` do not get through (TCP stalls); the reverse do.
     OneWay { from: usize, to: usize },
     /// Packet loss on every link (madsim's TCP turns it into delay and stalls).
@@ -112,6 +118,7 @@ impl Fault {
             Fault::Partition { bridge: Some(_), .. } => "partition_bridge",
             Fault::Partition { .. } => "partition",
             Fault::IsolateLeader => "isolate_leader",
+            Fault::IsolateLeaderPair => "isolate_leader_pair",
             Fault::OneWay { .. } => "one_way_link",
             Fault::Loss { .. } => "packet_loss",
             Fault::Delay { .. } => "delay",
@@ -144,6 +151,9 @@ impl fmt::Display for Fault {
                     write!(f, " bridged by {}", n(bridge))?;
                 }
                 Ok(())
+            }
+            Fault::IsolateLeaderPair => {
+                write!(f, "isolate the leader of a range and the next node (clients on both sides)")
             }
             Fault::IsolateLeader => {
                 write!(f, "isolate the leader of a range (clients on both sides)")
@@ -211,6 +221,10 @@ pub struct Plan {
     pub client_attempt_ms: u64,
     /// Percentage of the workload's gets that may be answered from a leader lease.
     pub lease_get_percent: u64,
+    /// Puts a client sends at once now and then (0: never), in this percentage of its
+    /// operations.
+    pub burst_writes: u64,
+    pub burst_percent: u64,
     /// How long a WAL fsync takes, in microseconds: usually up to the first, one in 50
     /// up to the second. A crash can fall between a batch's write and its sync.
     pub fsync_us: (u64, u64),
@@ -252,6 +266,16 @@ impl Plan {
             tick_ms: 20,
             client_attempt_ms: 800,
             lease_get_percent: 50,
+            // A fifth of the seeds, from a stream of its own like the above.
+            burst_writes: {
+                let mut bursts = Rng::new(seed ^ 0x0000_b0a5_7000);
+                if bursts.chance(0.2) {
+                    bursts.between(5, 30)
+                } else {
+                    0
+                }
+            },
+            burst_percent: 8,
             fsync_us: fsync_latency(seed),
             fault_ms,
             intensity,
@@ -355,6 +379,27 @@ impl Plan {
                         }
                     }
                     at += rng.between(80, 300);
+                }
+            }
+            Scenario::StaleLogElection => {
+                // Leader completeness. A leader cut off with one follower and clients
+                // on its side fills both logs with entries of its term it cannot
+                // commit (long, stale suffixes); the three others elect a newer leader
+                // that commits a shorter log. The moment the pair comes back, the new
+                // leader is cut off: of the four left, two hold the long stale log and
+                // two the newer short one, and only the last term (not the last index)
+                // may decide the election.
+                plan.nodes = 5;
+                plan.burst_writes = 40;
+                plan.burst_percent = 40;
+                let mut at = 300;
+                while at < fault_ms - 2_000 {
+                    // Short: long enough for a new leader, too short for it to commit
+                    // as much as the pair appended.
+                    let cut = rng.between(350, 700);
+                    plan.add(at, at + cut, Fault::IsolateLeaderPair);
+                    plan.add(at + cut, at + cut + rng.between(600, 1_000), Fault::IsolateLeader);
+                    at += cut + 1_600;
                 }
             }
             Scenario::FollowerDiskRots => {
@@ -503,7 +548,8 @@ impl Plan {
     pub fn describe(&self) -> String {
         let mut out = format!(
             "plan: scenario {} nodes {} clients {} snapshot_entries {} history {} leaders {:?} \
-             intensity {:.2} fault phase {} ms fsync up to {} us (stalls {} us)\n",
+             intensity {:.2} fault phase {} ms fsync up to {} us (stalls {} us) write bursts \
+             {} in {}% of ops\n",
             self.scenario.name(),
             self.nodes,
             self.clients,
@@ -517,7 +563,9 @@ impl Plan {
             self.intensity,
             self.fault_ms,
             self.fsync_us.0,
-            self.fsync_us.1
+            self.fsync_us.1,
+            self.burst_writes,
+            if self.burst_writes > 0 { self.burst_percent } else { 0 }
         );
         if self.steps.is_empty() {
             out.push_str("  (no faults)\n");

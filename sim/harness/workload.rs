@@ -25,12 +25,15 @@ pub fn client_config(endpoints: Vec<String>, client_id: u64, attempt_ms: u64) ->
     }
 }
 
-/// One client: sequential operations until `stop`, each recorded in `history`.
+/// One client: sequential operations until `stop`, each recorded in `history`; with
+/// `burst` = (n > 0, p), in p% of its operations n puts at once (pipelined), so a
+/// leader that is cut off fills its log with entries it cannot commit.
 #[allow(clippy::too_many_arguments)] // The plan's knobs, the run's shared state.
 pub async fn run_client(
     client_id: u64,
     attempt_ms: u64,
     lease_get_percent: u64,
+    burst: (u64, u64),
     endpoints: Vec<String>,
     seed: u64,
     start: tokio::time::Instant,
@@ -47,6 +50,33 @@ pub async fn run_client(
         let key = KEYS[rng.below(KEYS.len() as u64) as usize].to_vec();
         let roll = rng.below(100);
         let invoke_ms = now_ms(start);
+        if burst.0 > 0 && roll < burst.1 {
+            let mut writes = Vec::new();
+            for _ in 0..burst.0 {
+                seq += 1;
+                n += 1;
+                let key = KEYS[rng.below(KEYS.len() as u64) as usize].to_vec();
+                writes.push((key, format!("c{client_id}.{n}").into_bytes(), seq));
+            }
+            let puts = writes.iter().map(|(key, value, _)| {
+                let client = &client;
+                async move {
+                    let result = client.put(key, value).await;
+                    (result, now_ms(start))
+                }
+            });
+            let results = join_in_order(puts.collect()).await;
+            let mut history = history.lock().expect("history lock");
+            for ((key, value, seq), (result, complete_ms)) in writes.into_iter().zip(results) {
+                let outcome = match result {
+                    Ok(revision) => Outcome::Put { revision },
+                    Err(error) => write_error(error),
+                };
+                let call = Call::Put { key, value, seq };
+                history.push(Op { client: client_id, call, invoke_ms, complete_ms, outcome });
+            }
+            continue;
+        }
         let (call, outcome) = if roll < 40 {
             seq += 1;
             let value = format!("c{client_id}.{n}").into_bytes();
@@ -91,6 +121,32 @@ pub async fn run_client(
         let pause = rng.below(40);
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
+}
+
+/// Runs `futures` concurrently and returns their outputs in order. Each is first
+/// polled in order, so the client library stamps their request ids in that order (the
+/// workload mirrors the sequence numbers).
+async fn join_in_order<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|output| output.expect("every future completed")).collect()
 }
 
 fn write_error(error: ClientError) -> Outcome {

@@ -22,6 +22,17 @@ pub trait Observer {
     fn hard_state_synced(&mut self, node: NodeId, range: RangeId, term: Term, commit: u64);
     /// A replica's role changed; `term` is its current term.
     fn role_changed(&mut self, node: NodeId, range: RangeId, term: Term, role: Role);
+    /// A replica became leader of `term`. `log_term(index)` is the term of its log's
+    /// entry there (`raft::RaftGroup::log_term`), for the leader completeness check.
+    fn became_leader(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        term: Term,
+        log_term: &dyn Fn(u64) -> Result<Option<Term>, u64>,
+    ) {
+        let _ = (node, range, term, log_term);
+    }
     /// At recovery a replica found its storage damaged and discarded its log: its
     /// durable state restarts at (`term`, `commit`) and it repairs from its peers.
     fn storage_damaged(&mut self, node: NodeId, range: RangeId, term: Term, commit: u64);

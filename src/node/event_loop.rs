@@ -553,6 +553,13 @@ impl Node {
         if let Some(soft) = &ready.soft_state {
             let term = replica.raft.status().term;
             crate::env::sim_hooks::observe(|o| o.role_changed(self.id, range, term, soft.role));
+            if soft.role == Role::Leader {
+                let raft = &replica.raft;
+                let log_term = |index| raft.log_term(index);
+                crate::env::sim_hooks::observe(|o| {
+                    o.became_leader(self.id, range, term, &log_term)
+                });
+            }
         }
         if let Some(soft) = &ready.soft_state {
             if soft.role != Role::Leader {

@@ -436,6 +436,16 @@ impl RaftGroup {
         self.term
     }
 
+    /// The term of this replica's log entry at `index`: `Ok(None)` past the end of the
+    /// log, `Err(snapshot_index)` when compacted into the snapshot at that index (for
+    /// checkers outside the core, e.g. the simulation's leader completeness check).
+    pub fn log_term(&self, index: Index) -> Result<Option<Term>, Index> {
+        if index > self.log.last_index() {
+            return Ok(None);
+        }
+        self.log.term(index).map(Some).map_err(|_| self.log.first_index() - 1)
+    }
+
     pub fn leader(&self) -> Option<NodeId> {
         self.leader_id
     }

@@ -41,6 +41,11 @@ pub struct Safety {
     pub repairs: u64,
     /// Nodes whose disk was wiped: from then on none of their replicas may run.
     wiped: BTreeSet<NodeId>,
+    /// Per range, per term: the highest commit index a replica made durable in that
+    /// term. Every index up to it was committed by a leader of that term or earlier.
+    committed_by: BTreeMap<RangeId, BTreeMap<Term, u64>>,
+    /// Leaders checked for completeness (an effect counted per sweep).
+    pub completeness_checks: u64,
 }
 
 impl Safety {
@@ -190,6 +195,48 @@ impl Observer for SafetyObserver {
                 }
             }
             s.durable.insert((node, range), (term, commit));
+            let known = s.committed_by.entry(range).or_default().entry(term).or_default();
+            *known = (*known).max(commit);
+        });
+    }
+
+    /// Leader completeness (Raft paper 5.4), checked directly: a leader of `term`
+    /// holds every entry committed in an earlier term. The highest index known to be
+    /// committed by then (a durable commit index of an earlier term) must be in its log
+    /// with the term it was applied with, or covered by its snapshot.
+    fn became_leader(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        term: Term,
+        log_term: &dyn Fn(u64) -> Result<Option<Term>, u64>,
+    ) {
+        self.with(|s, t| {
+            let Some(index) = s
+                .committed_by
+                .get(&range)
+                .and_then(|by_term| by_term.range(..term).map(|(_, commit)| *commit).max())
+                .filter(|index| *index > 0)
+            else {
+                return;
+            };
+            let Some((expected, _)) = s.committed.get(&(range, index)).cloned() else {
+                return;
+            };
+            s.completeness_checks += 1;
+            let found = match log_term(index) {
+                Ok(Some(found)) if found == expected => return,
+                Err(snapshot) if index <= snapshot => return,
+                Ok(Some(found)) => format!("an entry of term {found}"),
+                Ok(None) => "nothing (its log is shorter)".to_string(),
+                Err(snapshot) => format!("a snapshot at {snapshot} only"),
+            };
+            s.range_event(t, range, format!("{t:>6} ms {node} {range} leader of term {term}"));
+            s.violate(format!(
+                "leader completeness: {node} became leader of {range} in term {term} without \
+                 the entry at {index} (term {expected}) committed in an earlier term; its log \
+                 has {found} there"
+            ));
         });
     }
 
