@@ -166,7 +166,10 @@ pub async fn found(
             }
         }
         let notified = shared.1.notified();
+        // Biased: a fixed branch order (an unbiased select! draws from a per-thread
+        // generator, which would make a simulated run depend on what ran before it).
         tokio::select! {
+            biased;
             () = &mut shutdown => {
                 for task in &tasks {
                     task.abort();
