@@ -122,7 +122,7 @@ struct Cluster {
 impl Cluster {
     fn new() -> Cluster {
         let voters: Vec<NodeId> = (1..=3).map(NodeId).collect();
-        let conf_state = ConfState { voters: voters.clone() };
+        let conf_state = ConfState { voters: voters.clone(), learners: vec![] };
         let nodes = voters
             .iter()
             .map(|id| {

@@ -53,7 +53,7 @@ fn write_seed_corpus() {
         Entry { term: 2, index: 5, format: EntryFormat::NOOP, data: vec![].into() },
         Entry { term: 2, index: 6, format: COMMAND_FORMAT, data: b"put".to_vec().into() },
     ];
-    let conf_state = ConfState { voters: vec![NodeId(1), NodeId(2)] };
+    let conf_state = ConfState { voters: vec![NodeId(1), NodeId(2)], learners: vec![] };
     let meta = SnapshotMeta { index: 10, term: 2, conf_state };
     let batch = PeerBatch {
         envelopes: [

@@ -105,7 +105,7 @@ fn fail(message: String) -> TestCaseError {
 impl Cluster {
     fn new(seed: u64) -> Cluster {
         let voters: Vec<NodeId> = (1..=NODES).map(NodeId).collect();
-        let conf_state = ConfState { voters };
+        let conf_state = ConfState { voters, learners: vec![] };
         let nodes = (1..=NODES)
             .map(|n| {
                 let storage = MemStorage::new(conf_state.clone());

@@ -106,7 +106,7 @@ fn entries(from: Index, count: u64, term: Term) -> Vec<Entry> {
 }
 
 fn conf() -> ConfState {
-    ConfState { voters: vec![NodeId(1)] }
+    ConfState { voters: vec![NodeId(1)], learners: vec![] }
 }
 
 struct Harness {

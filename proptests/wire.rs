@@ -32,9 +32,13 @@ fn entry() -> impl Strategy<Value = Entry> {
 }
 
 fn body() -> impl Strategy<Value = MessageBody> {
-    let meta = (any::<u64>(), any::<u64>(), vec(node(), 0..4)).prop_map(|(index, term, voters)| {
-        SnapshotMeta { index, term, conf_state: ConfState { voters } }
-    });
+    let meta = (any::<u64>(), any::<u64>(), vec(node(), 0..4), vec(node(), 0..2)).prop_map(
+        |(index, term, voters, learners)| SnapshotMeta {
+            index,
+            term,
+            conf_state: ConfState { voters, learners },
+        },
+    );
     prop_oneof![
         (any::<u64>(), any::<u64>())
             .prop_map(|(last_index, last_term)| MessageBody::PreVote { last_index, last_term }),

@@ -305,7 +305,7 @@ fn envelope_bytes_estimate(envelope: &Envelope) -> usize {
                 entries.iter().map(|e| e.data.len() + PER_ENTRY_BYTES).sum()
             }
             MessageBody::Snapshot { chunk, meta, .. } => {
-                chunk.len() + 8 * meta.conf_state.voters.len()
+                chunk.len() + 8 * (meta.conf_state.voters.len() + meta.conf_state.learners.len())
             }
             _ => 0,
         }

@@ -639,7 +639,7 @@ mod tests {
     use crate::range::kv::{Command, WriteOp, COMMAND_FORMAT};
 
     fn replica(snapshot_bytes: u64) -> Replica {
-        let conf_state = ConfState { voters: vec![NodeId(1)] };
+        let conf_state = ConfState { voters: vec![NodeId(1)], learners: vec![] };
         let store = MemStorage::new(conf_state);
         let raft = RaftGroup::new(Config::new(NodeId(1), 1), store).unwrap();
         let descriptor = RangeDescriptor {

@@ -413,7 +413,7 @@ fn recover_replicas(
         let range = descriptor.id;
         let recovery_error = |reason: String| NodeError::Recovery { range, reason };
         let initial = || {
-            let conf_state = ConfState { voters: voters.clone() };
+            let conf_state = ConfState { voters: voters.clone(), learners: vec![] };
             let meta = SnapshotMeta { index: 0, term: 0, conf_state };
             (Snapshot { meta, data: vec![] }, initial_state(descriptor, descriptors))
         };

@@ -83,8 +83,8 @@ impl RaftGroup {
         self.role = Role::Leader;
         self.leader_id = Some(self.id);
         let next = self.log.last_index() + 1;
-        for &voter in &self.voters {
-            self.progress.insert(voter, Progress::new(next, self.config.max_inflight_msgs));
+        for &member in self.voters.iter().chain(&self.learners) {
+            self.progress.insert(member, Progress::new(next, self.config.max_inflight_msgs));
         }
         let persisted = self.log.persisted_index();
         let own = self.progress.get_mut(&self.id).expect("leader is a voter");

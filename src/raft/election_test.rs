@@ -37,7 +37,7 @@ fn three_nodes_elect_exactly_one_leader_by_ticking() {
 fn randomized_timeouts_depend_on_seed_and_stay_in_range() {
     let timeouts: Vec<u32> = (0..20)
         .map(|seed| {
-            let conf_state = ConfState { voters: vec![id(1)] };
+            let conf_state = ConfState { voters: vec![id(1)], learners: vec![] };
             let group =
                 RaftGroup::new(Config::new(id(1), seed), MemStorage::new(conf_state)).unwrap();
             group.randomized_election_timeout

@@ -82,42 +82,13 @@ pub struct HardState {
     pub repair_term: Term,
 }
 
-/// The group's membership. Sorted, no duplicates.
-///
-/// Encoded as `(voters, learners)`: the format has a learners list, always empty in
-/// this version (membership changes and learners are future work). A non-empty one
-/// comes from a newer node and is refused as undecodable rather than dropped.
+/// The group's membership. Sorted, no duplicates, no node in both lists. Voters
+/// elect and count toward quorums; learners receive the log (and snapshots) and
+/// never vote, campaign or count.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "ConfStateEncoding", into = "ConfStateEncoding")]
 pub struct ConfState {
     pub voters: Vec<NodeId>,
-}
-
-/// `ConfState` as encoded in snapshots, WAL records and peer messages.
-#[derive(Clone, Serialize, Deserialize)]
-struct ConfStateEncoding {
-    voters: Vec<NodeId>,
-    learners: Vec<NodeId>,
-}
-
-impl TryFrom<ConfStateEncoding> for ConfState {
-    type Error = String;
-
-    fn try_from(encoded: ConfStateEncoding) -> Result<ConfState, String> {
-        if !encoded.learners.is_empty() {
-            return Err(format!(
-                "the membership has {} learners; this version has no learners",
-                encoded.learners.len()
-            ));
-        }
-        Ok(ConfState { voters: encoded.voters })
-    }
-}
-
-impl From<ConfState> for ConfStateEncoding {
-    fn from(conf_state: ConfState) -> ConfStateEncoding {
-        ConfStateEncoding { voters: conf_state.voters, learners: Vec::new() }
-    }
+    pub learners: Vec<NodeId>,
 }
 
 /// Describes the log prefix a snapshot replaces.
@@ -240,22 +211,18 @@ pub enum MessageBody {
 mod tests {
     use super::*;
 
-    /// The encoding of the two-list format: this version writes what the previous one
-    /// wrote, reads it back, and refuses a membership with learners.
+    /// The encoding is the two lists, voters then learners (as since the first
+    /// version, when learners was always empty).
     #[test]
-    fn conf_state_keeps_the_two_list_encoding() {
+    fn conf_state_is_two_lists() {
         let config = bincode::config::standard();
-        let conf_state = ConfState { voters: vec![NodeId(1), NodeId(3)] };
+        let conf_state =
+            ConfState { voters: vec![NodeId(1), NodeId(3)], learners: vec![NodeId(4)] };
         let encoded = bincode::serde::encode_to_vec(&conf_state, config).unwrap();
-        let two_lists = (vec![NodeId(1), NodeId(3)], Vec::<NodeId>::new());
+        let two_lists = (vec![NodeId(1), NodeId(3)], vec![NodeId(4)]);
         assert_eq!(encoded, bincode::serde::encode_to_vec(&two_lists, config).unwrap());
         let (decoded, _): (ConfState, usize) =
             bincode::serde::decode_from_slice(&encoded, config).unwrap();
         assert_eq!(decoded, conf_state);
-
-        let with_learner = (vec![NodeId(1)], vec![NodeId(2)]);
-        let encoded = bincode::serde::encode_to_vec(&with_learner, config).unwrap();
-        let refused = bincode::serde::decode_from_slice::<ConfState, _>(&encoded, config);
-        assert!(refused.unwrap_err().to_string().contains("learners"));
     }
 }

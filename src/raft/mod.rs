@@ -50,6 +50,8 @@ pub mod testing {
 #[cfg(test)]
 mod election_test;
 #[cfg(test)]
+mod learner_test;
+#[cfg(test)]
 mod quiesce_test;
 #[cfg(test)]
 mod read_index_test;
@@ -190,6 +192,7 @@ pub struct Status {
     pub last_index: Index,
     pub first_index: Index,
     pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
 }
 
 /// One member of one Raft group.
@@ -203,7 +206,9 @@ pub struct RaftGroup {
     leader_id: Option<NodeId>,
     log: RaftLog,
     voters: BTreeSet<NodeId>,
-    /// Leader only: one entry per voter, including itself.
+    /// Replicated to, never counted: no vote, no quorum, no campaign.
+    learners: BTreeSet<NodeId>,
+    /// Leader only: one entry per voter (itself included) and per learner.
     progress: BTreeMap<NodeId, Progress>,
     /// (Pre-)candidate only: votes received in this election.
     votes: BTreeMap<NodeId, bool>,
@@ -263,7 +268,9 @@ impl RaftGroup {
     pub fn new(config: Config, store: MemStorage) -> Result<RaftGroup, RaftError> {
         config.validate()?;
         let hard_state = store.hard_state();
-        let voters: BTreeSet<NodeId> = store.conf_state().voters.into_iter().collect();
+        let conf_state = store.conf_state();
+        let voters: BTreeSet<NodeId> = conf_state.voters.into_iter().collect();
+        let learners: BTreeSet<NodeId> = conf_state.learners.into_iter().collect();
         let log = RaftLog::new(store);
         let restarted = hard_state.term > 0;
         let restart_sticky_ticks = if restarted { u64::from(config.election_tick) } else { 0 };
@@ -279,6 +286,7 @@ impl RaftGroup {
             checked_commit: log.committed,
             log,
             voters,
+            learners,
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             election_elapsed: 0,
@@ -428,6 +436,7 @@ impl RaftGroup {
             last_index: self.log.last_index(),
             first_index: self.log.first_index(),
             voters: self.voters.iter().copied().collect(),
+            learners: self.learners.iter().copied().collect(),
         }
     }
 
@@ -515,6 +524,15 @@ impl RaftGroup {
 
     fn quorum_size(&self) -> usize {
         quorum::majority(self.voters.len())
+    }
+
+    /// One value per voter, from its progress (leader only). Learners have progress
+    /// (they are replicated to) but are never counted toward a quorum.
+    fn per_voter<T>(&self, value: impl Fn(NodeId, &Progress) -> Option<T>) -> Vec<Option<T>> {
+        self.voters
+            .iter()
+            .map(|&voter| self.progress.get(&voter).and_then(|progress| value(voter, progress)))
+            .collect()
     }
 
     /// Queues a message in the current term.

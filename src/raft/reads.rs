@@ -82,18 +82,14 @@ impl RaftGroup {
         if !self.config.lease_read || self.role != Role::Leader || transferring {
             return false;
         }
-        let sent: Vec<Option<u64>> = self
-            .progress
-            .iter()
-            .map(|(&peer, p)| {
-                let counts = peer == self.id || p.tick_rate.within();
-                if counts {
-                    p.acked_send_tick
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let sent = self.per_voter(|peer, p| {
+            let counts = peer == self.id || p.tick_rate.within();
+            if counts {
+                p.acked_send_tick
+            } else {
+                None
+            }
+        });
         let Some(start) = quorum::quorum_value(sent) else {
             return false;
         };
@@ -110,8 +106,7 @@ impl RaftGroup {
 
     /// Answers every read whose heartbeat round a quorum acknowledged.
     pub(super) fn confirm_reads(&mut self) {
-        let rounds: Vec<Option<u64>> =
-            self.progress.values().map(|p| Some(p.acked_round)).collect();
+        let rounds = self.per_voter(|_, p| Some(p.acked_round));
         let confirmed_round = quorum::quorum_value(rounds).unwrap_or(0);
         for request in self.reads.confirm(confirmed_round) {
             self.answer_read(request.context, request.from, request.index);

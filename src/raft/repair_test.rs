@@ -10,7 +10,7 @@ use super::*;
 fn lose_log(net: &mut Network, n: u64) -> Term {
     let term = net.node(n).status().term;
     let voters = net.node(n).status().voters;
-    let mut store = MemStorage::new(ConfState { voters });
+    let mut store = MemStorage::new(ConfState { voters, learners: vec![] });
     let hard_state = HardState { term: term + 1, vote: None, commit: 0, repair_term: term };
     store = MemStorage::recover(store.snapshot(), hard_state, Vec::new()).unwrap();
     net.nodes.insert(id(n), RaftGroup::new(config(n), store).unwrap());

@@ -44,7 +44,7 @@ impl RaftGroup {
         let id = self.id;
         let mut active = 0;
         for (&peer, progress) in self.progress.iter_mut() {
-            if peer == id || progress.recent_active {
+            if self.voters.contains(&peer) && (peer == id || progress.recent_active) {
                 active += 1;
             }
             progress.recent_active = peer == id;
@@ -188,7 +188,7 @@ impl RaftGroup {
     /// Leader: counts matches; commits only an entry of the current term (paper
     /// 5.4.2, figure 8). Broadcasts the new commit index. Returns whether it moved.
     pub(super) fn maybe_commit_and_broadcast(&mut self) -> bool {
-        let matches: Vec<Option<Index>> = self.progress.values().map(|p| Some(p.matched)).collect();
+        let matches = self.per_voter(|_, progress| Some(progress.matched));
         let quorum_match = quorum::quorum_value(matches).unwrap_or(0);
         if !self.log.maybe_commit(quorum_match, self.term) {
             return false;

@@ -154,7 +154,7 @@ fn ready_twice_without_advance_panics() {
 }
 
 fn recovered(n: u64, term: Term, log: &[Entry]) -> RaftGroup {
-    let conf_state = ConfState { voters: (1..=5).map(id).collect() };
+    let conf_state = ConfState { voters: (1..=5).map(id).collect(), learners: vec![] };
     let snapshot = Snapshot { meta: SnapshotMeta { index: 0, term: 0, conf_state }, data: vec![] };
     let hard_state = HardState { term, vote: None, commit: 1, repair_term: 0 };
     let store = MemStorage::recover(snapshot, hard_state, log.to_vec()).unwrap();

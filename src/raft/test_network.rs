@@ -42,7 +42,7 @@ impl Network {
     /// `count` fresh voters, each configured by `configure`.
     pub fn new(count: u64, configure: impl Fn(&mut Config)) -> Network {
         let voters: Vec<NodeId> = (1..=count).map(id).collect();
-        let conf_state = ConfState { voters };
+        let conf_state = ConfState { voters, learners: vec![] };
         let mut nodes = BTreeMap::new();
         for n in 1..=count {
             let mut config = config(n);

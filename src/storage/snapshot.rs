@@ -207,7 +207,7 @@ mod tests {
     use crate::raft::{ConfState, NodeId, SnapshotMeta};
 
     fn snapshot(index: Index, data: &[u8]) -> Snapshot {
-        let conf_state = ConfState { voters: vec![NodeId(1), NodeId(2)] };
+        let conf_state = ConfState { voters: vec![NodeId(1), NodeId(2)], learners: vec![] };
         Snapshot { meta: SnapshotMeta { index, term: 3, conf_state }, data: data.to_vec() }
     }
 

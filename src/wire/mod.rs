@@ -390,7 +390,7 @@ mod tests {
         let meta = SnapshotMeta {
             index: 10,
             term: 2,
-            conf_state: ConfState { voters: vec![NodeId(1), NodeId(2)] },
+            conf_state: ConfState { voters: vec![NodeId(1), NodeId(2)], learners: vec![] },
         };
         vec![
             MessageBody::PreVote { last_index: 1, last_term: 1 },
