@@ -23,7 +23,7 @@ const DETERMINISM_EVERY: u64 = 5;
 fn main() {
     use harness::schedule::Scenario;
     use harness::sweep::{
-        check_determinism, env_u64, quiet_node_logs, replay_from_env, sweep, Job,
+        check_coverage, check_determinism, env_u64, quiet_node_logs, replay_from_env, sweep, Job,
     };
 
     if replay_from_env("sim") {
@@ -39,7 +39,12 @@ fn main() {
     // Determinism: one seed in DETERMINISM_EVERY of the sweep, replayed alone on a
     // new thread, must give the trace it gave in the sweep.
     let deterministic = check_determinism(&totals, DETERMINISM_EVERY);
-    if !totals.failed.is_empty() || !deterministic {
+    // Coverage: in the default sweep (no SIM_SEEDS, SIM_SEED_BASE) every declared
+    // marker must fire; a smaller or moved sweep only prints the table.
+    let default_sweep =
+        std::env::var_os("SIM_SEEDS").is_none() && std::env::var_os("SIM_SEED_BASE").is_none();
+    let covered = !default_sweep || check_coverage(&totals).is_empty();
+    if !totals.failed.is_empty() || !deterministic || !covered {
         std::process::exit(1);
     }
 }

@@ -37,6 +37,8 @@ pub struct SeedReport {
     pub trace: u64,
     pub violations: Vec<Violation>,
     pub inconclusive: usize,
+    /// Coverage markers reached (`coverage.rs`): name -> times.
+    pub markers: BTreeMap<String, u64>,
 }
 
 impl SeedReport {
@@ -61,6 +63,7 @@ struct Outcomes {
     faults: BTreeMap<String, u64>,
     liveness: Vec<Violation>,
     sim_ms: u64,
+    markers: BTreeMap<String, u64>,
     /// The schedule's fingerprint: the runtime's next random draw and the simulated
     /// nanosecond at the end. Every scheduling decision and network delay draws from
     /// that generator, so a run that took any other path, even one that left the
@@ -135,6 +138,7 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
                 trace: trace.0,
                 violations,
                 inconclusive: 0,
+                markers: BTreeMap::new(),
             };
         }
     };
@@ -188,6 +192,7 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
         trace: trace.0,
         violations,
         inconclusive: summary.inconclusive,
+        markers: outcomes.markers,
     }
 }
 
@@ -245,8 +250,23 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
         faults.insert("effect: fsyncs failed (EIO)".into(), eio);
     }
     faults.retain(|_, v| *v > 0);
+    let mut markers: BTreeMap<String, u64> =
+        sim_hooks::markers().into_iter().map(|(name, n)| (name.to_string(), n)).collect();
+    {
+        let safety = safety.lock().expect("safety lock");
+        markers.insert("leader elected after the heal".into(), safety.elections_since(heal_start));
+        markers.insert("snapshot installed from a leader".into(), safety.snapshots_restored);
+        markers.insert(
+            "repair finished (damaged replica applied past its commit)".into(),
+            safety.repairs_finished,
+        );
+    }
+    markers.insert("crash tore an unsynced page".into(), cluster.crashes_tearing);
+    markers.insert("lease read served".into(), sim_hooks::lease_reads());
+    markers.insert("leadership handed to the meta leader".into(), sim_hooks::handoffs());
+    markers.retain(|_, n| *n > 0);
     let schedule = (madsim::rand::random::<u64>(), Instant::now().duration_since(start).as_nanos());
-    Outcomes { history, finals, faults, liveness, sim_ms: now_ms(start), schedule }
+    Outcomes { history, finals, faults, liveness, sim_ms: now_ms(start), markers, schedule }
 }
 
 struct Supervisor<'a> {

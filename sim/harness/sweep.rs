@@ -116,6 +116,24 @@ pub struct Totals {
     pub failed: Vec<(Job, u64)>,
     /// Every seed's trace hash, in job order.
     pub traces: Vec<(Job, u64)>,
+    /// Coverage markers: name -> (seeds that reached it, times in all).
+    #[allow(dead_code)] // chaos/ shares the harness and prints, not enforces, them
+    pub markers: BTreeMap<String, (u64, u64)>,
+}
+
+/// The coverage check of a full sweep: every declared marker fired at least once.
+/// Prints and returns the ones that did not.
+#[allow(dead_code)] // chaos/ shares the harness and does not enforce coverage
+pub fn check_coverage(totals: &Totals) -> Vec<&'static str> {
+    let missing: Vec<&'static str> = super::coverage::DECLARED
+        .iter()
+        .copied()
+        .filter(|name| !totals.markers.contains_key(*name))
+        .collect();
+    for name in &missing {
+        println!("FAILED: coverage: marker \"{name}\" never fired in the sweep");
+    }
+    missing
 }
 
 /// Runs `plan` on an OS thread of its own, created for it, whatever `run_seed` does:
@@ -232,8 +250,14 @@ pub fn sweep(target: &str, jobs: Vec<Job>) -> Totals {
     let (mut ops, mut sim_ms, mut unknown, mut inconclusive) = (0usize, 0u64, 0usize, 0usize);
     let mut failed = Vec::new();
     let mut traces: Vec<(Job, u64)> = Vec::new();
+    let mut markers: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for (job, report) in &reports {
         traces.push((job.clone(), report.trace));
+        for (name, times) in &report.markers {
+            let entry = markers.entry(name.clone()).or_default();
+            entry.0 += 1;
+            entry.1 += times;
+        }
         for (kind, count) in &report.faults {
             *faults.entry(kind.clone()).or_default() += count;
         }
@@ -262,10 +286,31 @@ pub fn sweep(target: &str, jobs: Vec<Job>) -> Totals {
     for (kind, count) in faults.iter().filter(|(k, _)| super::run::is_effect(k)) {
         println!("  {kind:<34} {count}");
     }
+    println!("coverage markers (seeds reached / times):");
+    let declared = super::coverage::DECLARED;
+    let known = super::coverage::KNOWN_UNREACHED;
+    let names: std::collections::BTreeSet<&str> = declared
+        .iter()
+        .copied()
+        .chain(known.iter().map(|(name, _)| *name))
+        .chain(markers.keys().map(String::as_str))
+        .collect();
+    for name in names {
+        let (seeds, times) = markers.get(name).copied().unwrap_or_default();
+        let unreached = known.iter().find(|(n, _)| *n == name).map(|(_, why)| *why);
+        let flag = match (declared.contains(&name), unreached, seeds) {
+            (true, _, 0) => "  NEVER".to_string(),
+            (true, _, _) => String::new(),
+            (false, Some(why), 0) => format!("  never, known: {why}"),
+            (false, Some(_), _) => "  reached: move it to DECLARED".to_string(),
+            (false, None, _) => "  (not declared in coverage.rs)".to_string(),
+        };
+        println!("  {name:<58} {seeds:>5} / {times:<7}{flag}");
+    }
     for (job, _) in &failed {
         println!("FAILED: {}", replay_command(target, job));
     }
     // The plain summary line test-result readers look for.
     println!("{target}: {} passed, {} failed", reports.len() - failed.len(), failed.len());
-    Totals { failed, traces }
+    Totals { failed, traces, markers }
 }
