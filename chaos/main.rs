@@ -12,7 +12,7 @@ mod harness;
 fn main() {
     use harness::schedule::Scenario;
     use harness::sweep::{
-        env_u64, quiet_node_logs, replay_from_env, scenario_from_env, sweep, Job,
+        check_determinism, env_u64, quiet_node_logs, replay_from_env, scenario_from_env, sweep, Job,
     };
 
     if replay_from_env("chaos") {
@@ -45,7 +45,9 @@ fn main() {
         jobs.push(Job { seed, scenario, note: Some(format!("corpus: {note}")) });
     }
     let totals = sweep("chaos", jobs);
-    if !totals.failed.is_empty() {
+    // As in sim/: one job in 5 replayed alone must give the sweep's trace.
+    let deterministic = check_determinism(&totals, 5);
+    if !totals.failed.is_empty() || !deterministic {
         std::process::exit(1);
     }
 }

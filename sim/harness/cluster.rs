@@ -57,6 +57,8 @@ pub struct Cluster {
     pub client_nodes: Vec<NodeHandle>,
     pub probe: NodeHandle,
     clogged: BTreeSet<(SimNodeId, SimNodeId)>,
+    /// Crashes that tore an unsynced page (a coverage marker).
+    pub crashes_tearing: u64,
 }
 
 impl Cluster {
@@ -124,7 +126,14 @@ impl Cluster {
             .collect();
         let probe =
             handle.create_node().name("probe").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1))).build();
-        Cluster { handle, servers, client_nodes, probe, clogged: BTreeSet::new() }
+        Cluster {
+            handle,
+            servers,
+            client_nodes,
+            probe,
+            clogged: BTreeSet::new(),
+            crashes_tearing: 0,
+        }
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -157,7 +166,11 @@ impl Cluster {
     pub fn crash(&mut self, i: usize) -> rangedb::env::sim_disk::CrashReport {
         self.handle.kill(self.server_id(i));
         self.servers[i].killed = true;
-        self.servers[i].disk.crash()
+        let report = self.servers[i].disk.crash();
+        if report.pages_torn > 0 {
+            self.crashes_tearing += 1;
+        }
+        report
     }
 
     /// Bit rot on a stopped node: one bit flips in synced data the node reads at

@@ -18,6 +18,7 @@ compile_error!(
 
 pub mod checkers;
 pub mod cluster;
+pub mod coverage;
 pub mod history;
 pub mod run;
 pub mod schedule;

@@ -1,5 +1,6 @@
-//! Sweeps: seeds on two OS threads (each seed in its own madsim runtime), one line
-//! per seed, a closing table, and on failure everything needed to replay it.
+//! Sweeps: seeds on two worker threads (each seed in its own madsim runtime, on an
+//! OS thread of its own), one line per seed, a closing table, on failure everything
+//! needed to replay it, and the determinism check across seeds.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -113,13 +114,104 @@ pub fn failure_report(target: &str, job: &Job, report: &SeedReport) -> String {
 
 pub struct Totals {
     pub failed: Vec<(Job, u64)>,
+    /// Every seed's trace hash, in job order.
+    pub traces: Vec<(Job, u64)>,
+    /// Coverage markers: name -> (seeds that reached it, times in all).
+    #[allow(dead_code)] // chaos/ shares the harness and prints, not enforces, them
+    pub markers: BTreeMap<String, (u64, u64)>,
+}
+
+/// The coverage check of a full sweep: every declared marker fired at least once.
+/// Prints and returns the ones that did not.
+#[allow(dead_code)] // chaos/ shares the harness and does not enforce coverage
+pub fn check_coverage(totals: &Totals) -> Vec<&'static str> {
+    let missing: Vec<&'static str> = super::coverage::DECLARED
+        .iter()
+        .copied()
+        .filter(|name| !totals.markers.contains_key(*name))
+        .collect();
+    for name in &missing {
+        println!("FAILED: coverage: marker \"{name}\" never fired in the sweep");
+    }
+    missing
+}
+
+/// Runs `plan` on an OS thread of its own, created for it, whatever `run_seed` does:
+/// nothing that ran before can have left state on that thread.
+pub fn run_alone(plan: &Plan) -> SeedReport {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name(format!("alone-{}", plan.seed))
+            .stack_size(8 << 20)
+            .spawn_scoped(scope, || run_seed(plan))
+            .expect("spawn a seed's thread")
+            .join()
+            .expect("a seed's thread panicked outside the simulation")
+    })
+}
+
+/// Determinism across seeds: replays every `every`-th job of a finished sweep alone,
+/// each on a new thread (still `threads()` at a time), and returns the jobs whose
+/// trace differs from the one the sweep printed, with both traces. A seed's run must
+/// be a function of the seed alone, not of the seeds that ran before it or beside it,
+/// or a failure found in a sweep may not replay with its printed command.
+pub fn determinism(traces: &[(Job, u64)], every: usize) -> Vec<(Job, u64, u64)> {
+    let sample: Vec<&(Job, u64)> = traces.iter().step_by(every.max(1)).collect();
+    let next = AtomicUsize::new(0);
+    let differ = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads().min(sample.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((job, in_sweep)) = sample.get(i) else { break };
+                let alone = run_alone(&Plan::draw(job.seed, job.scenario)).trace;
+                if alone != *in_sweep {
+                    differ.lock().expect("differ lock").push((job.clone(), *in_sweep, alone));
+                }
+            });
+        }
+    });
+    let mut differ = differ.into_inner().expect("differ lock");
+    differ.sort_by_key(|(job, _, _)| job.seed);
+    println!(
+        "determinism: {} of {} seeds (one in {} of the sweep) replayed alone on a new thread; {} differ",
+        sample.len(),
+        traces.len(),
+        every.max(1),
+        differ.len()
+    );
+    differ
+}
+
+/// The determinism check after a sweep, as `cargo sim` runs it: one job in
+/// `SIM_DETERMINISM_EVERY` (default `every`; 0 or `SIM_SKIP_DETERMINISM` skips it)
+/// replayed alone; prints the jobs that differ and returns whether none did.
+pub fn check_determinism(totals: &Totals, every: u64) -> bool {
+    let every = env_u64("SIM_DETERMINISM_EVERY").unwrap_or(every);
+    if std::env::var_os("SIM_SKIP_DETERMINISM").is_some() || every == 0 {
+        return true;
+    }
+    let differ = determinism(&totals.traces, every as usize);
+    for (job, in_sweep, alone) in &differ {
+        println!(
+            "FAILED: determinism: seed {} ({}) gave trace {in_sweep:016x} in the sweep and \
+             {alone:016x} alone",
+            job.seed,
+            job.scenario.name()
+        );
+    }
+    if !differ.is_empty() {
+        let seeds: Vec<String> = differ.iter().map(|(job, _, _)| job.seed.to_string()).collect();
+        println!("FAILED: determinism: seeds {} depend on what ran before them", seeds.join(" "));
+    }
+    differ.is_empty()
 }
 
 /// Runs `jobs` on the worker threads and prints the lines and the closing table.
 pub fn sweep(target: &str, jobs: Vec<Job>) -> Totals {
     let started = Instant::now();
     let next = AtomicUsize::new(0);
-    let reports: Mutex<Vec<(Job, SeedReport)>> = Mutex::new(Vec::new());
+    let reports: Mutex<Vec<(usize, Job, SeedReport)>> = Mutex::new(Vec::new());
     let print = Mutex::new(());
     // SIM_FAIL_FAST: stop handing out seeds after the first failure.
     let fail_fast = std::env::var_os("SIM_FAIL_FAST").is_some();
@@ -144,16 +236,28 @@ pub fn sweep(target: &str, jobs: Vec<Job>) -> Totals {
                         }
                     }
                 }
-                reports.lock().expect("reports lock").push((job.clone(), report));
+                reports.lock().expect("reports lock").push((i, job.clone(), report));
             });
         }
     });
     let wall = started.elapsed();
-    let reports = reports.into_inner().expect("reports lock");
+    let mut reports = reports.into_inner().expect("reports lock");
+    // Job order, whichever thread ran what.
+    reports.sort_by_key(|(i, _, _)| *i);
+    let reports: Vec<(Job, SeedReport)> =
+        reports.into_iter().map(|(_, job, report)| (job, report)).collect();
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
     let (mut ops, mut sim_ms, mut unknown, mut inconclusive) = (0usize, 0u64, 0usize, 0usize);
     let mut failed = Vec::new();
+    let mut traces: Vec<(Job, u64)> = Vec::new();
+    let mut markers: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for (job, report) in &reports {
+        traces.push((job.clone(), report.trace));
+        for (name, times) in &report.markers {
+            let entry = markers.entry(name.clone()).or_default();
+            entry.0 += 1;
+            entry.1 += times;
+        }
         for (kind, count) in &report.faults {
             *faults.entry(kind.clone()).or_default() += count;
         }
@@ -182,10 +286,31 @@ pub fn sweep(target: &str, jobs: Vec<Job>) -> Totals {
     for (kind, count) in faults.iter().filter(|(k, _)| super::run::is_effect(k)) {
         println!("  {kind:<34} {count}");
     }
+    println!("coverage markers (seeds reached / times):");
+    let declared = super::coverage::DECLARED;
+    let known = super::coverage::KNOWN_UNREACHED;
+    let names: std::collections::BTreeSet<&str> = declared
+        .iter()
+        .copied()
+        .chain(known.iter().map(|(name, _)| *name))
+        .chain(markers.keys().map(String::as_str))
+        .collect();
+    for name in names {
+        let (seeds, times) = markers.get(name).copied().unwrap_or_default();
+        let unreached = known.iter().find(|(n, _)| *n == name).map(|(_, why)| *why);
+        let flag = match (declared.contains(&name), unreached, seeds) {
+            (true, _, 0) => "  NEVER".to_string(),
+            (true, _, _) => String::new(),
+            (false, Some(why), 0) => format!("  never, known: {why}"),
+            (false, Some(_), _) => "  reached: move it to DECLARED".to_string(),
+            (false, None, _) => "  (not declared in coverage.rs)".to_string(),
+        };
+        println!("  {name:<58} {seeds:>5} / {times:<7}{flag}");
+    }
     for (job, _) in &failed {
         println!("FAILED: {}", replay_command(target, job));
     }
     // The plain summary line test-result readers look for.
     println!("{target}: {} passed, {} failed", reports.len() - failed.len(), failed.len());
-    Totals { failed }
+    Totals { failed, traces, markers }
 }

@@ -264,7 +264,9 @@ async fn read_responses(
     // Buffered: one recv takes every pipelined response that arrived.
     let mut reader = BufReader::with_capacity(64 << 10, reader);
     let reason = loop {
+        // Biased, as every select! (`env/real_net.rs`, `pump`): no random branch order.
         let frame = tokio::select! {
+            biased;
             _ = &mut stop => break format!("connection to {address} dropped"),
             frame = read_frame_buffered::<ClientResponse, _>(&mut reader) => frame,
         };

@@ -220,7 +220,9 @@ impl PeerTask {
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
+            // Biased (see `pump`): the deadline first, so a busy queue cannot starve it.
             tokio::select! {
+                biased;
                 _ = &mut sleep => return LinkEnd::Failed,
                 batch = self.receiver.recv() => {
                     if batch.is_none() {
@@ -235,14 +237,19 @@ impl PeerTask {
     async fn pump(&mut self, mut stream: TcpStream) -> LinkEnd {
         let mut probe = [0u8; 1];
         loop {
+            // Biased: an unbiased select! starts at a branch drawn from tokio's
+            // per-thread generator, seeded from a process-wide counter, so a simulated
+            // run would depend on the threads that ran before it. The probe read first:
+            // it is ready only once the connection is gone, so it cannot starve the queue.
             let first = tokio::select! {
+                biased;
+                // The peer never writes on this connection: any read result means
+                // it closed (or broke) the connection.
+                _ = stream.read(&mut probe) => return LinkEnd::Failed,
                 batch = self.receiver.recv() => match batch {
                     Some(batch) => batch,
                     None => return LinkEnd::Closed,
                 },
-                // The peer never writes on this connection: any read result means
-                // it closed (or broke) the connection.
-                _ = stream.read(&mut probe) => return LinkEnd::Failed,
             };
             // Coalesce: everything queued so far goes into one frame.
             let mut envelopes = first;

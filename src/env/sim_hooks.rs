@@ -53,6 +53,8 @@ struct Hooks {
     held: BTreeMap<(NodeId, NodeId), Vec<Envelope>>,
     /// How long a WAL fsync takes: (usual upper bound, rare stall) in microseconds.
     fsync_us: (u64, u64),
+    /// Coverage markers reached: name -> times (see `sometimes`).
+    markers: BTreeMap<&'static str, u64>,
 }
 
 thread_local! {
@@ -71,8 +73,21 @@ pub fn install(observer: Option<Box<dyn Observer>>, seed: u64) {
             handoffs: 0,
             held: BTreeMap::new(),
             fsync_us: (0, 0),
+            markers: BTreeMap::new(),
         };
     });
+}
+
+/// A coverage marker (Antithesis's `sometimes`, FoundationDB's `TEST`): an event
+/// worth reaching happened. The sweep counts each marker and fails when one it
+/// declares (`sim/harness/coverage.rs`) never fires; call sites are `#[cfg(madsim)]`.
+pub fn sometimes(name: &'static str) {
+    HOOKS.with(|hooks| *hooks.borrow_mut().markers.entry(name).or_default() += 1);
+}
+
+/// The coverage markers reached so far on this thread.
+pub fn markers() -> BTreeMap<&'static str, u64> {
+    HOOKS.with(|hooks| hooks.borrow().markers.clone())
 }
 
 /// Sets the duplication probability of peer batches.
@@ -128,9 +143,14 @@ pub fn duplicate(from: NodeId, to: NodeId, batch: &[Envelope]) -> Option<Vec<Env
         }
         hooks.duplicated += 1;
         if now {
+            *hooks.markers.entry("peer batch sent twice").or_default() += 1;
             return Some(batch.to_vec());
         }
-        hooks.held.insert((from, to), batch.to_vec())
+        let stale = hooks.held.insert((from, to), batch.to_vec());
+        if stale.is_some() {
+            *hooks.markers.entry("stale peer batch replayed").or_default() += 1;
+        }
+        stale
     })
 }
 

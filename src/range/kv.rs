@@ -381,6 +381,8 @@ impl KvStore {
         if let Some(id) = command.request_id {
             if let Some(session) = self.sessions.get(&id.client) {
                 if let Some(result) = session.results.get(id.seq) {
+                    #[cfg(madsim)]
+                    crate::env::sim_hooks::sometimes("retried write deduplicated");
                     return result.clone();
                 }
                 let full = session.results.len() >= SESSION_RESULTS_MAX;

@@ -641,6 +641,8 @@ impl Wal {
             hard_states,
         };
         if torn {
+            #[cfg(madsim)]
+            crate::env::sim_hooks::sometimes("torn WAL tail cut at recovery");
             wal.cut_tail()?;
         }
         wal.check_invariants();

@@ -46,6 +46,11 @@ pub struct Safety {
     committed_by: BTreeMap<RangeId, BTreeMap<Term, u64>>,
     /// Leaders checked for completeness (an effect counted per sweep).
     pub completeness_checks: u64,
+    /// Replicas repairing: (node, range) -> their commit index when found damaged.
+    repairing: BTreeMap<(NodeId, RangeId), u64>,
+    /// Repairs finished: a damaged replica applied an entry past that commit index
+    /// or restored a snapshot there, so a leader has replicated to it.
+    pub repairs_finished: u64,
 }
 
 impl Safety {
@@ -117,6 +122,21 @@ impl Safety {
         }
     }
 
+    /// A replica applied up to `index`: a repair is finished once past the commit
+    /// index the damaged replica restarted from.
+    fn repair_progress(&mut self, node: NodeId, range: RangeId, index: u64) {
+        if self.repairing.get(&(node, range)).is_some_and(|commit| index > *commit) {
+            self.repairing.remove(&(node, range));
+            self.repairs_finished += 1;
+        }
+    }
+
+    /// Leaders elected (role changes to Leader) at or after `ms`.
+    pub fn elections_since(&self, ms: u64) -> u64 {
+        self.log.iter().filter(|(t, _, text)| *t >= ms && text.contains(" becomes Leader ")).count()
+            as u64
+    }
+
     /// A node restarted: its in-memory applied index starts again from its snapshot.
     pub fn node_restarted(&mut self, node: NodeId) {
         self.applied.retain(|(n, _), _| *n != node);
@@ -151,6 +171,7 @@ impl Observer for SafetyObserver {
                 }
             }
             s.applied.insert((node, range), index);
+            s.repair_progress(node, range, index);
             match s.committed.get(&(range, index)) {
                 Some((t0, d0)) if (*t0, Fnv::hash(d0)) != (term, digest) => {
                     let message = format!(
@@ -180,6 +201,7 @@ impl Observer for SafetyObserver {
                 }
             }
             s.applied.insert((node, range), index);
+            s.repair_progress(node, range, index);
             s.snapshots_restored += 1;
         });
     }
@@ -256,6 +278,7 @@ impl Observer for SafetyObserver {
             }
             s.durable.insert((node, range), (term, commit));
             s.repairs += 1;
+            s.repairing.insert((node, range), commit);
         });
     }
 
