@@ -270,13 +270,13 @@ fn founding_reply(founding: &mut Founding, hello: &Hello) -> HelloReply {
         return refused(format!("{me} is still learning its cluster"), false);
     }
     if digest != founding.digest {
-        return refused(
-            format!(
-                "{from} and {me} were started with different --peers or --split-keys; every \
-                 founder must be started with the same ones"
-            ),
-            true,
+        // Founding cannot succeed: both stop (whichever says hello first).
+        let reason = format!(
+            "{from} and {me} were started with different --peers or --split-keys; every \
+             founder must be started with the same ones"
         );
+        founding.fatal = Some(reason.clone());
+        return refused(reason, true);
     }
     founding.fresh.insert(from, identity);
     HelloReply::Accepted {
@@ -369,12 +369,12 @@ mod tests {
         let reply = founding_reply(&mut creator, &peer_hello(0, 2, 102, digest));
         assert!(matches!(reply, HelloReply::Accepted { cluster: 0, .. }), "{reply:?}");
         assert!(!creator.all_fresh());
-        let reply = founding_reply(&mut creator, &peer_hello(0, 3, 103, digest ^ 1));
-        assert!(matches!(reply, HelloReply::Refused { permanent: true, .. }), "{reply:?}");
-        assert!(!creator.all_fresh(), "other flags do not count");
         founding_reply(&mut creator, &peer_hello(0, 3, 103, digest));
         assert!(creator.all_fresh());
         assert_eq!(creator.fatal, None);
+        let reply = founding_reply(&mut creator, &peer_hello(0, 3, 103, digest ^ 1));
+        assert!(matches!(reply, HelloReply::Refused { permanent: true, .. }), "{reply:?}");
+        assert!(creator.fatal.is_some(), "founders with other flags stop both");
     }
 
     #[test]
