@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use rangedb::client::Client;
 use rangedb::env::sim_disk::DiskFaults;
 use rangedb::env::sim_hooks;
+use rangedb::hash::splitmix64;
 use rangedb::raft::NodeId;
 
 use super::checkers::raft_safety::{Safety, SafetyObserver};
@@ -366,7 +367,17 @@ impl Supervisor<'_> {
                     return;
                 }
                 if crash {
+                    // Half the power losses strike in the middle of an fsync: the node's
+                    // fsyncs stall, it writes a batch (if it has work), and the crash
+                    // finds that batch written but unsynced (kept, dropped or torn).
+                    let mid_fsync = splitmix64(self.plan.seed ^ i as u64) % 2 == 0;
+                    let id = NodeId(node as u64 + 1);
+                    if mid_fsync {
+                        sim_hooks::stall_fsyncs(id, true);
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                    }
                     self.cluster.crash(node);
+                    sim_hooks::stall_fsyncs(id, false);
                 } else {
                     self.cluster.stop(node).await;
                 }

@@ -55,6 +55,9 @@ struct Hooks {
     fsync_us: (u64, u64),
     /// Coverage markers reached: name -> times (see `sometimes`).
     markers: BTreeMap<&'static str, u64>,
+    /// Nodes whose next fsyncs stall (`stall_fsyncs`), so a crash finds a written,
+    /// unsynced batch.
+    stalled_fsyncs: std::collections::BTreeSet<NodeId>,
 }
 
 thread_local! {
@@ -74,6 +77,7 @@ pub fn install(observer: Option<Box<dyn Observer>>, seed: u64) {
             held: BTreeMap::new(),
             fsync_us: (0, 0),
             markers: BTreeMap::new(),
+            stalled_fsyncs: std::collections::BTreeSet::new(),
         };
     });
 }
@@ -88,6 +92,19 @@ pub fn sometimes(name: &'static str) {
 /// The coverage markers reached so far on this thread.
 pub fn markers() -> BTreeMap<&'static str, u64> {
     HOOKS.with(|hooks| hooks.borrow().markers.clone())
+}
+
+/// Makes `node`'s fsyncs stall (`stalled`) or not: the harness stalls a node, lets it
+/// write a batch, and crashes it in the middle of its fsync.
+pub fn stall_fsyncs(node: NodeId, stalled: bool) {
+    HOOKS.with(|hooks| {
+        let mut hooks = hooks.borrow_mut();
+        if stalled {
+            hooks.stalled_fsyncs.insert(node);
+        } else {
+            hooks.stalled_fsyncs.remove(&node);
+        }
+    });
 }
 
 /// Sets the duplication probability of peer batches.
@@ -163,9 +180,13 @@ pub fn set_fsync_latency(usual_us: u64, stall_us: u64) {
 /// between writing a batch and completing its sync, so a crash can fall in between,
 /// as it can on a real disk: whatever was sent before the sync completes may then
 /// refer to data the crash loses.
-pub fn fsync_latency() -> std::time::Duration {
+pub fn fsync_latency(node: NodeId) -> std::time::Duration {
     HOOKS.with(|hooks| {
         let mut hooks = hooks.borrow_mut();
+        if hooks.stalled_fsyncs.contains(&node) {
+            // Held until the harness crashes the node: its written batch is unsynced.
+            return std::time::Duration::from_secs(10);
+        }
         let (usual, stall) = hooks.fsync_us;
         if usual == 0 {
             return std::time::Duration::ZERO;

@@ -409,9 +409,10 @@ impl Node {
         Ok(self.flush_sync(cycle)?)
     }
 
-    /// The first half of a Ready cycle: takes every Ready, buffers its records in the
-    /// WAL, sends what may leave before they are durable (the leader's Appends), and
-    /// applies what is committed (`apply_ready`).
+    /// The first half of a Ready cycle: takes every Ready, appends its records to the
+    /// WAL, sends what may leave before they are durable (the leader's Appends),
+    /// applies what is committed (`apply_ready`), and writes the records (one
+    /// `write_at`) if any must be made durable by this cycle's fsync.
     ///
     /// # Errors
     /// A storage failure, or `NodeError::Unreadable` for a committed entry or snapshot
@@ -455,6 +456,11 @@ impl Node {
         self.send(send_now);
         for (range, ready) in &readies {
             self.apply_ready(*range, ready)?;
+        }
+        if wrote {
+            // Written now, synced by `flush_sync`: a crash in between (the simulation
+            // lets the fsync's time pass there) may keep, drop or tear this batch.
+            self.wal.write()?;
         }
         Ok(Cycle { readies, wrote })
     }

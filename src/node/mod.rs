@@ -303,7 +303,7 @@ async fn run_loop(
         let cycle = node.flush_write()?;
         #[cfg(madsim)]
         if cycle.wrote {
-            tokio::time::sleep(crate::env::sim_hooks::fsync_latency()).await;
+            tokio::time::sleep(crate::env::sim_hooks::fsync_latency(node.id)).await;
         }
         node.flush_sync(cycle)?;
     }

@@ -191,10 +191,13 @@ pub struct Wal {
     file: Box<dyn DiskFile>,
     /// Size of the last segment; frames never cross it.
     segment_size: u64,
-    /// Offset in the last segment up to which frames are durable; `buffer` goes here.
+    /// Offset in the last segment up to which frames are written (durable unless
+    /// `unsynced`); `buffer` goes here.
     offset: u64,
-    /// Frames appended since the last sync.
+    /// Frames appended since the last write.
     buffer: Vec<u8>,
+    /// `write` wrote frames that no fsync has covered yet.
+    unsynced: bool,
     /// Offset in the last segment below which every byte has been written since it
     /// was allocated (see "Zeroing ahead").
     zeroed: u64,
@@ -637,6 +640,7 @@ impl Wal {
             segment_size,
             offset,
             buffer,
+            unsynced: false,
             zeroed,
             hard_states,
         };
@@ -732,12 +736,40 @@ impl Wal {
         Ok(())
     }
 
-    /// Writes buffered records and fsyncs once.
+    /// Writes buffered records and fsyncs once: `write`, then `fsync`.
     ///
     /// # Errors
-    /// `Io` when the write or the fsync fails; the records stay buffered, but nothing
-    /// since the last good sync may be assumed durable.
+    /// `Io` when the write or the fsync fails: nothing since the last good sync may be
+    /// assumed durable.
     pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.write()?;
+        self.fsync()
+    }
+
+    /// The second half of `sync`: one fsync covering what `write` wrote (nothing to do
+    /// when it wrote nothing since the last one).
+    ///
+    /// # Errors
+    /// `Io` when the fsync fails: the written frames may or may not be durable, and a
+    /// failed fsync is not retried (it could report success for pages already lost);
+    /// the node stops and recovery decides.
+    pub fn fsync(&mut self) -> Result<(), StorageError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        let path = &self.segments.last().expect("never empty").path;
+        self.file.sync().map_err(io_err("sync", path))?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// The first half of `sync`: one `write_at` of the buffered frames and an end
+    /// marker (and zeros ahead), not yet durable: a crash before `fsync` may keep,
+    /// drop or tear any of its pages, which recovery cuts as a torn tail.
+    ///
+    /// # Errors
+    /// `Io` when the write fails; the records stay buffered.
+    pub fn write(&mut self) -> Result<(), StorageError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
@@ -752,10 +784,10 @@ impl Wal {
         write.resize((write_end - self.offset) as usize, 0);
         let path = &self.segments.last().expect("never empty").path;
         let result = self.file.write_at(self.offset, &write).map_err(io_err("write", path));
-        let result = result.and_then(|()| self.file.sync().map_err(io_err("sync", path)));
         write.truncate((end - self.offset) as usize);
         match result {
             Ok(()) => {
+                self.unsynced = true;
                 self.offset = end;
                 self.zeroed = self.zeroed.max(write_end);
                 // Keep the allocation for the next batch.
