@@ -487,9 +487,10 @@ fn scan_segment(bytes: &[u8], is_last: bool) -> ScannedSegment {
 
 /// Where replay resumes after the damaged frame at `bad` (None: nothing valid
 /// follows in this segment), proven consistent with ONE damaged frame:
-/// - the first end marker or valid frame after `bad` at which the damaged frame's
-///   checksum matches its payload (only its length was hit; frames are contiguous, so
-///   that is what followed it);
+/// - the first end marker, valid frame or end of the segment (a frame may end too
+///   close to it for an end marker) after `bad` at which the damaged frame's checksum
+///   matches its payload (only its length was hit; frames are contiguous, so that is
+///   what followed it);
 /// - else where its length says, if a valid frame or an end marker is there and no
 ///   valid frame lies before it.
 ///
@@ -509,7 +510,15 @@ fn next_frame(bytes: &[u8], bad: u64) -> Result<Option<u64>, String> {
     let mut first_valid = None;
     let mut zero_tries = 0;
     let mut pos = bad + ALIGN;
-    while pos + HEADER_BYTES <= size {
+    while pos <= size {
+        if pos + HEADER_BYTES > size {
+            // No room for a header: the segment ends here, as it may right after a
+            // segment's last frame.
+            if payload_ends_at(pos) {
+                return Ok(Some(pos));
+            }
+            break;
+        }
         let zero = read_u64(bytes, pos as usize) == 0;
         let valid = !zero && decode_frame(bytes, pos).is_ok();
         if (valid || (zero && zero_tries < ZERO_TRIES)) && payload_ends_at(pos) {
