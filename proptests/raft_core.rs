@@ -2,8 +2,8 @@
 //! delivered in any order, dropped, duplicated or held back; nodes tick, propose,
 //! compact their logs, get partitioned, and crash and restart from their persisted
 //! state, some in the middle of a Ready (its messages sent, nothing persisted).
-//! Checked after every step:
-//! - at most one leader per term;
+//! Three voters and two learners. Checked after every step:
+//! - at most one leader per term, and never a learner;
 //! - every node applies the same entry at each index (snapshots included);
 //! - a committed entry never changes (durable log at or below the durable commit);
 //! - commit and applied never decrease within a node's life, nor the durable commit
@@ -22,7 +22,9 @@ use rangedb::raft::{
     SnapshotMeta, Storage, Term,
 };
 
-const NODES: u64 = 3;
+/// Nodes 1..=VOTERS vote; the others are learners (replicated to, never counted).
+const NODES: u64 = 5;
+const VOTERS: u64 = 3;
 /// The format of the test's proposals (Raft does not read it).
 const COMMAND: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 1 };
 
@@ -112,8 +114,9 @@ fn fail(message: String) -> TestCaseError {
 
 impl Cluster {
     fn new(seed: u64) -> Cluster {
-        let voters: Vec<NodeId> = (1..=NODES).map(NodeId).collect();
-        let conf_state = ConfState { voters, learners: vec![] };
+        let voters: Vec<NodeId> = (1..=VOTERS).map(NodeId).collect();
+        let learners: Vec<NodeId> = (VOTERS + 1..=NODES).map(NodeId).collect();
+        let conf_state = ConfState { voters, learners };
         let nodes = (1..=NODES)
             .map(|n| {
                 let storage = MemStorage::new(conf_state.clone());
@@ -324,6 +327,7 @@ impl Cluster {
         for (&n, node) in &mut self.nodes {
             let status = node.group.status();
             if status.role == Role::Leader {
+                prop_assert!(n.0 <= VOTERS, "learner {} became leader in term {}", n, status.term);
                 let first = *self.leaders.entry(status.term).or_insert(n);
                 prop_assert_eq!(first, n, "two leaders in term {}", status.term);
             }
