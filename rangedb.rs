@@ -90,8 +90,20 @@ enum Command {
     },
     /// Shows every range (span, leader, term, commit, applied, replicas) and node.
     Status,
+    /// Cluster membership.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
     /// Measures throughput and latency against --endpoints or a --local cluster.
     Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Every member: id, address, data directory identity, and state (voter; up, or
+    /// down with the reason).
+    List,
 }
 
 #[derive(clap::Args, Debug)]
@@ -347,6 +359,12 @@ async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8
             let any_up = status.nodes.iter().any(|node| node.status.is_ok());
             Ok(if any_up { 0 } else { EXIT_ERROR })
         }
+        Command::Node { command: NodeCommand::List } => {
+            let status = client.status().await;
+            print_members(&status);
+            let any_up = status.nodes.iter().any(|node| node.status.is_ok());
+            Ok(if any_up { 0 } else { EXIT_ERROR })
+        }
     }
 }
 
@@ -454,6 +472,70 @@ fn print_status(status: &ClusterStatus) {
         });
     }
     print_table(&rows);
+}
+
+/// `rangedb node list`: one row per member, from every node that answered.
+fn print_members(status: &ClusterStatus) {
+    let reports: Vec<&rangedb::wire::NodeStatus> =
+        status.nodes.iter().filter_map(|node| node.status.as_ref().ok()).collect();
+    let mut addresses: BTreeMap<NodeId, String> = BTreeMap::new();
+    let mut identities: BTreeMap<NodeId, u64> = BTreeMap::new();
+    for report in &reports {
+        addresses.insert(report.node, report.address.clone());
+        for (id, address, _) in &report.peers {
+            addresses.entry(*id).or_insert_with(|| address.clone());
+        }
+        for (id, identity) in &report.identities {
+            identities.entry(*id).or_insert(*identity);
+        }
+    }
+    let mut rows = vec![["NODE", "ADDRESS", "IDENTITY", "STATE"].map(String::from)];
+    for (id, address) in &addresses {
+        let own = reports.iter().find(|report| report.node == *id);
+        let identity = own.map(|report| report.identity).or(identities.get(id).copied());
+        let state = match own {
+            Some(report) => {
+                let repairing =
+                    report.ranges.iter().filter(|r| r.role.ends_with("(repairing)")).count();
+                let mut state = format!("voter, up, {} replicas", report.ranges.len());
+                if repairing > 0 {
+                    state.push_str(&format!(", {repairing} repairing"));
+                }
+                if identities.get(id).is_some_and(|known| Some(*known) != identity) {
+                    state.push_str(", identity differs from the cluster's record");
+                }
+                state
+            }
+            None => {
+                let reason = status
+                    .nodes
+                    .iter()
+                    .find(|node| node.address == *address)
+                    .and_then(|node| node.status.as_ref().err())
+                    .map_or("not among --endpoints; its peers see it".to_string(), |reason| {
+                        format!("unreachable: {reason}")
+                    });
+                let linked = reports
+                    .iter()
+                    .any(|report| report.peers.iter().any(|(peer, _, up)| peer == id && *up));
+                if linked {
+                    format!("voter, {reason}; linked from a peer")
+                } else {
+                    format!("voter, down ({reason})")
+                }
+            }
+        };
+        rows.push([
+            id.to_string(),
+            address.clone(),
+            identity.map_or("?".to_string(), |identity| format!("{identity:016x}")),
+            state,
+        ]);
+    }
+    print_table(&rows);
+    if let Some(cluster) = reports.first().map(|report| report.cluster) {
+        println!("\ncluster {cluster:016x}");
+    }
 }
 
 fn print_table<const N: usize>(rows: &[[String; N]]) {

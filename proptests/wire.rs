@@ -181,8 +181,21 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
             last_index,
         },
     );
-    let node_status = (node(), text, vec((node(), text, any::<bool>()), 0..3), vec(status, 0..3))
-        .prop_map(|(node, address, peers, ranges)| NodeStatus { node, address, peers, ranges });
+    let node_status = (
+        (node(), text, any::<(u64, u64)>()),
+        vec((node(), any::<u64>()), 0..3),
+        vec((node(), text, any::<bool>()), 0..3),
+        vec(status, 0..3),
+    )
+        .prop_map(|((node, address, (cluster, identity)), identities, peers, ranges)| NodeStatus {
+            node,
+            address,
+            cluster,
+            identity,
+            identities,
+            peers,
+            ranges,
+        });
     let response = prop_oneof![
         any::<u64>().prop_map(|revision| Response::Put { revision }),
         (any::<u64>(), any::<bool>())

@@ -356,6 +356,31 @@ fn a_node_whose_data_directory_was_wiped_does_not_rejoin_as_its_old_self() {
     assert_eq!(output.stdout, b"yes");
 }
 
+/// `rangedb node list` names every member with the identity in its data directory,
+/// up or down, from any one endpoint.
+#[test]
+fn node_list_shows_members_identities_and_state() {
+    let mut cluster = Cluster::start(3, &[]);
+    let identity = |id: u64| {
+        let text = std::fs::read_to_string(cluster.servers[&id].data_dir.join("IDENTITY"))
+            .expect("IDENTITY");
+        text.trim().strip_prefix("rangedb-identity ").expect("format").to_string()
+    };
+    let identities: Vec<String> = (1..=3).map(identity).collect();
+    assert_eq!(cluster.terminate(3).code(), Some(0));
+    let output = cli(&cluster.servers[&1].address, &["--timeout", "2s", "node", "list"]);
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let row = |id: u64| text.lines().find(|l| l.starts_with(&format!("n{id} "))).unwrap_or("");
+    for id in 1..=3u64 {
+        assert!(row(id).contains(&identities[id as usize - 1]), "n{id}: {text}");
+        assert!(row(id).contains(&cluster.servers[&id].address), "n{id}: {text}");
+    }
+    assert!(row(1).contains("voter, up"), "{text}");
+    assert!(row(3).contains("voter, down"), "{text}");
+    assert!(text.contains("cluster "), "{text}");
+}
+
 /// Founders started with different flags are told so instead of forming a cluster
 /// whose nodes disagree on its ranges; a single node with no flags needs nobody.
 #[test]

@@ -322,6 +322,9 @@ async fn client_status_reports_up_and_unreachable_nodes() {
             Some(Response::Status(NodeStatus {
                 node: NodeId(1),
                 address: own.lock().unwrap().clone(),
+                cluster: 1,
+                identity: 11,
+                identities: vec![(NodeId(1), 11), (NodeId(2), 12)],
                 peers: vec![(NodeId(2), peer.clone(), false)],
                 ranges: vec![RangeStatus {
                     descriptor,

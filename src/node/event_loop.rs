@@ -117,6 +117,17 @@ pub struct Node {
     pub ticker: Ticker,
     /// Which peers were heard from lately; wakes quiesced ranges.
     liveness: Liveness,
+    /// The cluster and the members' identities, for `status`.
+    pub identity: Identity,
+}
+
+/// Who this node is in its cluster (set by the boot sequence; tests leave it default).
+#[derive(Clone, Default)]
+pub struct Identity {
+    pub cluster: u64,
+    pub identity: u64,
+    /// Shared with the listener, which records identities it learns.
+    pub identities: Arc<std::sync::Mutex<BTreeMap<NodeId, u64>>>,
 }
 
 impl Node {
@@ -146,6 +157,7 @@ impl Node {
             ticks: 0,
             ticker,
             liveness,
+            identity: Identity::default(),
         }
     }
 
@@ -389,9 +401,14 @@ impl Node {
             .filter(|(id, _)| **id != self.id)
             .map(|(id, address)| (*id, address.clone(), self.network.is_connected(*id)))
             .collect();
+        let identities =
+            self.identity.identities.lock().expect("identities lock is never poisoned");
         NodeStatus {
             node: self.id,
             address: self.addresses.get(&self.id).cloned().unwrap_or_default(),
+            cluster: self.identity.cluster,
+            identity: self.identity.identity,
+            identities: identities.iter().map(|(id, identity)| (*id, *identity)).collect(),
             peers,
             ranges,
         }

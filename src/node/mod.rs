@@ -200,6 +200,11 @@ pub async fn run_node(
     let (events, inbox) = mpsc::channel::<Event>(8192);
     let identities = Arc::new(std::sync::Mutex::new(meta.identities.clone()));
     let identity = data_dir.identity();
+    node.identity = event_loop::Identity {
+        cluster: meta.cluster_id,
+        identity,
+        identities: Arc::clone(&identities),
+    };
     let data_dir = Arc::new(data_dir);
     let learned = {
         let (data_dir, meta) = (Arc::clone(&data_dir), meta.clone());

@@ -75,6 +75,11 @@ pub struct RangeStatus {
 pub struct NodeStatus {
     pub node: NodeId,
     pub address: String,
+    /// The cluster, this node's data directory identity, and every member's identity
+    /// as this node knows them (storage/datadir.rs).
+    pub cluster: u64,
+    pub identity: u64,
+    pub identities: Vec<(NodeId, u64)>,
     /// Every peer with its address and whether the link is up.
     pub peers: Vec<(NodeId, String, bool)>,
     pub ranges: Vec<RangeStatus>,

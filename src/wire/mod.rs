@@ -363,6 +363,9 @@ mod tests {
             Response::Status(NodeStatus {
                 node: NodeId(1),
                 address: "127.0.0.1:7001".to_string(),
+                cluster: 5,
+                identity: 6,
+                identities: vec![(NodeId(1), 6), (NodeId(2), 7)],
                 peers: vec![(NodeId(2), "127.0.0.1:7002".to_string(), false)],
                 ranges: vec![RangeStatus {
                     descriptor: descriptor(),
