@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::run::{run_seed, SeedReport};
 use super::schedule::{Plan, Scenario};
@@ -209,34 +209,83 @@ pub fn check_determinism(totals: &Totals, every: u64) -> bool {
 
 /// Runs `jobs` on the worker threads and prints the lines and the closing table.
 pub fn sweep(target: &str, jobs: Vec<Job>) -> Totals {
+    let workers = threads().min(jobs.len().max(1));
+    sweep_from(target, &|i| jobs.get(i).cloned(), None, workers)
+}
+
+/// A long run (`SIM_MINUTES`): swarm seeds from `base` on, on `workers` threads, until
+/// `duration` has passed; only failures print their lines, and a progress line with an
+/// estimate comes every 30 s; then the usual closing table.
+#[allow(dead_code)] // chaos/ shares the harness; only sim/ runs long.
+pub fn sweep_for(target: &str, base: u64, duration: Duration, workers: usize) -> Totals {
+    let job = |i: usize| Some(Job { seed: base + i as u64, scenario: Scenario::Swarm, note: None });
+    sweep_from(target, &job, Some(duration), workers)
+}
+
+/// Worker threads for a long run: every core (`SIM_THREADS` to change).
+#[allow(dead_code)] // As `sweep_for`.
+pub fn long_run_threads() -> usize {
+    env_u64("SIM_THREADS").map_or_else(
+        || std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+        |n| n.max(1) as usize,
+    )
+}
+
+fn sweep_from(
+    target: &str,
+    jobs: &(dyn Fn(usize) -> Option<Job> + Sync),
+    duration: Option<Duration>,
+    workers: usize,
+) -> Totals {
     let started = Instant::now();
     let next = AtomicUsize::new(0);
     let reports: Mutex<Vec<(usize, Job, SeedReport)>> = Mutex::new(Vec::new());
-    let print = Mutex::new(());
+    let print = Mutex::new(started);
+    let done = AtomicUsize::new(0);
+    let failures = AtomicUsize::new(0);
     // SIM_FAIL_FAST: stop handing out seeds after the first failure.
     let fail_fast = std::env::var_os("SIM_FAIL_FAST").is_some();
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
-        for _ in 0..threads().min(jobs.len().max(1)) {
+        for _ in 0..workers {
             scope.spawn(|| loop {
-                if stop.load(Ordering::Relaxed) {
+                if stop.load(Ordering::Relaxed) || duration.is_some_and(|d| started.elapsed() >= d)
+                {
                     break;
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(job) = jobs.get(i) else { break };
+                let Some(job) = jobs(i) else { break };
                 let plan = Plan::draw(job.seed, job.scenario);
                 let report = run_seed(&plan);
+                let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
                 {
-                    let _guard = print.lock().expect("print lock");
-                    println!("{}", line(&report, job.note.as_deref()));
+                    let mut last_progress = print.lock().expect("print lock");
+                    if duration.is_none() || !report.ok() {
+                        println!("{}", line(&report, job.note.as_deref()));
+                    }
                     if !report.ok() {
-                        println!("{}", failure_report(target, job, &report));
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        println!("{}", failure_report(target, &job, &report));
                         if fail_fast {
                             stop.store(true, Ordering::Relaxed);
                         }
                     }
+                    if let Some(duration) = duration {
+                        if last_progress.elapsed() >= Duration::from_secs(30) {
+                            *last_progress = Instant::now();
+                            let elapsed = started.elapsed().as_secs_f64();
+                            let estimate = finished as f64 * duration.as_secs_f64() / elapsed;
+                            println!(
+                                "progress: {:.1} of {:.1} min, {finished} seeds, {} failed, \
+                                 about {estimate:.0} seeds by the end",
+                                elapsed / 60.0,
+                                duration.as_secs_f64() / 60.0,
+                                failures.load(Ordering::Relaxed)
+                            );
+                        }
+                    }
                 }
-                reports.lock().expect("reports lock").push((i, job.clone(), report));
+                reports.lock().expect("reports lock").push((i, job, report));
             });
         }
     });
@@ -276,7 +325,7 @@ pub fn sweep(target: &str, jobs: Vec<Job>) -> Totals {
     println!("failed                {}", failed.len());
     println!("operations checked    {ops} (unknown outcome {unknown}; lin. searches inconclusive {inconclusive})");
     println!("simulated time        {:.3} h ({:.0} s)", hours, sim_ms as f64 / 1000.0);
-    println!("wall time             {:.1} s on {} threads", wall.as_secs_f64(), threads());
+    println!("wall time             {:.1} s on {workers} threads", wall.as_secs_f64());
     println!("seeds per minute      {:.1}", reports.len() as f64 / minutes.max(1e-9));
     println!("sim-time speedup      {:.1}x", sim_ms as f64 / 1000.0 / wall.as_secs_f64().max(1e-9));
     println!("faults injected by kind:");
