@@ -331,16 +331,7 @@ fn a_node_whose_data_directory_was_wiped_does_not_rejoin_as_its_old_self() {
     assert_eq!(cluster.terminate(1).code(), Some(0));
 
     cluster.start_node(3);
-    let wiped = &cluster.servers[&2];
-    let child = Command::new(BIN)
-        .args(["server", "--id", "2", "--listen", &wiped.address, "--peers", &cluster.peers_flag])
-        .arg("--data-dir")
-        .arg(&wiped.data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = wait_with_timeout(child, Duration::from_secs(15));
+    let output = wait_with_timeout(cluster.spawn_piped(2), Duration::from_secs(15));
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{message}");
     assert!(message.contains("must not rejoin as n2"), "{message}");
@@ -436,16 +427,7 @@ fn a_wal_corrupted_in_the_middle_stops_the_node_and_loses_nothing() {
     bytes[target] ^= 0x40;
     std::fs::write(&segment, &bytes).unwrap();
 
-    let server = &cluster.servers[&1];
-    let child = Command::new(BIN)
-        .args(["server", "--id", "1", "--listen", &server.address, "--peers", &cluster.peers_flag])
-        .arg("--data-dir")
-        .arg(&server.data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = wait_with_timeout(child, Duration::from_secs(10));
+    let output = wait_with_timeout(cluster.spawn_piped(1), Duration::from_secs(10));
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
     let file_name = segment.file_name().unwrap().to_str().unwrap();

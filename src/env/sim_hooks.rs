@@ -12,6 +12,10 @@ use crate::wire::Envelope;
 use crate::raft::{NodeId, Role, Term};
 use crate::range::descriptor::RangeId;
 
+/// A replica's log lookup: the term at an index, `Ok(None)` past its end,
+/// `Err(snapshot_index)` when compacted (`raft::RaftGroup::log_term`).
+pub type LogTerm<'a> = &'a dyn Fn(u64) -> Result<Option<Term>, u64>;
+
 /// Events a node reports to the simulation's checkers.
 pub trait Observer {
     /// A replica applied the committed entry at `index` (empty `data`: a no-op).
@@ -24,13 +28,7 @@ pub trait Observer {
     fn role_changed(&mut self, node: NodeId, range: RangeId, term: Term, role: Role);
     /// A replica became leader of `term`. `log_term(index)` is the term of its log's
     /// entry there (`raft::RaftGroup::log_term`), for the leader completeness check.
-    fn became_leader(
-        &mut self,
-        node: NodeId,
-        range: RangeId,
-        term: Term,
-        log_term: &dyn Fn(u64) -> Result<Option<Term>, u64>,
-    ) {
+    fn became_leader(&mut self, node: NodeId, range: RangeId, term: Term, log_term: LogTerm<'_>) {
         let _ = (node, range, term, log_term);
     }
     /// At recovery a replica found its storage damaged and discarded its log: its

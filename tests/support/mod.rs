@@ -120,6 +120,22 @@ impl Cluster {
         wait_listening(&server.address);
     }
 
+    /// Starts node `id` with its stderr piped and not tracked by the cluster: for a
+    /// server expected to exit by itself (refused, corrupt data), see `wait_with_timeout`.
+    pub fn spawn_piped(&self, id: u64) -> Child {
+        let server = &self.servers[&id];
+        Command::new(BIN)
+            .arg("server")
+            .args(["--id", &id.to_string(), "--listen", &server.address])
+            .args(["--peers", &self.peers_flag])
+            .arg("--data-dir")
+            .arg(&server.data_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rangedb server")
+    }
+
     /// SIGKILL: no chance to sync or clean up.
     pub fn kill(&mut self, id: u64) {
         let server = self.servers.get_mut(&id).expect("known node");

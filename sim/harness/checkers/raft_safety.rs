@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use rangedb::env::sim_hooks::Observer;
+use rangedb::env::sim_hooks::{LogTerm, Observer};
 use rangedb::raft::{NodeId, Role, Term};
 use rangedb::range::descriptor::RangeId;
 
@@ -226,13 +226,7 @@ impl Observer for SafetyObserver {
     /// holds every entry committed in an earlier term. The highest index known to be
     /// committed by then (a durable commit index of an earlier term) must be in its log
     /// with the term it was applied with, or covered by its snapshot.
-    fn became_leader(
-        &mut self,
-        node: NodeId,
-        range: RangeId,
-        term: Term,
-        log_term: &dyn Fn(u64) -> Result<Option<Term>, u64>,
-    ) {
+    fn became_leader(&mut self, node: NodeId, range: RangeId, term: Term, log_term: LogTerm<'_>) {
         self.with(|s, t| {
             let Some(index) = s
                 .committed_by
