@@ -2,8 +2,13 @@
 //! delivered in any order, dropped, duplicated or held back; nodes tick, propose,
 //! compact their logs, get partitioned, and crash and restart from their persisted
 //! state, some in the middle of a Ready (its messages sent, nothing persisted).
-//! Three voters and two learners. Checked after every step:
-//! - at most one leader per term, and never a learner;
+//! Three voters and two learners at first; the leader is asked for random membership
+//! changes (any voters and learners among the five, through joint configurations).
+//! Checked after every step:
+//! - at most one leader per term, and a node becomes leader only as a voter of the
+//!   configuration in its log;
+//! - configurations are installed in log order (a node's configuration is the one of
+//!   the latest conf-change entry in its log);
 //! - every node applies the same entry at each index (snapshots included);
 //! - a committed entry never changes (durable log at or below the durable commit);
 //! - commit and applied never decrease within a node's life, nor the durable commit
@@ -18,8 +23,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use rangedb::raft::{
-    ConfState, Config, EntryFormat, Index, MemStorage, Message, NodeId, RaftGroup, Role, Snapshot,
-    SnapshotMeta, Storage, Term,
+    membership, ConfChange, ConfState, Config, EntryFormat, Index, MemStorage, Message, NodeId,
+    RaftGroup, Role, Snapshot, SnapshotMeta, Storage, Term,
 };
 
 /// Nodes 1..=VOTERS vote; the others are learners (replicated to, never counted).
@@ -44,8 +49,13 @@ enum Step {
     TickAll,
     Propose(u64, u8),
     Compact(u64),
-    Crash { node: u64, mid_ready: bool },
+    Crash {
+        node: u64,
+        mid_ready: bool,
+    },
     Partition(Option<u64>),
+    /// Bits 0-4: the voters wanted (nodes 1-5), bits 5-9 the learners.
+    ChangeMembership(u16),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -60,6 +70,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => node.clone().prop_map(Step::Compact),
         1 => (node.clone(), any::<bool>()).prop_map(|(node, mid_ready)| Step::Crash { node, mid_ready }),
         1 => proptest::option::of(node).prop_map(Step::Partition),
+        1 => any::<u16>().prop_map(Step::ChangeMembership),
     ]
 }
 
@@ -96,6 +107,8 @@ struct Cluster {
     committed: BTreeMap<Index, Term>,
     durable_commit: BTreeMap<NodeId, Index>,
     restarts: u64,
+    /// Membership changes the leader accepted.
+    changes: u64,
 }
 
 fn config(n: u64, seed: u64) -> Config {
@@ -133,6 +146,7 @@ impl Cluster {
             committed: BTreeMap::new(),
             durable_commit: BTreeMap::new(),
             restarts: 0,
+            changes: 0,
         }
     }
 
@@ -199,8 +213,15 @@ impl Cluster {
         for (n, node) in &self.nodes {
             let s = node.group.status();
             out.push_str(&format!(
-                "  {n}: {:?} term {} leader {:?} commit {} applied {} log {}..={}\n",
-                s.role, s.term, s.leader, s.commit, s.applied, s.first_index, s.last_index
+                "  {n}: {:?} term {} leader {:?} commit {} applied {} log {}..={} {}\n",
+                s.role,
+                s.term,
+                s.leader,
+                s.commit,
+                s.applied,
+                s.first_index,
+                s.last_index,
+                node.group.membership()
             ));
         }
         out.push_str(&format!(
@@ -274,7 +295,10 @@ impl Cluster {
             return;
         }
         let term = store.term(applied).expect("applied entries are in the log");
-        let meta = SnapshotMeta { index: applied, term, conf_state: store.conf_state() };
+        let Some(conf_state) = node.group.conf_state_at(applied) else {
+            return; // Joint: never snapshotted.
+        };
+        let meta = SnapshotMeta { index: applied, term, conf_state };
         let data = encode(&node.applied);
         node.group.compact(Snapshot { meta, data }).expect("compact at applied");
     }
@@ -311,6 +335,23 @@ impl Cluster {
             Step::Compact(n) => self.compact(NodeId(n)),
             Step::Crash { node, mid_ready } => self.crash(NodeId(node), mid_ready, seed),
             Step::Partition(n) => self.isolated = n.map(NodeId),
+            Step::ChangeMembership(bits) => {
+                let pick = |shift: u16| -> BTreeSet<NodeId> {
+                    (1..=NODES)
+                        .filter(|n| bits >> (shift + *n as u16 - 1) & 1 == 1)
+                        .map(NodeId)
+                        .collect()
+                };
+                let voters = pick(0);
+                let learners = pick(5).difference(&voters).copied().collect();
+                let leader = self.nodes.values_mut().find(|node| node.group.role() == Role::Leader);
+                if let Some(node) = leader {
+                    let change = ConfChange { voters, learners, context: Vec::new() };
+                    if node.group.propose_conf_change(change).is_ok() {
+                        self.changes += 1;
+                    }
+                }
+            }
         }
         // Keep the queue bounded: the oldest messages are the likeliest to be stale.
         if self.queue.len() > 300 {
@@ -327,7 +368,16 @@ impl Cluster {
         for (&n, node) in &mut self.nodes {
             let status = node.group.status();
             if status.role == Role::Leader {
-                prop_assert!(n.0 <= VOTERS, "learner {} became leader in term {}", n, status.term);
+                if !self.leaders.contains_key(&status.term) {
+                    let voter = node.group.membership().is_voter(n);
+                    prop_assert!(
+                        voter,
+                        "{} became leader in term {} as no voter of {}",
+                        n,
+                        status.term,
+                        node.group.membership()
+                    );
+                }
                 let first = *self.leaders.entry(status.term).or_insert(n);
                 prop_assert_eq!(first, n, "two leaders in term {}", status.term);
             }
@@ -339,6 +389,23 @@ impl Cluster {
             let durable = store.hard_state().commit;
             let before = self.durable_commit.insert(n, durable).unwrap_or(0);
             prop_assert!(durable >= before, "{} durable commit {} -> {}", n, before, durable);
+            if !node.group.has_ready() {
+                // Everything is durable: the configuration is the log's latest.
+                let entries = store
+                    .entries(store.first_index(), store.last_index() + 1, u64::MAX)
+                    .expect("stored");
+                let latest = entries.iter().rev().find_map(membership::decode_conf_change);
+                let expected = latest.map_or_else(
+                    || membership::Membership::from_conf_state(&store.conf_state()),
+                    |(m, _)| m,
+                );
+                prop_assert_eq!(
+                    node.group.membership(),
+                    &expected,
+                    "{} uses another configuration than its log's latest",
+                    n
+                );
+            }
             let high = durable.min(store.last_index());
             let low = store.first_index();
             if low <= high {
@@ -394,9 +461,11 @@ impl Cluster {
         if std::env::var_os("RAFT_CORE_STATS").is_some() {
             eprintln!("converge: {} deliveries", CONVERGE_DELIVERIES - budget);
         }
+        let members = self.nodes[&leader].group.membership().members();
         let lagging: BTreeSet<NodeId> = self
             .nodes
             .iter()
+            .filter(|(n, _)| members.contains(n))
             .filter(|(_, node)| node.group.status().applied < index)
             .map(|(&n, _)| n)
             .collect();
@@ -426,10 +495,11 @@ proptest! {
         cluster.converge()?;
         if std::env::var_os("RAFT_CORE_STATS").is_some() {
             eprintln!(
-                "terms with a leader {}, applied {}, restarts {}",
+                "terms with a leader {}, applied {}, restarts {}, membership changes {}",
                 cluster.leaders.len(),
                 cluster.applied.len(),
-                cluster.restarts
+                cluster.restarts,
+                cluster.changes
             );
         }
     }

@@ -138,7 +138,11 @@ impl Harness {
                     return Ok(());
                 }
                 let prev_term = model.term(prev).expect("prev is in the log");
-                prop_assert_eq!(log.maybe_append(prev, prev_term, &run), Some(prev + keep + new));
+                let written_from = conflict.map(|e| e.index);
+                prop_assert_eq!(
+                    log.maybe_append(prev, prev_term, &run),
+                    Some((prev + keep + new, written_from))
+                );
                 if let Some(conflict) = conflict {
                     let from = (conflict.index - run[0].index) as usize;
                     model.write(&run[from..]);

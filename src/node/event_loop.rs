@@ -614,7 +614,10 @@ impl Node {
             Ok(term) => term,
             Err(_) => return Ok(()),
         };
-        let meta = SnapshotMeta { index: applied, term, conf_state: store.conf_state() };
+        let Some(conf_state) = replica.raft.conf_state_at(applied) else {
+            return Ok(()); // A joint configuration: snapshot once it is left.
+        };
+        let meta = SnapshotMeta { index: applied, term, conf_state };
         let snapshot = Snapshot { meta, data: replica.kv.snapshot() };
         self.snapshots.save(range, &snapshot)?;
         replica.snapshot_index = applied;

@@ -183,7 +183,7 @@ impl Replica {
     /// and the replica cannot go on (its state machine would skip a committed write).
     pub fn apply(&mut self, entry: &Entry) -> Result<(), UnreadableEntry> {
         let command = match Applicable::decode(entry.format, &entry.data)? {
-            Applicable::Noop => {
+            Applicable::Noop | Applicable::ConfChange => {
                 self.kv.apply_noop(entry.index);
                 if let Some(write) = self.writes.remove(&entry.index) {
                     // Our proposal at this index was replaced by a new leader's no-op.

@@ -3,7 +3,7 @@
 
 use super::message::*;
 use super::progress::Progress;
-use super::quorum::{self, VoteResult};
+use super::quorum::VoteResult;
 use super::{RaftGroup, Role};
 
 impl RaftGroup {
@@ -14,8 +14,11 @@ impl RaftGroup {
 
     /// Follower and candidate tick: campaign when the election timeout passes.
     pub(super) fn tick_election(&mut self) {
-        self.election_elapsed += 1;
-        if self.election_elapsed >= self.randomized_election_timeout {
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        // A replica that may not campaign (a learner, a node its configuration left out)
+        // keeps counting, so its leader lease runs out and it grants votes to the
+        // voters that need it (its own configuration may lag theirs).
+        if self.election_elapsed >= self.randomized_election_timeout && self.promotable() {
             self.election_elapsed = 0;
             self.hup(false);
         }
@@ -24,7 +27,7 @@ impl RaftGroup {
     /// Starts an election: pre-vote first when enabled, unless a leadership transfer
     /// asked for it (`transfer`).
     pub(super) fn hup(&mut self, transfer: bool) {
-        if self.role == Role::Leader || !self.voters.contains(&self.id) || self.repairing() {
+        if self.role == Role::Leader || !self.promotable() {
             return;
         }
         if self.config.pre_vote && !transfer {
@@ -83,7 +86,9 @@ impl RaftGroup {
         self.role = Role::Leader;
         self.leader_id = Some(self.id);
         let next = self.log.last_index() + 1;
-        for &member in self.voters.iter().chain(&self.learners) {
+        let mut members = self.configs.current().members();
+        members.insert(self.id);
+        for member in members {
             self.progress.insert(member, Progress::new(next, self.config.max_inflight_msgs));
         }
         let persisted = self.log.persisted_index();
@@ -92,7 +97,7 @@ impl RaftGroup {
         own.next = next;
         // A no-op entry of the new term lets earlier entries commit (paper 5.4.2, 8).
         self.append_entry(EntryFormat::NOOP, bytes::Bytes::new());
-        if !self.maybe_commit_and_broadcast() {
+        if !self.maybe_commit_and_broadcast() && self.role == Role::Leader {
             self.broadcast_append();
         }
     }
@@ -113,7 +118,8 @@ impl RaftGroup {
             return;
         }
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
-        let peers: Vec<NodeId> = self.voters.iter().copied().filter(|&v| v != self.id).collect();
+        let voters = self.configs.current().all_voters();
+        let peers: Vec<NodeId> = voters.into_iter().filter(|&v| v != self.id).collect();
         for peer in peers {
             if pre_vote {
                 let body = MessageBody::PreVote { last_index, last_term };
@@ -127,7 +133,7 @@ impl RaftGroup {
     /// Records a vote and acts on the tally. Returns true if the election ended.
     fn record_vote(&mut self, from: NodeId, granted: bool) -> bool {
         self.votes.entry(from).or_insert(granted);
-        match quorum::vote_result(&self.voters, &self.votes) {
+        match self.configs.current().vote_result(&self.votes) {
             VoteResult::Pending => false,
             VoteResult::Won if self.role == Role::PreCandidate => {
                 self.campaign_vote(false);

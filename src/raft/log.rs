@@ -134,18 +134,20 @@ impl RaftLog {
 
     /// Follower path (Raft paper figure 2, AppendEntries 2-5): if the log matches at
     /// `prev_index`/`prev_term`, appends `entries` replacing any conflicting suffix and
-    /// returns the last index known to match the leader.
+    /// returns the last index known to match the leader, and the first index written
+    /// (None when every entry was already in the log).
     pub fn maybe_append(
         &mut self,
         prev_index: Index,
         prev_term: Term,
         entries: &[Entry],
-    ) -> Option<Index> {
+    ) -> Option<(Index, Option<Index>)> {
         if !self.match_term(prev_index, prev_term) {
             return None;
         }
         let last_new = prev_index + entries.len() as u64;
-        if let Some(conflict) = self.find_conflict(entries) {
+        let conflict = self.find_conflict(entries);
+        if let Some(conflict) = conflict {
             assert!(
                 conflict > self.committed,
                 "entry {conflict} conflicts with committed {}",
@@ -154,7 +156,7 @@ impl RaftLog {
             let start = (conflict - entries[0].index) as usize;
             self.unstable.truncate_and_append(&entries[start..]);
         }
-        Some(last_new)
+        Some((last_new, conflict))
     }
 
     /// The first entry that is not already in the log with the same term.
@@ -243,10 +245,10 @@ mod tests {
     fn maybe_append_replaces_conflicting_suffix() {
         let mut log = log_with(&[1, 1, 2]);
         assert_eq!(log.maybe_append(1, 2, &[entry(2, 3)]), None);
-        assert_eq!(log.maybe_append(1, 1, &[entry(2, 3)]), Some(2));
+        assert_eq!(log.maybe_append(1, 1, &[entry(2, 3)]), Some((2, Some(2))));
         assert_eq!(log.last_index(), 2);
         assert_eq!(log.last_term(), 3);
-        assert_eq!(log.maybe_append(0, 0, &[entry(1, 1)]), Some(1));
+        assert_eq!(log.maybe_append(0, 0, &[entry(1, 1)]), Some((1, None)));
         assert_eq!(log.last_index(), 2, "a matching prefix does not truncate");
     }
 

@@ -50,7 +50,10 @@ impl EntryFormat {
     pub const NOOP: EntryFormat = EntryFormat { kind: 0, version: 1 };
     /// The kind of the state machine's commands (their versions: `range::kv`).
     pub const KIND_COMMAND: u8 = 1;
-    // Kind 2 is reserved for membership changes.
+    /// Membership changes, read by the Raft core itself (membership.rs).
+    pub const KIND_CONF_CHANGE: u8 = 2;
+    /// A configuration, whole (membership.rs).
+    pub const CONF_CHANGE: EntryFormat = EntryFormat { kind: 2, version: 1 };
 }
 
 impl Default for EntryFormat {
@@ -64,6 +67,7 @@ impl std::fmt::Display for EntryFormat {
         let kind = match self.kind {
             0 => "no-op",
             EntryFormat::KIND_COMMAND => "command",
+            EntryFormat::KIND_CONF_CHANGE => "membership change",
             _ => "unknown kind",
         };
         write!(f, "{kind} ({}) version {}", self.kind, self.version)

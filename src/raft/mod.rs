@@ -21,6 +21,7 @@ mod election;
 mod inflights;
 mod invariants;
 mod log;
+pub mod membership;
 pub mod message;
 mod progress;
 mod quiesce;
@@ -52,6 +53,8 @@ mod election_test;
 #[cfg(test)]
 mod learner_test;
 #[cfg(test)]
+mod membership_test;
+#[cfg(test)]
 mod quiesce_test;
 #[cfg(test)]
 mod read_index_test;
@@ -64,13 +67,15 @@ mod safety_test;
 #[cfg(test)]
 mod snapshot_test;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
+pub use membership::{ConfChange, Membership};
 pub use message::*;
 pub use ready::{ReadState, Ready, SoftState};
 pub use storage::{MemStorage, Storage, StorageError};
 
 use log::RaftLog;
+use membership::Configs;
 use progress::{Progress, ProgressState};
 use read_index::ReadIndexQueue;
 use rng::Rng;
@@ -83,6 +88,8 @@ pub enum RaftError {
     NotLeader { leader_hint: Option<NodeId> },
     #[error("proposal dropped (leadership transfer in progress)")]
     ProposalDropped,
+    #[error("membership change refused: {0}")]
+    ConfChangeRefused(String),
     #[error("invalid config: {0}")]
     InvalidConfig(String),
     #[error("storage: {0}")]
@@ -192,6 +199,8 @@ pub struct Status {
     pub last_index: Index,
     pub first_index: Index,
     pub voters: Vec<NodeId>,
+    /// Non-empty while a change of voters is in its joint phase: the voters before it.
+    pub outgoing: Vec<NodeId>,
     pub learners: Vec<NodeId>,
 }
 
@@ -205,10 +214,13 @@ pub struct RaftGroup {
     role: Role,
     leader_id: Option<NodeId>,
     log: RaftLog,
-    voters: BTreeSet<NodeId>,
-    /// Replicated to, never counted: no vote, no quorum, no campaign.
-    learners: BTreeSet<NodeId>,
-    /// Leader only: one entry per voter (itself included) and per learner.
+    /// The configurations in the log; the latest is in force (membership.rs).
+    /// Learners are replicated to, never counted: no vote, no quorum, no campaign.
+    configs: Configs,
+    /// A conf-change entry in the log this version cannot read: the replica stops
+    /// campaigning and voting, and the driver stops the node.
+    unreadable_conf: Option<EntryFormat>,
+    /// Leader only: one entry per member (itself included).
     progress: BTreeMap<NodeId, Progress>,
     /// (Pre-)candidate only: votes received in this election.
     votes: BTreeMap<NodeId, bool>,
@@ -268,9 +280,7 @@ impl RaftGroup {
     pub fn new(config: Config, store: MemStorage) -> Result<RaftGroup, RaftError> {
         config.validate()?;
         let hard_state = store.hard_state();
-        let conf_state = store.conf_state();
-        let voters: BTreeSet<NodeId> = conf_state.voters.into_iter().collect();
-        let learners: BTreeSet<NodeId> = conf_state.learners.into_iter().collect();
+        let (configs, unreadable_conf) = membership::configs_from_store(&store);
         let log = RaftLog::new(store);
         let restarted = hard_state.term > 0;
         let restart_sticky_ticks = if restarted { u64::from(config.election_tick) } else { 0 };
@@ -285,8 +295,8 @@ impl RaftGroup {
             leader_id: None,
             checked_commit: log.committed,
             log,
-            voters,
-            learners,
+            configs,
+            unreadable_conf,
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             election_elapsed: 0,
@@ -407,7 +417,9 @@ impl RaftGroup {
     /// kept and served to lagging followers.
     ///
     /// # Errors
-    /// `Storage(Compacted)` if the log is already compacted past it.
+    /// `Storage(Compacted)` if the log is already compacted past it; `InvalidConfig`
+    /// if the snapshot's configuration is not the log's at its index (see
+    /// `conf_state_at`).
     /// # Panics
     /// If the snapshot is beyond the applied index or its term disagrees with the log.
     pub fn compact(&mut self, snapshot: Snapshot) -> Result<(), RaftError> {
@@ -421,7 +433,18 @@ impl RaftGroup {
         if index + 1 < self.log.store.first_index() {
             return Err(StorageError::Compacted(index).into());
         }
+        match self.conf_state_at(index) {
+            Some(conf_state) if conf_state == snapshot.meta.conf_state => {}
+            expected => {
+                return Err(RaftError::InvalidConfig(format!(
+                    "snapshot at {index} has configuration {:?}, the log {expected:?} \
+                     (a joint configuration is never snapshotted)",
+                    snapshot.meta.conf_state
+                )))
+            }
+        }
         self.log.store.compact(snapshot);
+        self.configs.compact_to(index);
         Ok(())
     }
 
@@ -435,8 +458,9 @@ impl RaftGroup {
             applied: self.log.applied,
             last_index: self.log.last_index(),
             first_index: self.log.first_index(),
-            voters: self.voters.iter().copied().collect(),
-            learners: self.learners.iter().copied().collect(),
+            voters: self.membership().voters.iter().copied().collect(),
+            outgoing: self.membership().outgoing.iter().copied().collect(),
+            learners: self.membership().learners.iter().copied().collect(),
         }
     }
 
@@ -522,17 +546,16 @@ impl RaftGroup {
         }
     }
 
-    fn quorum_size(&self) -> usize {
-        quorum::majority(self.voters.len())
-    }
-
-    /// One value per voter, from its progress (leader only). Learners have progress
+    /// The largest value a quorum of the configuration reaches, one value per voter
+    /// from its progress (leader only; joint: both majorities). Learners have progress
     /// (they are replicated to) but are never counted toward a quorum.
-    fn per_voter<T>(&self, value: impl Fn(NodeId, &Progress) -> Option<T>) -> Vec<Option<T>> {
-        self.voters
-            .iter()
-            .map(|&voter| self.progress.get(&voter).and_then(|progress| value(voter, progress)))
-            .collect()
+    fn quorum_of<T: Ord + Copy>(
+        &self,
+        value: impl Fn(NodeId, &Progress) -> Option<T>,
+    ) -> Option<T> {
+        self.configs.current().quorum_value(|voter| {
+            self.progress.get(&voter).and_then(|progress| value(voter, progress))
+        })
     }
 
     /// Queues a message in the current term.

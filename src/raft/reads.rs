@@ -32,7 +32,6 @@
 //! acknowledgement always counts. Otherwise the read takes a heartbeat round.
 
 use super::message::*;
-use super::quorum;
 use super::{RaftError, RaftGroup, ReadState, Role};
 
 impl RaftGroup {
@@ -60,7 +59,7 @@ impl RaftGroup {
             return Ok(());
         }
         let index = self.log.committed;
-        if self.voters.len() == 1 {
+        if self.configs.current().is_single_voter(self.id) {
             self.answer_read(context, from, index);
         } else if lease && self.lease_valid() {
             self.lease_reads += 1;
@@ -71,7 +70,7 @@ impl RaftGroup {
         Ok(())
     }
 
-    fn committed_in_current_term(&self) -> bool {
+    pub(super) fn committed_in_current_term(&self) -> bool {
         self.log.term_or_zero(self.log.committed) == self.term
     }
 
@@ -82,7 +81,7 @@ impl RaftGroup {
         if !self.config.lease_read || self.role != Role::Leader || transferring {
             return false;
         }
-        let sent = self.per_voter(|peer, p| {
+        let sent = self.quorum_of(|peer, p| {
             let counts = peer == self.id || p.tick_rate.within();
             if counts {
                 p.acked_send_tick
@@ -90,7 +89,7 @@ impl RaftGroup {
                 None
             }
         });
-        let Some(start) = quorum::quorum_value(sent) else {
+        let Some(start) = sent else {
             return false;
         };
         let length = u64::from(self.config.election_tick - self.config.lease_drift_ticks);
@@ -106,8 +105,7 @@ impl RaftGroup {
 
     /// Answers every read whose heartbeat round a quorum acknowledged.
     pub(super) fn confirm_reads(&mut self) {
-        let rounds = self.per_voter(|_, p| Some(p.acked_round));
-        let confirmed_round = quorum::quorum_value(rounds).unwrap_or(0);
+        let confirmed_round = self.quorum_of(|_, p| Some(p.acked_round)).unwrap_or(0);
         for request in self.reads.confirm(confirmed_round) {
             self.answer_read(request.context, request.from, request.index);
         }

@@ -113,8 +113,6 @@ impl RaftGroup {
         self.ready_outstanding = false;
         if let Some(snapshot) = ready.snapshot {
             let index = snapshot.meta.index;
-            self.voters = snapshot.meta.conf_state.voters.iter().copied().collect();
-            self.learners = snapshot.meta.conf_state.learners.iter().copied().collect();
             self.log.store.apply_snapshot(snapshot);
             self.log.unstable.stable_snapshot_to(index);
             self.log.applied = self.log.applied.max(index);

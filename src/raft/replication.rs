@@ -3,7 +3,6 @@
 
 use super::message::*;
 use super::progress::ProgressState;
-use super::quorum;
 use super::{RaftGroup, Role};
 
 impl RaftGroup {
@@ -11,7 +10,12 @@ impl RaftGroup {
     pub(super) fn append_entry(&mut self, format: EntryFormat, data: bytes::Bytes) -> Index {
         assert_eq!(self.role, Role::Leader, "{}: only the leader appends", self.id);
         let entry = Entry { term: self.term, index: self.log.last_index() + 1, format, data };
-        self.log.append(&[entry])
+        let entries = [entry];
+        let index = self.log.append(&entries);
+        if format.kind == EntryFormat::KIND_CONF_CHANGE {
+            self.note_log_written(index, &entries);
+        }
+        index
     }
 
     /// Leader tick: heartbeats, check-quorum, transfer and snapshot timeouts.
@@ -42,14 +46,14 @@ impl RaftGroup {
     /// Whether a quorum was heard from since the last check; resets the marks.
     fn check_quorum_active(&mut self) -> bool {
         let id = self.id;
-        let mut active = 0;
+        let mut active = std::collections::BTreeSet::new();
         for (&peer, progress) in self.progress.iter_mut() {
-            if self.voters.contains(&peer) && (peer == id || progress.recent_active) {
-                active += 1;
+            if peer == id || progress.recent_active {
+                active.insert(peer);
             }
             progress.recent_active = peer == id;
         }
-        active >= self.quorum_size()
+        self.configs.current().has_quorum(&active)
     }
 
     pub(super) fn broadcast_append(&mut self) {
@@ -129,7 +133,11 @@ impl RaftGroup {
             return;
         }
         match self.log.maybe_append(prev_index, prev_term, entries) {
-            Some(last_new) => {
+            Some((last_new, written_from)) => {
+                if let Some(from) = written_from {
+                    let written = &entries[(from - entries[0].index) as usize..];
+                    self.note_log_written(from, written);
+                }
                 self.log.commit_to(commit.min(last_new));
                 self.send_append_accepted(msg.from, last_new);
             }
@@ -178,7 +186,13 @@ impl RaftGroup {
             ProgressState::Replicate => progress.inflights.free_to(index),
             ProgressState::Snapshot => {}
         }
-        if !self.maybe_commit_and_broadcast() && was_paused {
+        let committed = self.maybe_commit_and_broadcast();
+        if self.role != Role::Leader || !self.progress.contains_key(&from) {
+            // The commit completed a change: this leader left the group and stepped
+            // down, or `from` did and is no longer replicated to.
+            return;
+        }
+        if !committed && was_paused {
             self.maybe_send_append(from, true);
         }
         while self.maybe_send_append(from, false) {}
@@ -188,13 +202,15 @@ impl RaftGroup {
     /// Leader: counts matches; commits only an entry of the current term (paper
     /// 5.4.2, figure 8). Broadcasts the new commit index. Returns whether it moved.
     pub(super) fn maybe_commit_and_broadcast(&mut self) -> bool {
-        let matches = self.per_voter(|_, progress| Some(progress.matched));
-        let quorum_match = quorum::quorum_value(matches).unwrap_or(0);
+        let quorum_match = self.quorum_of(|_, progress| Some(progress.matched)).unwrap_or(0);
         if !self.log.maybe_commit(quorum_match, self.term) {
             return false;
         }
         self.reads.release_waiting(self.log.committed);
-        self.broadcast_append();
+        self.on_leader_commit();
+        if self.role == Role::Leader {
+            self.broadcast_append();
+        }
         true
     }
 

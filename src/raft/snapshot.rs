@@ -155,6 +155,8 @@ impl RaftGroup {
             self.log.commit_to(index);
             return;
         }
+        let meta = snapshot.meta.clone();
         self.log.restore(snapshot);
+        self.note_log_restored(&meta);
     }
 }

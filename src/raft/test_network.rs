@@ -158,9 +158,9 @@ impl Network {
         index
     }
 
-    /// Applied payloads of node `n`, no-ops skipped.
+    /// Applied payloads of node `n`, no-ops and membership changes skipped.
     pub fn applied_data(&self, n: u64) -> Vec<Vec<u8>> {
         let entries = self.applied.get(&id(n)).cloned().unwrap_or_default();
-        entries.into_iter().filter(|e| !e.data.is_empty()).map(|e| e.data.to_vec()).collect()
+        entries.into_iter().filter(|e| e.format == TEST_FORMAT).map(|e| e.data.to_vec()).collect()
     }
 }

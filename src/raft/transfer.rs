@@ -7,7 +7,7 @@ use super::{RaftGroup, Role};
 
 impl RaftGroup {
     pub(super) fn start_transfer(&mut self, to: NodeId) {
-        if self.role != Role::Leader || to == self.id || !self.voters.contains(&to) {
+        if self.role != Role::Leader || to == self.id || !self.membership().voters.contains(&to) {
             return;
         }
         if self.lead_transferee == Some(to) {

@@ -74,6 +74,8 @@ pub const COMMAND_FORMAT: EntryFormat = EntryFormat { kind: EntryFormat::KIND_CO
 pub enum Applicable {
     /// A leader's no-op: only the applied index moves.
     Noop,
+    /// A membership change: the Raft core read it; for the state machine, a no-op.
+    ConfChange,
     Command(Command),
 }
 
@@ -99,6 +101,9 @@ impl Applicable {
     pub fn decode(format: EntryFormat, data: &[u8]) -> Result<Applicable, UnreadableEntry> {
         if format == EntryFormat::NOOP {
             return Ok(Applicable::Noop);
+        }
+        if format == EntryFormat::CONF_CHANGE {
+            return Ok(Applicable::ConfChange);
         }
         if format != COMMAND_FORMAT {
             return Err(UnreadableEntry::Format(format));
