@@ -9,7 +9,7 @@
 #[path = "bench/harness.rs"]
 mod bench;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -20,7 +20,9 @@ use anyhow::{bail, Context};
 use clap::{CommandFactory, Parser, Subcommand};
 
 use rangedb::cli_parse;
-use rangedb::client::{check_key, escape, Client, ClientConfig, ClientError, ClusterStatus};
+use rangedb::client::{
+    check_key, escape, Client, ClientConfig, ClientError, ClusterStatus, CAUGHT_UP_LAG,
+};
 use rangedb::node::{LeaderPlacement, ServerConfig};
 use rangedb::raft::NodeId;
 
@@ -101,9 +103,19 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum NodeCommand {
-    /// Every member: id, address, data directory identity, and state (voter; up, or
-    /// down with the reason).
+    /// Every member: id, address, data directory identity, and state (voter, learner,
+    /// catching up, joint; up, or down with the reason; removed).
     List,
+    /// Adds the node listening at ADDR, started with `rangedb server --join`: it
+    /// receives every range as a learner and becomes a voter once caught up.
+    Add { address: String },
+    /// Removes member ID from every range, then from the cluster (it stops). Refused
+    /// when a range would be left without a majority of its voters up.
+    Remove { id: u64 },
+    /// Replaces member ID (e.g. a node whose data directory was lost) by the node
+    /// listening at ADDR, started with `--join`: it catches up, then takes ID's vote
+    /// in one joint change per range.
+    Replace { id: u64, address: String },
 }
 
 #[derive(clap::Args, Debug)]
@@ -115,9 +127,15 @@ struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1:7001")]
     listen: String,
     /// Every cluster member as `id=host:port`, comma-separated, this node included
-    /// (default: a single-node cluster of this node at --listen).
+    /// (default: a single-node cluster of this node at --listen). Creates a cluster;
+    /// to grow one later, start the new node with --join.
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
+    /// Join the running cluster of the member at host:port: the node waits until
+    /// `rangedb node add <its --listen>` adds it, then gets its id and a replica of
+    /// every range. --listen must be the address the other nodes reach it at.
+    #[arg(long, conflicts_with_all = ["peers", "split_keys"])]
+    join: Option<String>,
     /// Directory holding this node's WAL and snapshots.
     #[arg(long, default_value = "./rangedb-data")]
     data_dir: PathBuf,
@@ -145,6 +163,14 @@ struct ServerArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Server(_)) {
+        // A client killed by SIGPIPE when its output is closed (`| head`), as Unix
+        // tools are, instead of failing on the write (Rust ignores SIGPIPE).
+        // SAFETY: restores the default disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Server(ref args) => run_server(args),
         Command::Bench(ref args) => bench::run(args, &cli.endpoints),
@@ -210,6 +236,9 @@ fn server_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
         bail!("--id must be greater than 0");
     }
     cli_parse::check_address(&args.listen).context("--listen")?;
+    if let Some(join) = &args.join {
+        cli_parse::check_address(join).context("--join")?;
+    }
     let peers = if args.peers.is_empty() {
         BTreeMap::from([(NodeId(args.id), args.listen.clone())])
     } else {
@@ -230,6 +259,7 @@ fn server_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
         listen: args.listen.clone(),
         peers,
         data_dir: args.data_dir.clone(),
+        join: args.join.clone(),
         split_keys,
         tick_ms: args.tick_ms,
         snapshot_entries: args.snapshot_entries,
@@ -365,6 +395,35 @@ async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8
             let any_up = status.nodes.iter().any(|node| node.status.is_ok());
             Ok(if any_up { 0 } else { EXIT_ERROR })
         }
+        Command::Node { command } => {
+            let progress = |line: &str| eprintln!("{line}");
+            let (what, report) = match command {
+                NodeCommand::List => unreachable!("handled above"),
+                NodeCommand::Add { address } => {
+                    cli_parse::check_address(address).context("ADDR")?;
+                    ("added", client.add_node(address, progress).await)
+                }
+                NodeCommand::Remove { id } => {
+                    ("removed", client.remove_node(NodeId(*id), progress).await)
+                }
+                NodeCommand::Replace { id, address } => {
+                    cli_parse::check_address(address).context("ADDR")?;
+                    ("replaced", client.replace_node(NodeId(*id), address, progress).await)
+                }
+            };
+            let report = client_result(report)?;
+            let catch_up = if report.catch_up.is_zero() {
+                String::new()
+            } else {
+                format!(", caught up in {:.1?}", report.catch_up)
+            };
+            println!(
+                "OK: {} {what} on {} ranges in {:.1?}{catch_up}",
+                report.node, report.ranges, report.total
+            );
+            print_members(&client.status().await);
+            Ok(0)
+        }
     }
 }
 
@@ -409,7 +468,17 @@ fn print_status(status: &ClusterStatus) {
             Some(leader) => leader.to_string(),
             None => "none".to_string(),
         };
-        let replicas: Vec<String> = descriptor.replicas.iter().map(NodeId::to_string).collect();
+        // The range's configuration: voters, learners marked `(l)`, and the voters a
+        // joint change is leaving marked `(out)`.
+        let mut replicas: Vec<String> = range.voters.iter().map(NodeId::to_string).collect();
+        replicas.extend(range.learners.iter().map(|n| format!("{n}(l)")));
+        replicas.extend(
+            range
+                .outgoing
+                .iter()
+                .filter(|n| !range.voters.contains(n))
+                .map(|n| format!("{n}(out)")),
+        );
         rows.push([
             descriptor.id.to_string(),
             format!("\"{}\"", escape(&descriptor.start)),
@@ -489,15 +558,50 @@ fn print_members(status: &ClusterStatus) {
             identities.entry(*id).or_insert(*identity);
         }
     }
+    let removed: BTreeSet<NodeId> =
+        reports.iter().flat_map(|report| report.removed.iter().copied()).collect();
+    let ranges = status.ranges();
+    // A member's role across the ranges: voter, learner (catching up while behind its
+    // leader), or in a joint change.
+    let role = |id: NodeId| -> String {
+        let (mut voter, mut learner, mut joint, mut behind) = (0, 0, 0, 0);
+        for range in &ranges {
+            if range.voters.contains(&id) {
+                voter += 1;
+            } else if range.learners.contains(&id) {
+                learner += 1;
+                if rangedb::client::learner_lag(range, id) > CAUGHT_UP_LAG {
+                    behind += 1;
+                }
+            }
+            if range.outgoing.contains(&id) {
+                joint += 1;
+            }
+        }
+        let mut role = match (voter, learner) {
+            (0, 0) if joint == 0 => "no replicas".to_string(),
+            (_, 0) => "voter".to_string(),
+            (0, _) if behind > 0 => format!("learner, catching up on {behind} ranges"),
+            (0, _) => "learner, caught up".to_string(),
+            _ => format!("voter on {voter} ranges, learner on {learner}"),
+        };
+        if joint > 0 {
+            role.push_str(&format!(", leaving {joint} ranges (joint)"));
+        }
+        role
+    };
     let mut rows = vec![["NODE", "ADDRESS", "IDENTITY", "STATE"].map(String::from)];
     for (id, address) in &addresses {
         let own = reports.iter().find(|report| report.node == *id);
         let identity = own.map(|report| report.identity).or(identities.get(id).copied());
+        if removed.contains(id) {
+            continue;
+        }
         let state = match own {
             Some(report) => {
                 let repairing =
                     report.ranges.iter().filter(|r| r.role.ends_with("(repairing)")).count();
-                let mut state = format!("voter, up, {} replicas", report.ranges.len());
+                let mut state = format!("{}, up, {} replicas", role(*id), report.ranges.len());
                 if repairing > 0 {
                     state.push_str(&format!(", {repairing} repairing"));
                 }
@@ -519,9 +623,9 @@ fn print_members(status: &ClusterStatus) {
                     .iter()
                     .any(|report| report.peers.iter().any(|(peer, _, up)| peer == id && *up));
                 if linked {
-                    format!("voter, {reason}; linked from a peer")
+                    format!("{}, {reason}; linked from a peer", role(*id))
                 } else {
-                    format!("voter, down ({reason})")
+                    format!("{}, down ({reason})", role(*id))
                 }
             }
         };
@@ -533,6 +637,10 @@ fn print_members(status: &ClusterStatus) {
         ]);
     }
     print_table(&rows);
+    if !removed.is_empty() {
+        let list: Vec<String> = removed.iter().map(ToString::to_string).collect();
+        println!("\nremoved: {}", list.join(", "));
+    }
     if let Some(cluster) = reports.first().map(|report| report.cluster) {
         println!("\ncluster {cluster:016x}");
     }

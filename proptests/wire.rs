@@ -145,6 +145,19 @@ fn client_request() -> impl Strategy<Value = ClientRequest> {
         ),
         Just(Request::RangeTable),
         Just(Request::Status),
+        (any::<u64>(), node(), node(), "[a-z:0-9.]{0,20}", any::<u64>(), any::<u8>()).prop_map(
+            |(range, a, b, address, identity, op)| Request::ChangeReplicas {
+                range: RangeId(range),
+                op: match op % 4 {
+                    0 => ReplicaOp::AddLearner { node: a, address, identity },
+                    1 => ReplicaOp::Promote { node: a },
+                    2 => ReplicaOp::Remove { node: a, last: op % 8 < 4 },
+                    _ => ReplicaOp::Replace { remove: a, add: b, last: op % 8 < 4 },
+                },
+            }
+        ),
+        (any::<u64>(), "[a-z:0-9.]{0,20}")
+            .prop_map(|(identity, address)| Request::Join { identity, address }),
     ];
     (any::<u64>(), request).prop_map(|(id, request)| ClientRequest { id, request })
 }
@@ -170,32 +183,49 @@ fn descriptor() -> impl Strategy<Value = RangeDescriptor> {
 
 fn client_response() -> impl Strategy<Value = ClientResponse> {
     let text = "[a-z :0-9\u{e9}\u{1F600}]{0,20}";
-    let status = (descriptor(), text, any::<Option<u64>>(), any::<[u64; 4]>()).prop_map(
-        |(descriptor, role, leader, [term, commit, applied, last_index])| RangeStatus {
-            descriptor,
-            role,
-            leader: leader.map(NodeId),
-            term,
-            commit,
-            applied,
-            last_index,
-        },
-    );
+    let nodes = || vec(node(), 0..4);
+    let status = (
+        descriptor(),
+        text,
+        any::<Option<u64>>(),
+        any::<[u64; 4]>(),
+        (nodes(), nodes(), nodes()),
+        vec((node(), any::<u64>()), 0..4),
+    )
+        .prop_map(
+            |(
+                descriptor,
+                role,
+                leader,
+                [term, commit, applied, last_index],
+                (voters, outgoing, learners),
+                matched,
+            )| RangeStatus {
+                descriptor,
+                role,
+                leader: leader.map(NodeId),
+                term,
+                commit,
+                applied,
+                last_index,
+                voters,
+                outgoing,
+                learners,
+                matched,
+            },
+        );
     let node_status = (
         (node(), text, any::<(u64, u64)>()),
         vec((node(), any::<u64>()), 0..3),
         vec((node(), text, any::<bool>()), 0..3),
         vec(status, 0..3),
+        nodes(),
     )
-        .prop_map(|((node, address, (cluster, identity)), identities, peers, ranges)| NodeStatus {
-            node,
-            address,
-            cluster,
-            identity,
-            identities,
-            peers,
-            ranges,
-        });
+        .prop_map(
+            |((node, address, (cluster, identity)), identities, peers, ranges, removed)| {
+                NodeStatus { node, address, cluster, identity, identities, peers, removed, ranges }
+            },
+        );
     let response = prop_oneof![
         any::<u64>().prop_map(|revision| Response::Put { revision }),
         (any::<u64>(), any::<bool>())
@@ -207,6 +237,25 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
         (vec(descriptor(), 0..4), vec((node(), text), 0..3))
             .prop_map(|(ranges, addresses)| Response::RangeTable { ranges, addresses }),
         node_status.prop_map(Response::Status),
+        (any::<u64>(), nodes(), nodes(), nodes()).prop_map(
+            |(range, voters, outgoing, learners)| Response::Membership(RangeMembership {
+                range: RangeId(range),
+                voters,
+                outgoing,
+                learners,
+            })
+        ),
+        (any::<[u64; 2]>(), vec((node(), text, any::<u64>()), 0..3), nodes(), vec(bytes(5), 0..3))
+            .prop_map(|([cluster, id], members, removed, split_keys)| {
+                Response::Joined(JoinInfo {
+                    cluster,
+                    node: NodeId(id),
+                    members,
+                    removed: removed.clone(),
+                    founders: removed,
+                    split_keys,
+                })
+            }),
         (any::<u64>(), proptest::option::of(node()), proptest::option::of(text)).prop_map(
             |(range, leader, address)| Response::NotLeader {
                 range: RangeId(range),

@@ -568,3 +568,107 @@ async fn soak_sigkill_and_restart_a_random_node_100_times() {
     }
     check_everywhere(&cluster, &client, &acked).await;
 }
+
+/// Runs `rangedb node ...` against `endpoints` on a blocking thread; fails the test
+/// with its output unless it succeeds.
+async fn node_command(endpoints: String, args: Vec<String>) -> String {
+    let output = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&endpoints, &args)
+    })
+    .await
+    .expect("CLI thread");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "rangedb node failed: {}\n{stdout}", stderr(&output));
+    stdout
+}
+
+/// Issue 13's membership walk, under a running write load: grow 3 -> 5 (two nodes
+/// started with --join, then `node add`), remove the node leading every range, shrink
+/// back to 3, then replace a node whose data directory was deleted. No write fails
+/// (outcome-unknown ones are retried), and every acknowledged write is readable from
+/// every member's own replica after each step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grow_shrink_remove_the_leader_and_replace_a_wiped_node_under_load() {
+    let mut cluster = Cluster::start(3, &[]);
+    let writer_client = client(&cluster);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut acked = BTreeMap::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                write_keys(&writer_client, i..i + 10, 1, &mut acked).await;
+                i += 10;
+            }
+            acked
+        })
+    };
+    let first = cluster.servers[&1].address.clone();
+    let endpoints = |cluster: &Cluster| cluster.endpoints_flag();
+    // Grow: 4 and 5 join.
+    for key in [4, 5] {
+        cluster.start_joiner(key, None, &first);
+        let address = cluster.servers[&key].address.clone();
+        node_command(endpoints(&cluster), vec!["node".into(), "add".into(), address]).await;
+        cluster.wait_serving(key);
+    }
+    let list = node_command(endpoints(&cluster), vec!["node".into(), "list".into()]).await;
+    assert_eq!(list.matches("voter, up").count(), 5, "{list}");
+    // Remove the node that leads every range: it steps down, another leads, and the
+    // removed node stops, saying why.
+    let leader = colocated_leader(&client(&cluster), &[1, 2, 3, 4, 5]).await.expect("a leader");
+    let key = *cluster
+        .servers
+        .iter()
+        .find(|(_, s)| s.join.is_none() && s.id == leader)
+        .map(|(k, _)| k)
+        .unwrap_or(&leader);
+    node_command(endpoints(&cluster), vec!["node".into(), "remove".into(), leader.to_string()])
+        .await;
+    let mut removed = cluster.servers.remove(&key).expect("the leader's server");
+    let child = removed.child.take().expect("running");
+    let exit = std::panic::catch_unwind(|| wait_with_timeout(child, Duration::from_secs(20)));
+    let log = std::fs::read_to_string(&removed.log).unwrap_or_default();
+    let exit = exit.unwrap_or_else(|_| panic!("the removed node did not stop: {log}"));
+    assert!(!exit.status.success());
+    assert!(log.contains("was removed from the cluster"), "{log}");
+    // Shrink back to three: remove the lowest other member.
+    let other = *cluster.servers.keys().next().expect("members remain");
+    let other_id = node_id_of(&cluster, other).await;
+    node_command(endpoints(&cluster), vec!["node".into(), "remove".into(), other_id.to_string()])
+        .await;
+    let mut gone = cluster.servers.remove(&other).expect("server");
+    wait_with_timeout(gone.child.take().expect("running"), Duration::from_secs(20));
+    // Replace a node whose data directory was deleted, at the same address.
+    let wiped = *cluster.servers.keys().last().expect("members remain");
+    let wiped_id = node_id_of(&cluster, wiped).await;
+    cluster.kill(wiped);
+    let server = cluster.servers.remove(&wiped).expect("server");
+    std::fs::remove_dir_all(&server.data_dir).expect("wipe");
+    let join = cluster.servers.values().next().expect("a member").address.clone();
+    cluster.start_joiner(wiped, Some(server.address.clone()), &join);
+    node_command(
+        endpoints(&cluster),
+        vec!["node".into(), "replace".into(), wiped_id.to_string(), server.address.clone()],
+    )
+    .await;
+    cluster.wait_serving(wiped);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.await.expect("writer");
+    assert!(acked.len() >= 30, "the load ran: {} writes", acked.len());
+    let list = node_command(endpoints(&cluster), vec!["node".into(), "list".into()]).await;
+    assert_eq!(list.matches("voter, up").count(), 3, "{list}");
+    check_everywhere(&cluster, &client(&cluster), &acked).await;
+}
+
+/// The node id of the test's server `key`, from its own status.
+async fn node_id_of(cluster: &Cluster, key: u64) -> u64 {
+    let address = cluster.servers[&key].address.clone();
+    let mut connection = RawConnection::connect(&address).await.expect("connect");
+    match connection.call(rangedb::wire::Request::Status).await.expect("status") {
+        rangedb::wire::Response::Status(status) => status.node.0,
+        other => panic!("status answered {other:?}"),
+    }
+}

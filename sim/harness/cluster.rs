@@ -77,6 +77,7 @@ impl Cluster {
                 listen: server_address(i),
                 peers: peers.clone(),
                 data_dir: PathBuf::from("/data"),
+                join: None,
                 split_keys: None,
                 tick_ms: plan.tick_ms,
                 snapshot_entries: plan.snapshot_entries,
@@ -294,7 +295,7 @@ async fn call(address: String, request: Request) -> Option<Response> {
             HelloReply::Accepted { .. } => {
                 read_frame::<ClientResponse, _>(&mut reader).await.ok()?
             }
-            HelloReply::Refused { .. } => None,
+            HelloReply::Refused { .. } | HelloReply::Removed { .. } => None,
         }
     };
     let response = tokio::time::timeout(Duration::from_millis(1_000), read).await.ok()??;

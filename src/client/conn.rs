@@ -114,7 +114,7 @@ impl Connection {
                 return Err(not_sent(reason, false));
             }
             Ok(Ok(Some(HelloReply::Accepted { .. }))) => {}
-            Ok(Ok(Some(HelloReply::Refused { reason, .. }))) => {
+            Ok(Ok(Some(HelloReply::Refused { reason, .. } | HelloReply::Removed { reason }))) => {
                 return Err(not_sent(format!("{address} refused the connection: {reason}"), false));
             }
             Ok(Ok(None)) => {

@@ -14,10 +14,12 @@
 
 mod conn;
 mod error;
+mod membership;
 mod route;
 mod status;
 
 pub use error::ClientError;
+pub use membership::{lag as learner_lag, MembershipReport, NodeIdentity, CAUGHT_UP_LAG};
 pub use status::{ClusterStatus, NodeReport};
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -326,6 +326,7 @@ async fn client_status_reports_up_and_unreachable_nodes() {
                 identity: 11,
                 identities: vec![(NodeId(1), 11), (NodeId(2), 12)],
                 peers: vec![(NodeId(2), peer.clone(), false)],
+                removed: vec![],
                 ranges: vec![RangeStatus {
                     descriptor,
                     role: "Leader".to_string(),
@@ -334,6 +335,10 @@ async fn client_status_reports_up_and_unreachable_nodes() {
                     commit: 5,
                     applied: 5,
                     last_index: 5,
+                    voters: vec![NodeId(1), NodeId(2)],
+                    outgoing: vec![],
+                    learners: vec![],
+                    matched: vec![(NodeId(1), 5), (NodeId(2), 4)],
                 }],
             }))
         }

@@ -64,6 +64,12 @@ pub trait Network: Send + Sync + 'static {
     fn send(&self, to: NodeId, batch: Vec<Envelope>);
     /// Whether the link to `to` is currently connected (for `rangedb status`).
     fn is_connected(&self, to: NodeId) -> bool;
+    /// A member was added (or moved): open a link to it at `address`.
+    fn add_peer(&self, peer: NodeId, address: String);
+    /// A member was removed: close its link; what is sent to it is dropped.
+    fn remove_peer(&self, peer: NodeId);
+    /// Why a peer said this node was removed from the cluster, if one did.
+    fn removed(&self) -> Option<String>;
 }
 
 /// Time. Monotonic time drives ticks and leases; wall time is for timestamps only.

@@ -51,7 +51,10 @@ struct PeerLink {
 /// hello and then one frame per wake-up holding everything queued since the last.
 pub struct TcpNetwork {
     me: NodeId,
-    links: BTreeMap<NodeId, PeerLink>,
+    cluster: u64,
+    identity: u64,
+    links: std::sync::RwLock<BTreeMap<NodeId, PeerLink>>,
+    removed: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl TcpNetwork {
@@ -64,32 +67,44 @@ impl TcpNetwork {
         identity: u64,
         peers: BTreeMap<NodeId, String>,
     ) -> TcpNetwork {
-        let mut links = BTreeMap::new();
+        let network = TcpNetwork {
+            me,
+            cluster,
+            identity,
+            links: std::sync::RwLock::new(BTreeMap::new()),
+            removed: Arc::default(),
+        };
         for (peer, address) in peers {
-            if peer == me {
-                continue;
-            }
-            let (queue, receiver) = mpsc::channel(PEER_QUEUE_BATCHES);
-            let connected = Arc::new(AtomicBool::new(false));
-            let link = PeerTask {
-                me,
-                cluster,
-                identity,
-                peer,
-                address,
-                receiver,
-                connected: connected.clone(),
-                refused: None,
-            };
-            let task = tokio::spawn(link.run());
-            links.insert(peer, PeerLink { queue, connected, task });
+            network.add_peer(peer, address);
         }
-        TcpNetwork { me, links }
+        network
+    }
+
+    fn link(&self, peer: NodeId, address: String) -> PeerLink {
+        let (queue, receiver) = mpsc::channel(PEER_QUEUE_BATCHES);
+        let connected = Arc::new(AtomicBool::new(false));
+        let link = PeerTask {
+            me: self.me,
+            cluster: self.cluster,
+            identity: self.identity,
+            peer,
+            address,
+            receiver,
+            connected: connected.clone(),
+            refused: None,
+            removed: Arc::clone(&self.removed),
+        };
+        let task = tokio::spawn(link.run());
+        PeerLink { queue, connected, task }
+    }
+
+    fn links(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<NodeId, PeerLink>> {
+        self.links.read().expect("links lock is never poisoned")
     }
 
     /// Stops every peer task and closes their connections. Also done on drop.
     pub fn shutdown(&self) {
-        for link in self.links.values() {
+        for link in self.links().values() {
             link.task.abort();
             link.connected.store(false, Ordering::Relaxed);
         }
@@ -108,7 +123,7 @@ impl Network for TcpNetwork {
         // An empty batch is still sent: it is the node's liveness ping.
         // An unknown peer (e.g. removed from the cluster) or a full queue drops the
         // batch: Raft retransmits whatever matters.
-        if let Some(link) = self.links.get(&to) {
+        if let Some(link) = self.links().get(&to) {
             // The simulation's duplication fault: a copy of this or an older batch follows.
             #[cfg(madsim)]
             let again = super::sim_hooks::duplicate(self.me, to, &batch);
@@ -121,7 +136,31 @@ impl Network for TcpNetwork {
     }
 
     fn is_connected(&self, to: NodeId) -> bool {
-        self.links.get(&to).is_some_and(|link| link.connected.load(Ordering::Relaxed))
+        self.links().get(&to).is_some_and(|link| link.connected.load(Ordering::Relaxed))
+    }
+
+    fn add_peer(&self, peer: NodeId, address: String) {
+        if peer == self.me {
+            return;
+        }
+        let mut links = self.links.write().expect("links lock is never poisoned");
+        if links.get(&peer).is_some_and(|link| !link.task.is_finished()) {
+            // Already linked; an address change would need a new link.
+            return;
+        }
+        let link = self.link(peer, address);
+        links.insert(peer, link);
+    }
+
+    fn removed(&self) -> Option<String> {
+        self.removed.lock().expect("removed lock is never poisoned").clone()
+    }
+
+    fn remove_peer(&self, peer: NodeId) {
+        let mut links = self.links.write().expect("links lock is never poisoned");
+        if let Some(link) = links.remove(&peer) {
+            link.task.abort();
+        }
     }
 }
 
@@ -133,6 +172,8 @@ struct PeerTask {
     peer: NodeId,
     /// The last refusal reported, so a peer that keeps refusing is reported once.
     refused: Option<String>,
+    /// Shared by every link: a peer said this node was removed from the cluster.
+    removed: Arc<std::sync::Mutex<Option<String>>>,
     address: String,
     receiver: mpsc::Receiver<Vec<Envelope>>,
     connected: Arc<AtomicBool>,
@@ -204,6 +245,11 @@ impl PeerTask {
                 None
             }
             HelloReply::Refused { permanent: false, .. } => None,
+            HelloReply::Removed { reason } => {
+                self.report_refusal(reason.clone());
+                self.removed.lock().expect("removed lock is never poisoned").get_or_insert(reason);
+                None
+            }
         }
     }
 

@@ -35,7 +35,10 @@ use crate::env::random_u64;
 use crate::hash::Fnv64;
 use crate::raft::NodeId;
 use crate::storage::{ClusterMeta, DataDir};
-use crate::wire::{read_frame, read_hello, write_frame, Hello, HelloReply, HelloRole};
+use crate::wire::{
+    read_frame, read_hello, write_frame, ClientRequest, ClientResponse, Hello, HelloReply,
+    HelloRole, Request, Response,
+};
 
 /// Time between rounds of hellos to the founders.
 const DIAL_INTERVAL: Duration = Duration::from_millis(250);
@@ -74,6 +77,8 @@ pub fn create_single(
         peers: config.peers.clone(),
         identities: BTreeMap::from([(config.node_id, data_dir.identity())]),
         split_keys,
+        founders: vec![config.node_id],
+        removed: Default::default(),
     };
     data_dir.store_meta(&meta)?;
     Ok(meta)
@@ -208,6 +213,8 @@ pub async fn found(
         peers: config.peers.clone(),
         identities,
         split_keys,
+        founders: config.peers.keys().copied().collect(),
+        removed: Default::default(),
     };
     data_dir.store_meta(&meta)?;
     let how = if me == creator { "created" } else { "joined" };
@@ -262,8 +269,9 @@ fn founding_reply(founding: &mut Founding, hello: &Hello) -> HelloReply {
                 "this node's data directory is new, but {from} belongs to cluster \
                  {cluster:016x}, which {me} created with a data directory that is gone \
                  (wiped or replaced). It must not rejoin as {me}: it may lack writes it \
-                 acknowledged. Restore its data directory, or remove {me} from the cluster \
-                 and add a new node"
+                 acknowledged. Restore its data directory, or start it with `--join \
+                 <member address>` and run `rangedb node replace {} <its address>`",
+                me.0
             ));
         }
         // Our own hellos to the members learn whether we belong to it.
@@ -317,7 +325,8 @@ async fn dial_loop(shared: Shared, peer: NodeId, address: String) {
                     }
                     shared.1.notify_one();
                 }
-                HelloReply::Refused { reason, permanent: true } => {
+                HelloReply::Refused { reason, permanent: true }
+                | HelloReply::Removed { reason } => {
                     founding.fatal = Some(format!("{peer} at {address} refused {me}: {reason}"));
                     shared.1.notify_one();
                 }
@@ -326,6 +335,120 @@ async fn dial_loop(shared: Shared, peer: NodeId, address: String) {
         }
         tokio::time::sleep(DIAL_INTERVAL).await;
     }
+}
+
+/// Joins an existing cluster (`rangedb server --join ADDR`): asks the member at
+/// `join` every `DIAL_INTERVAL` whether this node was added (`rangedb node add`),
+/// answering hellos meanwhile with its identity (which `node add` records), and stores
+/// CLUSTER once told its id and the cluster. None when shut down first.
+///
+/// # Errors
+/// `NodeError::Refused` when the member refuses this node for good (added with
+/// another identity); storage errors.
+pub async fn join(
+    listener: &TcpListener,
+    config: &ServerConfig,
+    join: &str,
+    data_dir: &DataDir,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Option<ClusterMeta>, NodeError> {
+    let identity = data_dir.identity();
+    eprintln!(
+        "rangedb: data directory {} belongs to no cluster yet: joining the cluster of {join} \
+         as {} once a member adds it: `rangedb node add {} --endpoints {join}`",
+        config.data_dir.display(),
+        config.listen,
+        config.listen,
+    );
+    tokio::pin!(shutdown);
+    let mut report = tokio::time::interval(WAITING_REPORT);
+    report.tick().await;
+    let info = loop {
+        let request = Request::Join { identity, address: config.listen.clone() };
+        let last_reason = match ask(join, request).await {
+            Some(Response::Joined(info)) => break info,
+            Some(Response::Invalid { reason }) => {
+                return Err(NodeError::Refused(format!(
+                    "{join} refused to add this node: {reason}"
+                )))
+            }
+            Some(Response::Unavailable { reason }) => reason,
+            Some(other) => format!("unexpected answer {other:?}"),
+            None => format!("{join} cannot be reached"),
+        };
+        let pause = tokio::time::sleep(DIAL_INTERVAL);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(None),
+                () = &mut pause => break,
+                _ = report.tick() => eprintln!("rangedb: still waiting to join: {last_reason}"),
+                accepted = listener.accept() => {
+                    if let Ok((stream, _)) = accepted {
+                        tokio::spawn(answer_joining(stream, identity));
+                    }
+                }
+            }
+        }
+    };
+    let meta = ClusterMeta {
+        cluster_id: info.cluster,
+        node_id: info.node,
+        peers: info.members.iter().map(|(id, address, _)| (*id, address.clone())).collect(),
+        identities: info.members.iter().map(|(id, _, identity)| (*id, *identity)).collect(),
+        split_keys: info.split_keys,
+        founders: info.founders,
+        removed: info.removed.into_iter().collect(),
+    };
+    data_dir.store_meta(&meta)?;
+    eprintln!("rangedb node {}: joined cluster {:016x}", meta.node_id.0, meta.cluster_id);
+    Ok(Some(meta))
+}
+
+/// Answers a hello while waiting to join: clients (`rangedb node add`) learn this
+/// node's identity; peers are told to retry (it has no replica yet).
+async fn answer_joining(mut stream: TcpStream, identity: u64) {
+    let Ok(Ok(Some(hello))) = tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut stream)).await
+    else {
+        return;
+    };
+    let reply = match (&hello.role, hello.negotiate()) {
+        (_, Err(reason)) => HelloReply::Refused { reason, permanent: true },
+        (HelloRole::Client, Ok(version)) => HelloReply::Accepted {
+            version,
+            cluster: 0,
+            node: NodeId(0),
+            identity,
+            identities: vec![],
+        },
+        (HelloRole::Peer { .. }, Ok(_)) => HelloReply::Refused {
+            reason: "joining: not added yet or not started".into(),
+            permanent: false,
+        },
+    };
+    let _ = write_frame(&mut stream, &reply).await;
+    let _ = stream.flush().await;
+}
+
+/// One client request to `address` and its answer; None if it cannot be reached.
+async fn ask(address: &str, request: Request) -> Option<Response> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(address).await.ok()?;
+        write_frame(&mut stream, &Hello::new(HelloRole::Client)).await.ok()?;
+        stream.flush().await.ok()?;
+        match read_frame::<HelloReply, _>(&mut stream).await.ok()?? {
+            HelloReply::Accepted { .. } => {}
+            HelloReply::Refused { reason, .. } | HelloReply::Removed { reason } => {
+                return Some(Response::Unavailable { reason })
+            }
+        }
+        write_frame(&mut stream, &ClientRequest { id: 1, request }).await.ok()?;
+        stream.flush().await.ok()?;
+        let response = read_frame::<ClientResponse, _>(&mut stream).await.ok()??;
+        Some(response.response)
+    };
+    tokio::time::timeout(HELLO_TIMEOUT, exchange).await.ok()?
 }
 
 /// One hello and its reply; None if the peer cannot be reached or answers nonsense.

@@ -16,10 +16,13 @@ use std::sync::Arc;
 
 use crate::env::Network;
 use crate::node::liveness::Liveness;
+use crate::node::members::{self, NodeChange, SharedMembers};
 use crate::node::replica::{Replica, ReplyTo};
 use crate::node::ticker::Ticker;
 use crate::node::NodeError;
-use crate::raft::{Message, NodeId, ReadMode, Ready, Role, Snapshot, SnapshotMeta, Storage};
+use crate::raft::{
+    ConfChange, Message, NodeId, ReadMode, Ready, Role, Snapshot, SnapshotMeta, Storage,
+};
 use crate::range::descriptor::{
     RangeId, RangeTable, DESCRIPTOR_PREFIX, RESERVED_END, RESERVED_PREFIX,
 };
@@ -27,8 +30,15 @@ use crate::range::keys::{validate_key, validate_value};
 use crate::range::kv::{Command, KvStore, WriteOp};
 use crate::storage::{SnapshotStore, StorageError, Wal, WalRecord};
 use crate::wire::{
-    Envelope, NodeStatus, PeerBatch, RangeStatus, ReadConsistency, Request, Response,
+    Envelope, JoinInfo, NodeStatus, PeerBatch, RangeStatus, ReadConsistency, ReplicaOp, Request,
+    Response,
 };
+
+/// `{n1,n2}`.
+fn ids(nodes: &std::collections::BTreeSet<NodeId>) -> String {
+    let list: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+    format!("{{{}}}", list.join(","))
+}
 
 /// Something for the loop to do.
 pub enum Event {
@@ -102,8 +112,8 @@ pub struct Cycle {
 
 pub struct Node {
     pub id: NodeId,
-    /// Every member's client/peer address, this node's included.
-    pub addresses: Arc<BTreeMap<NodeId, String>>,
+    /// Every member's client/peer address and identity, this node's included.
+    pub members: SharedMembers,
     pub replicas: BTreeMap<RangeId, Replica>,
     pub table: RangeTable,
     pub wal: Wal,
@@ -119,6 +129,9 @@ pub struct Node {
     liveness: Liveness,
     /// The cluster and the members' identities, for `status`.
     pub identity: Identity,
+    /// Set when the node must stop (it was removed from the cluster); the run loop
+    /// returns it.
+    pub stop: Option<NodeError>,
 }
 
 /// Who this node is in its cluster (set by the boot sequence; tests leave it default).
@@ -126,15 +139,19 @@ pub struct Node {
 pub struct Identity {
     pub cluster: u64,
     pub identity: u64,
-    /// Shared with the listener, which records identities it learns.
-    pub identities: Arc<std::sync::Mutex<BTreeMap<NodeId, u64>>>,
+    /// Range boundaries the cluster was created with (told to nodes that join).
+    pub split_keys: Vec<Vec<u8>>,
+    /// The voters every range was created with.
+    pub founders: Vec<NodeId>,
+    /// Persists the members (CLUSTER) after a change is applied.
+    pub persist: Option<Arc<crate::node::server::RecordMembers>>,
 }
 
 impl Node {
     #[allow(clippy::too_many_arguments)] // Each is a distinct part the boot sequence built.
     pub fn new(
         id: NodeId,
-        addresses: Arc<BTreeMap<NodeId, String>>,
+        members: SharedMembers,
         replicas: BTreeMap<RangeId, Replica>,
         table: RangeTable,
         wal: Wal,
@@ -143,10 +160,12 @@ impl Node {
         tuning: Tuning,
         ticker: Ticker,
     ) -> Node {
-        let liveness = Liveness::new(addresses.keys().copied().filter(|&peer| peer != id));
+        let peers: Vec<NodeId> =
+            members::read(&members).current().map(|(peer, _)| peer).filter(|&p| p != id).collect();
+        let liveness = Liveness::new(peers);
         Node {
             id,
-            addresses,
+            members,
             replicas,
             table,
             wal,
@@ -158,6 +177,7 @@ impl Node {
             ticker,
             liveness,
             identity: Identity::default(),
+            stop: None,
         }
     }
 
@@ -171,6 +191,18 @@ impl Node {
     fn tick(&mut self) {
         self.ticks += 1;
         let now = self.ticks;
+        if self.stop.is_none() {
+            if let Some(reason) = self.network.removed() {
+                // Told by a member: our own log may never show it (the entries that
+                // removed us are no longer replicated to us). Recorded, then stop.
+                eprintln!("{}: {reason}", self.id);
+                let removed = NodeChange::Removed { node: self.id };
+                self.stop = Some(match self.apply_node_change(&removed) {
+                    Ok(_) => NodeError::Removed(self.id),
+                    Err(error) => error,
+                });
+            }
+        }
         if self.liveness.expire(now) {
             // A peer went silent: leaders run check-quorum again.
             self.wake_leaders();
@@ -261,11 +293,11 @@ impl Node {
 
     /// The redirect a non-leader replica of `range` answers with.
     fn not_leader(&self, range: RangeId) -> impl Fn(Option<NodeId>) -> Response + use<> {
-        let addresses = Arc::clone(&self.addresses);
+        let members = Arc::clone(&self.members);
         move |leader| Response::NotLeader {
             range,
             leader,
-            address: leader.and_then(|l| addresses.get(&l).cloned()),
+            address: leader.and_then(|l| members::read(&members).addresses.get(&l).cloned()),
         }
     }
 
@@ -321,6 +353,193 @@ impl Node {
             }
             Request::RangeTable => reply.send(self.range_table()),
             Request::Status => reply.send(Response::Status(self.status())),
+            Request::ChangeReplicas { range, op } => self.change_replicas(*range, op, reply),
+            Request::Join { identity, address } => reply.send(self.join_info(*identity, address)),
+        }
+    }
+
+    /// A `rangedb node add/remove/replace` step on one range (its leader proposes it).
+    /// A step already done answers with the configuration at once, so a command that
+    /// was interrupted can be run again.
+    fn change_replicas(&mut self, range: RangeId, op: &ReplicaOp, reply: ReplyTo) {
+        let not_leader = self.not_leader(range);
+        let invalid = |reason: String| Response::Invalid { reason };
+        let Some(replica) = self.replicas.get(&range) else {
+            return reply.send(invalid(format!("no range {range} on {}", self.id)));
+        };
+        if !replica.is_leader() {
+            return reply.send(not_leader(replica.raft.leader()));
+        }
+        let current = replica.raft.membership().clone();
+        let (mut voters, mut learners) = (current.voters.clone(), current.learners.clone());
+        let mut context = Vec::new();
+        match op {
+            ReplicaOp::AddLearner { node, address, identity } => {
+                let members = members::read(&self.members);
+                if members.removed.contains(node) {
+                    return reply.send(invalid(format!(
+                        "{node} was removed from the cluster; node ids are never reused"
+                    )));
+                }
+                let known = (members.addresses.get(node), members.identities.get(node));
+                if known.0.is_some_and(|a| a != address) || known.1.is_some_and(|i| i != identity) {
+                    return reply.send(invalid(format!(
+                        "{node} is already the node at {} (identity {:016x})",
+                        known.0.map_or("?", String::as_str),
+                        known.1.copied().unwrap_or(0)
+                    )));
+                }
+                drop(members);
+                if current.members().contains(node) {
+                    return reply.send(Response::Membership(replica.membership()));
+                }
+                learners.insert(*node);
+                let change = NodeChange::Added {
+                    node: *node,
+                    address: address.clone(),
+                    identity: *identity,
+                };
+                context = change.encode();
+                // The leader replicates to the learner at once; the other nodes link to
+                // it when they apply the entry.
+                self.network.add_peer(*node, address.clone());
+                self.liveness.add(*node);
+            }
+            ReplicaOp::Promote { node } => {
+                if voters.contains(node) && !current.is_joint() {
+                    return reply.send(Response::Membership(replica.membership()));
+                }
+                if !learners.remove(node) {
+                    return reply.send(invalid(format!(
+                        "{node} is not a learner of {range}: add it first (`rangedb node add`)"
+                    )));
+                }
+                voters.insert(*node);
+            }
+            ReplicaOp::Remove { node, last } => {
+                if !current.members().contains(node) {
+                    return reply.send(Response::Membership(replica.membership()));
+                }
+                voters.remove(node);
+                learners.remove(node);
+                if voters.is_empty() {
+                    return reply.send(invalid(format!(
+                        "{node} is the last voter of {range}: a cluster cannot remove its last node"
+                    )));
+                }
+                if *last {
+                    context = NodeChange::Removed { node: *node }.encode();
+                }
+            }
+            ReplicaOp::Replace { remove, add, last } => {
+                if voters.contains(add) && !voters.contains(remove) && !current.is_joint() {
+                    return reply.send(Response::Membership(replica.membership()));
+                }
+                if !learners.remove(add) {
+                    return reply.send(invalid(format!(
+                        "{add} is not a learner of {range}: add it first (`rangedb node add`)"
+                    )));
+                }
+                voters.remove(remove);
+                learners.remove(remove);
+                voters.insert(*add);
+                if *last {
+                    context = NodeChange::Removed { node: *remove }.encode();
+                }
+            }
+        }
+        // A change the new voters cannot commit would leave the range joint and stuck:
+        // refuse it while too few of them are up.
+        let now = self.ticks;
+        let live: Vec<NodeId> = voters
+            .iter()
+            .copied()
+            .filter(|&v| v == self.id || self.liveness.silent_ticks(v, now).is_none())
+            .collect();
+        let needed = voters.len() / 2 + 1;
+        let adds_voter = voters.iter().any(|v| !current.voters.contains(v));
+        let drops_voter = current.voters.iter().any(|v| !voters.contains(v));
+        if (adds_voter || drops_voter) && live.len() < needed {
+            return reply.send(Response::Unavailable {
+                reason: format!(
+                    "{range} would have voters {} of which {} are up; a majority ({needed}) \
+                     must be up for the change to commit",
+                    ids(&voters),
+                    live.len()
+                ),
+            });
+        }
+        let replica = self.replicas.get_mut(&range).expect("looked up above");
+        let change = ConfChange { voters, learners, context };
+        replica.propose_conf_change(change, reply, not_leader);
+    }
+
+    /// The answer to a node started with `--join` asking whether it was added.
+    fn join_info(&self, identity: u64, address: &str) -> Response {
+        let members = members::read(&self.members);
+        let node = members
+            .current()
+            .find(|(id, a)| a.as_str() == address && members.identities.get(id) == Some(&identity));
+        let Some((node, _)) = node else {
+            // Not added yet. A member with this address and another identity is the
+            // node this one replaces (its data directory was lost).
+            let hint = match members.by_address(address) {
+                Some(old) => format!(
+                    "{old} at {address} has another data directory identity: replace it \
+                     with `rangedb node replace {} {address}`",
+                    old.0
+                ),
+                None => format!("add it with `rangedb node add {address}`"),
+            };
+            return Response::Unavailable {
+                reason: format!("{address} is not a member yet: {hint}"),
+            };
+        };
+        Response::Joined(JoinInfo {
+            cluster: self.identity.cluster,
+            node,
+            members: members
+                .current()
+                .map(|(id, a)| (id, a.clone(), members.identities.get(&id).copied().unwrap_or(0)))
+                .collect(),
+            removed: members.removed.iter().copied().collect(),
+            founders: self.identity.founders.clone(),
+            split_keys: self.identity.split_keys.clone(),
+        })
+    }
+
+    /// A conf-change entry was applied: a change of the cluster's members in its
+    /// context is applied to the member table, stored, and to the peer links.
+    /// Returns true when this node itself was removed (it stops).
+    pub(crate) fn apply_node_change(&mut self, change: &NodeChange) -> Result<bool, NodeError> {
+        let mut members = members::write(&self.members);
+        if !members.apply(change) {
+            return Ok(false);
+        }
+        if let Some(persist) = &self.identity.persist {
+            persist(&members).map_err(|reason| {
+                NodeError::Storage(StorageError::Io {
+                    op: "store cluster metadata",
+                    path: "CLUSTER".into(),
+                    source: std::io::Error::other(reason),
+                })
+            })?;
+        }
+        drop(members);
+        match change {
+            NodeChange::Added { node, address, .. } => {
+                if *node != self.id {
+                    self.network.add_peer(*node, address.clone());
+                    self.liveness.add(*node);
+                }
+                Ok(false)
+            }
+            NodeChange::Removed { node } if *node == self.id => Ok(true),
+            NodeChange::Removed { node } => {
+                self.network.remove_peer(*node);
+                self.liveness.remove(*node);
+                Ok(false)
+            }
         }
     }
 
@@ -370,7 +589,8 @@ impl Node {
         if ranges.is_empty() {
             ranges = self.table.ranges().to_vec();
         }
-        let addresses = self.addresses.iter().map(|(id, a)| (*id, a.clone())).collect();
+        let addresses =
+            members::read(&self.members).current().map(|(id, a)| (id, a.clone())).collect();
         Response::RangeTable { ranges, addresses }
     }
 
@@ -392,24 +612,27 @@ impl Node {
                     commit: status.commit,
                     applied: replica.kv.applied(),
                     last_index: status.last_index,
+                    voters: status.voters,
+                    outgoing: status.outgoing,
+                    learners: status.learners,
+                    matched: replica.raft.matched(),
                 }
             })
             .collect();
-        let peers = self
-            .addresses
-            .iter()
-            .filter(|(id, _)| **id != self.id)
-            .map(|(id, address)| (*id, address.clone(), self.network.is_connected(*id)))
+        let members = members::read(&self.members);
+        let peers = members
+            .current()
+            .filter(|(id, _)| *id != self.id)
+            .map(|(id, address)| (id, address.clone(), self.network.is_connected(id)))
             .collect();
-        let identities =
-            self.identity.identities.lock().expect("identities lock is never poisoned");
         NodeStatus {
             node: self.id,
-            address: self.addresses.get(&self.id).cloned().unwrap_or_default(),
+            address: members.addresses.get(&self.id).cloned().unwrap_or_default(),
             cluster: self.identity.cluster,
             identity: self.identity.identity,
-            identities: identities.iter().map(|(id, identity)| (*id, *identity)).collect(),
+            identities: members.identities.iter().map(|(id, identity)| (*id, *identity)).collect(),
             peers,
+            removed: members.removed.iter().copied().collect(),
             ranges,
         }
     }
@@ -545,6 +768,14 @@ impl Node {
         let not_leader_lost =
             || Response::Unavailable { reason: "leadership changed; retry".into() };
         let replica = self.replicas.get_mut(&range).expect("ready came from this replica");
+        if let Some(format) = replica.raft.unreadable_conf() {
+            return Err(NodeError::Unreadable {
+                range,
+                what: "a membership change in the log".into(),
+                reason: format!("entry format {format} is newer than this rangedb: upgrade it"),
+            });
+        }
+        let mut node_changes = Vec::new();
         if let Some(snapshot) = &ready.snapshot {
             // advance() needs the snapshot too: it replaces the group's stable log.
             restore_snapshot(replica, snapshot).map_err(|reason| NodeError::Unreadable {
@@ -564,6 +795,10 @@ impl Node {
                 what: format!("committed entry {}", entry.index),
                 reason: error.to_string(),
             })?;
+            if entry.format == crate::raft::EntryFormat::CONF_CHANGE {
+                let context = crate::raft::membership::decode_conf_change(entry).map(|(_, c)| c);
+                node_changes.extend(context.and_then(|c| NodeChange::decode(&c)));
+            }
             #[cfg(madsim)]
             crate::env::sim_hooks::observe(|o| {
                 o.applied(self.id, range, entry.index, entry.term, &entry.data)
@@ -590,6 +825,11 @@ impl Node {
             }
         }
         replica.serve_reads();
+        for change in &node_changes {
+            if self.apply_node_change(change)? {
+                return Err(NodeError::Removed(self.id));
+            }
+        }
         Ok(())
     }
 

@@ -43,6 +43,16 @@ impl Liveness {
         Liveness { peers }
     }
 
+    /// A member was added: watched from now on (silent until heard from).
+    pub fn add(&mut self, peer: NodeId) {
+        self.peers.entry(peer).or_insert(Peer { heard: None, sent: 0, live: false });
+    }
+
+    /// A member was removed: no more pings.
+    pub fn remove(&mut self, peer: NodeId) {
+        self.peers.remove(&peer);
+    }
+
     /// A frame from `peer` arrived at node tick `now`. Returns whether it came back
     /// (was silent, or never heard from).
     pub fn heard(&mut self, peer: NodeId, now: u64) -> bool {

@@ -4,6 +4,7 @@
 pub mod bootstrap;
 pub mod event_loop;
 pub mod liveness;
+pub mod members;
 pub mod replica;
 pub mod server;
 pub mod ticker;
@@ -45,6 +46,10 @@ pub struct ServerConfig {
     /// entry (this node) is a single-node cluster.
     pub peers: BTreeMap<NodeId, String>,
     pub data_dir: PathBuf,
+    /// Join the cluster of the member at this address (`rangedb node add` on the
+    /// cluster admits it) instead of creating one; `node_id` and `peers` are then
+    /// ignored (the cluster gives the id).
+    pub join: Option<String>,
     /// Range boundaries when the cluster is created (ignored on restart).
     pub split_keys: Option<Vec<Vec<u8>>>,
     /// Raft tick interval.
@@ -70,6 +75,7 @@ impl ServerConfig {
             listen: listen.to_string(),
             peers: BTreeMap::from([(NodeId(1), listen.to_string())]),
             data_dir,
+            join: None,
             split_keys: None,
             tick_ms: 50,
             snapshot_entries: 10_000,
@@ -101,6 +107,12 @@ pub enum NodeError {
     /// a newer rangedb): the node stops rather than skip it.
     #[error("range {range}: cannot apply {what}: {reason}")]
     Unreadable { range: RangeId, what: String, reason: String },
+    /// `rangedb node remove` removed this node: it stops for good.
+    #[error(
+        "{0} was removed from the cluster (`rangedb node remove`); its data directory is no \
+         longer a member. To serve again, start with an empty data directory and `--join`"
+    )]
+    Removed(NodeId),
 }
 
 /// Runs a server until `shutdown` resolves; then stops accepting, fails in-flight
@@ -144,7 +156,13 @@ pub async fn run_node(
         Some(meta) => checked_meta(meta, &config)?,
         None => {
             let split_keys = new_cluster_split_keys(&config, &data_dir)?;
-            if config.peers.len() == 1 {
+            if let Some(join) = &config.join {
+                let bound = listener.insert(bind(&config.listen).await?);
+                match bootstrap::join(bound, &config, join, &data_dir, &mut shutdown).await? {
+                    Some(meta) => meta,
+                    None => return Ok(()),
+                }
+            } else if config.peers.len() == 1 {
                 bootstrap::create_single(&config, &data_dir, split_keys)?
             } else {
                 let bound = listener.insert(bind(&config.listen).await?);
@@ -156,7 +174,10 @@ pub async fn run_node(
             }
         }
     };
-    let voters: Vec<NodeId> = meta.peers.keys().copied().collect();
+    if meta.removed.contains(&meta.node_id) {
+        return Err(NodeError::Removed(meta.node_id));
+    }
+    let voters = meta.founders.clone();
     let descriptors = initial_descriptors(&meta.split_keys, &voters)
         .map_err(|e| NodeError::Config(e.to_string()))?;
     let (mut wal, recovery) =
@@ -174,16 +195,15 @@ pub async fn run_node(
         Some(listener) => listener,
         None => bind(&config.listen).await?,
     };
-    let peers = Arc::new(meta.peers.clone());
-    let network = Arc::new(TcpNetwork::new(
-        meta.node_id,
-        meta.cluster_id,
-        data_dir.identity(),
-        meta.peers.clone(),
-    ));
+    let members: members::SharedMembers =
+        Arc::new(std::sync::RwLock::new(members::Members::from_meta(&meta)));
+    let current: BTreeMap<NodeId, String> =
+        members::read(&members).current().map(|(id, a)| (id, a.clone())).collect();
+    let network =
+        Arc::new(TcpNetwork::new(meta.node_id, meta.cluster_id, data_dir.identity(), current));
     let mut node = Node::new(
         meta.node_id,
-        Arc::clone(&peers),
+        Arc::clone(&members),
         replicas,
         RangeTable::new(descriptors.clone()),
         wal,
@@ -198,39 +218,39 @@ pub async fn run_node(
         Ticker::new(clock, Duration::from_millis(config.tick_ms)),
     );
     let (events, inbox) = mpsc::channel::<Event>(8192);
-    let identities = Arc::new(std::sync::Mutex::new(meta.identities.clone()));
     let identity = data_dir.identity();
+    let data_dir = Arc::new(data_dir);
+    // Members change (identities learned from first connections in a cluster upgraded
+    // from data directory version 1; `rangedb node add/remove`): each change is stored
+    // before it is relied on.
+    let persist: Arc<server::RecordMembers> = {
+        let (data_dir, meta) = (Arc::clone(&data_dir), meta.clone());
+        Arc::new(move |members: &members::Members| {
+            data_dir.store_meta(&members.to_meta(&meta)).map_err(|error| error.to_string())
+        })
+    };
     node.identity = event_loop::Identity {
         cluster: meta.cluster_id,
         identity,
-        identities: Arc::clone(&identities),
-    };
-    let data_dir = Arc::new(data_dir);
-    let learned = {
-        let (data_dir, meta) = (Arc::clone(&data_dir), meta.clone());
-        // A member's identity learned from its first connection (a cluster upgraded
-        // from data directory version 1) is stored before the connection is accepted.
-        Arc::new(move |identities: &BTreeMap<NodeId, u64>| {
-            let meta = ClusterMeta { identities: identities.clone(), ..meta.clone() };
-            data_dir.store_meta(&meta).map_err(|error| error.to_string())
-        })
+        split_keys: meta.split_keys.clone(),
+        founders: meta.founders.clone(),
+        persist: Some(Arc::clone(&persist)),
     };
     let admission = server::Admission {
         me: meta.node_id,
         identity,
         cluster: meta.cluster_id,
-        peers,
-        identities,
-        learned,
+        members,
+        learned: persist,
     };
     let acceptor = tokio::spawn(server::accept_loop(listener, events, admission));
     eprintln!(
-        "rangedb node {} listening on {} (data {}, {} ranges, {} voters)",
+        "rangedb node {} listening on {} (data {}, {} ranges, {} members)",
         meta.node_id.0,
         config.listen,
         config.data_dir.display(),
         descriptors.len(),
-        voters.len()
+        meta.peers.len() - meta.removed.len()
     );
     let result = run_loop(&mut node, inbox, shutdown).await;
     acceptor.abort();
@@ -267,6 +287,9 @@ async fn run_loop(
     node.flush()?;
     loop {
         node.catch_up_ticks();
+        if let Some(stop) = node.stop.take() {
+            return Err(stop);
+        }
         if node.ticker.done() != armed_after || next_tick.is_elapsed() {
             armed_after = node.ticker.done();
             next_tick.as_mut().reset(node.ticker.next_deadline());
@@ -318,7 +341,7 @@ fn validate(config: &ServerConfig) -> Result<(), NodeError> {
     if config.node_id.0 == 0 {
         return Err(NodeError::Config("node id must be at least 1".into()));
     }
-    if !config.peers.contains_key(&config.node_id) {
+    if config.join.is_none() && !config.peers.contains_key(&config.node_id) {
         return Err(NodeError::Config(format!(
             "--peers does not list this node's id {}",
             config.node_id.0
@@ -336,6 +359,9 @@ fn validate(config: &ServerConfig) -> Result<(), NodeError> {
 /// The stored cluster metadata, checked against the flags: the membership comes from
 /// the data directory, never from flags given on a restart.
 fn checked_meta(meta: ClusterMeta, config: &ServerConfig) -> Result<ClusterMeta, NodeError> {
+    if config.join.is_some() {
+        return Ok(meta); // A node that joined has the id the cluster gave it.
+    }
     if meta.node_id != config.node_id {
         return Err(NodeError::Config(format!(
             "data directory {} belongs to node {}, not node {}",
@@ -405,7 +431,7 @@ fn recover_replicas(
     mut recovery: WalRecovery,
     incarnation: u64,
 ) -> Result<BTreeMap<RangeId, Replica>, NodeError> {
-    let voters: Vec<NodeId> = meta.peers.keys().copied().collect();
+    let voters = meta.founders.clone();
     let node = meta.node_id.0;
     let wal_damage = recovery.damage.take();
     if let Some(damage) = &wal_damage {
@@ -423,6 +449,16 @@ fn recover_replicas(
             (Snapshot { meta, data: vec![] }, initial_state(descriptor, descriptors))
         };
         let mut damaged = wal_damage.is_some();
+        // Whether this node is the range's only voter (it has no peer to repair from,
+        // and elects itself at once), by the configuration in its snapshot and log.
+        let single_voter = |snapshot: &Snapshot, entries: &[Entry]| {
+            let latest = entries.iter().rev().find_map(raft::membership::decode_conf_change);
+            let membership = latest.map_or_else(
+                || raft::Membership::from_conf_state(&snapshot.meta.conf_state),
+                |(m, _)| m,
+            );
+            membership.is_single_voter(meta.node_id)
+        };
         let (snapshot, kv) = match snapshots.load(range) {
             Ok(Some(snapshot)) => {
                 let kv =
@@ -445,7 +481,7 @@ fn recover_replicas(
         let mut hard_state = log.hard_state.unwrap_or_default();
         let mut entries = entries_after(&snapshot.meta, log.entries);
         if damaged {
-            if voters.len() == 1 {
+            if single_voter(&snapshot, &entries) {
                 let reason = "storage is corrupt (see above) and there is no peer to repair \
                               it from; restore a backup, or repair the named file";
                 return Err(recovery_error(reason.into()));
@@ -468,7 +504,7 @@ fn recover_replicas(
             .map_err(|e| recovery_error(format!("log does not follow its snapshot: {e}")))?;
         let config = raft_config(meta, range, incarnation);
         let mut raft = RaftGroup::new(config, store).map_err(|e| recovery_error(e.to_string()))?;
-        if voters.len() == 1 {
+        if raft.membership().is_single_voter(meta.node_id) {
             raft.campaign();
         }
         replicas.insert(

@@ -133,6 +133,38 @@ impl Replica {
         }
     }
 
+    /// Proposes a membership change; answers with the configuration once its entry
+    /// is applied.
+    pub fn propose_conf_change(
+        &mut self,
+        change: crate::raft::ConfChange,
+        reply: ReplyTo,
+        not_leader: impl Fn(Option<NodeId>) -> Response,
+    ) {
+        match self.raft.propose_conf_change(change) {
+            Ok(index) => {
+                let term = self.raft.term();
+                let previous = self.writes.insert(index, PendingWrite { term, reply });
+                assert!(previous.is_none(), "range {} proposed twice at index {index}", self.id());
+            }
+            Err(crate::raft::RaftError::NotLeader { leader_hint }) => {
+                reply.send(not_leader(leader_hint))
+            }
+            Err(error) => reply.send(Response::Unavailable { reason: error.to_string() }),
+        }
+    }
+
+    /// The range's configuration as this replica has it.
+    pub fn membership(&self) -> crate::wire::RangeMembership {
+        let membership = self.raft.membership();
+        crate::wire::RangeMembership {
+            range: self.id(),
+            voters: membership.voters.iter().copied().collect(),
+            outgoing: membership.outgoing.iter().copied().collect(),
+            learners: membership.learners.iter().copied().collect(),
+        }
+    }
+
     /// Starts a linearizable read tagged `context`, confirmed as `mode` allows.
     pub fn start_read(
         &mut self,
@@ -183,7 +215,18 @@ impl Replica {
     /// and the replica cannot go on (its state machine would skip a committed write).
     pub fn apply(&mut self, entry: &Entry) -> Result<(), UnreadableEntry> {
         let command = match Applicable::decode(entry.format, &entry.data)? {
-            Applicable::Noop | Applicable::ConfChange => {
+            Applicable::ConfChange => {
+                self.kv.apply_noop(entry.index);
+                if let Some(write) = self.writes.remove(&entry.index) {
+                    write.reply.send(if write.term == entry.term {
+                        Response::Membership(self.membership())
+                    } else {
+                        Response::Unavailable { reason: "leader changed; retry".into() }
+                    });
+                }
+                return Ok(());
+            }
+            Applicable::Noop => {
                 self.kv.apply_noop(entry.index);
                 if let Some(write) = self.writes.remove(&entry.index) {
                     // Our proposal at this index was replaced by a new leader's no-op.

@@ -2,8 +2,7 @@
 //! (`Hello`) says which it is; peer frames go to the event loop as batches, client
 //! requests go there one by one with a handle to the connection's outbox.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
@@ -11,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::node::event_loop::Event;
+use crate::node::members::{self, Members, SharedMembers};
 use crate::node::replica::ReplyTo;
 use crate::raft::NodeId;
 use crate::wire::{
@@ -29,17 +29,16 @@ pub struct Admission {
     /// This node's data directory identity.
     pub identity: u64,
     pub cluster: u64,
-    pub peers: Arc<BTreeMap<NodeId, String>>,
-    /// Members' identities. One that is absent (a cluster upgraded from data directory
-    /// version 1) is learned from the member's first connection and persisted by
-    /// `learned` before the connection is accepted.
-    pub identities: Arc<Mutex<BTreeMap<NodeId, u64>>>,
-    pub learned: Arc<RecordIdentities>,
+    /// Members, their identities and who was removed. An identity that is absent (a
+    /// cluster upgraded from data directory version 1) is learned from the member's
+    /// first connection and persisted by `learned` before the connection is accepted.
+    pub members: SharedMembers,
+    pub learned: Arc<RecordMembers>,
 }
 
-/// Persists the members' identities (the cluster metadata) before a learned one is
-/// relied on; the error is the reason.
-pub type RecordIdentities = dyn Fn(&BTreeMap<NodeId, u64>) -> Result<(), String> + Send + Sync;
+/// Persists the members (the cluster metadata) before a change is relied on; the
+/// error is the reason.
+pub type RecordMembers = dyn Fn(&Members) -> Result<(), String> + Send + Sync;
 
 /// What to do with a peer's connection after the reply.
 #[derive(Debug, PartialEq, Eq)]
@@ -62,7 +61,16 @@ impl Admission {
         let refuse = |reason: String| {
             (HelloReply::Refused { reason, permanent: true }, PeerAdmission::Close)
         };
-        if from == self.me || !self.peers.contains_key(&from) {
+        let mut members = members::write(&self.members);
+        if members.removed.contains(&from) {
+            let reason = format!(
+                "{from} was removed from cluster {:016x} (`rangedb node remove`); to serve \
+                 again it must start with an empty data directory and be added as a new node",
+                self.cluster
+            );
+            return (HelloReply::Removed { reason }, PeerAdmission::Close);
+        }
+        if from == self.me || !members.addresses.contains_key(&from) {
             return refuse(format!("{from} is not a member of cluster {:016x}", self.cluster));
         }
         if cluster != 0 && cluster != self.cluster {
@@ -71,23 +79,24 @@ impl Admission {
                 self.me, self.cluster
             ));
         }
-        let mut identities = self.identities.lock().expect("identities lock is never poisoned");
-        match identities.get(&from) {
+        match members.identities.get(&from) {
             Some(&known) if known != identity => {
                 return refuse(format!(
                     "{from} of cluster {:016x} has data directory identity {known:016x}, this \
                      connection {identity:016x}: its data directory is not the one the \
                      cluster knows (wiped or replaced), and it may lack writes it \
                      acknowledged, so it must not rejoin as {from}. Restore its data \
-                     directory, or remove {from} from the cluster and add a new node",
-                    self.cluster
+                     directory, or start it with `--join <member address>` and run \
+                     `rangedb node replace {} <its address>` (or `node remove {}` then \
+                     `node add`)",
+                    self.cluster, from.0, from.0
                 ));
             }
             Some(_) => {}
             None => {
-                identities.insert(from, identity);
-                if let Err(error) = (self.learned)(&identities) {
-                    identities.remove(&from);
+                members.identities.insert(from, identity);
+                if let Err(error) = (self.learned)(&members) {
+                    members.identities.remove(&from);
                     let reason = format!("cannot record {from}'s identity: {error}");
                     return (
                         HelloReply::Refused { reason, permanent: false },
@@ -98,7 +107,8 @@ impl Admission {
         }
         if cluster == 0 {
             // A founder that has not learned its cluster yet: tell it, then close.
-            let identities = identities.iter().map(|(id, identity)| (*id, *identity)).collect();
+            let identities =
+                members.identities.iter().map(|(id, identity)| (*id, *identity)).collect();
             return (self.accepted(version, identities), PeerAdmission::Close);
         }
         (self.accepted(version, vec![]), PeerAdmission::Serve)
@@ -191,8 +201,11 @@ async fn serve_connection(
             write_frame(&mut writer, &reply).await.map_err(|e| format!("hello reply: {e}"))?;
             writer.flush().await.map_err(|e| format!("hello reply: {e}"))?;
             match (then, reply) {
-                (PeerAdmission::Serve, _) => serve_peer(reader, from, events).await,
-                (PeerAdmission::Close, HelloReply::Refused { reason, .. }) => Err(reason),
+                (PeerAdmission::Serve, _) => {
+                    serve_peer(reader, from, events, &admission.members).await
+                }
+                (PeerAdmission::Close, HelloReply::Refused { reason, .. })
+                | (PeerAdmission::Close, HelloReply::Removed { reason }) => Err(reason),
                 (PeerAdmission::Close, _) => Ok(()),
             }
         }
@@ -222,6 +235,7 @@ async fn serve_peer(
     mut reader: Reader,
     from: NodeId,
     events: mpsc::Sender<Event>,
+    members: &SharedMembers,
 ) -> Result<(), String> {
     if events.send(Event::PeerConnected { from }).await.is_err() {
         return Ok(());
@@ -229,6 +243,10 @@ async fn serve_peer(
     loop {
         match read_frame_buffered::<PeerBatch, _>(&mut reader).await {
             Ok(Some(batch)) => {
+                if members::read(members).removed.contains(&from) {
+                    // Closed: its next hello is answered `Removed`, and it stops.
+                    return Err(format!("{from} was removed from the cluster"));
+                }
                 if events.send(Event::Peer { from, batch }).await.is_err() {
                     return Ok(()); // The node is stopping.
                 }

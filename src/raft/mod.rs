@@ -504,6 +504,12 @@ impl RaftGroup {
         self.role
     }
 
+    /// Leader only: the index each member (itself included) is known to hold; empty on
+    /// a follower.
+    pub fn matched(&self) -> Vec<(NodeId, Index)> {
+        self.progress.iter().map(|(&node, progress)| (node, progress.matched)).collect()
+    }
+
     /// Idle (quiesce.rs): a tick only advances the lease clock, and the group sends
     /// nothing until a message, a proposal, a read or `wake` wakes it.
     pub fn is_quiescent(&self) -> bool {

@@ -19,7 +19,7 @@
 //! step is atomic and the sequence is redone from the start after a crash, since
 //! VERSION changes last. Its WAL records are read as they are (wal.rs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,7 +40,9 @@ const META_V1_FILE: &str = "META";
 /// Size of the CLUSTER (and version-1 META) header: crc32 then payload length.
 const META_HEADER_BYTES: usize = 8;
 
-/// The cluster this node belongs to, fixed when the node creates or joins it.
+/// The cluster this node belongs to: fixed when the node creates or joins it, except
+/// the members, which change with `rangedb node add/remove` (applied from the meta
+/// range's conf-change entries, node/members.rs).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMeta {
     /// Random, drawn by the node that created the cluster (in a cluster upgraded from
@@ -54,13 +56,45 @@ pub struct ClusterMeta {
     /// upgraded from version 1 learns each from the member's first connection).
     pub identities: BTreeMap<NodeId, u64>,
     pub split_keys: Vec<Vec<u8>>,
+    /// The voters every range was created with: the configuration at index 0 of
+    /// every range's log, which a node that joins later starts its replicas from.
+    pub founders: Vec<NodeId>,
+    /// Members removed from the cluster: refused if they connect; their ids are
+    /// never given again.
+    pub removed: BTreeSet<NodeId>,
 }
 
 /// The CLUSTER file's payload: a variant per layout, so a later version can add one
-/// and still read this.
+/// and still read this. V3 added `founders` and `removed` (membership changes); a
+/// rangedb that only knows V2 refuses V3 as undecodable.
 #[derive(Serialize, Deserialize)]
 enum StoredCluster {
-    V2(ClusterMeta),
+    V2(ClusterMetaV2),
+    V3(ClusterMeta),
+}
+
+/// CLUSTER version 2: before membership changes, the members were the founders.
+#[derive(Serialize, Deserialize)]
+struct ClusterMetaV2 {
+    cluster_id: u64,
+    node_id: NodeId,
+    peers: BTreeMap<NodeId, String>,
+    identities: BTreeMap<NodeId, u64>,
+    split_keys: Vec<Vec<u8>>,
+}
+
+impl From<ClusterMetaV2> for ClusterMeta {
+    fn from(v2: ClusterMetaV2) -> ClusterMeta {
+        ClusterMeta {
+            cluster_id: v2.cluster_id,
+            node_id: v2.node_id,
+            founders: v2.peers.keys().copied().collect(),
+            peers: v2.peers,
+            identities: v2.identities,
+            split_keys: v2.split_keys,
+            removed: BTreeSet::new(),
+        }
+    }
 }
 
 /// Version 1's META payload.
@@ -195,8 +229,10 @@ impl DataDir {
                 cluster_id: old.cluster_id,
                 node_id: old.node_id,
                 identities: BTreeMap::from([(old.node_id, self.identity)]),
+                founders: old.peers.keys().copied().collect(),
                 peers: old.peers,
                 split_keys: old.split_keys,
+                removed: BTreeSet::new(),
             };
             self.store_meta(&meta)?;
         }
@@ -247,8 +283,10 @@ impl DataDir {
         if used != payload.len() {
             return Err(corrupt(&path, "trailing bytes"));
         }
-        let StoredCluster::V2(meta) = stored;
-        Ok(Some(meta))
+        Ok(Some(match stored {
+            StoredCluster::V2(v2) => v2.into(),
+            StoredCluster::V3(meta) => meta,
+        }))
     }
 
     /// Replaces the cluster metadata atomically (temp, fsync, rename, dir fsync).
@@ -256,7 +294,7 @@ impl DataDir {
     /// # Errors
     /// `Io` when a file operation fails.
     pub fn store_meta(&self, meta: &ClusterMeta) -> Result<(), StorageError> {
-        let stored = StoredCluster::V2(meta.clone());
+        let stored = StoredCluster::V3(meta.clone());
         let payload = bincode::serde::encode_to_vec(&stored, bincode::config::standard())
             .expect("ClusterMeta always encodes");
         let len = u32::try_from(payload.len()).expect("cluster metadata is far below 4 GiB");
@@ -306,6 +344,8 @@ mod tests {
             peers,
             identities: BTreeMap::from([(NodeId(1), 7), (NodeId(2), 9)]),
             split_keys: vec![b"m".to_vec()],
+            founders: vec![NodeId(1), NodeId(2)],
+            removed: BTreeSet::new(),
         }
     }
 

@@ -58,6 +58,38 @@ pub enum Request {
     RangeTable,
     /// This node's view of every range replica it hosts.
     Status,
+    /// Changes who holds replicas of `range` (sent to its leader; answered once the
+    /// entry that makes the change is committed, `Response::Membership`).
+    ChangeReplicas { range: RangeId, op: ReplicaOp },
+    /// A node started with `--join` asks whether it was added (`rangedb node add`):
+    /// `identity` is its data directory's, `address` where it listens.
+    Join { identity: u64, address: String },
+}
+
+/// A change of one range's replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaOp {
+    /// A new node receives the range's log; `address` and `identity` tell every node
+    /// who it is.
+    AddLearner { node: NodeId, address: String, identity: u64 },
+    /// A learner becomes a voter (through a joint configuration).
+    Promote { node: NodeId },
+    /// The node holds no replica any more; `last`: it is the meta range's change, the
+    /// last of a `node remove`, and the node leaves the cluster with it.
+    Remove { node: NodeId, last: bool },
+    /// In one joint change: `remove` stops voting, the learner `add` starts; `last`
+    /// as for `Remove`.
+    Replace { remove: NodeId, add: NodeId, last: bool },
+}
+
+/// One range's configuration as its leader has it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeMembership {
+    pub range: RangeId,
+    pub voters: Vec<NodeId>,
+    /// Non-empty while a change of voters is joint.
+    pub outgoing: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +101,23 @@ pub struct RangeStatus {
     pub commit: u64,
     pub applied: u64,
     pub last_index: u64,
+    pub voters: Vec<NodeId>,
+    /// Non-empty while a change of voters is joint: the voters before it.
+    pub outgoing: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// On the leader: the log index each member holds (how far behind it is).
+    pub matched: Vec<(NodeId, u64)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinInfo {
+    pub cluster: u64,
+    pub node: NodeId,
+    /// Every member: id, address, identity.
+    pub members: Vec<(NodeId, String, u64)>,
+    pub removed: Vec<NodeId>,
+    pub founders: Vec<NodeId>,
+    pub split_keys: Vec<Vec<u8>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +131,8 @@ pub struct NodeStatus {
     pub identities: Vec<(NodeId, u64)>,
     /// Every peer with its address and whether the link is up.
     pub peers: Vec<(NodeId, String, bool)>,
+    /// Members removed from the cluster.
+    pub removed: Vec<NodeId>,
     pub ranges: Vec<RangeStatus>,
 }
 
@@ -111,6 +162,9 @@ pub enum Response {
         addresses: Vec<(NodeId, String)>,
     },
     Status(NodeStatus),
+    Membership(RangeMembership),
+    /// The answer to `Join` for a node that was added: everything it needs to start.
+    Joined(JoinInfo),
     /// Ask `leader` (at `address`) instead; both None when no leader is known.
     NotLeader {
         range: RangeId,

@@ -22,11 +22,16 @@ use serde::Serialize;
 pub const MAX_FRAME_BYTES: u32 = 16 << 20;
 
 /// The newest protocol version this node speaks. Version 3 brought the negotiating
-/// hello (peer.rs), identities, and entries with a format (raft::EntryFormat).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// hello (peer.rs), identities, and entries with a format (raft::EntryFormat);
+/// version 4 membership changes (client requests `ChangeReplicas` and `Join`, range
+/// configurations in `Status`).
+pub const PROTOCOL_VERSION: u32 = 4;
 /// The oldest protocol version this node speaks. Versions 1 and 2 had no
-/// negotiation; a node of those is refused by name.
-pub const PROTOCOL_VERSION_MIN: u32 = 3;
+/// negotiation; a node of those is refused by name. Version 3's status and requests
+/// have another layout, and its nodes stop at a membership change (an entry kind they
+/// cannot read): a cluster moves from 3 to 4 by restarting all nodes on the new
+/// binary (DESIGN 6.4).
+pub const PROTOCOL_VERSION_MIN: u32 = 4;
 
 /// Why a frame was refused. Any of these closes the connection.
 #[derive(Debug, thiserror::Error)]
@@ -367,6 +372,7 @@ mod tests {
                 identity: 6,
                 identities: vec![(NodeId(1), 6), (NodeId(2), 7)],
                 peers: vec![(NodeId(2), "127.0.0.1:7002".to_string(), false)],
+                removed: vec![],
                 ranges: vec![RangeStatus {
                     descriptor: descriptor(),
                     role: "Leader".to_string(),
@@ -375,6 +381,10 @@ mod tests {
                     commit: 10,
                     applied: 9,
                     last_index: 11,
+                    voters: vec![NodeId(1), NodeId(2)],
+                    outgoing: vec![],
+                    learners: vec![],
+                    matched: vec![(NodeId(1), 5), (NodeId(2), 4)],
                 }],
             }),
             Response::NotLeader {

@@ -59,6 +59,10 @@ pub enum HelloReply {
     /// another identity, no common protocol version); otherwise it may (the node is
     /// starting).
     Refused { reason: String, permanent: bool },
+    /// The dialing peer was removed from the cluster (`rangedb node remove`): it
+    /// stops for good. (A removed node may not learn it from its own log: its last
+    /// entries are no longer replicated to it.)
+    Removed { reason: String },
 }
 
 /// The hello of protocol versions 1 and 2, recognised only to refuse it by name.

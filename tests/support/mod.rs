@@ -32,6 +32,9 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
+    /// Started with `--join` this member's address instead of `--id`/`--peers`
+    /// (its node id is the one the cluster gives it).
+    pub join: Option<String>,
 }
 
 pub struct Cluster {
@@ -58,6 +61,7 @@ impl Cluster {
                     data_dir: dir.path().join(format!("node{id}")),
                     log: dir.path().join(format!("node{id}.log")),
                     child: None,
+                    join: None,
                 };
                 (*id, server)
             })
@@ -75,10 +79,27 @@ impl Cluster {
         cluster
     }
 
+    /// Adds a server that joins the cluster of `join` (a member's address) under the
+    /// test's key `key`, started with an empty data directory; `address` None: a new
+    /// port.
+    pub fn start_joiner(&mut self, key: u64, address: Option<String>, join: &str) {
+        let address = address.unwrap_or_else(|| format!("127.0.0.1:{}", free_port()));
+        let server = Server {
+            id: key,
+            address,
+            data_dir: self.dir.path().join(format!("node{key}")),
+            log: self.dir.path().join(format!("node{key}.log")),
+            child: None,
+            join: Some(join.to_string()),
+        };
+        self.servers.insert(key, server);
+        self.start_node(key);
+    }
+
     /// Waits until node `id`'s log says it serves (after founding, if it founds).
     pub fn wait_serving(&self, id: u64) {
         let server = &self.servers[&id];
-        let needle = format!("rangedb node {id} listening on");
+        let needle = format!("listening on {} (data", server.address);
         for _ in 0..600 {
             if std::fs::read_to_string(&server.log).is_ok_and(|log| log.contains(&needle)) {
                 return;
@@ -104,10 +125,13 @@ impl Cluster {
             .append(true)
             .open(&server.log)
             .expect("open log");
-        let child = Command::new(BIN)
-            .arg("server")
-            .args(["--id", &id.to_string(), "--listen", &server.address])
-            .args(["--peers", &self.peers_flag])
+        let mut command = Command::new(BIN);
+        command.arg("server").args(["--listen", &server.address]);
+        match &server.join {
+            Some(join) => command.args(["--join", join]),
+            None => command.args(["--id", &id.to_string(), "--peers", &self.peers_flag]),
+        };
+        let child = command
             .arg("--data-dir")
             .arg(&server.data_dir)
             .args(&self.extra_flags)
