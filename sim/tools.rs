@@ -192,3 +192,24 @@ fn timeline_marks_violations() {
     assert!(page.contains("witness at 2600 ms"));
     assert!(page.contains("FAILED"));
 }
+
+/// Shrinking stays inside the fault model: 5 nodes do not become 3 when two disks
+/// would then be damaged (a wiped one and a rotting one), whatever the run says.
+#[test]
+fn shrinking_keeps_the_fault_model() {
+    let mut plan = Plan::draw(12, Scenario::Swarm);
+    plan.nodes = 5;
+    plan.steps = vec![
+        step(0, 500, 501, Fault::Wipe { node: 0 }),
+        step(1, 1_000, 1_300, Fault::DiskRot { node: 1 }),
+        step(2, 1_500, 2_000, Fault::Pause { node: 4 }),
+    ];
+    let both = |plan: &Plan| {
+        plan.steps.iter().any(|s| matches!(s.fault, Fault::Wipe { .. }))
+            && plan.steps.iter().any(|s| matches!(s.fault, Fault::DiskRot { .. }))
+    };
+    let shrunk = shrink::shrink(&plan, 200, 2, &both, &|_| {});
+    assert_eq!(shrunk.plan.nodes, 5, "{:?}", shrunk.removed);
+    let ids: Vec<usize> = shrunk.plan.steps.iter().map(|s| s.id).collect();
+    assert_eq!(ids, [0, 1]);
+}

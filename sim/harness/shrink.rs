@@ -211,7 +211,7 @@ fn shorter_step(plan: &Plan, i: usize) -> Option<Candidate> {
 }
 
 /// 5 nodes to 3: faults on n4 and n5 go, and they leave the partitions (a partition
-/// left with one side goes too).
+/// left with one side goes too); not when two of the three disks would be damaged.
 fn fewer_nodes(plan: &Plan) -> Option<Candidate> {
     if plan.nodes <= 3 {
         return None;
@@ -235,6 +235,21 @@ fn fewer_nodes(plan: &Plan) -> Option<Candidate> {
         | Fault::ClockSkew { node, .. } => *node < keep,
         _ => true,
     });
+    // The fault model: at most f of 2f + 1 disks damaged (wiped or rotting); beyond
+    // it a failure is no bug.
+    let mut damaged: Vec<usize> = smaller
+        .steps
+        .iter()
+        .filter_map(|step| match step.fault {
+            Fault::Wipe { node } | Fault::DiskRot { node } => Some(node),
+            _ => None,
+        })
+        .collect();
+    damaged.sort_unstable();
+    damaged.dedup();
+    if damaged.len() > (keep - 1) / 2 {
+        return None;
+    }
     let what = format!("nodes {} -> {keep} (and the faults only they had)", plan.nodes);
     Some(Candidate { plan: smaller, what })
 }
