@@ -167,6 +167,7 @@ impl Cluster {
     pub fn crash(&mut self, i: usize) -> rangedb::env::sim_disk::CrashReport {
         self.handle.kill(self.server_id(i));
         self.servers[i].killed = true;
+        super::timeline::node_event(i, "crash");
         let report = self.servers[i].disk.crash();
         if report.pages_torn > 0 {
             self.crashes_tearing += 1;
@@ -205,6 +206,7 @@ impl Cluster {
     pub fn wipe(&mut self, i: usize) {
         self.crash(i);
         self.servers[i].disk.wipe();
+        super::timeline::node_event(i, "wipe");
     }
 
     /// Clean stop: shutdown signal, a grace period, then the process ends.
@@ -213,6 +215,7 @@ impl Cluster {
         tokio::time::sleep(Duration::from_millis(300)).await;
         self.handle.kill(self.server_id(i));
         self.servers[i].killed = true;
+        super::timeline::node_event(i, "stop");
     }
 
     pub fn restart(&mut self, i: usize) {
@@ -220,12 +223,14 @@ impl Cluster {
         self.handle.restart(self.server_id(i));
         self.servers[i].killed = false;
         self.servers[i].paused = false;
+        super::timeline::node_event(i, "restart");
     }
 
     pub fn pause(&mut self, i: usize) {
         if !self.servers[i].killed {
             self.handle.pause(self.server_id(i));
             self.servers[i].paused = true;
+            super::timeline::node_event(i, "pause");
         }
     }
 
@@ -233,6 +238,7 @@ impl Cluster {
         if self.servers[i].paused {
             self.handle.resume(self.server_id(i));
             self.servers[i].paused = false;
+            super::timeline::node_event(i, "resume");
         }
     }
 

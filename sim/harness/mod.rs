@@ -20,9 +20,12 @@ pub mod checkers;
 pub mod cluster;
 pub mod coverage;
 pub mod history;
+pub mod plan;
 pub mod run;
 pub mod schedule;
+pub mod shrink;
 pub mod sweep;
+pub mod timeline;
 pub mod workload;
 
 /// FNV-1a 64 (`rangedb::hash`): trace hashes.

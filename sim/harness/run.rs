@@ -124,6 +124,7 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "panic".into());
+            super::timeline::finish(&[]);
             violations.push(Violation {
                 checker: "panic",
                 message,
@@ -143,6 +144,7 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
             };
         }
     };
+    super::timeline::finish(&outcomes.history);
     let model = witness::Model::replay(&safety.committed);
     let mut outcomes = outcomes;
     outcomes.faults.insert("effect: leaders elected".into(), safety.elections);
@@ -200,7 +202,8 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
 async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
     let start = Instant::now();
     let observer = SafetyObserver { state: safety.clone(), start };
-    sim_hooks::install(Some(Box::new(observer)), plan.seed);
+    let observer = super::timeline::begin(start, Box::new(observer), &safety);
+    sim_hooks::install(Some(observer), plan.seed);
     sim_hooks::set_fsync_latency(plan.fsync_us.0, plan.fsync_us.1);
     let mut cluster = Cluster::start(&plan);
     let history = Arc::new(Mutex::new(Vec::new()));
@@ -370,7 +373,7 @@ impl Supervisor<'_> {
                     // Half the power losses strike in the middle of an fsync: the node's
                     // fsyncs stall, it writes a batch (if it has work), and the crash
                     // finds that batch written but unsynced (kept, dropped or torn).
-                    let mid_fsync = splitmix64(self.plan.seed ^ i as u64) % 2 == 0;
+                    let mid_fsync = splitmix64(self.plan.seed ^ self.step_id(i)) % 2 == 0;
                     let id = NodeId(node as u64 + 1);
                     if mid_fsync {
                         sim_hooks::stall_fsyncs(id, true);
@@ -393,7 +396,8 @@ impl Supervisor<'_> {
                     return;
                 }
                 self.cluster.crash(node);
-                let pick = self.plan.seed.rotate_left(23) ^ (i as u64).wrapping_mul(0x9e37_79b9);
+                let pick =
+                    self.plan.seed.rotate_left(23) ^ self.step_id(i).wrapping_mul(0x9e37_79b9);
                 self.rotted += u64::from(self.cluster.rot(node, pick).is_some());
             }
             Fault::Wipe { node } => {
@@ -420,6 +424,7 @@ impl Supervisor<'_> {
             }
             _ => {}
         }
+        super::timeline::resolved(i, resolved);
         self.active.push((i, resolved));
         self.apply_network();
         self.apply_clocks();
@@ -481,9 +486,16 @@ impl Supervisor<'_> {
         self.apply_clocks();
     }
 
-    /// The leader of a data range picked by the step index, as some node reports it.
+    /// The step's id in the drawn schedule (`Step::id`): the draws made for it here
+    /// stay the same when a shrunk plan drops the steps before it.
+    fn step_id(&self, i: usize) -> u64 {
+        self.plan.steps[i].id as u64
+    }
+
+    /// The leader of a data range picked by the step's id, as some node reports it.
     async fn find_leader(&self, i: usize) -> Option<usize> {
-        let range = witness::range_of(PROBE_KEYS[i % PROBE_KEYS.len()], self.plan.nodes);
+        let pick = self.step_id(i) as usize % PROBE_KEYS.len();
+        let range = witness::range_of(PROBE_KEYS[pick], self.plan.nodes);
         for node in 0..self.plan.nodes {
             if self.cluster.servers[node].killed {
                 continue;

@@ -198,15 +198,19 @@ impl fmt::Display for Fault {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Step {
+    /// The step's place in the drawn schedule, kept when a shrunk plan drops others:
+    /// the run's own draws for this step (which range's leader, a crash mid-fsync or
+    /// not, which bit rots) depend on it, not on the step's place in a shrunk plan.
+    pub id: usize,
     pub start_ms: u64,
     pub end_ms: u64,
     pub fault: Fault,
 }
 
 /// Everything a seed decides.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     pub seed: u64,
     pub scenario: Scenario,
@@ -436,13 +440,16 @@ impl Plan {
             }
         }
         plan.steps.sort_by_key(|s| (s.start_ms, s.end_ms));
+        for (id, step) in plan.steps.iter_mut().enumerate() {
+            step.id = id;
+        }
         plan
     }
 
     fn add(&mut self, start_ms: u64, end_ms: u64, fault: Fault) {
         let end_ms = end_ms.min(self.fault_ms);
         if start_ms < end_ms {
-            self.steps.push(Step { start_ms, end_ms, fault });
+            self.steps.push(Step { id: 0, start_ms, end_ms, fault });
         }
     }
 

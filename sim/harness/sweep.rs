@@ -27,20 +27,31 @@ pub fn scenario_from_env() -> Option<Scenario> {
     Some(Scenario::parse(&name).unwrap_or_else(|| panic!("unknown scenario {name}")))
 }
 
-/// With `SIM_SEED` set, replays that one seed (scenario from `SIM_SCENARIO`, else the
-/// swarm) with its schedule and result, exiting 1 on a failure; returns whether it did.
+/// With `SIM_PLAN` (a plan file, `plan.rs`) or `SIM_SEED` set, replays that one plan
+/// or seed (scenario from `SIM_SCENARIO`, else the swarm) with its schedule and
+/// result, exiting 1 on a failure; returns whether it did. `SIM_TIMELINE=FILE.html`
+/// also writes the run's timeline (`timeline.rs`); `SIM_SHRINK=1` shrinks a failure.
 pub fn replay_from_env(target: &str) -> bool {
-    let Some(seed) = env_u64("SIM_SEED") else {
+    let (plan, replay) = if let Some((plan, path)) = super::plan::from_env() {
+        (plan, super::plan::replay_command(target, &path))
+    } else if let Some(seed) = env_u64("SIM_SEED") {
+        let scenario = scenario_from_env().unwrap_or(Scenario::Swarm);
+        (Plan::draw(seed, scenario), replay_command(target, &Job { seed, scenario, note: None }))
+    } else {
         return false;
     };
-    let scenario = scenario_from_env().unwrap_or(Scenario::Swarm);
-    let job = Job { seed, scenario, note: None };
-    let plan = Plan::draw(seed, scenario);
     println!("{}", plan.describe());
+    let timeline = super::timeline::enable_from_env();
     let report = run_seed(&plan);
     println!("{}", line(&report, None));
+    if let Some(path) = timeline {
+        super::timeline::write(&path, &report);
+    }
     if !report.ok() {
-        println!("{}", failure_report(target, &job, &report));
+        println!("{}", failure_report(&replay, &report));
+        if std::env::var("SIM_SHRINK").is_ok_and(|v| v == "1") {
+            super::shrink::failures(target, &[&report], threads());
+        }
         std::process::exit(1);
     }
     true
@@ -55,7 +66,7 @@ pub fn env_u64(name: &str) -> Option<u64> {
 }
 
 /// Worker threads: 2 by default (the CI machine has two cores), SIM_THREADS to change.
-fn threads() -> usize {
+pub fn threads() -> usize {
     env_u64("SIM_THREADS").map_or(2, |n| n.max(1) as usize)
 }
 
@@ -98,10 +109,11 @@ pub fn line(report: &SeedReport, note: Option<&str>) -> String {
     )
 }
 
-pub fn failure_report(target: &str, job: &Job, report: &SeedReport) -> String {
+/// A failure's report; `replay` is the command that replays it.
+pub fn failure_report(replay: &str, report: &SeedReport) -> String {
     let mut out = String::new();
-    out.push_str(&format!("\n==== seed {} FAILED ====\n", job.seed));
-    out.push_str(&format!("replay: {}\n", replay_command(target, job)));
+    out.push_str(&format!("\n==== seed {} FAILED ====\n", report.plan.seed));
+    out.push_str(&format!("replay: {replay}\n"));
     out.push_str(&report.plan.describe());
     for violation in &report.violations {
         out.push_str(&format!("[{}] {}\n", violation.checker, violation.message));
@@ -265,7 +277,7 @@ fn sweep_from(
                     }
                     if !report.ok() {
                         failures.fetch_add(1, Ordering::Relaxed);
-                        println!("{}", failure_report(target, &job, &report));
+                        println!("{}", failure_report(&replay_command(target, &job), &report));
                         if fail_fast {
                             stop.store(true, Ordering::Relaxed);
                         }
@@ -356,6 +368,10 @@ fn sweep_from(
         };
         println!("  {name:<58} {seeds:>5} / {times:<7}{flag}");
     }
+    // Every failing seed's plan written, the first ones shrunk (shrink.rs).
+    let failed_reports: Vec<&SeedReport> =
+        reports.iter().filter(|(_, r)| !r.ok()).map(|(_, r)| r).collect();
+    super::shrink::failures(target, &failed_reports, workers);
     for (job, _) in &failed {
         println!("FAILED: {}", replay_command(target, job));
     }

@@ -1,0 +1,215 @@
+//! `cargo sim --test sim_tools`: tests of the simulator's own tools: plan files
+//! (`harness/plan.rs`), shrinking (`harness/shrink.rs`) and the timeline page
+//! (`harness/timeline.rs`). Outside `--cfg madsim` this target is empty.
+
+#![cfg(madsim)]
+
+#[allow(dead_code)] // The sweep's parts that these tests do not use.
+#[path = "harness/mod.rs"]
+mod harness;
+
+use harness::checkers::Violation;
+use harness::plan;
+use harness::run::{run_seed, SeedReport};
+use harness::schedule::{Fault, Plan, Scenario, Step};
+use harness::shrink;
+use harness::timeline;
+
+/// Every drawn plan, of every scenario, reads back from its text as the same plan.
+#[test]
+fn plan_text_round_trips() {
+    let scenarios = std::iter::once(Scenario::Swarm).chain(Scenario::NAMED);
+    for scenario in scenarios {
+        for seed in 1..=150 {
+            let drawn = Plan::draw(seed, scenario);
+            let text = plan::to_text(&drawn);
+            let read = plan::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(read, drawn, "seed {seed} {}:\n{text}", scenario.name());
+        }
+    }
+}
+
+/// A plan file a person edited wrongly is refused with the line and the reason.
+#[test]
+fn plan_errors_name_the_line() {
+    let text = plan::to_text(&Plan::draw(7, Scenario::Swarm));
+    let cases = [
+        ("fault 0 10 20 crash_restart node=n9", "not a node of this plan"),
+        ("fault 0 10 20 meteor_strike", "unknown fault kind"),
+        ("fault 0 30 20 pause node=n1", "must end after it starts"),
+        ("fault 0 10 20 delay max_ms=5 extra=1", "unknown field `extra`"),
+        ("flux_capacitor 1", "unknown setting"),
+    ];
+    for (line, expected) in cases {
+        let edited = format!("{text}{line}\n");
+        let error = plan::parse(&edited).expect_err(line);
+        let line_number = edited.lines().count();
+        assert!(error.contains(expected), "{line}: {error}");
+        assert!(error.contains(&format!("line {line_number}")), "{line}: {error}");
+    }
+    let without_nodes: String =
+        text.lines().filter(|l| !l.starts_with("nodes ")).map(|l| format!("{l}\n")).collect();
+    assert!(plan::parse(&without_nodes).expect_err("no nodes").contains("`nodes` is missing"));
+}
+
+fn step(id: usize, start_ms: u64, end_ms: u64, fault: Fault) -> Step {
+    Step { id, start_ms, end_ms, fault }
+}
+
+/// A plan with many faults of which one matters.
+fn noisy_plan() -> Plan {
+    let mut plan = Plan::draw(11, Scenario::Swarm);
+    plan.nodes = 5;
+    plan.clients = 3;
+    plan.burst_writes = 10;
+    plan.steps = vec![
+        step(0, 100, 900, Fault::Delay { max_ms: 50 }),
+        step(1, 200, 2_000, Fault::Partition { a: vec![0, 4], b: vec![1, 2, 3], bridge: None }),
+        step(2, 300, 700, Fault::Pause { node: 3 }),
+        step(3, 1_000, 2_600, Fault::Kill { node: 1, crash: true }),
+        step(4, 1_200, 1_500, Fault::Loss { rate: 0.1 }),
+        step(5, 2_000, 3_000, Fault::IsolateLeader),
+        step(6, 2_500, 4_000, Fault::DiskEio { node: 4, probability: 0.05 }),
+        step(7, 3_000, 5_000, Fault::Duplicate { probability: 0.2 }),
+        step(8, 4_000, 5_500, Fault::Pause { node: 2 }),
+    ];
+    plan
+}
+
+/// "Fails" while the crash of n2 (fault #3) is in the plan and lasts 400 ms or more.
+fn fails_with_the_crash(plan: &Plan) -> bool {
+    plan.steps.iter().any(|s| {
+        s.id == 3 && s.end_ms - s.start_ms >= 400 && s.fault == Fault::Kill { node: 1, crash: true }
+    })
+}
+
+/// Shrinking keeps only what the failure needs, and the same plan comes out whatever
+/// the number of threads.
+#[test]
+fn shrinking_keeps_what_the_failure_needs() {
+    let plan = noisy_plan();
+    assert!(fails_with_the_crash(&plan));
+    let quiet = |_: &str| {};
+    let one = shrink::shrink(&plan, 500, 1, &fails_with_the_crash, &quiet);
+    assert!(!one.budget_spent, "{one:?}");
+    assert_eq!(one.plan.steps.len(), 1, "{:?}", one.plan.steps);
+    let kept = &one.plan.steps[0];
+    assert_eq!((kept.id, kept.start_ms), (3, 1_000));
+    // Halved while it still fails: 1600 -> 800 -> 400 ms.
+    assert_eq!(kept.end_ms, 1_400);
+    assert_eq!((one.plan.nodes, one.plan.clients, one.plan.burst_writes), (3, 1, 0));
+    assert!(one.plan.fault_ms <= 1_500, "fault phase {}", one.plan.fault_ms);
+    assert!(fails_with_the_crash(&one.plan));
+    for threads in [2, 3] {
+        let other = shrink::shrink(&plan, 500, threads, &fails_with_the_crash, &quiet);
+        assert_eq!(other.plan, one.plan, "threads {threads}");
+        assert_eq!(other.removed, one.removed, "threads {threads}");
+        assert_eq!(other.runs, one.runs, "threads {threads}");
+    }
+    // A budget stops it early, and says so.
+    let short = shrink::shrink(&plan, 3, 2, &fails_with_the_crash, &quiet);
+    assert!(short.budget_spent && short.runs == 3, "{short:?}");
+    assert!(fails_with_the_crash(&short.plan));
+}
+
+/// A real run's page: a lane per node with roles, the faults, the operations, the
+/// node that was down; nothing marked as a violation.
+#[test]
+fn timeline_page_of_a_run() {
+    let mut plan = Plan::draw(5, Scenario::Swarm);
+    plan.nodes = 3;
+    plan.fault_ms = 2_500;
+    plan.steps = vec![
+        step(0, 300, 1_200, Fault::Kill { node: 2, crash: true }),
+        step(1, 1_500, 2_200, Fault::IsolateLeader),
+    ];
+    timeline::enable();
+    let report = run_seed(&plan);
+    assert!(report.ok(), "{:?}", report.violations);
+    let recording = timeline::take().expect("the run recorded a timeline");
+    let page = timeline::render(&plan, &report, &recording);
+    let count = |needle: &str| page.matches(needle).count();
+    assert!(page.starts_with("<!DOCTYPE html>") && page.contains("<svg"));
+    // Self-contained: nothing to fetch.
+    assert!(!page.contains("https://") && !page.contains("src=") && !page.contains("href="));
+    let mut clients: Vec<u64> = recording.history.iter().map(|op| op.client).collect();
+    clients.dedup();
+    clients.sort_unstable();
+    clients.dedup();
+    assert_eq!(
+        count("class=\"label lane\""),
+        plan.nodes + clients.len(),
+        "a lane per node and client"
+    );
+    for node in ["n1", "n2", "n3"] {
+        assert!(page.contains(&format!(">{node}</text>")), "no lane for {node}");
+    }
+    assert!(count("class=\"role leader\"") >= 1, "no leader drawn");
+    assert!(count("class=\"role follower\"") >= 3);
+    assert_eq!(count("class=\"faultbar fault-step\""), 2);
+    assert!(count("class=\"down\"") >= 1, "the crashed node is not shown down");
+    assert!(page.contains("n3 down (crash)"));
+    assert_eq!(count("class=\"op "), report.ops, "one bar per operation");
+    assert!(page.contains(">c1</text>") && page.contains(">probe</text>"));
+    assert_eq!(count("class=\"violation\""), 0);
+    assert!(page.contains("no violation"));
+}
+
+/// A failing report's page marks each finding: a line, and for a history finding a
+/// band over its window.
+#[test]
+fn timeline_marks_violations() {
+    let plan = Plan::draw(5, Scenario::Swarm);
+    let violation = |checker, focus| Violation {
+        checker,
+        message: format!("{checker} found <something>"),
+        evidence: Vec::new(),
+        focus,
+    };
+    let report = SeedReport {
+        plan: plan.clone(),
+        sim_ms: 9_000,
+        ops: 0,
+        unknown: 0,
+        faults: Default::default(),
+        trace: 0,
+        violations: vec![
+            violation("raft_safety", None),
+            violation("witness", Some((b"a".to_vec(), 2_000, 2_600))),
+        ],
+        inconclusive: 0,
+        markers: Default::default(),
+    };
+    let recording = timeline::Recording {
+        safety_violations_ms: vec![4_321],
+        last_ms: 9_000,
+        ..Default::default()
+    };
+    let page = timeline::render(&plan, &report, &recording);
+    assert_eq!(page.matches("class=\"violation\"").count(), 2);
+    assert_eq!(page.matches("class=\"violationband\"").count(), 1);
+    assert!(page.contains("raft_safety at 4321 ms: raft_safety found &lt;something&gt;"));
+    assert!(page.contains("witness at 2600 ms"));
+    assert!(page.contains("FAILED"));
+}
+
+/// Shrinking stays inside the fault model: 5 nodes do not become 3 when two disks
+/// would then be damaged (a wiped one and a rotting one), whatever the run says.
+#[test]
+fn shrinking_keeps_the_fault_model() {
+    let mut plan = Plan::draw(12, Scenario::Swarm);
+    plan.nodes = 5;
+    plan.steps = vec![
+        step(0, 500, 501, Fault::Wipe { node: 0 }),
+        step(1, 1_000, 1_300, Fault::DiskRot { node: 1 }),
+        step(2, 1_500, 2_000, Fault::Pause { node: 4 }),
+    ];
+    let both = |plan: &Plan| {
+        plan.steps.iter().any(|s| matches!(s.fault, Fault::Wipe { .. }))
+            && plan.steps.iter().any(|s| matches!(s.fault, Fault::DiskRot { .. }))
+    };
+    let shrunk = shrink::shrink(&plan, 200, 2, &both, &|_| {});
+    assert_eq!(shrunk.plan.nodes, 5, "{:?}", shrunk.removed);
+    let ids: Vec<usize> = shrunk.plan.steps.iter().map(|s| s.id).collect();
+    assert_eq!(ids, [0, 1]);
+}
