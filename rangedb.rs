@@ -131,9 +131,10 @@ struct ServerArgs {
     /// to grow one later, start the new node with --join.
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
-    /// Join the running cluster of the member at host:port: the node waits until
-    /// `rangedb node add <its --listen>` adds it, then gets its id and a replica of
-    /// every range. --listen must be the address the other nodes reach it at.
+    /// Join the running cluster of the members at host:port[,host:port...] (any one
+    /// that is up will do): the node waits until `rangedb node add <its --listen>`
+    /// adds it, then gets its id and a replica of every range. --listen must be the
+    /// address the other nodes reach it at.
     #[arg(long, conflicts_with_all = ["peers", "split_keys"])]
     join: Option<String>,
     /// Directory holding this node's WAL and snapshots.
@@ -237,7 +238,9 @@ fn server_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
     }
     cli_parse::check_address(&args.listen).context("--listen")?;
     if let Some(join) = &args.join {
-        cli_parse::check_address(join).context("--join")?;
+        for address in join.split(',') {
+            cli_parse::check_address(address).context("--join")?;
+        }
     }
     let peers = if args.peers.is_empty() {
         BTreeMap::from([(NodeId(args.id), args.listen.clone())])

@@ -46,6 +46,11 @@ pub struct Server {
     shutdown: Arc<Notify>,
     /// Set when `run_node` returned (a clean stop or a storage failure).
     pub exited: Arc<AtomicBool>,
+    /// Why `run_node` returned with an error, the last time it did.
+    pub exit_reason: Arc<std::sync::Mutex<Option<String>>>,
+    /// The configuration the node (re)starts with: a replaced node restarts with
+    /// `--join` (`Cluster::set_join`).
+    config: Arc<std::sync::Mutex<ServerConfig>>,
     pub killed: bool,
     pub paused: bool,
 }
@@ -67,7 +72,9 @@ impl Cluster {
         let peers: BTreeMap<NodeId, String> =
             (0..plan.nodes).map(|i| (NodeId(i as u64 + 1), server_address(i))).collect();
         let mut servers = Vec::new();
-        for i in 0..plan.nodes {
+        // The founders, then the spares: started with --join, they wait until a
+        // membership change adds them.
+        for i in 0..plan.nodes + plan.spares {
             let disk = SimDisk::new(plan.seed.wrapping_mul(31).wrapping_add(i as u64));
             let clock = SimClock::new(1_750_000_000_000);
             let shutdown = Arc::new(Notify::new());
@@ -77,7 +84,8 @@ impl Cluster {
                 listen: server_address(i),
                 peers: peers.clone(),
                 data_dir: PathBuf::from("/data"),
-                join: None,
+                join: (i >= plan.nodes)
+                    .then(|| (0..plan.nodes).map(server_address).collect::<Vec<_>>().join(",")),
                 split_keys: None,
                 tick_ms: plan.tick_ms,
                 snapshot_entries: plan.snapshot_entries,
@@ -86,7 +94,10 @@ impl Cluster {
                 // By entries only: the sim's states are tiny and snapshots must happen.
                 snapshot_log_ratio: 0,
             };
+            let config = Arc::new(std::sync::Mutex::new(config));
+            let exit_reason = Arc::new(std::sync::Mutex::new(None));
             let (d, s, e, c) = (disk.clone(), shutdown.clone(), exited.clone(), clock.clone());
+            let (shared_config, reason) = (config.clone(), exit_reason.clone());
             let node = handle
                 .create_node()
                 .name(format!("n{}", i + 1))
@@ -94,13 +105,15 @@ impl Cluster {
                 .init(move || {
                     let (disk, shutdown, exited) = (d.clone(), s.clone(), e.clone());
                     let clock = c.clone();
-                    let config = config.clone();
+                    let config = shared_config.lock().expect("config lock").clone();
+                    let reason = reason.clone();
                     async move {
                         exited.store(false, Ordering::Relaxed);
                         let stop = async move { shutdown.notified().await };
                         let (disk, clock) = (Arc::new(disk), Arc::new(clock));
                         if let Err(error) = run_node(config, disk, clock, stop).await {
                             eprintln!("sim: node stopped: {error}");
+                            *reason.lock().expect("reason lock") = Some(error.to_string());
                         }
                         exited.store(true, Ordering::Relaxed);
                     }
@@ -112,6 +125,8 @@ impl Cluster {
                 clock,
                 shutdown,
                 exited,
+                exit_reason,
+                config,
                 killed: false,
                 paused: false,
             });
@@ -209,6 +224,24 @@ impl Cluster {
         super::timeline::node_event(i, "wipe");
     }
 
+    /// From its next start, node `i` joins the cluster of the member at `join`
+    /// (a wiped node restarted to be replaced).
+    pub fn set_join(&self, i: usize, join: String) {
+        self.servers[i].config.lock().expect("config lock").join = Some(join);
+    }
+
+    /// Whether node `i` stopped because it was removed from the cluster.
+    pub fn exited_removed(&self, i: usize) -> bool {
+        let server = &self.servers[i];
+        server.exited.load(Ordering::Relaxed)
+            && server
+                .exit_reason
+                .lock()
+                .expect("reason lock")
+                .as_ref()
+                .is_some_and(|reason| reason.contains("was removed from the cluster"))
+    }
+
     /// Clean stop: shutdown signal, a grace period, then the process ends.
     pub async fn stop(&mut self, i: usize) {
         self.servers[i].shutdown.notify_waiters();
@@ -220,6 +253,7 @@ impl Cluster {
 
     pub fn restart(&mut self, i: usize) {
         self.servers[i].exited.store(false, Ordering::Relaxed);
+        *self.servers[i].exit_reason.lock().expect("reason lock") = None;
         self.handle.restart(self.server_id(i));
         self.servers[i].killed = false;
         self.servers[i].paused = false;

@@ -20,6 +20,13 @@ pub const DECLARED: &[&str] = &[
     "peer batch sent twice",
     "stale peer batch replayed",
     "crash tore an unsynced page",
+    // Membership changes (issue 13).
+    "node added (learner caught up, promoted)",
+    "node removed",
+    "wiped node replaced under a new id",
+    "joint configuration left",
+    "membership change refused by the leader",
+    "replica left out of its configuration",
 ];
 
 /// Markers the default sweep is known not to reach, with why: printed as such and

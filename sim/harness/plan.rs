@@ -107,6 +107,7 @@ pub fn to_text(plan: &Plan) -> String {
     let _ = writeln!(out, "fsync_us {} {}", plan.fsync_us.0, plan.fsync_us.1);
     let _ = writeln!(out, "fault_ms {}", plan.fault_ms);
     let _ = writeln!(out, "intensity {}", plan.intensity);
+    let _ = writeln!(out, "spares {}", plan.spares);
     let _ = writeln!(
         out,
         "# fault <id> <start ms> <end ms> <kind> [field=value ...]; nodes are n1..n{}",
@@ -155,6 +156,10 @@ pub fn fault_text(fault: &Fault) -> String {
             format!("leader_clock_drift drift_ppm={drift_ppm}")
         }
         Fault::PartitionSlowLeader => "partition_slow_leader".into(),
+        Fault::AddNode { spare } => format!("node_add spare={spare}"),
+        Fault::RemoveNode { node: n } => format!("node_remove node={}", node(*n)),
+        Fault::RemoveLeader => "node_remove_leader".into(),
+        Fault::ReplaceWiped { node: n } => format!("node_replace_wiped node={}", node(*n)),
     }
 }
 
@@ -216,6 +221,10 @@ pub fn parse(text: &str) -> Result<Plan, String> {
     let (line, intensity) = take("intensity")?;
     let intensity =
         intensity.parse().map_err(|_| format!("line {line}: `{intensity}` is not a number"))?;
+    let spares = match settings.remove("spares") {
+        Some(value) => number(value)? as usize,
+        None => 0, // Plans written before membership changes.
+    };
     if let Some((key, (line, _))) = settings.into_iter().next() {
         return Err(format!("line {line}: unknown setting `{key}`"));
     }
@@ -240,6 +249,7 @@ pub fn parse(text: &str) -> Result<Plan, String> {
         fsync_us,
         fault_ms,
         intensity,
+        spares,
         steps,
     })
 }
@@ -303,6 +313,10 @@ impl Fields<'_> {
             },
             "leader_clock_drift" => Fault::LeaderClockDrift { drift_ppm: self.int("drift_ppm")? },
             "partition_slow_leader" => Fault::PartitionSlowLeader,
+            "node_add" => Fault::AddNode { spare: self.int("spare")? as usize },
+            "node_remove" => Fault::RemoveNode { node: self.node("node")? },
+            "node_remove_leader" => Fault::RemoveLeader,
+            "node_replace_wiped" => Fault::ReplaceWiped { node: self.node("node")? },
             other => return Err(format!("unknown fault kind `{other}`")),
         };
         if let Some(key) = self.map.keys().next() {

@@ -28,6 +28,9 @@ const HEAL_BOUND_MS: u64 = 25_000;
 /// One key per data range, written by the liveness probe.
 const PROBE_KEYS: [&[u8]; 5] = [b"1", b"9", b"a", b"h", b"r"];
 const PROBE_CLIENT: u64 = 1000;
+/// Bound for one membership command (it retries refusals while another change is in
+/// flight, and waits for learners to catch up).
+const MEMBERSHIP_BOUND_MS: u64 = 10_000;
 
 pub struct SeedReport {
     pub plan: Plan,
@@ -233,15 +236,31 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
         start,
         restarted: BTreeMap::new(),
         wiped: BTreeSet::new(),
+        members: (0..plan.nodes).collect(),
+        removed: BTreeSet::new(),
+        ids: (0..plan.nodes).map(|i| (i, NodeId(i as u64 + 1))).collect(),
+        queued: Default::default(),
+        running: None,
+        changes_done: BTreeMap::new(),
+        changes_failed: 0,
+        unfinished: Vec::new(),
     };
     supervisor.fault_phase(&mut faults).await;
     stop.store(true, Ordering::Relaxed);
     supervisor.heal().await;
+    let mut liveness = Vec::new();
+    supervisor.finish_changes(&mut liveness).await;
+    for (kind, done) in &supervisor.changes_done {
+        faults.insert(format!("effect: membership changes completed ({kind})"), *done);
+    }
+    faults.insert(
+        "effect: membership changes refused or timed out".into(),
+        supervisor.changes_failed,
+    );
     for client in clients {
         let _ = client.await;
     }
     let mut history = std::mem::take(&mut *history.lock().expect("history lock"));
-    let mut liveness = Vec::new();
     let heal_start = now_ms(start);
     supervisor.probe_writes(&mut history, &mut liveness, heal_start).await;
     let finals = supervisor.converge(&mut liveness, heal_start).await;
@@ -266,6 +285,14 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
         );
     }
     markers.insert("crash tore an unsynced page".into(), cluster.crashes_tearing);
+    let done = |kind: &str| {
+        faults.get(&format!("effect: membership changes completed ({kind})")).copied().unwrap_or(0)
+    };
+    markers.insert("node added (learner caught up, promoted)".into(), done("node_add"));
+    markers.insert("node removed".into(), done("node_remove") + done("node_remove_leader"));
+    markers.insert("wiped node replaced under a new id".into(), done("node_replace_wiped"));
+    markers
+        .insert("joint configuration left".into(), safety.lock().expect("safety lock").joints_left);
     markers.insert("lease read served".into(), sim_hooks::lease_reads());
     markers.insert("leadership handed to the meta leader".into(), sim_hooks::handoffs());
     markers.retain(|_, n| *n > 0);
@@ -286,6 +313,28 @@ struct Supervisor<'a> {
     restarted: BTreeMap<usize, Instant>,
     /// Nodes whose disk was wiped (restarted once, then left out).
     wiped: BTreeSet<usize>,
+    /// Servers that are members (founders, spares once added), by index...
+    members: BTreeSet<usize>,
+    /// ... removed ones (stopped for good) ...
+    removed: BTreeSet<usize>,
+    /// ... and each server's node id (a replaced node gets a new one).
+    ids: BTreeMap<usize, NodeId>,
+    /// Membership steps waiting for the one running, and the one running.
+    queued: std::collections::VecDeque<usize>,
+    running: Option<(Change, madsim::task::JoinHandle<Result<NodeId, String>>)>,
+    /// Membership commands that completed, by kind; and those that failed.
+    changes_done: BTreeMap<&'static str, u64>,
+    changes_failed: u64,
+    /// Membership commands that failed, to run again after healing.
+    unfinished: Vec<Change>,
+}
+
+/// A membership command: on which server, which step, and the server's node id when
+/// it started (the one to remove or replace).
+struct Change {
+    node: usize,
+    fault: Fault,
+    old: Option<NodeId>,
 }
 
 impl Supervisor<'_> {
@@ -314,8 +363,17 @@ impl Supervisor<'_> {
                     self.end(i);
                 }
             }
-            // A node that stopped by itself (a failed fsync) is crashed and restarted.
-            for node in 0..self.plan.nodes {
+            self.collect_change().await;
+            // A node that stopped by itself (a failed fsync) is crashed and restarted;
+            // one that was removed from the cluster stays stopped.
+            for node in 0..self.cluster.servers.len() {
+                if self.cluster.exited_removed(node) {
+                    self.removed.insert(node);
+                    self.members.remove(&node);
+                }
+                if self.removed.contains(&node) {
+                    continue;
+                }
                 let server = &self.cluster.servers[node];
                 if !server.killed && server.exited.load(Ordering::Relaxed) {
                     let what = if self.wiped.contains(&node) {
@@ -351,13 +409,17 @@ impl Supervisor<'_> {
     }
 
     fn restart(&mut self, node: usize) {
+        if self.removed.contains(&node) || self.cluster.exited_removed(node) {
+            return; // Removed from the cluster: it refuses to start.
+        }
         if self.wiped.contains(&node) {
             // It was restarted once, right after the wipe; it stays out (there is no
             // membership change to replace it yet).
             return;
         }
         self.restarted.insert(node, Instant::now());
-        self.safety.lock().expect("safety lock").node_restarted(NodeId(node as u64 + 1));
+        let id = self.ids.get(&node).copied().unwrap_or(NodeId(node as u64 + 1));
+        self.safety.lock().expect("safety lock").node_restarted(id);
         self.cluster.restart(node);
     }
 
@@ -422,12 +484,188 @@ impl Supervisor<'_> {
                     self.cluster.pause(node);
                 }
             }
+            // One membership command at a time, as an operator runs them: a step that
+            // starts while one runs waits for it.
+            Fault::AddNode { .. }
+            | Fault::RemoveNode { .. }
+            | Fault::RemoveLeader
+            | Fault::ReplaceWiped { .. } => self.queued.push_back(i),
             _ => {}
         }
         super::timeline::resolved(i, resolved);
         self.active.push((i, resolved));
         self.apply_network();
         self.apply_clocks();
+    }
+
+    /// Starts the next queued membership step if none runs.
+    async fn next_change(&mut self) {
+        while self.running.is_none() {
+            let Some(i) = self.queued.pop_front() else { return };
+            let node = match self.plan.steps[i].fault {
+                Fault::AddNode { spare } => Some(self.plan.nodes + spare),
+                Fault::RemoveNode { node } | Fault::ReplaceWiped { node } => Some(node),
+                Fault::RemoveLeader => self.find_leader(i).await,
+                _ => None,
+            };
+            if let Some(node) = node {
+                self.start_change(i, node);
+            }
+        }
+    }
+
+    /// Starts step `i`'s membership command on server `node` as a client would, on
+    /// the probe node (skipped when it makes no sense now); `collect_change` records
+    /// how it ended.
+    fn start_change(&mut self, i: usize, node: usize) {
+        let fault = self.plan.steps[i].fault.clone();
+        if node >= self.cluster.servers.len() || self.removed.contains(&node) {
+            return;
+        }
+        match fault {
+            Fault::AddNode { .. } if self.members.contains(&node) => return,
+            Fault::RemoveNode { .. } | Fault::RemoveLeader
+                if !self.members.contains(&node) || self.members.len() <= 3 =>
+            {
+                return;
+            }
+            Fault::ReplaceWiped { .. } => {
+                if !self.members.contains(&node) || self.cluster.servers[node].killed {
+                    return;
+                }
+                // The disk is replaced; the node restarts empty, with --join.
+                self.cluster.wipe(node);
+                if let Some(old) = self.ids.get(&node) {
+                    self.safety.lock().expect("safety lock").node_wiped(*old);
+                }
+                let join: Vec<String> = self
+                    .members
+                    .iter()
+                    .filter(|m| **m != node)
+                    .map(|m| super::cluster::server_address(*m))
+                    .collect();
+                self.cluster.set_join(node, join.join(","));
+                self.restarted.insert(node, Instant::now());
+                self.cluster.restart(node);
+            }
+            _ => {}
+        }
+        let change = Change { node, fault, old: self.ids.get(&node).copied() };
+        let handle = self.spawn_command(2000 + i as u64, &change);
+        self.running = Some((change, handle));
+    }
+
+    /// Runs a membership command on the probe node, bounded, against the members.
+    fn spawn_command(
+        &self,
+        client_id: u64,
+        change: &Change,
+    ) -> madsim::task::JoinHandle<Result<NodeId, String>> {
+        let endpoints: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| **m != change.node)
+            .map(|m| super::cluster::server_address(*m))
+            .collect();
+        let address = super::cluster::server_address(change.node);
+        let (fault, old) = (change.fault.clone(), change.old);
+        let task = async move {
+            let config = workload::client_config(endpoints, client_id, 800);
+            let client = Client::new(config);
+            let quiet = |_: &str| {};
+            let work = async {
+                match (fault, old) {
+                    (Fault::AddNode { .. }, _) => client.add_node(&address, quiet).await,
+                    (Fault::ReplaceWiped { .. }, Some(old)) => {
+                        client.replace_node(old, &address, quiet).await
+                    }
+                    (_, Some(old)) => client.remove_node(old, quiet).await,
+                    (_, None) => {
+                        Err(rangedb::client::ClientError::Invalid { reason: "no node id".into() })
+                    }
+                }
+            };
+            match tokio::time::timeout(Duration::from_millis(MEMBERSHIP_BOUND_MS), work).await {
+                Ok(Ok(report)) => Ok(report.node),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("not done within {MEMBERSHIP_BOUND_MS} ms")),
+            }
+        };
+        self.cluster.probe.spawn(task)
+    }
+
+    /// Records the running membership command if it ended, and starts the next.
+    async fn collect_change(&mut self) {
+        if self.running.as_ref().is_some_and(|(_, handle)| handle.is_finished()) {
+            let (change, handle) = self.running.take().expect("checked above");
+            let result = handle.await.unwrap_or_else(|_| Err("the command's task failed".into()));
+            self.change_ended(change, result);
+        }
+        self.next_change().await;
+    }
+
+    fn change_ended(&mut self, change: Change, result: Result<NodeId, String>) {
+        let Ok(id) = result else {
+            self.changes_failed += 1;
+            self.unfinished.push(change);
+            return;
+        };
+        *self.changes_done.entry(change.fault.kind()).or_default() += 1;
+        match change.fault {
+            Fault::AddNode { .. } | Fault::ReplaceWiped { .. } => {
+                self.members.insert(change.node);
+                self.ids.insert(change.node, id);
+            }
+            _ => {
+                self.members.remove(&change.node);
+                self.removed.insert(change.node);
+            }
+        }
+    }
+
+    /// Waits for the membership command still running (bounded); the steps still
+    /// queued are dropped (the fault phase is over). Then, faults healed, runs again
+    /// those that failed, as an operator would (every step is idempotent): a change
+    /// left half done would leave replicas that never converge. One that fails again
+    /// is a liveness violation.
+    async fn finish_changes(&mut self, liveness: &mut Vec<Violation>) {
+        self.queued.clear();
+        if let Some((change, handle)) = self.running.take() {
+            let result = handle.await.unwrap_or_else(|_| Err("the command's task failed".into()));
+            self.change_ended(change, result);
+        }
+        for (k, change) in std::mem::take(&mut self.unfinished).into_iter().enumerate() {
+            if self.cluster.exited_removed(change.node) {
+                // The removal completed after all (its last step committed).
+                self.removed.insert(change.node);
+                self.members.remove(&change.node);
+                continue;
+            }
+            if self.removed.contains(&change.node) {
+                continue;
+            }
+            let handle = self.spawn_command(3000 + k as u64, &change);
+            let result = handle.await.unwrap_or_else(|_| Err("the command's task failed".into()));
+            if let Err(error) = &result {
+                liveness.push(liveness::violation(
+                    format!(
+                        "`{}` on n{} failed again after healing: {error}",
+                        change.fault,
+                        change.node + 1
+                    ),
+                    vec![],
+                ));
+            }
+            self.changes_failed -= u64::from(result.is_ok());
+            self.change_ended(change, result);
+        }
+        // A node removed while it was down learns it when it comes back, and stops.
+        for node in 0..self.cluster.servers.len() {
+            if self.cluster.exited_removed(node) {
+                self.removed.insert(node);
+                self.members.remove(&node);
+            }
+        }
     }
 
     /// The node an active LeaderClockDrift slowed, if any.
@@ -442,7 +680,7 @@ impl Supervisor<'_> {
     /// Sets every node's clock from the active clock faults (the latest started wins;
     /// none: no skew, no drift).
     fn apply_clocks(&mut self) {
-        let mut clocks = vec![(0i64, 0i64); self.plan.nodes];
+        let mut clocks = vec![(0i64, 0i64); self.cluster.servers.len()];
         for (i, resolved) in &self.active {
             match self.plan.steps[*i].fault {
                 Fault::ClockSkew { node, skew_ms, drift_ppm } => {
@@ -496,14 +734,14 @@ impl Supervisor<'_> {
     async fn find_leader(&self, i: usize) -> Option<usize> {
         let pick = self.step_id(i) as usize % PROBE_KEYS.len();
         let range = witness::range_of(PROBE_KEYS[pick], self.plan.nodes);
-        for node in 0..self.plan.nodes {
+        for &node in &self.members {
             if self.cluster.servers[node].killed {
                 continue;
             }
             if let Some(status) = self.cluster.status(node).await {
                 let leader = status.ranges.iter().find(|r| r.descriptor.id == range)?.leader;
                 if let Some(leader) = leader {
-                    return Some(leader.0 as usize - 1);
+                    return self.ids.iter().find(|(_, id)| **id == leader).map(|(i, _)| *i);
                 }
             }
         }
@@ -528,7 +766,7 @@ impl Supervisor<'_> {
                 }
                 Fault::IsolateLeader => {
                     if let Some(leader) = resolved {
-                        for other in (0..self.plan.nodes).filter(|o| o != leader) {
+                        for other in (0..self.cluster.servers.len()).filter(|o| o != leader) {
                             cuts.push((*leader, other));
                             cuts.push((other, *leader));
                         }
@@ -539,7 +777,9 @@ impl Supervisor<'_> {
                     if let Some(leader) = resolved {
                         let pair = [*leader, (*leader + 1) % self.plan.nodes];
                         for inside in pair {
-                            for other in (0..self.plan.nodes).filter(|o| !pair.contains(o)) {
+                            for other in
+                                (0..self.cluster.servers.len()).filter(|o| !pair.contains(o))
+                            {
                                 cuts.push((inside, other));
                                 cuts.push((other, inside));
                             }
@@ -549,7 +789,7 @@ impl Supervisor<'_> {
                 }
                 Fault::PartitionSlowLeader => {
                     if let Some(slow) = resolved {
-                        for other in (0..self.plan.nodes).filter(|o| o != slow) {
+                        for other in (0..self.cluster.servers.len()).filter(|o| o != slow) {
                             cuts.push((*slow, other));
                             cuts.push((other, *slow));
                         }
@@ -580,15 +820,35 @@ impl Supervisor<'_> {
         sim_hooks::set_duplicate(duplicate);
     }
 
+    /// The servers that must converge: members not wiped (a wiped node stays out),
+    /// spares whose addition was cut short included once they joined (a learner of
+    /// some ranges).
+    fn live_members(&self) -> Vec<usize> {
+        (0..self.cluster.servers.len())
+            .filter(|n| !self.wiped.contains(n) && !self.removed.contains(n))
+            .filter(|n| self.members.contains(n) || self.joined(*n))
+            .collect()
+    }
+
+    /// Whether server `node` joined the cluster (a spare whose `node add` did not
+    /// finish may have: it then holds replicas that must converge).
+    fn joined(&self, node: usize) -> bool {
+        let cluster_file = std::path::Path::new("/data/CLUSTER");
+        self.cluster.servers[node].disk.names().iter().any(|name| name == cluster_file)
+    }
+
     /// Every fault off; every node up.
     async fn heal(&mut self) {
         let active: Vec<usize> = self.active.iter().map(|(i, _)| *i).collect();
         for i in active {
             self.end(i);
         }
-        for node in 0..self.plan.nodes {
+        for node in 0..self.cluster.servers.len() {
             self.cluster.set_disk_faults(node, DiskFaults::default());
             self.cluster.resume(node);
+            if self.removed.contains(&node) {
+                continue;
+            }
             let server = &self.cluster.servers[node];
             if server.killed || server.exited.load(Ordering::Relaxed) {
                 if !server.killed {
@@ -662,7 +922,7 @@ impl Supervisor<'_> {
         let deadline = heal_start + HEAL_BOUND_MS;
         loop {
             let mut statuses = Vec::new();
-            for node in (0..self.plan.nodes).filter(|n| !self.wiped.contains(n)) {
+            for node in self.live_members() {
                 statuses.push(self.cluster.status(node).await);
             }
             let mut per_range: BTreeMap<u64, Vec<(u64, u64, bool)>> = BTreeMap::new();
@@ -685,7 +945,10 @@ impl Supervisor<'_> {
                 && per_range.values().all(|rs| {
                     rs.iter().all(|r| r.2 && r.0 == r.1 && (r.0, r.1) == (rs[0].0, rs[0].1))
                 });
-            let last = format!("{per_range:?} all nodes answered: {all_up}");
+            let last = format!(
+                "{per_range:?} all nodes answered: {all_up}; servers {:?}",
+                self.live_members().iter().map(|n| n + 1).collect::<Vec<_>>()
+            );
             if converged {
                 break;
             }
@@ -699,7 +962,7 @@ impl Supervisor<'_> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let mut finals = BTreeMap::new();
-        for node in (0..self.plan.nodes).filter(|n| !self.wiped.contains(n)) {
+        for node in self.live_members() {
             let mut state = BTreeMap::new();
             for key in KEYS {
                 if let Some(found) = self.cluster.local_get(node, key).await {

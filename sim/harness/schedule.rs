@@ -105,6 +105,18 @@ pub enum Fault {
     /// The node an active LeaderClockDrift slowed is cut from the other servers;
     /// every client still reaches every node, so clients on both sides read.
     PartitionSlowLeader,
+    /// `rangedb node add` of spare server `spare` (started with --join, waiting):
+    /// learner on every range, caught up, promoted.
+    AddNode { spare: usize },
+    /// `rangedb node remove` of founder `node` (skipped while 3 members or fewer
+    /// remain: fewer would leave no room for the fault model's damaged disk).
+    RemoveNode { node: usize },
+    /// `rangedb node remove` of the node leading a range (chosen when it starts): it
+    /// steps down and hands its leadership over.
+    RemoveLeader,
+    /// The node loses power and its data directory is wiped; it restarts with --join
+    /// and `rangedb node replace` puts it in its old self's place under a new id.
+    ReplaceWiped { node: usize },
 }
 
 /// The drift the sweep gives nodes' clocks: at most 2% fast or slow each, so two
@@ -136,6 +148,10 @@ impl Fault {
             Fault::ClockSkew { .. } => "clock_skew_drift",
             Fault::LeaderClockDrift { .. } => "leader_clock_drift_beyond_bound",
             Fault::PartitionSlowLeader => "partition_slow_leader",
+            Fault::AddNode { .. } => "node_add",
+            Fault::RemoveNode { .. } => "node_remove",
+            Fault::RemoveLeader => "node_remove_leader",
+            Fault::ReplaceWiped { .. } => "node_replace_wiped",
         }
     }
 }
@@ -194,6 +210,14 @@ impl fmt::Display for Fault {
             Fault::PartitionSlowLeader => {
                 write!(f, "partition the slowed leader from the other servers (not clients)")
             }
+            Fault::AddNode { spare } => write!(f, "rangedb node add spare {spare}"),
+            Fault::RemoveNode { node } => write!(f, "rangedb node remove {}", n(node)),
+            Fault::RemoveLeader => write!(f, "rangedb node remove <the leader of a range>"),
+            Fault::ReplaceWiped { node } => write!(
+                f,
+                "crash {}, wipe its data directory, restart it with --join, rangedb node replace",
+                n(node)
+            ),
         }
     }
 }
@@ -236,6 +260,8 @@ pub struct Plan {
     pub fault_ms: u64,
     /// 0 (gentle) .. 1 (brutal).
     pub intensity: f64,
+    /// Servers beyond `nodes`, started with --join, that `AddNode` adds.
+    pub spares: usize,
     pub steps: Vec<Step>,
 }
 
@@ -247,6 +273,35 @@ fn fsync_latency(seed: u64) -> (u64, u64) {
 }
 
 impl Plan {
+    /// Membership changes in a third of the swarm seeds: one or two spare servers
+    /// added, founders or a leader removed, a wiped node replaced, at random times
+    /// (overlapping changes included: the leaders must refuse the second while one is
+    /// in flight). The damaged-disk budget (one disk of three, two of five) is shared
+    /// with rot and wipe faults: one node is replaced (again and again, if drawn
+    /// more than once), the rotting one if one rots, and none when a node is wiped.
+    fn membership(&mut self, rng: &mut Rng, rot_node: Option<usize>, wiped: bool) {
+        if !rng.chance(0.35) {
+            return;
+        }
+        self.spares = rng.between(1, 2) as usize;
+        let mut spares = 0..self.spares;
+        let replaced = rot_node.unwrap_or(rng.below(self.nodes as u64) as usize);
+        for _ in 0..rng.between(2, 4) {
+            let at = rng.between(300, self.fault_ms - 1_500);
+            let fault = match rng.below(5) {
+                0 | 1 => match spares.next() {
+                    Some(spare) => Fault::AddNode { spare },
+                    None => Fault::RemoveLeader,
+                },
+                2 => Fault::RemoveNode { node: rng.below(self.nodes as u64) as usize },
+                3 => Fault::RemoveLeader,
+                _ if wiped => continue,
+                _ => Fault::ReplaceWiped { node: replaced },
+            };
+            self.add(at, at + 1, fault);
+        }
+    }
+
     pub fn draw(seed: u64, scenario: Scenario) -> Plan {
         let mut rng = Rng::new(seed);
         let nodes = if rng.chance(0.7) { 3 } else { 5 };
@@ -283,6 +338,7 @@ impl Plan {
             fsync_us: fsync_latency(seed),
             fault_ms,
             intensity,
+            spares: 0,
             steps: Vec::new(),
         };
         match scenario {
@@ -313,6 +369,8 @@ impl Plan {
                     let start = wipe.between(500, fault_ms - 500);
                     plan.add(start, start + 1, Fault::Wipe { node });
                 }
+                let wiped = plan.steps.iter().any(|s| matches!(s.fault, Fault::Wipe { .. }));
+                plan.membership(&mut Rng::new(seed ^ 0x6d65_6d62_6572), rot_node, wiped);
             }
             Scenario::LeaderIsolated => {
                 plan.add(800, 2_500, Fault::IsolateLeader);

@@ -232,6 +232,8 @@ fn fewer_nodes(plan: &Plan) -> Option<Candidate> {
         | Fault::DiskEio { node, .. }
         | Fault::Wipe { node }
         | Fault::DiskRot { node }
+        | Fault::RemoveNode { node }
+        | Fault::ReplaceWiped { node }
         | Fault::ClockSkew { node, .. } => *node < keep,
         _ => true,
     });
@@ -241,7 +243,9 @@ fn fewer_nodes(plan: &Plan) -> Option<Candidate> {
         .steps
         .iter()
         .filter_map(|step| match step.fault {
-            Fault::Wipe { node } | Fault::DiskRot { node } => Some(node),
+            Fault::Wipe { node } | Fault::DiskRot { node } | Fault::ReplaceWiped { node } => {
+                Some(node)
+            }
             _ => None,
         })
         .collect();

@@ -198,6 +198,30 @@ impl Observer for Recorder {
         self.change(node, range, term, Some(role));
         self.after();
     }
+    fn leader_membership(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        term: Term,
+        membership: &rangedb::raft::Membership,
+    ) {
+        self.inner.leader_membership(node, range, term, membership);
+    }
+
+    fn node_started(&mut self, node: NodeId) {
+        self.inner.node_started(node);
+    }
+
+    fn conf_applied(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        index: u64,
+        membership: &rangedb::raft::Membership,
+    ) {
+        self.inner.conf_applied(node, range, index, membership);
+    }
+
     fn became_leader(&mut self, node: NodeId, range: RangeId, term: Term, log_term: LogTerm<'_>) {
         self.inner.became_leader(node, range, term, log_term);
         self.after();

@@ -175,10 +175,23 @@ impl Client {
     ) -> Result<MembershipReport, ClientError> {
         let started = Instant::now();
         let (node, identity, status) = self.learner_for(address, &mut progress).await?;
+        let ranges = add_order(&status);
         if !status_members(&status).contains(&old) {
+            // Done already (a command run again), or nothing to replace.
+            let views = status.ranges();
+            let done = !ranges.is_empty()
+                && views.iter().all(|v| v.voters.contains(&node) && v.outgoing.is_empty());
+            if done {
+                let elapsed = started.elapsed();
+                return Ok(MembershipReport {
+                    node,
+                    ranges: ranges.len(),
+                    catch_up: elapsed,
+                    total: elapsed,
+                });
+            }
             return Err(ClientError::Invalid { reason: format!("{old} is not a member") });
         }
-        let ranges = add_order(&status);
         let catch_up = self.add_learners(&ranges, node, address, identity, &mut progress).await?;
         let count = ranges.len();
         for (k, range) in ranges.iter().enumerate().rev() {
@@ -201,7 +214,22 @@ impl Client {
         progress: &mut impl FnMut(&str),
     ) -> Result<(NodeId, u64, ClusterStatus), ClientError> {
         let probed = self.probe(address).await?;
-        let status = self.status().await;
+        // A node an earlier command was adding may be in a configuration before its
+        // identity is applied anywhere: its id is taken, and may be this node's. Wait
+        // until every member in a configuration has a known identity.
+        let mut status = self.status().await;
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        while let Some(pending) = unrecorded(&status) {
+            if Instant::now() >= deadline {
+                return Err(ClientError::Unavailable {
+                    reason: format!(
+                        "the change adding {pending} is not applied yet; run the command again"
+                    ),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+            status = self.status().await;
+        }
         let own = status.nodes.iter().find_map(|report| report.status.as_ref().ok());
         let Some(own) = own else {
             return Err(ClientError::Unavailable {
@@ -217,22 +245,29 @@ impl Client {
                 ),
             });
         }
-        // Already given an id (a command run again): the member with that address and
-        // identity.
-        let existing = own
-            .identities
+        // Already given an id (a command run again): the node says so if it joined;
+        // else some member knows its identity.
+        let reports: Vec<&crate::wire::NodeStatus> =
+            status.nodes.iter().filter_map(|report| report.status.as_ref().ok()).collect();
+        let removed: BTreeSet<NodeId> =
+            reports.iter().flat_map(|r| r.removed.iter().copied()).collect();
+        let known = reports
             .iter()
-            .find(|(id, identity)| *identity == probed.identity && !own.removed.contains(id));
-        let node = match existing {
-            Some((id, _)) => *id,
-            None => {
-                let mut all: BTreeSet<NodeId> = status_members(&status);
-                all.extend(own.identities.iter().map(|(id, _)| *id));
-                all.extend(own.removed.iter().copied());
-                all.extend(own.peers.iter().map(|(id, _, _)| *id));
-                all.insert(own.node);
-                NodeId(all.iter().map(|n| n.0).max().unwrap_or(0) + 1)
+            .flat_map(|r| r.identities.iter())
+            .find(|(id, identity)| *identity == probed.identity && !removed.contains(id));
+        let node = if probed.cluster == own.cluster && probed.node.0 != 0 {
+            probed.node
+        } else if let Some((id, _)) = known {
+            *id
+        } else {
+            let mut all: BTreeSet<NodeId> = status_members(&status);
+            all.extend(removed);
+            for report in &reports {
+                all.extend(report.identities.iter().map(|(id, _)| *id));
+                all.extend(report.peers.iter().map(|(id, _, _)| *id));
+                all.insert(report.node);
             }
+            NodeId(all.iter().map(|n| n.0).max().unwrap_or(0) + 1)
         };
         progress(&format!("{address} (identity {:016x}) will be {node}", probed.identity));
         Ok((node, probed.identity, status))
@@ -326,6 +361,19 @@ fn add_order(status: &ClusterStatus) -> Vec<RangeDescriptor> {
         status.ranges().into_iter().map(|r| r.descriptor).collect();
     ranges.sort_by_key(|d| (!d.contains(RESERVED_PREFIX), d.start.clone()));
     ranges
+}
+
+/// A node some configuration names that no member knows yet (the change adding it
+/// records its address and identity when applied).
+fn unrecorded(status: &ClusterStatus) -> Option<NodeId> {
+    let mut recorded = BTreeSet::new();
+    for report in status.nodes.iter().filter_map(|report| report.status.as_ref().ok()) {
+        recorded.insert(report.node);
+        recorded.extend(report.identities.iter().map(|(id, _)| *id));
+        recorded.extend(report.peers.iter().map(|(id, _, _)| *id));
+        recorded.extend(report.removed.iter().copied());
+    }
+    status_members(status).into_iter().find(|node| !recorded.contains(node))
 }
 
 /// Every node some range's configuration names.

@@ -53,6 +53,8 @@ pub struct TcpNetwork {
     me: NodeId,
     cluster: u64,
     identity: u64,
+    /// Where this node listens.
+    address: String,
     links: std::sync::RwLock<BTreeMap<NodeId, PeerLink>>,
     removed: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -65,12 +67,14 @@ impl TcpNetwork {
         me: NodeId,
         cluster: u64,
         identity: u64,
+        address: String,
         peers: BTreeMap<NodeId, String>,
     ) -> TcpNetwork {
         let network = TcpNetwork {
             me,
             cluster,
             identity,
+            address,
             links: std::sync::RwLock::new(BTreeMap::new()),
             removed: Arc::default(),
         };
@@ -93,6 +97,7 @@ impl TcpNetwork {
             connected: connected.clone(),
             refused: None,
             removed: Arc::clone(&self.removed),
+            own_address: self.address.clone(),
         };
         let task = tokio::spawn(link.run());
         PeerLink { queue, connected, task }
@@ -174,6 +179,8 @@ struct PeerTask {
     refused: Option<String>,
     /// Shared by every link: a peer said this node was removed from the cluster.
     removed: Arc<std::sync::Mutex<Option<String>>>,
+    /// Where this node listens (sent in the hello).
+    own_address: String,
     address: String,
     receiver: mpsc::Receiver<Vec<Envelope>>,
     connected: Arc<AtomicBool>,
@@ -216,11 +223,11 @@ impl PeerTask {
         let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, connect).await.ok()?.ok()?;
         // Raft messages are small and latency-bound; batching happens above.
         stream.set_nodelay(true).ok()?;
-        let role = HelloRole::Peer {
+        let role = HelloRole::Member {
             cluster: self.cluster,
             from: self.me,
             identity: self.identity,
-            founding: 0,
+            address: self.own_address.clone(),
         };
         let frame = try_encode_frame(&Hello::new(role)).ok()?;
         stream.write_all(&frame).await.ok()?;
@@ -388,7 +395,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let peers = BTreeMap::from([(NodeId(1), "unused".to_string()), (NodeId(2), address)]);
-        let network = TcpNetwork::new(NodeId(1), 77, 501, peers);
+        let network = TcpNetwork::new(NodeId(1), 77, 501, "127.0.0.1:1".into(), peers);
         assert!(!network.is_connected(NodeId(3)));
         let accept = |cluster, node| HelloReply::Accepted {
             version: crate::wire::PROTOCOL_VERSION,
@@ -411,7 +418,12 @@ mod tests {
 
         let (mut stream, _) = listener.accept().await.unwrap();
         let hello: Hello = read_frame(&mut stream).await.unwrap().unwrap();
-        let role = HelloRole::Peer { cluster: 77, from: NodeId(1), identity: 501, founding: 0 };
+        let role = HelloRole::Member {
+            cluster: 77,
+            from: NodeId(1),
+            identity: 501,
+            address: "127.0.0.1:1".into(),
+        };
         assert_eq!(hello, Hello::new(role));
         crate::wire::write_frame(&mut stream, &accept(77, 2)).await.unwrap();
         stream.flush().await.unwrap();
@@ -429,7 +441,7 @@ mod tests {
         drop(stream);
         let (mut stream, _) = listener.accept().await.unwrap();
         let hello: Hello = read_frame(&mut stream).await.unwrap().unwrap();
-        assert!(matches!(hello.role, HelloRole::Peer { from: NodeId(1), .. }));
+        assert!(matches!(hello.role, HelloRole::Member { from: NodeId(1), .. }));
         crate::wire::write_frame(&mut stream, &accept(77, 2)).await.unwrap();
         stream.flush().await.unwrap();
         network.send(NodeId(2), vec![envelope(4)]);

@@ -18,7 +18,8 @@ pub type LogTerm<'a> = &'a dyn Fn(u64) -> Result<Option<Term>, u64>;
 
 /// Events a node reports to the simulation's checkers.
 pub trait Observer {
-    /// A replica applied the committed entry at `index` (empty `data`: a no-op).
+    /// A replica applied the committed entry at `index` (empty `data`: a no-op, or a
+    /// membership change, reported with `conf_applied`).
     fn applied(&mut self, node: NodeId, range: RangeId, index: u64, term: Term, data: &[u8]);
     /// A replica replaced its state machine with a snapshot at `index`.
     fn snapshot_restored(&mut self, node: NodeId, range: RangeId, index: u64, term: Term);
@@ -30,6 +31,32 @@ pub trait Observer {
     /// entry there (`raft::RaftGroup::log_term`), for the leader completeness check.
     fn became_leader(&mut self, node: NodeId, range: RangeId, term: Term, log_term: LogTerm<'_>) {
         let _ = (node, range, term, log_term);
+    }
+    /// A replica that just became leader of `term` uses `membership` (the latest
+    /// configuration in its log).
+    fn leader_membership(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        term: Term,
+        membership: &crate::raft::Membership,
+    ) {
+        let _ = (node, range, term, membership);
+    }
+    /// A node recovered its replicas and is about to run them: each applies its log
+    /// again from its snapshot.
+    fn node_started(&mut self, node: NodeId) {
+        let _ = node;
+    }
+    /// A replica applied the conf-change entry at `index`, installing `membership`.
+    fn conf_applied(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        index: u64,
+        membership: &crate::raft::Membership,
+    ) {
+        let _ = (node, range, index, membership);
     }
     /// At recovery a replica found its storage damaged and discarded its log: its
     /// durable state restarts at (`term`, `commit`) and it repairs from its peers.

@@ -337,8 +337,9 @@ async fn dial_loop(shared: Shared, peer: NodeId, address: String) {
     }
 }
 
-/// Joins an existing cluster (`rangedb server --join ADDR`): asks the member at
-/// `join` every `DIAL_INTERVAL` whether this node was added (`rangedb node add`),
+/// Joins an existing cluster (`rangedb server --join ADDR[,ADDR...]`): asks the
+/// members at `join` (comma-separated, in turn: any one that is up will do) every
+/// `DIAL_INTERVAL` whether this node was added (`rangedb node add`),
 /// answering hellos meanwhile with its identity (which `node add` records), and stores
 /// CLUSTER once told its id and the cluster. None when shut down first.
 ///
@@ -363,18 +364,22 @@ pub async fn join(
     tokio::pin!(shutdown);
     let mut report = tokio::time::interval(WAITING_REPORT);
     report.tick().await;
+    let members: Vec<&str> = join.split(',').filter(|a| !a.is_empty()).collect();
+    let mut turn = 0usize;
     let info = loop {
+        let member = members[turn % members.len().max(1)];
+        turn += 1;
         let request = Request::Join { identity, address: config.listen.clone() };
-        let last_reason = match ask(join, request).await {
+        let last_reason = match ask(member, request).await {
             Some(Response::Joined(info)) => break info,
             Some(Response::Invalid { reason }) => {
                 return Err(NodeError::Refused(format!(
-                    "{join} refused to add this node: {reason}"
+                    "{member} refused to add this node: {reason}"
                 )))
             }
             Some(Response::Unavailable { reason }) => reason,
             Some(other) => format!("unexpected answer {other:?}"),
-            None => format!("{join} cannot be reached"),
+            None => format!("{member} cannot be reached"),
         };
         let pause = tokio::time::sleep(DIAL_INTERVAL);
         tokio::pin!(pause);
@@ -422,7 +427,7 @@ async fn answer_joining(mut stream: TcpStream, identity: u64) {
             identity,
             identities: vec![],
         },
-        (HelloRole::Peer { .. }, Ok(_)) => HelloReply::Refused {
+        (HelloRole::Peer { .. } | HelloRole::Member { .. }, Ok(_)) => HelloReply::Refused {
             reason: "joining: not added yet or not started".into(),
             permanent: false,
         },

@@ -45,6 +45,8 @@ pub enum Event {
     /// A peer opened a connection to us: it (re)started or its link came back.
     PeerConnected {
         from: NodeId,
+        /// Where it listens, when it said (a member's hello).
+        address: Option<String>,
     },
     Peer {
         from: NodeId,
@@ -260,7 +262,18 @@ impl Node {
             // gone, and may have lost its log (a repair discards it) while the ranges
             // we lead are quiesced believing it holds everything: a repairing replica
             // does not campaign, so without a heartbeat it would wait forever.
-            Event::PeerConnected { .. } => self.wake_leaders(),
+            Event::PeerConnected { from, address } => {
+                // A member this node does not know yet (it has not applied the change
+                // that added it): link back, so it can answer it; the member table
+                // learns it from the log.
+                if let Some(address) = address {
+                    if !members::read(&self.members).addresses.contains_key(&from) {
+                        self.network.add_peer(from, address);
+                        self.liveness.add(from);
+                    }
+                }
+                self.wake_leaders()
+            }
             Event::Peer { from, batch } => self.handle_peer_batch(from, batch),
             Event::Client { request, reply } => self.handle_client(request, reply),
         }
@@ -381,6 +394,14 @@ impl Node {
                         "{node} was removed from the cluster; node ids are never reused"
                     )));
                 }
+                let elsewhere = members.identities.iter().find(|(id, i)| {
+                    **i == *identity && *id != node && !members.removed.contains(id)
+                });
+                if let Some((other, _)) = elsewhere {
+                    return reply.send(invalid(format!(
+                        "the node with identity {identity:016x} is already {other}"
+                    )));
+                }
                 let known = (members.addresses.get(node), members.identities.get(node));
                 if known.0.is_some_and(|a| a != address) || known.1.is_some_and(|i| i != identity) {
                     return reply.send(invalid(format!(
@@ -389,9 +410,20 @@ impl Node {
                         known.1.copied().unwrap_or(0)
                     )));
                 }
+                let recorded = members.identities.get(node).copied();
                 drop(members);
                 if current.members().contains(node) {
-                    return reply.send(Response::Membership(replica.membership()));
+                    // Done before (a command run again), for this very node: its
+                    // identity is recorded once the change that added it is applied.
+                    return reply.send(match recorded {
+                        Some(known) if known == *identity => {
+                            Response::Membership(replica.membership())
+                        }
+                        Some(_) => invalid(format!("{node} is already another node")),
+                        None => Response::Unavailable {
+                            reason: format!("the change adding {node} is not applied yet"),
+                        },
+                    });
                 }
                 learners.insert(*node);
                 let change = NodeChange::Added {
@@ -796,12 +828,26 @@ impl Node {
                 reason: error.to_string(),
             })?;
             if entry.format == crate::raft::EntryFormat::CONF_CHANGE {
-                let context = crate::raft::membership::decode_conf_change(entry).map(|(_, c)| c);
-                node_changes.extend(context.and_then(|c| NodeChange::decode(&c)));
+                let decoded = crate::raft::membership::decode_conf_change(entry);
+                #[cfg(madsim)]
+                if let Some((membership, _)) = &decoded {
+                    crate::env::sim_hooks::observe(|o| {
+                        o.conf_applied(self.id, range, entry.index, membership)
+                    });
+                }
+                node_changes.extend(decoded.and_then(|(_, c)| NodeChange::decode(&c)));
             }
+            // A membership change is reported with `conf_applied` (above); to the
+            // checkers of commands it is a no-op.
+            #[cfg(madsim)]
+            let data: &[u8] = if entry.format == crate::raft::EntryFormat::CONF_CHANGE {
+                &[]
+            } else {
+                &entry.data
+            };
             #[cfg(madsim)]
             crate::env::sim_hooks::observe(|o| {
-                o.applied(self.id, range, entry.index, entry.term, &entry.data)
+                o.applied(self.id, range, entry.index, entry.term, data)
             });
         }
         for read in &ready.read_states {
@@ -815,13 +861,18 @@ impl Node {
                 let raft = &replica.raft;
                 let log_term = |index| raft.log_term(index);
                 crate::env::sim_hooks::observe(|o| {
-                    o.became_leader(self.id, range, term, &log_term)
+                    o.became_leader(self.id, range, term, &log_term);
+                    o.leader_membership(self.id, range, term, raft.membership());
                 });
             }
         }
         if let Some(soft) = &ready.soft_state {
             if soft.role != Role::Leader {
                 replica.fail_pending(not_leader_lost);
+                #[cfg(madsim)]
+                if !replica.raft.membership().is_voter(self.id) {
+                    crate::env::sim_hooks::sometimes("replica left out of its configuration");
+                }
             }
         }
         replica.serve_reads();

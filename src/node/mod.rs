@@ -191,6 +191,8 @@ pub async fn run_node(
     for replica in replicas.values_mut() {
         replica.kv.set_history(config.history_revisions);
     }
+    #[cfg(madsim)]
+    crate::env::sim_hooks::observe(|o| o.node_started(meta.node_id));
     let listener = match listener {
         Some(listener) => listener,
         None => bind(&config.listen).await?,
@@ -199,8 +201,13 @@ pub async fn run_node(
         Arc::new(std::sync::RwLock::new(members::Members::from_meta(&meta)));
     let current: BTreeMap<NodeId, String> =
         members::read(&members).current().map(|(id, a)| (id, a.clone())).collect();
+    let own = meta.peers.get(&meta.node_id).cloned().unwrap_or_else(|| config.listen.clone());
+    // Not a link to itself: a node replacing a member at the same address (its old
+    // self, not yet removed) would dial itself.
+    let current: BTreeMap<NodeId, String> =
+        current.into_iter().filter(|(id, a)| *id == meta.node_id || *a != own).collect();
     let network =
-        Arc::new(TcpNetwork::new(meta.node_id, meta.cluster_id, data_dir.identity(), current));
+        Arc::new(TcpNetwork::new(meta.node_id, meta.cluster_id, data_dir.identity(), own, current));
     let mut node = Node::new(
         meta.node_id,
         Arc::clone(&members),

@@ -150,7 +150,13 @@ impl Replica {
             Err(crate::raft::RaftError::NotLeader { leader_hint }) => {
                 reply.send(not_leader(leader_hint))
             }
-            Err(error) => reply.send(Response::Unavailable { reason: error.to_string() }),
+            Err(error) => {
+                #[cfg(madsim)]
+                if matches!(error, crate::raft::RaftError::ConfChangeRefused(_)) {
+                    crate::env::sim_hooks::sometimes("membership change refused by the leader");
+                }
+                reply.send(Response::Unavailable { reason: error.to_string() })
+            }
         }
     }
 

@@ -51,12 +51,17 @@ pub enum PeerAdmission {
 
 impl Admission {
     /// The answer to a peer's hello (protocol version already agreed on).
+    /// `member`: a member's link (`HelloRole::Member`), which may come from a node
+    /// added by a change this node has not applied yet: one of this cluster with an
+    /// id it does not know is accepted (its identity is recorded when the change that
+    /// added it is applied).
     pub fn admit_peer(
         &self,
         version: u32,
         cluster: u64,
         from: NodeId,
         identity: u64,
+        member: bool,
     ) -> (HelloReply, PeerAdmission) {
         let refuse = |reason: String| {
             (HelloReply::Refused { reason, permanent: true }, PeerAdmission::Close)
@@ -70,7 +75,11 @@ impl Admission {
             );
             return (HelloReply::Removed { reason }, PeerAdmission::Close);
         }
-        if from == self.me || !members.addresses.contains_key(&from) {
+        let unknown = !members.addresses.contains_key(&from);
+        if member && unknown && from != self.me && cluster == self.cluster {
+            return (self.accepted(version, vec![]), PeerAdmission::Serve);
+        }
+        if from == self.me || unknown {
             return refuse(format!("{from} is not a member of cluster {:016x}", self.cluster));
         }
         if cluster != 0 && cluster != self.cluster {
@@ -197,12 +206,25 @@ async fn serve_connection(
     };
     match hello.role {
         HelloRole::Peer { cluster, from, identity, founding: _ } => {
-            let (reply, then) = admission.admit_peer(version, cluster, from, identity);
+            let (reply, then) = admission.admit_peer(version, cluster, from, identity, false);
             write_frame(&mut writer, &reply).await.map_err(|e| format!("hello reply: {e}"))?;
             writer.flush().await.map_err(|e| format!("hello reply: {e}"))?;
             match (then, reply) {
                 (PeerAdmission::Serve, _) => {
-                    serve_peer(reader, from, events, &admission.members).await
+                    serve_peer(reader, from, None, events, &admission.members).await
+                }
+                (PeerAdmission::Close, HelloReply::Refused { reason, .. })
+                | (PeerAdmission::Close, HelloReply::Removed { reason }) => Err(reason),
+                (PeerAdmission::Close, _) => Ok(()),
+            }
+        }
+        HelloRole::Member { cluster, from, identity, address } => {
+            let (reply, then) = admission.admit_peer(version, cluster, from, identity, true);
+            write_frame(&mut writer, &reply).await.map_err(|e| format!("hello reply: {e}"))?;
+            writer.flush().await.map_err(|e| format!("hello reply: {e}"))?;
+            match (then, reply) {
+                (PeerAdmission::Serve, _) => {
+                    serve_peer(reader, from, Some(address), events, &admission.members).await
                 }
                 (PeerAdmission::Close, HelloReply::Refused { reason, .. })
                 | (PeerAdmission::Close, HelloReply::Removed { reason }) => Err(reason),
@@ -234,10 +256,11 @@ type Reader = BufReader<RawReader>;
 async fn serve_peer(
     mut reader: Reader,
     from: NodeId,
+    address: Option<String>,
     events: mpsc::Sender<Event>,
     members: &SharedMembers,
 ) -> Result<(), String> {
-    if events.send(Event::PeerConnected { from }).await.is_err() {
+    if events.send(Event::PeerConnected { from, address }).await.is_err() {
         return Ok(());
     }
     loop {

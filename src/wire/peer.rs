@@ -39,6 +39,16 @@ pub enum HelloRole {
         founding: u64,
     },
     Client,
+    /// A member's one-way link for Raft messages (protocol 4 on; founders still say
+    /// `Peer` while founding). `address` is where it listens: a member that has not
+    /// applied the change that added it yet (it missed it, and the new member may be
+    /// the leader that would tell it) still accepts it and links back.
+    Member {
+        cluster: u64,
+        from: NodeId,
+        identity: u64,
+        address: String,
+    },
 }
 
 /// The acceptor's answer to a `Hello`.

@@ -5,13 +5,18 @@
 //! - a replica applies indexes in order without gaps, and a snapshot it restores
 //!   agrees with what was committed at that index;
 //! - the durable term and commit index of a replica never go backwards, restarts
-//!   included (they come from its disk).
+//!   included (they come from its disk);
+//! - a replica becomes leader only as a voter of its configuration, and each
+//!   replica's configurations follow joint consensus in log order: from a simple
+//!   configuration to a joint one leaving exactly its voters (or to another simple one
+//!   with the same voters: learners only), from a joint one only to its incoming
+//!   voters (membership changes).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use rangedb::env::sim_hooks::{LogTerm, Observer};
-use rangedb::raft::{NodeId, Role, Term};
+use rangedb::raft::{Membership, NodeId, Role, Term};
 use rangedb::range::descriptor::RangeId;
 
 use super::super::{now_ms, Fnv};
@@ -46,6 +51,14 @@ pub struct Safety {
     committed_by: BTreeMap<RangeId, BTreeMap<Term, u64>>,
     /// Leaders checked for completeness (an effect counted per sweep).
     pub completeness_checks: u64,
+    /// The last configuration each replica applied: (index, configuration).
+    configurations: BTreeMap<(NodeId, RangeId), (u64, Membership)>,
+    /// (range, index) -> the configuration first applied there.
+    committed_configurations: BTreeMap<(RangeId, u64), Membership>,
+    /// Conf-change entries applied (an effect counted per sweep).
+    pub conf_changes_applied: u64,
+    /// Joint configurations left (a leave entry applied after its joint one).
+    pub joints_left: u64,
     /// Replicas repairing: (node, range) -> their commit index when found damaged.
     repairing: BTreeMap<(NodeId, RangeId), u64>,
     /// Repairs finished: a damaged replica applied an entry past that commit index
@@ -140,6 +153,8 @@ impl Safety {
     /// A node restarted: its in-memory applied index starts again from its snapshot.
     pub fn node_restarted(&mut self, node: NodeId) {
         self.applied.retain(|(n, _), _| *n != node);
+        // It applies its log again from its snapshot: configurations too.
+        self.configurations.retain(|(n, _), _| *n != node);
         self.event(format!("{node} restarted"));
     }
 }
@@ -192,6 +207,8 @@ impl Observer for SafetyObserver {
     fn snapshot_restored(&mut self, node: NodeId, range: RangeId, index: u64, term: Term) {
         self.with(|s, t| {
             s.check_not_wiped(node, range, "restored a snapshot");
+            // The snapshot holds a configuration the checker did not see applied.
+            s.configurations.remove(&(node, range));
             s.range_event(t, range, format!("{t:>6} ms {node} {range} restore snapshot at {index} (term {term})"));
             if let Some((t0, _)) = s.committed.get(&(range, index)) {
                 if *t0 != term {
@@ -253,6 +270,69 @@ impl Observer for SafetyObserver {
                  the entry at {index} (term {expected}) committed in an earlier term; its log \
                  has {found} there"
             ));
+        });
+    }
+
+    fn leader_membership(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        term: Term,
+        membership: &Membership,
+    ) {
+        self.with(|s, t| {
+            if !membership.is_voter(node) {
+                s.range_event(t, range, format!("{t:>6} ms {node} {range} leader of term {term}"));
+                s.violate(format!(
+                    "{node} became leader of {range} in term {term} but is no voter of its \
+                     configuration {membership}"
+                ));
+            }
+        });
+    }
+
+    fn node_started(&mut self, node: NodeId) {
+        self.with(|s, _| s.node_restarted(node));
+    }
+
+    fn conf_applied(&mut self, node: NodeId, range: RangeId, index: u64, membership: &Membership) {
+        self.with(|s, t| {
+            s.conf_changes_applied += 1;
+            match s.committed_configurations.get(&(range, index)) {
+                Some(first) if first != membership => {
+                    let message = format!(
+                        "{range} index {index}: {node} applied configuration {membership}, \
+                         but {first} was applied there before"
+                    );
+                    s.violate(message);
+                }
+                Some(_) => {}
+                None => {
+                    s.committed_configurations.insert((range, index), membership.clone());
+                }
+            }
+            s.range_event(
+                t,
+                range,
+                format!("{t:>6} ms {node} {range} configuration {index}: {membership}"),
+            );
+            if let Some((at, previous)) = s.configurations.get(&(node, range)).cloned() {
+                s.joints_left += u64::from(previous.is_joint() && !membership.is_joint());
+                let legal = if previous.is_joint() {
+                    !membership.is_joint() && membership.voters == previous.voters
+                } else if membership.is_joint() {
+                    membership.outgoing == previous.voters
+                } else {
+                    membership.voters == previous.voters
+                };
+                if !legal || index <= at {
+                    s.violate(format!(
+                        "{node} {range}: configuration {membership} at {index} follows \
+                         {previous} at {at}: not a joint consensus step in log order"
+                    ));
+                }
+            }
+            s.configurations.insert((node, range), (index, membership.clone()));
         });
     }
 
