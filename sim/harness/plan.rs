@@ -108,6 +108,7 @@ pub fn to_text(plan: &Plan) -> String {
     let _ = writeln!(out, "fault_ms {}", plan.fault_ms);
     let _ = writeln!(out, "intensity {}", plan.intensity);
     let _ = writeln!(out, "spares {}", plan.spares);
+    let _ = writeln!(out, "operators {}", plan.operators);
     let _ = writeln!(
         out,
         "# fault <id> <start ms> <end ms> <kind> [field=value ...]; nodes are n1..n{}",
@@ -160,6 +161,9 @@ pub fn fault_text(fault: &Fault) -> String {
         Fault::RemoveNode { node: n } => format!("node_remove node={}", node(*n)),
         Fault::RemoveLeader => "node_remove_leader".into(),
         Fault::ReplaceWiped { node: n } => format!("node_replace_wiped node={}", node(*n)),
+        Fault::ReplaceLive { node: n, spare } => {
+            format!("node_replace_live node={} spare={spare}", node(*n))
+        }
     }
 }
 
@@ -225,12 +229,16 @@ pub fn parse(text: &str) -> Result<Plan, String> {
         Some(value) => number(value)? as usize,
         None => 0, // Plans written before membership changes.
     };
+    let operators = match settings.remove("operators") {
+        Some(value) => number(value)? as usize,
+        None => 1,
+    };
     if let Some((key, (line, _))) = settings.into_iter().next() {
         return Err(format!("line {line}: unknown setting `{key}`"));
     }
     let mut steps = Vec::new();
     for (line, text) in faults {
-        let step = parse_step(text, node_count).map_err(|error| format!("line {line}: {error}"))?;
+        let step = parse_step(text, node_count + spares).map_err(|error| format!("line {line}: {error}"))?;
         steps.push(step);
     }
     Ok(Plan {
@@ -250,6 +258,7 @@ pub fn parse(text: &str) -> Result<Plan, String> {
         fault_ms,
         intensity,
         spares,
+        operators,
         steps,
     })
 }
@@ -317,6 +326,9 @@ impl Fields<'_> {
             "node_remove" => Fault::RemoveNode { node: self.node("node")? },
             "node_remove_leader" => Fault::RemoveLeader,
             "node_replace_wiped" => Fault::ReplaceWiped { node: self.node("node")? },
+            "node_replace_live" => {
+                Fault::ReplaceLive { node: self.node("node")?, spare: self.int("spare")? as usize }
+            }
             other => return Err(format!("unknown fault kind `{other}`")),
         };
         if let Some(key) = self.map.keys().next() {

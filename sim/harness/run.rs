@@ -240,7 +240,7 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
         removed: BTreeSet::new(),
         ids: (0..plan.nodes).map(|i| (i, NodeId(i as u64 + 1))).collect(),
         queued: Default::default(),
-        running: None,
+        running: Vec::new(),
         changes_done: BTreeMap::new(),
         changes_failed: 0,
         unfinished: Vec::new(),
@@ -319,9 +319,9 @@ struct Supervisor<'a> {
     removed: BTreeSet<usize>,
     /// ... and each server's node id (a replaced node gets a new one).
     ids: BTreeMap<usize, NodeId>,
-    /// Membership steps waiting for the one running, and the one running.
+    /// Membership steps waiting, and those running (`Plan::operators` at most).
     queued: std::collections::VecDeque<usize>,
-    running: Option<(Change, madsim::task::JoinHandle<Result<NodeId, String>>)>,
+    running: Vec<(Change, madsim::task::JoinHandle<Result<NodeId, String>>)>,
     /// Membership commands that completed, by kind; and those that failed.
     changes_done: BTreeMap<&'static str, u64>,
     changes_failed: u64,
@@ -489,7 +489,8 @@ impl Supervisor<'_> {
             Fault::AddNode { .. }
             | Fault::RemoveNode { .. }
             | Fault::RemoveLeader
-            | Fault::ReplaceWiped { .. } => self.queued.push_back(i),
+            | Fault::ReplaceWiped { .. }
+            | Fault::ReplaceLive { .. } => self.queued.push_back(i),
             _ => {}
         }
         super::timeline::resolved(i, resolved);
@@ -498,16 +499,30 @@ impl Supervisor<'_> {
         self.apply_clocks();
     }
 
-    /// Starts the next queued membership step if none runs.
+    /// Starts queued membership steps while fewer than `Plan::operators` run. A
+    /// replacement runs alone (its wipe and restart are not an operator's command), and
+    /// two commands never concern the same node.
     async fn next_change(&mut self) {
-        while self.running.is_none() {
-            let Some(i) = self.queued.pop_front() else { return };
+        while self.running.len() < self.plan.operators.max(1) {
+            let Some(&i) = self.queued.front() else { return };
+            let replacing = |fault: &Fault| matches!(fault, Fault::ReplaceWiped { .. });
+            if !self.running.is_empty()
+                && (replacing(&self.plan.steps[i].fault)
+                    || self.running.iter().any(|(change, _)| replacing(&change.fault)))
+            {
+                return;
+            }
             let node = match self.plan.steps[i].fault {
                 Fault::AddNode { spare } => Some(self.plan.nodes + spare),
                 Fault::RemoveNode { node } | Fault::ReplaceWiped { node } => Some(node),
+                Fault::ReplaceLive { spare, .. } => Some(self.plan.nodes + spare),
                 Fault::RemoveLeader => self.find_leader(i).await,
                 _ => None,
             };
+            if node.is_some_and(|node| self.running.iter().any(|(c, _)| c.node == node)) {
+                return;
+            }
+            self.queued.pop_front();
             if let Some(node) = node {
                 self.start_change(i, node);
             }
@@ -524,8 +539,19 @@ impl Supervisor<'_> {
         }
         match fault {
             Fault::AddNode { .. } if self.members.contains(&node) => return,
+            Fault::ReplaceLive { node: old, .. } => {
+                let live = self.members.contains(&old) && !self.cluster.servers[old].killed;
+                if self.members.contains(&node) || !live {
+                    return;
+                }
+                let change = Change { node, fault, old: self.ids.get(&old).copied() };
+                let handle = self.spawn_command(2000 + i as u64, &change);
+                self.running.push((change, handle));
+                return;
+            }
             Fault::RemoveNode { .. } | Fault::RemoveLeader
-                if !self.members.contains(&node) || self.members.len() <= 3 =>
+                if !self.members.contains(&node)
+                    || self.members.len() - self.running.len() <= 3 =>
             {
                 return;
             }
@@ -552,7 +578,7 @@ impl Supervisor<'_> {
         }
         let change = Change { node, fault, old: self.ids.get(&node).copied() };
         let handle = self.spawn_command(2000 + i as u64, &change);
-        self.running = Some((change, handle));
+        self.running.push((change, handle));
     }
 
     /// Runs a membership command on the probe node, bounded, against the members.
@@ -576,7 +602,7 @@ impl Supervisor<'_> {
             let work = async {
                 match (fault, old) {
                     (Fault::AddNode { .. }, _) => client.add_node(&address, quiet).await,
-                    (Fault::ReplaceWiped { .. }, Some(old)) => {
+                    (Fault::ReplaceWiped { .. } | Fault::ReplaceLive { .. }, Some(old)) => {
                         client.replace_node(old, &address, quiet).await
                     }
                     (_, Some(old)) => client.remove_node(old, quiet).await,
@@ -596,8 +622,10 @@ impl Supervisor<'_> {
 
     /// Records the running membership command if it ended, and starts the next.
     async fn collect_change(&mut self) {
-        if self.running.as_ref().is_some_and(|(_, handle)| handle.is_finished()) {
-            let (change, handle) = self.running.take().expect("checked above");
+        let (finished, running): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.running).into_iter().partition(|(_, h)| h.is_finished());
+        self.running = running;
+        for (change, handle) in finished {
             let result = handle.await.unwrap_or_else(|_| Err("the command's task failed".into()));
             self.change_ended(change, result);
         }
@@ -616,6 +644,12 @@ impl Supervisor<'_> {
                 self.members.insert(change.node);
                 self.ids.insert(change.node, id);
             }
+            Fault::ReplaceLive { node: old, .. } => {
+                self.members.insert(change.node);
+                self.ids.insert(change.node, id);
+                self.members.remove(&old);
+                self.removed.insert(old);
+            }
             _ => {
                 self.members.remove(&change.node);
                 self.removed.insert(change.node);
@@ -630,7 +664,7 @@ impl Supervisor<'_> {
     /// is a liveness violation.
     async fn finish_changes(&mut self, liveness: &mut Vec<Violation>) {
         self.queued.clear();
-        if let Some((change, handle)) = self.running.take() {
+        for (change, handle) in std::mem::take(&mut self.running) {
             let result = handle.await.unwrap_or_else(|_| Err("the command's task failed".into()));
             self.change_ended(change, result);
         }
@@ -644,8 +678,20 @@ impl Supervisor<'_> {
             if self.removed.contains(&change.node) {
                 continue;
             }
-            let handle = self.spawn_command(3000 + k as u64, &change);
-            let result = handle.await.unwrap_or_else(|_| Err("the command's task failed".into()));
+            // Healed, the cluster elects leaders again: run it until it succeeds,
+            // within the heal bound.
+            let deadline = Instant::now() + Duration::from_millis(HEAL_BOUND_MS / 2);
+            let mut attempt = 0;
+            let result = loop {
+                attempt += 1;
+                let handle = self.spawn_command(3000 + 100 * k as u64 + attempt, &change);
+                let result =
+                    handle.await.unwrap_or_else(|_| Err("the command's task failed".into()));
+                if result.is_ok() || Instant::now() >= deadline {
+                    break result;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
             if let Err(error) = &result {
                 liveness.push(liveness::violation(
                     format!(

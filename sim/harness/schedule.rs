@@ -20,10 +20,11 @@ pub enum Scenario {
     ElectionStorm,
     FollowerDiskRots,
     StaleLogElection,
+    MembershipChurn,
 }
 
 impl Scenario {
-    pub const NAMED: [Scenario; 10] = [
+    pub const NAMED: [Scenario; 11] = [
         Scenario::LeaderIsolated,
         Scenario::RollingRestart,
         Scenario::MajorityCrash,
@@ -34,6 +35,7 @@ impl Scenario {
         Scenario::ElectionStorm,
         Scenario::FollowerDiskRots,
         Scenario::StaleLogElection,
+        Scenario::MembershipChurn,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +51,7 @@ impl Scenario {
             Scenario::ElectionStorm => "election_storm_short_crashes_slow_links",
             Scenario::FollowerDiskRots => "follower_disk_rots_and_is_repaired",
             Scenario::StaleLogElection => "stale_long_log_meets_newer_short_logs",
+            Scenario::MembershipChurn => "membership_changes_under_partitions",
         }
     }
 
@@ -117,6 +120,9 @@ pub enum Fault {
     /// The node loses power and its data directory is wiped; it restarts with --join
     /// and `rangedb node replace` puts it in its old self's place under a new id.
     ReplaceWiped { node: usize },
+    /// `rangedb node replace` of live founder `node` by spare server `spare`: the
+    /// spare catches up, then one joint change per range swaps the two voters.
+    ReplaceLive { node: usize, spare: usize },
 }
 
 /// The drift the sweep gives nodes' clocks: at most 2% fast or slow each, so two
@@ -152,6 +158,7 @@ impl Fault {
             Fault::RemoveNode { .. } => "node_remove",
             Fault::RemoveLeader => "node_remove_leader",
             Fault::ReplaceWiped { .. } => "node_replace_wiped",
+            Fault::ReplaceLive { .. } => "node_replace_live",
         }
     }
 }
@@ -213,6 +220,9 @@ impl fmt::Display for Fault {
             Fault::AddNode { spare } => write!(f, "rangedb node add spare {spare}"),
             Fault::RemoveNode { node } => write!(f, "rangedb node remove {}", n(node)),
             Fault::RemoveLeader => write!(f, "rangedb node remove <the leader of a range>"),
+            Fault::ReplaceLive { node, spare } => {
+                write!(f, "rangedb node replace {} by spare {spare}", n(node))
+            }
             Fault::ReplaceWiped { node } => write!(
                 f,
                 "crash {}, wipe its data directory, restart it with --join, rangedb node replace",
@@ -262,6 +272,9 @@ pub struct Plan {
     pub intensity: f64,
     /// Servers beyond `nodes`, started with --join, that `AddNode` adds.
     pub spares: usize,
+    /// Membership commands that may run at once (two operators: the leaders must
+    /// refuse a change while another is in flight).
+    pub operators: usize,
     pub steps: Vec<Step>,
 }
 
@@ -300,6 +313,7 @@ impl Plan {
             };
             self.add(at, at + 1, fault);
         }
+        self.operators = if rng.chance(0.5) { 2 } else { 1 };
     }
 
     pub fn draw(seed: u64, scenario: Scenario) -> Plan {
@@ -339,6 +353,7 @@ impl Plan {
             fault_ms,
             intensity,
             spares: 0,
+            operators: 1,
             steps: Vec::new(),
         };
         match scenario {
@@ -441,6 +456,63 @@ impl Plan {
                         }
                     }
                     at += rng.between(80, 300);
+                }
+            }
+            Scenario::MembershipChurn => {
+                // Joint configurations under partitions: members added, removed
+                // (the leader too) and replaced by two operators while the servers,
+                // spares included, are split this way and that every few hundred ms
+                // and writes arrive in bursts; a quorum counted in one configuration
+                // only, or a second change while one is in flight, shows as two
+                // leaders or a lost write here.
+                plan.nodes = 3;
+                plan.spares = 2;
+                plan.operators = 2;
+                plan.burst_writes = 20;
+                plan.burst_percent = 30;
+                let servers = plan.nodes + plan.spares;
+                // First a replacement on three nodes, while the partition flips
+                // between {replaced, a} | {b} and {replaced, b} | {a}: a swap of voters
+                // is where the two configurations' majorities need not meet.
+                // First a live node replaced by spare 0 (a swap of voters: where the
+                // two configurations' majorities need not meet) while the partition
+                // flips between {new, a} | {old, b} and {new, b} | {old, a}; then a
+                // wiped node replaced the same way. (After founding: a founder wiped
+                // before the cluster exists is another story, the founding one.)
+                let replaced = rng.below(3) as usize;
+                let (a, b) = ((replaced + 1) % 3, (replaced + 2) % 3);
+                let new = plan.nodes;
+                plan.add(800, 801, Fault::ReplaceLive { node: replaced, spare: 0 });
+                let mut at = 900;
+                while at < 3_200 {
+                    let len = rng.between(150, 400);
+                    let (x, y) = if rng.chance(0.5) { (a, b) } else { (b, a) };
+                    let cut =
+                        Fault::Partition { a: vec![new, x], b: vec![replaced, y], bridge: None };
+                    plan.add(at, at + len, cut);
+                    at += len + rng.between(20, 150);
+                }
+                let wiped = if rng.chance(0.5) { a } else { b };
+                let steps = [
+                    Fault::ReplaceWiped { node: wiped },
+                    Fault::AddNode { spare: 1 },
+                    Fault::RemoveLeader,
+                    Fault::RemoveLeader,
+                ];
+                let mut at = 3_400;
+                for fault in steps {
+                    plan.add(at, at + 1, fault);
+                    at += rng.between(300, 600);
+                }
+                let mut at = 3_400;
+                while at < fault_ms - 400 {
+                    let a: Vec<usize> = (0..servers).filter(|_| rng.chance(0.5)).collect();
+                    let b: Vec<usize> = (0..servers).filter(|n| !a.contains(n)).collect();
+                    let len = rng.between(150, 500);
+                    if !a.is_empty() && !b.is_empty() {
+                        plan.add(at, at + len, Fault::Partition { a, b, bridge: None });
+                    }
+                    at += len + rng.between(100, 400);
                 }
             }
             Scenario::StaleLogElection => {

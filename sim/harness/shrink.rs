@@ -234,6 +234,7 @@ fn fewer_nodes(plan: &Plan) -> Option<Candidate> {
         | Fault::DiskRot { node }
         | Fault::RemoveNode { node }
         | Fault::ReplaceWiped { node }
+        | Fault::ReplaceLive { node, .. }
         | Fault::ClockSkew { node, .. } => *node < keep,
         _ => true,
     });

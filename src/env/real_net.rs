@@ -41,6 +41,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The sending side of one peer link.
 struct PeerLink {
+    /// Where the peer listens.
+    address: String,
     queue: mpsc::Sender<Vec<Envelope>>,
     /// True between a written hello and the first failed write.
     connected: Arc<AtomicBool>,
@@ -85,6 +87,7 @@ impl TcpNetwork {
     }
 
     fn link(&self, peer: NodeId, address: String) -> PeerLink {
+        let address_of_link = address.clone();
         let (queue, receiver) = mpsc::channel(PEER_QUEUE_BATCHES);
         let connected = Arc::new(AtomicBool::new(false));
         let link = PeerTask {
@@ -100,7 +103,7 @@ impl TcpNetwork {
             own_address: self.address.clone(),
         };
         let task = tokio::spawn(link.run());
-        PeerLink { queue, connected, task }
+        PeerLink { address: address_of_link, queue, connected, task }
     }
 
     fn links(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<NodeId, PeerLink>> {
@@ -149,12 +152,15 @@ impl Network for TcpNetwork {
             return;
         }
         let mut links = self.links.write().expect("links lock is never poisoned");
-        if links.get(&peer).is_some_and(|link| !link.task.is_finished()) {
-            // Already linked; an address change would need a new link.
-            return;
+        if links.get(&peer).is_some_and(|link| !link.task.is_finished() && link.address == address)
+        {
+            return; // Already linked.
         }
-        let link = self.link(peer, address);
-        links.insert(peer, link);
+        // A new peer, or one at another address (a change adding it under an id that
+        // a change not committed had given to another address): a new link.
+        if let Some(old) = links.insert(peer, self.link(peer, address)) {
+            old.task.abort();
+        }
     }
 
     fn removed(&self) -> Option<String> {

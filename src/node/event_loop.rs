@@ -134,6 +134,9 @@ pub struct Node {
     /// Set when the node must stop (it was removed from the cluster); the run loop
     /// returns it.
     pub stop: Option<NodeError>,
+    /// Removals applied in a joint configuration of this range, to take effect when
+    /// it is left.
+    pending_removals: BTreeMap<NodeId, RangeId>,
 }
 
 /// Who this node is in its cluster (set by the boot sequence; tests leave it default).
@@ -180,6 +183,7 @@ impl Node {
             liveness,
             identity: Identity::default(),
             stop: None,
+            pending_removals: BTreeMap::new(),
         }
     }
 
@@ -412,6 +416,19 @@ impl Node {
                 }
                 let recorded = members.identities.get(node).copied();
                 drop(members);
+                // The meta range is the authority on who a node id is: it adds a node
+                // first, and its entry records the id's address and identity on every
+                // node. Another range adds only a node recorded so, which keeps two
+                // commands racing for the same new id from giving it to two nodes.
+                let meta = self.table.lookup(RESERVED_PREFIX).id;
+                if range != meta && recorded.is_none() {
+                    return reply.send(Response::Unavailable {
+                        reason: format!(
+                            "{node} is not recorded on {} yet (the meta range adds it first)",
+                            self.id
+                        ),
+                    });
+                }
                 if current.members().contains(node) {
                     // Done before (a command run again), for this very node: its
                     // identity is recorded once the change that added it is applied.
@@ -835,7 +852,31 @@ impl Node {
                         o.conf_applied(self.id, range, entry.index, membership)
                     });
                 }
-                node_changes.extend(decoded.and_then(|(_, c)| NodeChange::decode(&c)));
+                if let Some((membership, context)) = decoded {
+                    // A removal takes effect once the configuration without the node is
+                    // in force, not while a joint one still counts on it: a node that
+                    // stopped there could leave the range without a quorum of its
+                    // outgoing voters.
+                    match NodeChange::decode(&context) {
+                        Some(NodeChange::Removed { node })
+                            if membership.members().contains(&node) =>
+                        {
+                            self.pending_removals.insert(node, range);
+                        }
+                        Some(change) => node_changes.push(change),
+                        None => {}
+                    }
+                    let done: Vec<NodeId> = self
+                        .pending_removals
+                        .iter()
+                        .filter(|(node, r)| **r == range && !membership.members().contains(node))
+                        .map(|(node, _)| *node)
+                        .collect();
+                    for node in done {
+                        self.pending_removals.remove(&node);
+                        node_changes.push(NodeChange::Removed { node });
+                    }
+                }
             }
             // A membership change is reported with `conf_applied` (above); to the
             // checkers of commands it is a no-op.
