@@ -238,7 +238,8 @@ pub fn parse(text: &str) -> Result<Plan, String> {
     }
     let mut steps = Vec::new();
     for (line, text) in faults {
-        let step = parse_step(text, node_count + spares).map_err(|error| format!("line {line}: {error}"))?;
+        let step = parse_step(text, node_count + spares)
+            .map_err(|error| format!("line {line}: {error}"))?;
         steps.push(step);
     }
     Ok(Plan {
