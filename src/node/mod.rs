@@ -257,7 +257,7 @@ pub async fn run_node(
         config.listen,
         config.data_dir.display(),
         descriptors.len(),
-        meta.peers.len() - meta.removed.len()
+        meta.peers.keys().filter(|id| !meta.removed.contains(id)).count()
     );
     let result = run_loop(&mut node, inbox, shutdown).await;
     acceptor.abort();

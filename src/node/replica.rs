@@ -120,28 +120,19 @@ impl Replica {
                     .send(Response::Invalid { reason: format!("unencodable command: {error}") })
             }
         };
-        match self.raft.propose(COMMAND_FORMAT, data) {
-            Ok(index) => {
-                let term = self.raft.term();
-                let previous = self.writes.insert(index, PendingWrite { term, reply });
-                assert!(previous.is_none(), "range {} proposed twice at index {index}", self.id());
-            }
-            Err(crate::raft::RaftError::NotLeader { leader_hint }) => {
-                reply.send(not_leader(leader_hint))
-            }
-            Err(error) => reply.send(Response::Unavailable { reason: error.to_string() }),
-        }
+        let proposed = self.raft.propose(COMMAND_FORMAT, data);
+        self.await_proposal(proposed, reply, not_leader);
     }
 
-    /// Proposes a membership change; answers with the configuration once its entry
-    /// is applied.
-    pub fn propose_conf_change(
+    /// A proposal's outcome: its reply waits for the entry to be applied, or is sent now
+    /// (a redirect, or why it was refused).
+    fn await_proposal(
         &mut self,
-        change: crate::raft::ConfChange,
+        proposed: Result<Index, crate::raft::RaftError>,
         reply: ReplyTo,
         not_leader: impl Fn(Option<NodeId>) -> Response,
     ) {
-        match self.raft.propose_conf_change(change) {
+        match proposed {
             Ok(index) => {
                 let term = self.raft.term();
                 let previous = self.writes.insert(index, PendingWrite { term, reply });
@@ -158,6 +149,18 @@ impl Replica {
                 reply.send(Response::Unavailable { reason: error.to_string() })
             }
         }
+    }
+
+    /// Proposes a membership change; answers with the configuration once its entry
+    /// is applied.
+    pub fn propose_conf_change(
+        &mut self,
+        change: crate::raft::ConfChange,
+        reply: ReplyTo,
+        not_leader: impl Fn(Option<NodeId>) -> Response,
+    ) {
+        let proposed = self.raft.propose_conf_change(change);
+        self.await_proposal(proposed, reply, not_leader);
     }
 
     /// The range's configuration as this replica has it.
