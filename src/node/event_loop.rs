@@ -498,7 +498,8 @@ impl Node {
             }
         }
         // A change the new voters cannot commit would leave the range joint and stuck:
-        // refuse it while too few of them are up.
+        // refuse it while too few of them are up (at once, as etcd does: retrying
+        // does not help until the operator brings them back).
         let now = self.ticks;
         let live: Vec<NodeId> = voters
             .iter()
@@ -509,7 +510,7 @@ impl Node {
         let adds_voter = voters.iter().any(|v| !current.voters.contains(v));
         let drops_voter = current.voters.iter().any(|v| !voters.contains(v));
         if (adds_voter || drops_voter) && live.len() < needed {
-            return reply.send(Response::Unavailable {
+            return reply.send(Response::Invalid {
                 reason: format!(
                     "{range} would have voters {} of which {} are up; a majority ({needed}) \
                      must be up for the change to commit",
