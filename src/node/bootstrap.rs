@@ -365,9 +365,12 @@ pub async fn join(
     let mut report = tokio::time::interval(WAITING_REPORT);
     report.tick().await;
     let members: Vec<&str> = join.split(',').filter(|a| !a.is_empty()).collect();
+    if members.is_empty() {
+        return Err(NodeError::Config("--join names no member address".into()));
+    }
     let mut turn = 0usize;
     let info = loop {
-        let member = members[turn % members.len().max(1)];
+        let member = members[turn % members.len()];
         turn += 1;
         let request = Request::Join { identity, address: config.listen.clone() };
         let last_reason = match ask(member, request).await {
@@ -470,6 +473,20 @@ async fn dial(address: &str, hello: &Hello) -> Option<HelloReply> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--join` with no address (the library's `ServerConfig`, which the CLI's checks
+    /// do not guard) is a configuration error, not an index out of bounds.
+    #[cfg(not(madsim))]
+    #[tokio::test]
+    async fn a_join_list_with_no_address_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk: Arc<dyn crate::env::Disk> = Arc::new(crate::env::real_disk::RealDisk);
+        let data_dir = DataDir::open(disk, dir.path()).expect("data directory");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let config = ServerConfig::single_node("127.0.0.1:1", dir.path().to_path_buf());
+        let joined = join(&listener, &config, ",", &data_dir, std::future::pending()).await;
+        assert!(matches!(joined, Err(NodeError::Config(_))), "{joined:?}");
+    }
 
     fn founding(me: u64) -> Founding {
         let peers: BTreeMap<NodeId, String> =

@@ -88,9 +88,15 @@ impl Membership {
     /// The largest value a quorum of this configuration reaches, one value per voter
     /// from `value` (None: never): in a joint configuration the smaller of the two
     /// majorities' values.
+    /// A set with no voter reaches nothing (None): never a configuration in force (a
+    /// conf-change entry installing one is refused as unreadable), but no panic either.
     pub fn quorum_value<T: Ord + Copy>(&self, value: impl Fn(NodeId) -> Option<T>) -> Option<T> {
-        let of =
-            |set: &BTreeSet<NodeId>| quorum::quorum_value(set.iter().map(|&v| value(v)).collect());
+        let of = |set: &BTreeSet<NodeId>| {
+            if set.is_empty() {
+                return None;
+            }
+            quorum::quorum_value(set.iter().map(|&v| value(v)).collect())
+        };
         let incoming = of(&self.voters);
         if self.is_joint() {
             incoming.min(of(&self.outgoing))
@@ -177,7 +183,8 @@ pub fn encode_conf_change(membership: &Membership, context: &[u8]) -> bytes::Byt
 }
 
 /// Decodes a conf-change entry: its configuration and context. None when the entry is
-/// no conf change, or one this version cannot read (a newer format, or damage).
+/// no conf change, one this version cannot read (a newer format, or damage), or a
+/// configuration no leader may propose (no voter, a node both voter and learner).
 pub fn decode_conf_change(entry: &Entry) -> Option<(Membership, Vec<u8>)> {
     if entry.format != EntryFormat::CONF_CHANGE {
         return None;
@@ -192,6 +199,7 @@ pub fn decode_conf_change(entry: &Entry) -> Option<(Membership, Vec<u8>)> {
         outgoing: decoded.outgoing.into_iter().collect(),
         learners: decoded.learners.into_iter().collect(),
     };
+    membership.check().ok()?;
     Some((membership, decoded.context))
 }
 
@@ -474,7 +482,18 @@ mod tests {
         let newer = EntryFormat { version: 2, ..EntryFormat::CONF_CHANGE };
         assert_eq!(decode_conf_change(&Entry { format: newer, ..entry.clone() }), None);
         let cut = entry.data.slice(..entry.data.len() - 1);
-        assert_eq!(decode_conf_change(&Entry { data: cut, ..entry }), None);
+        assert_eq!(decode_conf_change(&Entry { data: cut, ..entry.clone() }), None);
+        // A configuration no leader proposes (written by a buggy or hostile peer) is
+        // refused, never put in force: no voter, or a node both voter and learner.
+        for bad in [
+            Membership { voters: set(&[]), outgoing: set(&[1]), learners: set(&[]) },
+            Membership { voters: set(&[1, 2]), outgoing: set(&[]), learners: set(&[2]) },
+        ] {
+            let data = encode_conf_change(&bad, b"");
+            assert_eq!(decode_conf_change(&Entry { data, ..entry.clone() }), None, "{bad}");
+        }
+        let empty = Membership::default();
+        assert_eq!(empty.quorum_value(|_| Some(1)), None, "no voter reaches nothing");
     }
 
     #[test]
