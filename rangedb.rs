@@ -40,12 +40,14 @@ Exit codes:
   1  error (cluster unavailable, no quorum, bad server configuration, ...)
   2  usage error (bad flags, empty key, key under the reserved prefix `_/`)
   3  key not found (get, delete)
-  4  outcome unknown: a write timed out and may or may not have been applied";
+  4  outcome unknown: a write timed out and may or may not have been applied
+  5  transaction conflict: nothing was written; run the transaction again";
 
 const EXIT_ERROR: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_NOT_FOUND: u8 = 3;
 const EXIT_OUTCOME_UNKNOWN: u8 = 4;
+const EXIT_CONFLICT: u8 = 5;
 
 /// A replicated, range-partitioned key-value database.
 #[derive(Parser, Debug)]
@@ -90,6 +92,16 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         limit: u64,
     },
+    /// Transactions. With no subcommand: reads etcdctl's transaction syntax on stdin
+    /// (compares, a blank line, operations if they all hold, a blank line, operations
+    /// otherwise) and runs it atomically. With one: a transaction across invocations
+    /// (`txn begin` prints its id; pass it as --txn or RANGEDB_TXN).
+    Txn(TxnArgs),
+    /// One atomic write of several keys (across ranges too).
+    Batch {
+        #[command(subcommand)]
+        command: BatchCommand,
+    },
     /// Shows every range (span, leader, term, commit, applied, replicas) and node.
     Status,
     /// Cluster membership.
@@ -99,6 +111,60 @@ enum Command {
     },
     /// Measures throughput and latency against --endpoints or a --local cluster.
     Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct TxnArgs {
+    /// Prompt for the compares and operations (etcdctl's `txn -i`).
+    #[arg(short, long)]
+    interactive: bool,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The transaction (from `txn begin`).
+    #[arg(long = "txn", env = "RANGEDB_TXN", global = true)]
+    id: Option<String>,
+    #[command(subcommand)]
+    command: Option<TxnCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+enum TxnCommand {
+    /// Starts a transaction and prints its id (its state is kept in a file under
+    /// RANGEDB_TXN_DIR, default the temporary directory, until commit or abort).
+    Begin,
+    /// Reads KEY in the transaction (its own writes first).
+    Get { key: OsString },
+    /// Writes VALUE at KEY when the transaction commits.
+    Put { key: OsString, value: OsString },
+    /// Deletes KEY when the transaction commits.
+    Delete { key: OsString },
+    /// Scans [START, END) in the transaction (END "" = to the end).
+    Scan {
+        start: OsString,
+        end: OsString,
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+    },
+    /// Commits: every read still current and every write applied, or nothing
+    /// (exit 5 on a conflict).
+    Commit,
+    /// Drops the transaction (nothing was written).
+    Abort,
+}
+
+#[derive(Subcommand, Debug)]
+enum BatchCommand {
+    /// Writes every KEY VALUE pair atomically.
+    Put {
+        #[arg(required = true, num_args = 2..)]
+        pairs: Vec<OsString>,
+    },
+    /// Deletes every KEY atomically.
+    Delete {
+        #[arg(required = true)]
+        keys: Vec<OsString>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -386,6 +452,30 @@ async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8
             out.flush().context("cannot write to stdout")?;
             Ok(0)
         }
+        Command::Txn(args) => txn_command(client, args).await,
+        Command::Batch { command } => {
+            let writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = match command {
+                BatchCommand::Put { pairs } => {
+                    if pairs.len() % 2 != 0 {
+                        usage_error("batch put takes KEY VALUE pairs");
+                    }
+                    pairs
+                        .chunks(2)
+                        .map(|pair| (key_arg(&pair[0]), Some(pair[1].clone().into_encoded_bytes())))
+                        .collect()
+                }
+                BatchCommand::Delete { keys } => {
+                    keys.iter().map(|key| (key_arg(key), None)).collect()
+                }
+            };
+            let count = writes.len();
+            let committed = client_result(client.batch(writes).await)?;
+            println!(
+                "OK ({count} keys in {} ranges, revision {})",
+                committed.ranges, committed.revision
+            );
+            Ok(0)
+        }
         Command::Status => {
             let status = client.status().await;
             print_status(&status);
@@ -430,6 +520,173 @@ async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8
     }
 }
 
+/// Where `txn begin` keeps a transaction's state between commands.
+fn txn_file(id: &str) -> PathBuf {
+    let dir = std::env::var_os("RANGEDB_TXN_DIR")
+        .map_or_else(|| std::env::temp_dir().join("rangedb-txns"), PathBuf::from);
+    dir.join(format!("{id}.txn"))
+}
+
+const TXN_FILE_MAGIC: &[u8] = b"rangedb-txn 1\n";
+
+fn save_txn(id: &str, state: &rangedb::client::TxnState) -> anyhow::Result<()> {
+    let path = txn_file(id);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut bytes = TXN_FILE_MAGIC.to_vec();
+    let encoded = bincode::serde::encode_to_vec(state, bincode::config::standard())
+        .context("cannot encode the transaction")?;
+    bytes.extend(encoded);
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, bytes)
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    std::fs::rename(&temporary, &path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn load_txn(id: &str) -> anyhow::Result<rangedb::client::TxnState> {
+    let path = txn_file(id);
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "no transaction {id} ({} unreadable: committed, aborted or never begun?)",
+            path.display()
+        )
+    })?;
+    let body = bytes
+        .strip_prefix(TXN_FILE_MAGIC)
+        .with_context(|| format!("{} is not a transaction file of this rangedb", path.display()))?;
+    match bincode::serde::decode_from_slice(body, bincode::config::standard()) {
+        Ok((state, used)) if used == body.len() => Ok(state),
+        _ => anyhow::bail!("{} is damaged", path.display()),
+    }
+}
+
+async fn txn_command(client: &Client, args: &TxnArgs) -> anyhow::Result<u8> {
+    let Some(command) = &args.command else {
+        return etcd_txn(client, args).await;
+    };
+    if let TxnCommand::Begin = command {
+        let txn = client.begin();
+        let id = txn.id().to_string();
+        save_txn(&id, &txn.save())?;
+        println!("{id}");
+        if std::io::stderr().is_terminal() {
+            eprintln!("(use it with --txn {id}, or: export RANGEDB_TXN={id})");
+        }
+        return Ok(0);
+    }
+    let Some(id) = &args.id else {
+        usage_error(
+            "which transaction? pass --txn ID or set RANGEDB_TXN (from `rangedb txn begin`)",
+        );
+    };
+    let txn = client.resume(load_txn(id)?);
+    match command {
+        TxnCommand::Begin => unreachable!("handled above"),
+        TxnCommand::Get { key } => {
+            let key = key_arg(key);
+            let found = client_result(txn.get(&key).await)?;
+            save_txn(id, &txn.save())?;
+            let Some(kv) = found else {
+                eprintln!("key not found: {}", escape(&key));
+                return Ok(EXIT_NOT_FOUND);
+            };
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            out.write_all(&kv.value).context("cannot write to stdout")?;
+            if stdout.is_terminal() {
+                out.write_all(b"\n").context("cannot write to stdout")?;
+            }
+            Ok(0)
+        }
+        TxnCommand::Put { key, value } => {
+            client_result(txn.put(&key_arg(key), &value.clone().into_encoded_bytes()))?;
+            save_txn(id, &txn.save())?;
+            println!("OK (buffered until commit)");
+            Ok(0)
+        }
+        TxnCommand::Delete { key } => {
+            client_result(txn.delete(&key_arg(key)))?;
+            save_txn(id, &txn.save())?;
+            println!("OK (buffered until commit)");
+            Ok(0)
+        }
+        TxnCommand::Scan { start, end, limit } => {
+            let start = start.clone().into_encoded_bytes();
+            let end = end.clone().into_encoded_bytes();
+            let end = (!end.is_empty()).then_some(end);
+            let kvs = client_result(txn.scan(&start, end.as_deref(), *limit).await)?;
+            save_txn(id, &txn.save())?;
+            for kv in kvs {
+                println!("{}\t{}", escape(&kv.key), escape(&kv.value));
+            }
+            Ok(0)
+        }
+        TxnCommand::Commit => {
+            let result = txn.commit().await;
+            // Committed, conflicted or failed: the transaction is over either way,
+            // except when its outcome is unknown (keep it to look at).
+            if !matches!(result, Err(ClientError::OutcomeUnknown { .. })) {
+                let _ = std::fs::remove_file(txn_file(id));
+            }
+            let committed = client_result(result)?;
+            println!(
+                "OK (committed{}, {} ranges)",
+                if committed.revision > 0 {
+                    format!(" at revision {}", committed.revision)
+                } else {
+                    String::new()
+                },
+                committed.ranges
+            );
+            Ok(0)
+        }
+        TxnCommand::Abort => {
+            std::fs::remove_file(txn_file(id)).with_context(|| format!("no transaction {id}"))?;
+            println!("OK (aborted; nothing was written)");
+            Ok(0)
+        }
+    }
+}
+
+/// `rangedb txn` with etcdctl's syntax on stdin.
+async fn etcd_txn(client: &Client, args: &TxnArgs) -> anyhow::Result<u8> {
+    let mut text = String::new();
+    if args.interactive {
+        let stdin = std::io::stdin();
+        for (prompt, _) in [
+            ("compares:", 0),
+            ("success requests (get, put, del):", 1),
+            ("failure requests (get, put, del):", 2),
+        ] {
+            println!("{prompt}");
+            loop {
+                let mut line = String::new();
+                if stdin.read_line(&mut line).context("cannot read stdin")? == 0
+                    || line.trim().is_empty()
+                {
+                    break;
+                }
+                text.push_str(&line);
+            }
+            text.push('\n');
+        }
+    } else {
+        std::io::stdin().read_to_string(&mut text).context("cannot read stdin")?;
+    }
+    let txn = match rangedb::cli_txn::parse(&text) {
+        Ok(txn) => txn,
+        Err(error) => usage_error(&error),
+    };
+    let outcome = client_result(rangedb::cli_txn::run(client, &txn).await)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&outcome).context("cannot encode the outcome")?);
+    } else {
+        print!("{}", rangedb::cli_txn::render(&outcome));
+    }
+    Ok(0)
+}
+
 /// A key from the command line, or exit 2 if the server would refuse it.
 fn key_arg(key: &OsString) -> Vec<u8> {
     let key = key.clone().into_encoded_bytes();
@@ -456,6 +713,10 @@ fn client_result<T>(result: Result<T, ClientError>) -> anyhow::Result<T> {
         Err(error @ ClientError::Invalid { .. }) => {
             eprintln!("error: {error}");
             std::process::exit(i32::from(EXIT_USAGE));
+        }
+        Err(error @ ClientError::Conflict { .. }) => {
+            eprintln!("error: {error}");
+            std::process::exit(i32::from(EXIT_CONFLICT));
         }
         Err(error) => Err(error.into()),
     }

@@ -96,7 +96,12 @@ fn write_seed_corpus() {
     let kv = KeyValue { key: b"a".to_vec(), value: b"1".to_vec(), revision: 3 };
     let response = ClientResponse {
         id: 2,
-        response: Response::Scan { kvs: vec![kv], resume: Some(b"g".to_vec()), read_revision: 4 },
+        response: Response::Scan {
+            kvs: vec![kv],
+            resume: Some(b"g".to_vec()),
+            read_revision: 4,
+            locks: vec![],
+        },
     };
     let mut stream = encode_frame(&Hello::new(HelloRole::Client));
     stream.extend(encode_frame(&put));

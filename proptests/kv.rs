@@ -100,6 +100,7 @@ impl Model {
                 let existed = state.remove(key).is_some();
                 CommandResult::Delete { revision: index, existed }
             }
+            WriteOp::Txn(_) => unreachable!("this model draws no transaction steps"),
         });
         if let Some(id) = id {
             self.results.entry(id).or_insert(result.clone());

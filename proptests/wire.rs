@@ -8,6 +8,9 @@ use proptest::prelude::*;
 use rangedb::raft::{ConfState, Entry, EntryFormat, Message, MessageBody, NodeId, SnapshotMeta};
 use rangedb::range::descriptor::{RangeDescriptor, RangeId};
 use rangedb::range::kv::{KeyValue, RequestId};
+use rangedb::range::txn::{
+    LockInfo, ReadCheck, SpanCheck, TxnId, TxnOp, TxnPart, TxnResult, TxnStatus, TxnWrite,
+};
 use rangedb::wire::*;
 
 use crate::alloc_probe::largest_allocation;
@@ -158,8 +161,57 @@ fn client_request() -> impl Strategy<Value = ClientRequest> {
         ),
         (any::<u64>(), "[a-z:0-9.]{0,20}")
             .prop_map(|(identity, address)| Request::Join { identity, address }),
+        (bytes(10), any::<[u64; 2]>(), txn_part(), any::<u8>(), any::<Option<u64>>()).prop_map(
+            |(key, [client, seq], part, op, request)| {
+                let txn = TxnId { client, seq };
+                let commit = op % 2 == 0;
+                Request::Txn {
+                    key: key.clone(),
+                    op: match op % 7 {
+                        0 => TxnOp::Commit1pc { part },
+                        1 => TxnOp::Prepare {
+                            txn,
+                            anchor: key.clone(),
+                            participants: vec![key],
+                            part,
+                        },
+                        2 => TxnOp::Decide { txn, anchor: key, commit },
+                        3 => TxnOp::Resolve { txn, commit },
+                        4 => TxnOp::Push { txn, anchor: key },
+                        _ => TxnOp::Forget { txn },
+                    },
+                    request_id: request.map(|seq| RequestId { client, seq }),
+                }
+            }
+        ),
+        (bytes(10), any::<[u64; 2]>()).prop_map(|(anchor, [client, seq])| Request::TxnStatus {
+            anchor,
+            txn: TxnId { client, seq }
+        }),
+        (bytes(10), any::<u32>()).prop_map(|(key, limit)| Request::TxnLocks { key, limit }),
     ];
     (any::<u64>(), request).prop_map(|(id, request)| ClientRequest { id, request })
+}
+
+fn txn_part() -> impl Strategy<Value = TxnPart> {
+    let read = || (bytes(10), any::<u64>()).prop_map(|(key, revision)| ReadCheck { key, revision });
+    let write = (bytes(10), proptest::option::of(bytes(20)))
+        .prop_map(|(key, value)| TxnWrite { key, value });
+    let span = (bytes(5), proptest::option::of(bytes(5)), vec(read(), 0..3))
+        .prop_map(|(start, end, seen)| SpanCheck { start, end, seen });
+    (vec(read(), 0..3), vec(span, 0..2), vec(write, 0..3))
+        .prop_map(|(reads, spans, writes)| TxnPart { reads, spans, writes })
+}
+
+fn lock_info() -> impl Strategy<Value = LockInfo> {
+    (bytes(10), any::<[u64; 2]>(), bytes(10), any::<bool>()).prop_map(
+        |(key, [client, seq], anchor, write)| LockInfo {
+            key,
+            txn: TxnId { client, seq },
+            anchor,
+            write,
+        },
+    )
 }
 
 fn key_value() -> impl Strategy<Value = KeyValue> {
@@ -230,10 +282,33 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
         any::<u64>().prop_map(|revision| Response::Put { revision }),
         (any::<u64>(), any::<bool>())
             .prop_map(|(revision, existed)| Response::Delete { revision, existed }),
-        (proptest::option::of(key_value()), any::<u64>())
-            .prop_map(|(kv, read_revision)| Response::Get { kv, read_revision }),
-        (vec(key_value(), 0..4), proptest::option::of(bytes(10)), any::<u64>())
-            .prop_map(|(kvs, resume, read_revision)| Response::Scan { kvs, resume, read_revision }),
+        (proptest::option::of(key_value()), any::<u64>(), proptest::option::of(lock_info()))
+            .prop_map(|(kv, read_revision, lock)| Response::Get { kv, read_revision, lock }),
+        (
+            vec(key_value(), 0..4),
+            proptest::option::of(bytes(10)),
+            any::<u64>(),
+            vec(lock_info(), 0..2)
+        )
+            .prop_map(|(kvs, resume, read_revision, locks)| Response::Scan {
+                kvs,
+                resume,
+                read_revision,
+                locks
+            }),
+        lock_info().prop_map(|lock| Response::Locked { lock }),
+        vec(lock_info(), 0..3).prop_map(|locks| Response::TxnLocks { locks }),
+        (any::<u64>(), bytes(5), lock_info(), any::<u8>(), vec(bytes(5), 0..3)).prop_map(
+            |(revision, key, lock, pick, participants)| Response::Txn(match pick % 7 {
+                0 => TxnResult::Committed { revision },
+                1 => TxnResult::Conflict { key },
+                2 => TxnResult::Locked(lock),
+                3 => TxnResult::Prepared,
+                4 => TxnResult::Aborted,
+                5 => TxnResult::Status { status: Some(TxnStatus::Pending), participants },
+                _ => TxnResult::Resolved,
+            })
+        ),
         (vec(descriptor(), 0..4), vec((node(), text), 0..3))
             .prop_map(|(ranges, addresses)| Response::RangeTable { ranges, addresses }),
         node_status.prop_map(Response::Status),

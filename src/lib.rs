@@ -10,11 +10,13 @@
 //! - `client`: the client library the CLI uses.
 //! - `hash`: FNV-1a and splitmix64 (stable across runs).
 //! - `cli_parse`: the parsers of the CLI's flag text.
+//! - `cli_txn`: `rangedb txn` in etcdctl's transaction syntax (parse, run, print).
 //! - `fuzzing`: the bodies of the fuzz targets (also run by `cargo test`); only with
 //!   the `fuzzing` feature, which the server's build does not have.
 
 pub mod byte_serde;
 pub mod cli_parse;
+pub mod cli_txn;
 pub mod client;
 pub mod env;
 #[cfg(feature = "fuzzing")]

@@ -16,6 +16,7 @@ use madsim::task::NodeId as SimNodeId;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
+use rangedb::client::Client;
 use rangedb::env::sim_clock::SimClock;
 use rangedb::env::sim_disk::{DiskFaults, SimDisk};
 use rangedb::node::{run_node, ServerConfig};
@@ -109,6 +110,14 @@ impl Cluster {
                     let reason = reason.clone();
                     async move {
                         exited.store(false, Ordering::Relaxed);
+                        // The lock janitor every server runs (as `rangedb server` does),
+                        // on this node: it dies with it.
+                        let janitor = super::workload::client_config(
+                            vec![server_address(i)],
+                            0x1a_0000 + i as u64,
+                            800,
+                        );
+                        tokio::spawn(rangedb::client::run_janitor(Client::new(janitor)));
                         let stop = async move { shutdown.notified().await };
                         let (disk, clock) = (Arc::new(disk), Arc::new(clock));
                         if let Err(error) = run_node(config, disk, clock, stop).await {

@@ -19,9 +19,9 @@ use super::checkers::raft_safety::{Safety, SafetyObserver};
 use super::checkers::{durability, linearizability, liveness, witness, Violation};
 use super::cluster::Cluster;
 use super::history::{Call, Finals, Op, Outcome};
-use super::now_ms;
 use super::schedule::{Fault, Plan};
 use super::workload::{self, KEYS};
+use super::{now_ms, Rng};
 
 /// Bound for the heal phase: a write per data range, then convergence.
 const HEAL_BOUND_MS: u64 = 25_000;
@@ -226,6 +226,31 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
         );
         clients.push(node.spawn(task));
     }
+    // The bank (transactions): one client beside the first workload client, a second
+    // beside the last in half the seeds; coordinators abandon a prepared transaction
+    // now and then in a third of the seeds (a stream of its own: no other draw moves).
+    let bank_log = Arc::new(Mutex::new(super::bank::BankLog::default()));
+    let mut bank_rng = Rng::new(plan.seed ^ 0x0ba4_4b0b);
+    let abandon = if bank_rng.chance(0.33) { bank_rng.between(5_000, 40_000) } else { 0 };
+    sim_hooks::set_abandon(abandon, plan.seed);
+    let bank_clients = if bank_rng.chance(0.5) { 2 } else { 1 };
+    for b in 0..bank_clients {
+        let node = if b == 0 {
+            &cluster.client_nodes[0]
+        } else {
+            cluster.client_nodes.last().expect("clients")
+        };
+        let task = super::bank::run_bank_client(
+            100 + b as u64,
+            plan.client_attempt_ms,
+            cluster.endpoints(),
+            plan.seed,
+            start,
+            stop.clone(),
+            bank_log.clone(),
+        );
+        clients.push(node.spawn(task));
+    }
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
     let mut supervisor = Supervisor {
         cluster: &mut cluster,
@@ -264,6 +289,19 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
     let heal_start = now_ms(start);
     supervisor.probe_writes(&mut history, &mut liveness, heal_start).await;
     let finals = supervisor.converge(&mut liveness, heal_start).await;
+    sim_hooks::set_abandon(0, 0);
+    let endpoints = supervisor.cluster.endpoints();
+    let bank_after = supervisor.cluster.probe.spawn(super::bank::after_heal(endpoints, start));
+    liveness.extend(bank_after.await.unwrap_or_default());
+    {
+        let bank = bank_log.lock().expect("bank log");
+        liveness.extend(super::bank::check(&bank));
+        faults.insert("effect: transfers committed".into(), bank.transfers_committed);
+        faults
+            .insert("effect: transfers committed across ranges".into(), bank.cross_range_committed);
+        faults.insert("effect: transfers refused by a conflict".into(), bank.transfers_conflicted);
+        faults.insert("effect: audits committed".into(), bank.audits.len() as u64);
+    }
     faults.insert("effect: peer batches duplicated".into(), sim_hooks::duplicated());
     faults.insert("effect: bits flipped in synced data".into(), supervisor.rotted);
     faults.insert("effect: reads answered from a leader lease".into(), sim_hooks::lease_reads());

@@ -30,6 +30,10 @@ pub enum ClientError {
     /// The revision asked for is compacted away or not yet written.
     #[error("revision {revision} is not available (the range has revisions {first} to {last})")]
     RevisionUnavailable { revision: u64, first: u64, last: u64 },
+    /// A transaction did not commit because another one changed or holds what it
+    /// read or writes: nothing was written, and running it again may succeed.
+    #[error("transaction conflict, nothing was written (retry): {reason}")]
+    Conflict { reason: String },
     /// A node answered something that does not fit the request (a version mismatch
     /// or a bug).
     #[error("protocol error: {reason}")]

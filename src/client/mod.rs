@@ -17,10 +17,12 @@ mod error;
 mod membership;
 mod route;
 mod status;
+mod txn;
 
 pub use error::ClientError;
 pub use membership::{lag as learner_lag, MembershipReport, NodeIdentity, CAUGHT_UP_LAG};
 pub use status::{ClusterStatus, NodeReport};
+pub use txn::{run_janitor, Committed, LockMemory, Txn, TxnState, JANITOR_EVERY, LOCK_TTL};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -127,7 +129,7 @@ impl Client {
         check_value(value)?;
         let request_id = self.next_request_id();
         let request = Request::Put { key: key.to_vec(), value: value.to_vec(), request_id };
-        match self.execute(key, request, Kind::Write, self.deadline()).await? {
+        match self.write_past_locks(key, request).await? {
             Response::Put { revision } => Ok(revision),
             other => Err(unexpected("Put", &other)),
         }
@@ -141,9 +143,26 @@ impl Client {
         check_key(key)?;
         let request_id = self.next_request_id();
         let request = Request::Delete { key: key.to_vec(), request_id };
-        match self.execute(key, request, Kind::Write, self.deadline()).await? {
+        match self.write_past_locks(key, request).await? {
             Response::Delete { existed, .. } => Ok(existed),
             other => Err(unexpected("Delete", &other)),
+        }
+    }
+
+    /// Sends a put or delete, waiting out (and settling) transactions' locks on its
+    /// key. The refused attempts did nothing, so the request id stays the same.
+    async fn write_past_locks(
+        &self,
+        key: &[u8],
+        request: Request,
+    ) -> Result<Response, ClientError> {
+        let deadline = self.deadline();
+        let mut memory = LockMemory::default();
+        loop {
+            match self.execute(key, request.clone(), Kind::Write, deadline).await? {
+                Response::Locked { lock } => self.wait_out(&lock, &mut memory, deadline).await?,
+                other => return Ok(other),
+            }
         }
     }
 
@@ -181,10 +200,20 @@ impl Client {
         consistency: ReadConsistency,
     ) -> Result<Option<KeyValue>, ClientError> {
         check_key(key)?;
-        let request = Request::Get { key: key.to_vec(), revision, consistency };
-        match self.execute(key, request, Kind::Read, self.deadline()).await? {
-            Response::Get { kv, .. } => Ok(kv),
-            other => Err(unexpected("Get", &other)),
+        let deadline = self.deadline();
+        let mut memory = LockMemory::default();
+        loop {
+            let request = Request::Get { key: key.to_vec(), revision, consistency };
+            match self.execute(key, request, Kind::Read, deadline).await? {
+                Response::Get { kv, lock: None, .. } => return Ok(kv),
+                Response::Get { kv, lock: Some(lock), .. } => {
+                    if self.settle(&lock, &mut memory, deadline).await? == txn::Settled::Uncommitted
+                    {
+                        return Ok(kv);
+                    }
+                }
+                other => return Err(unexpected("Get", &other)),
+            }
         }
     }
 
@@ -200,44 +229,8 @@ impl Client {
         end: Option<&[u8]>,
         limit: u64,
     ) -> Result<Vec<KeyValue>, ClientError> {
-        let deadline = self.deadline();
-        let mut found: Vec<KeyValue> = Vec::new();
-        let mut cursor = start.to_vec();
-        loop {
-            if end.is_some_and(|end| cursor.as_slice() >= end) {
-                break;
-            }
-            let remaining = if limit == 0 { 0 } else { limit - found.len() as u64 };
-            let request = Request::Scan {
-                start: cursor.clone(),
-                end: end.map(<[u8]>::to_vec),
-                limit: remaining,
-                revision: None,
-            };
-            let (kvs, resume) = match self.execute(&cursor, request, Kind::Read, deadline).await? {
-                Response::Scan { kvs, resume, .. } => (kvs, resume),
-                other => return Err(unexpected("Scan", &other)),
-            };
-            found.extend(kvs);
-            if limit != 0 && found.len() as u64 >= limit {
-                found.truncate(limit as usize);
-                break;
-            }
-            match resume {
-                None => break,
-                Some(next) if next > cursor => cursor = next,
-                Some(next) => {
-                    return Err(ClientError::Protocol {
-                        reason: format!(
-                            "scan resume key {} does not advance past {}",
-                            escape(&next),
-                            escape(&cursor)
-                        ),
-                    })
-                }
-            }
-        }
-        Ok(found)
+        let mut memory = LockMemory::default();
+        Ok(self.scan_settled(start, end, limit, &mut memory).await?.0)
     }
 
     /// Asks every node this client knows of (its endpoints, the range table's

@@ -119,8 +119,15 @@ impl RangeCache {
         }
     }
 
+    /// A key in each range that holds user data (its start), for requests that
+    /// go to every range (the lock janitor's).
+    pub(crate) fn data_range_keys(&self) -> Vec<Vec<u8>> {
+        let meta = crate::range::descriptor::RESERVED_PREFIX;
+        let ranges = self.ranges.iter().filter(|range| !range.contains(meta));
+        ranges.map(|range| range.start.clone()).collect()
+    }
+
     /// The id of the range that owns `key`, if known.
-    #[cfg(test)]
     pub(crate) fn range_of(&self, key: &[u8]) -> Option<RangeId> {
         self.lookup(key).map(|range| range.id)
     }

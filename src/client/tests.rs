@@ -121,6 +121,7 @@ async fn client_put_get_delete_single_node() {
         Request::Get { key, .. } => Some(Response::Get {
             kv: Some(KeyValue { key: key.clone(), value: b"v".to_vec(), revision: 7 }),
             read_revision: 8,
+            lock: None,
         }),
         Request::Delete { .. } => Some(Response::Delete { revision: 9, existed: true }),
         _ => None,
@@ -241,10 +242,14 @@ async fn client_scan_walks_ranges_until_limit() {
             kvs: vec![kv(b"a"), kv(b"b")],
             resume: Some(b"m".to_vec()),
             read_revision: 1,
+            locks: vec![],
         }),
-        Request::Scan { .. } => {
-            Some(Response::Scan { kvs: vec![kv(b"m"), kv(b"z")], resume: None, read_revision: 1 })
-        }
+        Request::Scan { .. } => Some(Response::Scan {
+            kvs: vec![kv(b"m"), kv(b"z")],
+            resume: None,
+            read_revision: 1,
+            locks: vec![],
+        }),
         _ => None,
     }))
     .await;
@@ -286,6 +291,7 @@ async fn client_pipelines_concurrent_requests_on_one_connection() {
         Request::Get { key, .. } => Some(Response::Get {
             kv: Some(KeyValue { key: key.clone(), value: key.clone(), revision: 1 }),
             read_revision: 1,
+            lock: None,
         }),
         _ => None,
     }))

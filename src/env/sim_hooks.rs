@@ -236,3 +236,27 @@ pub fn observe(f: impl FnOnce(&mut dyn Observer)) {
         }
     });
 }
+
+thread_local! {
+    /// Chance (per million) that a transaction's coordinator "dies" after preparing
+    /// every participant, leaving its locks and pending record (`abandon_transaction`).
+    static ABANDON_PER_MILLION: RefCell<(u64, u64)> = const { RefCell::new((0, 0)) };
+}
+
+/// Makes coordinators abandon `per_million` of their transactions once prepared;
+/// `seed` drives the draws.
+pub fn set_abandon(per_million: u64, seed: u64) {
+    ABANDON_PER_MILLION.with(|cell| *cell.borrow_mut() = (per_million, seed));
+}
+
+/// Whether this coordinator dies now (see `set_abandon`).
+pub fn abandon_transaction() -> bool {
+    ABANDON_PER_MILLION.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.0 == 0 {
+            return false;
+        }
+        cell.1 = crate::hash::splitmix64(cell.1);
+        cell.1 % 1_000_000 < cell.0
+    })
+}

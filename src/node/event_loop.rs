@@ -28,6 +28,7 @@ use crate::range::descriptor::{
 };
 use crate::range::keys::{validate_key, validate_value};
 use crate::range::kv::{Command, KvStore, WriteOp};
+use crate::range::txn::TxnOp;
 use crate::storage::{SnapshotStore, StorageError, Wal, WalRecord};
 use crate::wire::{
     Envelope, JoinInfo, NodeStatus, PeerBatch, RangeStatus, ReadConsistency, ReplicaOp, Request,
@@ -325,20 +326,35 @@ impl Node {
                 if let Err(error) = validate_key(&key).and_then(|()| validate_value(&value)) {
                     return reply.send(Response::Invalid { reason: error.to_string() });
                 }
+                let range = self.table.lookup(&key).id;
                 let op = WriteOp::Put { key, value };
-                return self.propose(Command { request_id: Some(request_id), op }, reply);
+                return self.propose(range, Command { request_id: Some(request_id), op }, reply);
             }
             Request::Delete { key, request_id } => {
                 if let Err(error) = validate_key(&key) {
                     return reply.send(Response::Invalid { reason: error.to_string() });
                 }
+                let range = self.table.lookup(&key).id;
                 let op = WriteOp::Delete { key };
-                return self.propose(Command { request_id: Some(request_id), op }, reply);
+                return self.propose(range, Command { request_id: Some(request_id), op }, reply);
+            }
+            Request::Txn { key, op, request_id } => {
+                let range = self.table.lookup(&key).id;
+                if let Err(reason) = self.check_txn_op(&key, &op) {
+                    return reply.send(Response::Invalid { reason });
+                }
+                return self.propose(range, Command { request_id, op: WriteOp::Txn(op) }, reply);
             }
             read => read,
         };
         match &request {
-            Request::Put { .. } | Request::Delete { .. } => unreachable!("writes returned above"),
+            Request::Put { .. } | Request::Delete { .. } | Request::Txn { .. } => {
+                unreachable!("writes returned above")
+            }
+            Request::TxnStatus { anchor: key, .. } | Request::TxnLocks { key, .. } => {
+                let key = key.clone();
+                self.read(&key, ReadMode::ReadIndex, request, reply);
+            }
             Request::Get { key, consistency: ReadConsistency::Local, .. } => {
                 let range = self.table.lookup(key).id;
                 let replica =
@@ -363,6 +379,7 @@ impl Node {
                         kvs: vec![],
                         resume: None,
                         read_revision: 0,
+                        locks: vec![],
                     });
                 }
                 let start = start.clone();
@@ -593,11 +610,50 @@ impl Node {
         }
     }
 
-    fn propose(&mut self, command: Command, reply: ReplyTo) {
-        let key = match &command.op {
-            WriteOp::Put { key, .. } | WriteOp::Delete { key } => key,
+    /// Checks a transaction step's keys: valid, and all in the range of `key` (spans
+    /// clipped to it), so the range applying it holds every key it names.
+    fn check_txn_op(&self, key: &[u8], op: &TxnOp) -> Result<(), String> {
+        validate_key(key).map_err(|e| e.to_string())?;
+        let descriptor = self.table.lookup(key);
+        let part = match op {
+            TxnOp::Commit1pc { part } | TxnOp::Prepare { part, .. } => part,
+            _ => return Ok(()),
         };
-        let range = self.table.lookup(key).id;
+        if part.is_empty() {
+            return Err("a transaction step with no key".into());
+        }
+        for key in part.keys() {
+            validate_key(key).map_err(|e| e.to_string())?;
+            if !descriptor.contains(key) {
+                return Err(format!(
+                    "key {:?} is not in {} (a transaction step names the keys of one range)",
+                    String::from_utf8_lossy(key),
+                    descriptor.id
+                ));
+            }
+        }
+        for write in &part.writes {
+            if let Some(value) = &write.value {
+                validate_value(value).map_err(|e| e.to_string())?;
+            }
+        }
+        for span in &part.spans {
+            if !descriptor.contains(&span.start) {
+                return Err(format!("a scanned span starts outside {}", descriptor.id));
+            }
+            let within = match (&descriptor.end, &span.end) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(range_end), Some(end)) => end <= range_end,
+            };
+            if !within {
+                return Err(format!("a scanned span reaches past the end of {}", descriptor.id));
+            }
+        }
+        Ok(())
+    }
+
+    fn propose(&mut self, range: RangeId, command: Command, reply: ReplyTo) {
         let not_leader = self.not_leader(range);
         // The table and the replica map are built from the same descriptors.
         let replica =

@@ -51,6 +51,7 @@ fn command_bytes_estimate(command: &Command) -> usize {
     match &command.op {
         WriteOp::Put { key, value } => key.len() + value.len() + OVERHEAD_BYTES,
         WriteOp::Delete { key } => key.len() + OVERHEAD_BYTES,
+        WriteOp::Txn(_) => 256,
     }
 }
 
@@ -259,6 +260,8 @@ impl Replica {
                     CommandResult::Expired => Response::Unavailable {
                         reason: "retry too old to deduplicate; the outcome is unknown".into(),
                     },
+                    CommandResult::Locked(lock) => Response::Locked { lock },
+                    CommandResult::Txn(result) => Response::Txn(result),
                 });
             } else {
                 write.reply.send(Response::Unavailable { reason: "leader changed; retry".into() });
@@ -293,9 +296,18 @@ impl Replica {
         };
         match request {
             Request::Get { key, revision, .. } => match self.kv.get(key, *revision) {
-                Ok(kv) => Response::Get { kv, read_revision: revision.unwrap_or(applied) },
+                Ok(kv) => Response::Get {
+                    kv,
+                    read_revision: revision.unwrap_or(applied),
+                    // A read of the past is not affected by today's locks.
+                    lock: if revision.is_none() { self.kv.intent(key) } else { None },
+                },
                 Err(e) => unavailable(e),
             },
+            Request::TxnStatus { txn, .. } => Response::Txn(self.kv.txn_status(*txn)),
+            Request::TxnLocks { limit, .. } => {
+                Response::TxnLocks { locks: self.kv.txn_outstanding(*limit as usize) }
+            }
             Request::Scan { start, end, limit, revision } => {
                 self.scan_now(start, end.as_deref(), *limit, *revision)
             }
@@ -322,7 +334,7 @@ impl Replica {
         let read_revision = revision.unwrap_or(self.kv.applied());
         // The meta range holds only rangedb's own keys: scans pass over it.
         if self.descriptor.contains(crate::range::descriptor::RESERVED_PREFIX) {
-            return Response::Scan { kvs: vec![], resume, read_revision };
+            return Response::Scan { kvs: vec![], resume, read_revision, locks: vec![] };
         }
         let mut kvs = match self.kv.scan(start, clipped_end, limit, revision) {
             Ok(kvs) => kvs,
@@ -350,7 +362,14 @@ impl Replica {
                 resume = Some(next);
             }
         }
-        Response::Scan { kvs, resume, read_revision }
+        // The intents in the part answered (up to the resume point).
+        let locks = if revision.is_some() {
+            Vec::new()
+        } else {
+            let answered_end = resume.as_deref().or(clipped_end);
+            self.kv.intents_in(start, answered_end)
+        };
+        Response::Scan { kvs, resume, read_revision, locks }
     }
 
     /// Leadership was lost: fail every waiting request so clients retry at the new

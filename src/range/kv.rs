@@ -34,6 +34,10 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::raft::EntryFormat;
+use crate::range::txn::{
+    LockInfo, ReadCheck, SpanCheck, TxnOp, TxnPart, TxnRecord, TxnResult, TxnStatus, TxnTable,
+    TxnWrite,
+};
 
 /// Identifies a client write so a retry is applied once. `client` is random per
 /// client instance, `seq` increases per write.
@@ -54,8 +58,9 @@ pub struct KeyValue {
     pub revision: u64,
 }
 
-/// Bumped whenever the snapshot encoding changes.
-const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// Bumped whenever the snapshot encoding changes (3: the transaction table; 2 is
+/// still read).
+const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 
 /// A write as replicated in a Raft entry's data (bincode), in entry format
 /// `COMMAND_FORMAT`.
@@ -66,8 +71,12 @@ pub struct Command {
 }
 
 /// The entry format of the commands this version writes: bincode of `Command`.
-/// Bumped (and the old version still read) whenever `Command` changes.
-pub const COMMAND_FORMAT: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 1 };
+/// Bumped (and the old version still read) whenever `Command` changes. Version 2
+/// added `WriteOp::Txn` at the end of the enum, so a version-1 command decodes as
+/// the same version-2 command.
+pub const COMMAND_FORMAT: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 2 };
+/// Command versions this one reads.
+const COMMAND_FORMAT_V1: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 1 };
 
 /// What a committed entry asks of the state machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,7 +114,7 @@ impl Applicable {
         if format == EntryFormat::CONF_CHANGE {
             return Ok(Applicable::ConfChange);
         }
-        if format != COMMAND_FORMAT {
+        if format != COMMAND_FORMAT && format != COMMAND_FORMAT_V1 {
             return Err(UnreadableEntry::Format(format));
         }
         let config = bincode::config::standard();
@@ -132,6 +141,8 @@ pub enum WriteOp {
         #[serde(with = "crate::byte_serde::vec")]
         key: Vec<u8>,
     },
+    /// A transaction's step in this range (`range::txn`).
+    Txn(TxnOp),
 }
 
 /// What applying a command produced; cached per client for deduplication.
@@ -146,6 +157,10 @@ pub enum CommandResult {
     },
     /// A retry too old to tell whether it was applied; nothing was done now.
     Expired,
+    /// A put or delete of a key a transaction holds: nothing was done (not
+    /// remembered: the retry is applied once the lock is gone).
+    Locked(LockInfo),
+    Txn(TxnResult),
 }
 
 /// Results remembered per client: its writes in flight at once must stay below this.
@@ -247,6 +262,16 @@ struct KvImage {
     applied: u64,
     map: BTreeMap<Vec<u8>, Vec<Version>>,
     sessions: BTreeMap<u64, ClientSession>,
+    txns: TxnTable,
+}
+
+/// The image of format version 2 (before transactions).
+#[derive(Deserialize)]
+struct KvImageV2 {
+    format_version: u32,
+    applied: u64,
+    map: BTreeMap<Vec<u8>, Vec<Version>>,
+    sessions: BTreeMap<u64, ClientSession>,
 }
 
 /// `KvImage` by reference, for `snapshot`: the same bincode bytes, without first
@@ -260,6 +285,7 @@ struct KvImageRef<'a> {
     #[serde(serialize_with = "serialize_map_bytes_keys")]
     map: &'a BTreeMap<Key, Vec<Version>>,
     sessions: &'a BTreeMap<u64, ClientSession>,
+    txns: &'a TxnTable,
 }
 
 fn serialize_map_bytes_keys<S: serde::Serializer>(
@@ -306,6 +332,8 @@ pub struct KvStore {
     sweep_after: Key,
     /// Entries applied since the last sweep.
     unswept: u32,
+    /// Locks, transaction records and finished transactions (`range::txn`).
+    txns: TxnTable,
 }
 
 impl Default for KvStore {
@@ -318,6 +346,7 @@ impl Default for KvStore {
             history: u64::MAX,
             sweep_after: Key::new(),
             unswept: 0,
+            txns: TxnTable::default(),
         }
     }
 }
@@ -330,6 +359,7 @@ impl PartialEq for KvStore {
             && self.sessions == other.sessions
             && self.live_keys == other.live_keys
             && self.history == other.history
+            && self.txns == other.txns
     }
 }
 
@@ -396,7 +426,25 @@ impl KvStore {
                 }
             }
         }
+        let locked = match &command.op {
+            WriteOp::Put { key, .. } | WriteOp::Delete { key } => {
+                self.txns.blocking(key, None, true)
+            }
+            WriteOp::Txn(_) => None,
+        };
+        if let Some(lock) = locked {
+            #[cfg(madsim)]
+            crate::env::sim_hooks::sometimes("write refused by a transaction's lock");
+            return CommandResult::Locked(lock);
+        }
         let result = match command.op {
+            WriteOp::Txn(op) => {
+                let result = self.apply_txn(index, op);
+                if matches!(result, TxnResult::Locked(_)) {
+                    return CommandResult::Txn(result);
+                }
+                CommandResult::Txn(result)
+            }
             WriteOp::Put { key, value } => {
                 self.push_version(&key, index, Some(value));
                 CommandResult::Put { revision: index }
@@ -413,6 +461,239 @@ impl KvStore {
             self.remember(id, index, result.clone());
         }
         result
+    }
+
+    /// Applies one transaction step at `index` (see `range::txn`).
+    fn apply_txn(&mut self, index: u64, op: TxnOp) -> TxnResult {
+        let tables = &mut self.txns;
+        match op {
+            TxnOp::Commit1pc { part } => {
+                if let Some(lock) = self.part_blocked(&part, None) {
+                    return TxnResult::Locked(lock);
+                }
+                if let Some(key) = self.part_invalid(&part) {
+                    return TxnResult::Conflict { key };
+                }
+                self.write_all(index, part.writes);
+                TxnResult::Committed { revision: index }
+            }
+            TxnOp::Prepare { txn, anchor, participants, part } => {
+                if tables.finished.contains_key(&txn) {
+                    return TxnResult::Aborted;
+                }
+                let is_anchor = !participants.is_empty();
+                if is_anchor {
+                    match tables.records.get(&txn) {
+                        Some(record) if record.status == TxnStatus::Aborted => {
+                            return TxnResult::Aborted
+                        }
+                        Some(_) => return TxnResult::Prepared,
+                        None => {}
+                    }
+                }
+                if tables.held.contains_key(&txn) {
+                    return TxnResult::Prepared;
+                }
+                if let Some(lock) = self.part_blocked(&part, Some(txn)) {
+                    return TxnResult::Locked(lock);
+                }
+                if let Some(key) = self.part_invalid(&part) {
+                    return TxnResult::Conflict { key };
+                }
+                let tables = &mut self.txns;
+                tables.lock(txn, &anchor, &part);
+                if is_anchor {
+                    let record = TxnRecord {
+                        status: TxnStatus::Pending,
+                        anchor,
+                        participants,
+                        resolved: false,
+                        revision: 0,
+                    };
+                    tables.records.insert(txn, record);
+                }
+                TxnResult::Prepared
+            }
+            TxnOp::Decide { txn, anchor, commit } => {
+                let Some(record) = tables.records.get_mut(&txn) else {
+                    // Never prepared here, or resolved and evicted long ago.
+                    if tables.finished.get(&txn) == Some(&true) {
+                        return TxnResult::Committed { revision: 0 };
+                    }
+                    self.abort_record(txn, anchor, index);
+                    return TxnResult::Aborted;
+                };
+                match record.status {
+                    TxnStatus::Committed => {
+                        return TxnResult::Committed { revision: record.revision }
+                    }
+                    TxnStatus::Aborted => return TxnResult::Aborted,
+                    TxnStatus::Pending => {}
+                }
+                record.status = if commit { TxnStatus::Committed } else { TxnStatus::Aborted };
+                record.revision = index;
+                self.resolve(index, txn, commit);
+                if commit {
+                    TxnResult::Committed { revision: index }
+                } else {
+                    TxnResult::Aborted
+                }
+            }
+            TxnOp::Resolve { txn, commit } => {
+                self.resolve(index, txn, commit);
+                TxnResult::Resolved
+            }
+            TxnOp::Push { txn, anchor } => {
+                match tables.records.get_mut(&txn) {
+                    None => match tables.finished.get(&txn) {
+                        Some(true) => {
+                            let status = Some(TxnStatus::Committed);
+                            return TxnResult::Status { status, participants: Vec::new() };
+                        }
+                        _ => self.abort_record(txn, anchor, index),
+                    },
+                    Some(record) if record.status == TxnStatus::Pending => {
+                        record.status = TxnStatus::Aborted;
+                        record.revision = index;
+                        self.resolve(index, txn, false);
+                    }
+                    Some(_) => {}
+                }
+                self.txn_status(txn)
+            }
+            TxnOp::Forget { txn } => {
+                tables.forget(txn);
+                TxnResult::Resolved
+            }
+        }
+    }
+
+    /// An abort record where there was none: a prepare arriving later cannot make one.
+    fn abort_record(&mut self, txn: crate::range::txn::TxnId, anchor: Vec<u8>, index: u64) {
+        let record = TxnRecord {
+            status: TxnStatus::Aborted,
+            anchor,
+            participants: Vec::new(),
+            resolved: false,
+            revision: index,
+        };
+        self.txns.records.insert(txn, record);
+        self.resolve(index, txn, false);
+    }
+
+    /// Releases `txn`'s locks here, writing its intents at `index` if it committed.
+    fn resolve(&mut self, index: u64, txn: crate::range::txn::TxnId, commit: bool) {
+        let writes = self.txns.release(txn);
+        if commit {
+            self.write_all(index, writes);
+        }
+        self.txns.finish(txn, commit);
+    }
+
+    fn write_all(&mut self, index: u64, writes: Vec<TxnWrite>) {
+        for write in writes {
+            match write.value {
+                Some(value) => self.push_version(&write.key, index, Some(value)),
+                None if self.is_live(&write.key) => self.push_version(&write.key, index, None),
+                None => {}
+            }
+        }
+    }
+
+    /// A transaction's record as it stands (a read: `Request::TxnStatus`).
+    pub fn txn_status(&self, txn: crate::range::txn::TxnId) -> TxnResult {
+        match self.txns.records.get(&txn) {
+            Some(record) => TxnResult::Status {
+                status: Some(record.status),
+                participants: record.participants.clone(),
+            },
+            None => TxnResult::Status { status: None, participants: Vec::new() },
+        }
+    }
+
+    /// The transactions holding locks or unresolved records here (for the janitor).
+    pub fn txn_outstanding(&self, limit: usize) -> Vec<LockInfo> {
+        self.txns.outstanding(limit)
+    }
+
+    /// Whether this range holds no lock, pending record or unresolved record.
+    pub fn txns_settled(&self) -> bool {
+        self.txns.held.is_empty()
+            && self.txns.locks.is_empty()
+            && self.txns.records.values().all(|r| r.resolved || r.status != TxnStatus::Pending)
+    }
+
+    /// Another transaction's write intent on `key`, which a read must look into.
+    pub fn intent(&self, key: &[u8]) -> Option<LockInfo> {
+        if self.txns.locks.is_empty() {
+            return None;
+        }
+        self.txns.blocking(key, None, false)
+    }
+
+    /// The write intents in `[start, end)`.
+    pub fn intents_in(&self, start: &[u8], end: Option<&[u8]>) -> Vec<LockInfo> {
+        if self.txns.locks.is_empty() {
+            return Vec::new();
+        }
+        self.txns.intents_in(start, end)
+    }
+
+    /// A lock of another transaction in the way of `part`.
+    fn part_blocked(
+        &self,
+        part: &TxnPart,
+        me: Option<crate::range::txn::TxnId>,
+    ) -> Option<LockInfo> {
+        if self.txns.held.is_empty() {
+            return None;
+        }
+        let reads = part.reads.iter().map(|r| self.txns.blocking(&r.key, me, false));
+        let writes = part.writes.iter().map(|w| self.txns.blocking(&w.key, me, true));
+        let spans =
+            part.spans.iter().map(|s| self.txns.blocking_span(&s.start, s.end.as_deref(), me));
+        reads.chain(writes).chain(spans).flatten().next()
+    }
+
+    /// The first read of `part` that is no longer current.
+    fn part_invalid(&self, part: &TxnPart) -> Option<Vec<u8>> {
+        for read in &part.reads {
+            if self.mod_revision(&read.key) != read.revision {
+                return Some(read.key.clone());
+            }
+        }
+        for span in &part.spans {
+            if !self.span_unchanged(span) {
+                return Some(span.start.clone());
+            }
+        }
+        None
+    }
+
+    /// The revision of the newest version of `key` if it is a value, else 0.
+    pub fn mod_revision(&self, key: &[u8]) -> u64 {
+        match self.map.get(key).and_then(|versions| versions.last()) {
+            Some(Version { revision, value: Some(_) }) => *revision,
+            _ => 0,
+        }
+    }
+
+    fn span_unchanged(&self, span: &SpanCheck) -> bool {
+        let upper = span.end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let range = self.map.range::<[u8], _>((Bound::Included(span.start.as_slice()), upper));
+        let mut live = range.filter_map(|(key, versions)| match versions.last() {
+            Some(Version { revision, value: Some(_) }) => Some((key, *revision)),
+            _ => None,
+        });
+        let mut seen = span.seen.iter();
+        loop {
+            match (live.next(), seen.next()) {
+                (None, None) => return true,
+                (Some((key, revision)), Some(ReadCheck { key: want, revision: at }))
+                    if key.as_slice() == want.as_slice() && revision == *at => {}
+                _ => return false,
+            }
+        }
     }
 
     /// Records a client's result, bounding the session and the session table.
@@ -591,6 +872,7 @@ impl KvStore {
             applied: self.applied,
             map: &self.map,
             sessions: &self.sessions,
+            txns: &self.txns,
         };
         bincode::serde::encode_to_vec(&image, bincode::config::standard())
             .expect("KvImage always encodes")
@@ -607,16 +889,25 @@ impl KvStore {
         let (format_version, _): (u32, usize) =
             bincode::serde::decode_from_slice(data, bincode::config::standard())
                 .map_err(|e| SnapshotDecodeError(e.to_string()))?;
-        if format_version != SNAPSHOT_FORMAT_VERSION {
+        if format_version != SNAPSHOT_FORMAT_VERSION && format_version != 2 {
             let reason = format!(
                 "image format version {format_version}; this rangedb reads version \
                  {SNAPSHOT_FORMAT_VERSION} (a newer rangedb wrote it: upgrade this node)"
             );
             return Err(SnapshotDecodeError(reason));
         }
-        let (image, used): (KvImage, usize) =
+        let decoded = if format_version == 2 {
+            bincode::serde::decode_from_slice::<KvImageV2, _>(data, bincode::config::standard())
+                .map(|(old, used)| {
+                    let KvImageV2 { format_version, applied, map, sessions } = old;
+                    let txns = TxnTable::default();
+                    (KvImage { format_version, applied, map, sessions, txns }, used)
+                })
+        } else {
             bincode::serde::decode_from_slice(data, bincode::config::standard())
-                .map_err(|e| SnapshotDecodeError(e.to_string()))?;
+        };
+        let (image, used): (KvImage, usize) =
+            decoded.map_err(|e| SnapshotDecodeError(e.to_string()))?;
         if used != data.len() {
             return Err(SnapshotDecodeError(format!("{} trailing bytes", data.len() - used)));
         }
@@ -640,6 +931,7 @@ impl KvStore {
                 .collect(),
             applied: image.applied,
             sessions: image.sessions,
+            txns: image.txns,
             live_keys,
             ..KvStore::default()
         })
@@ -693,6 +985,176 @@ mod tests {
         let items =
             items.map(|(k, (v, r))| KeyValue { key: k.clone(), value: v.clone(), revision: *r });
         items.take(if limit == 0 { usize::MAX } else { limit as usize }).collect()
+    }
+
+    fn txn_step(op: TxnOp) -> Command {
+        Command { request_id: None, op: WriteOp::Txn(op) }
+    }
+
+    fn part(reads: &[(&str, u64)], writes: &[(&str, Option<&str>)]) -> TxnPart {
+        TxnPart {
+            reads: reads
+                .iter()
+                .map(|(k, r)| ReadCheck { key: k.as_bytes().to_vec(), revision: *r })
+                .collect(),
+            spans: Vec::new(),
+            writes: writes
+                .iter()
+                .map(|(k, v)| TxnWrite {
+                    key: k.as_bytes().to_vec(),
+                    value: v.map(|v| v.as_bytes().to_vec()),
+                })
+                .collect(),
+        }
+    }
+
+    const T1: crate::range::txn::TxnId = crate::range::txn::TxnId { client: 1, seq: 1 };
+    const T2: crate::range::txn::TxnId = crate::range::txn::TxnId { client: 2, seq: 1 };
+
+    #[test]
+    fn a_single_range_commit_validates_its_reads() {
+        let mut store = KvStore::new();
+        store.apply(1, &put("a", "1"));
+        // Read a at 1 and b absent: still current, so it commits at 3.
+        let ok = TxnOp::Commit1pc { part: part(&[("a", 1), ("b", 0)], &[("b", Some("x"))]) };
+        store.apply(2, &put("c", "other"));
+        assert_eq!(
+            store.apply(3, &txn_step(ok)),
+            CommandResult::Txn(TxnResult::Committed { revision: 3 })
+        );
+        assert_eq!(store.get(b"b", None).unwrap(), Some(kv("b", "x", 3)));
+        // A read of b at 0 (absent) is stale now: a conflict, nothing written.
+        let stale = TxnOp::Commit1pc { part: part(&[("b", 0)], &[("a", Some("2"))]) };
+        let conflict = CommandResult::Txn(TxnResult::Conflict { key: b"b".to_vec() });
+        assert_eq!(store.apply(4, &txn_step(stale)), conflict);
+        assert_eq!(store.get(b"a", None).unwrap(), Some(kv("a", "1", 1)));
+        // A deleted key reads as absent again: revision 0 is current.
+        store.apply(5, &delete("b"));
+        let absent = TxnOp::Commit1pc { part: part(&[("b", 0)], &[]) };
+        assert_eq!(
+            store.apply(6, &txn_step(absent)),
+            CommandResult::Txn(TxnResult::Committed { revision: 6 })
+        );
+    }
+
+    #[test]
+    fn prepared_locks_hold_off_writers_until_the_decision() {
+        let mut store = KvStore::new();
+        store.apply(1, &put("a", "1"));
+        let prepare = TxnOp::Prepare {
+            txn: T1,
+            anchor: b"a".to_vec(),
+            participants: vec![b"a".to_vec(), b"z".to_vec()],
+            part: part(&[("a", 1), ("r", 0)], &[("a", Some("2"))]),
+        };
+        assert_eq!(
+            store.apply(2, &txn_step(prepare.clone())),
+            CommandResult::Txn(TxnResult::Prepared)
+        );
+        // A retry of the prepare is answered as prepared, without a second lock.
+        assert_eq!(store.apply(3, &txn_step(prepare)), CommandResult::Txn(TxnResult::Prepared));
+        // A put of the intent's key and of the read-locked key wait; a read sees the
+        // committed value and the intent.
+        assert!(
+            matches!(store.apply(4, &put("a", "x")), CommandResult::Locked(l) if l.txn == T1 && l.write)
+        );
+        assert!(
+            matches!(store.apply(5, &put("r", "x")), CommandResult::Locked(l) if l.txn == T1 && !l.write)
+        );
+        assert_eq!(store.get(b"a", None).unwrap(), Some(kv("a", "1", 1)));
+        assert_eq!(store.intent(b"a").map(|l| l.txn), Some(T1));
+        assert_eq!(store.intent(b"r"), None);
+        // Another transaction reading a is refused while T1 holds it.
+        let other = TxnOp::Commit1pc { part: part(&[("a", 1)], &[("q", Some("1"))]) };
+        assert!(matches!(
+            store.apply(6, &txn_step(other)),
+            CommandResult::Txn(TxnResult::Locked(_))
+        ));
+        assert!(!store.txns_settled());
+        let decide = TxnOp::Decide { txn: T1, anchor: b"a".to_vec(), commit: true };
+        assert_eq!(
+            store.apply(7, &txn_step(decide.clone())),
+            CommandResult::Txn(TxnResult::Committed { revision: 7 })
+        );
+        assert_eq!(store.get(b"a", None).unwrap(), Some(kv("a", "2", 7)));
+        assert_eq!(store.intent(b"a"), None);
+        // The decision is idempotent; a late prepare of the finished T1 is refused.
+        assert_eq!(
+            store.apply(8, &txn_step(decide)),
+            CommandResult::Txn(TxnResult::Committed { revision: 7 })
+        );
+        let late = TxnOp::Prepare {
+            txn: T1,
+            anchor: b"a".to_vec(),
+            participants: vec![],
+            part: part(&[], &[("r", Some("late"))]),
+        };
+        assert_eq!(store.apply(9, &txn_step(late)), CommandResult::Txn(TxnResult::Aborted));
+        assert_eq!(store.apply(10, &put("r", "x")), CommandResult::Put { revision: 10 });
+        // The record stays until forgotten; then nothing is outstanding.
+        assert_eq!(store.txn_outstanding(10).len(), 1);
+        store.apply(11, &txn_step(TxnOp::Forget { txn: T1 }));
+        assert!(store.txn_outstanding(10).is_empty());
+        assert!(store.txns_settled());
+    }
+
+    #[test]
+    fn a_push_aborts_a_pending_transaction_and_bars_one_not_yet_prepared() {
+        let mut store = KvStore::new();
+        let prepare = |txn, index| {
+            let op = TxnOp::Prepare {
+                txn,
+                anchor: b"a".to_vec(),
+                participants: vec![b"a".to_vec(), b"z".to_vec()],
+                part: part(&[], &[("a", Some(if index == 1 { "t1" } else { "t2" }))]),
+            };
+            txn_step(op)
+        };
+        assert_eq!(store.apply(1, &prepare(T1, 1)), CommandResult::Txn(TxnResult::Prepared));
+        let pushed = store.apply(2, &txn_step(TxnOp::Push { txn: T1, anchor: b"a".to_vec() }));
+        assert!(matches!(
+            pushed,
+            CommandResult::Txn(TxnResult::Status { status: Some(TxnStatus::Aborted), .. })
+        ));
+        assert_eq!(store.get(b"a", None).unwrap(), None);
+        assert_eq!(store.intent(b"a"), None);
+        // Its coordinator's decision comes too late.
+        let decide = TxnOp::Decide { txn: T1, anchor: b"a".to_vec(), commit: true };
+        assert_eq!(store.apply(3, &txn_step(decide)), CommandResult::Txn(TxnResult::Aborted));
+        // T2 pushed before its prepare arrives: an abort record bars the prepare.
+        store.apply(4, &txn_step(TxnOp::Push { txn: T2, anchor: b"a".to_vec() }));
+        assert_eq!(store.apply(5, &prepare(T2, 5)), CommandResult::Txn(TxnResult::Aborted));
+        assert!(store.txns_settled());
+    }
+
+    #[test]
+    fn transaction_state_survives_a_snapshot_and_a_version_2_image_is_read() {
+        let mut store = KvStore::new();
+        store.apply(1, &put("a", "1"));
+        let op = TxnOp::Prepare {
+            txn: T1,
+            anchor: b"a".to_vec(),
+            participants: vec![b"a".to_vec(), b"z".to_vec()],
+            part: part(&[("a", 1)], &[("b", Some("2"))]),
+        };
+        store.apply(2, &txn_step(op));
+        let restored = KvStore::restore(&store.snapshot()).unwrap();
+        assert_eq!(restored, store);
+        assert_eq!(restored.intent(b"b").map(|l| l.txn), Some(T1));
+        // A version-2 image (no transaction table) is still read.
+        let old = (
+            2u32,
+            1u64,
+            BTreeMap::from([(
+                b"a".to_vec(),
+                vec![Version { revision: 1, value: Some(b"1".to_vec()) }],
+            )]),
+            BTreeMap::<u64, ClientSession>::new(),
+        );
+        let bytes = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        let restored = KvStore::restore(&bytes).unwrap();
+        assert_eq!(restored.get(b"a", None).unwrap(), Some(kv("a", "1", 1)));
+        assert!(restored.txns_settled());
     }
 
     #[test]
@@ -755,6 +1217,7 @@ mod tests {
             applied: store.applied,
             map: store.map.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect(),
             sessions: store.sessions.clone(),
+            txns: store.txns.clone(),
         };
         let owned = bincode::serde::encode_to_vec(&owned, bincode::config::standard()).unwrap();
         assert_eq!(store.snapshot(), owned);

@@ -3,3 +3,4 @@
 pub mod descriptor;
 pub mod keys;
 pub mod kv;
+pub mod txn;

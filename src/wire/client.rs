@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::raft::NodeId;
 use crate::range::descriptor::{RangeDescriptor, RangeId};
 use crate::range::kv::{KeyValue, RequestId};
+use crate::range::txn::{LockInfo, TxnId, TxnOp, TxnResult};
 
 /// Client frame: requests are pipelined on a connection and answered by `id`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +65,27 @@ pub enum Request {
     /// A node started with `--join` asks whether it was added (`rangedb node add`):
     /// `identity` is its data directory's, `address` where it listens.
     Join { identity: u64, address: String },
+    /// A transaction step (`range::txn::TxnOp`) in the range of `key`, every key of
+    /// which must be in that range. `request_id` deduplicates retried 1PC commits.
+    Txn {
+        #[serde(with = "crate::byte_serde::vec")]
+        key: Vec<u8>,
+        op: TxnOp,
+        request_id: Option<RequestId>,
+    },
+    /// A transaction's record, read linearizably from the range of `anchor`.
+    TxnStatus {
+        #[serde(with = "crate::byte_serde::vec")]
+        anchor: Vec<u8>,
+        txn: TxnId,
+    },
+    /// The transactions holding locks or unresolved records in the range of `key`
+    /// (at most `limit`), read linearizably: what the lock janitor looks at.
+    TxnLocks {
+        #[serde(with = "crate::byte_serde::vec")]
+        key: Vec<u8>,
+        limit: u32,
+    },
 }
 
 /// A change of one range's replicas.
@@ -146,9 +168,13 @@ pub enum Response {
         revision: u64,
         existed: bool,
     },
+    /// `lock`: another transaction's write intent on the key; `kv` is the committed
+    /// version, which the client may only return once it knows the intent's
+    /// transaction had not committed (`client::txn`).
     Get {
         kv: Option<KeyValue>,
         read_revision: u64,
+        lock: Option<LockInfo>,
     },
     /// `resume`: the key to continue from (the next range's start) when the scan was
     /// clipped at a range boundary and the limit not reached.
@@ -156,6 +182,16 @@ pub enum Response {
         kvs: Vec<KeyValue>,
         resume: Option<Vec<u8>>,
         read_revision: u64,
+        /// Write intents of transactions in the part scanned (as `Get::lock`).
+        locks: Vec<LockInfo>,
+    },
+    /// A put or delete found a transaction's lock on its key: nothing was done.
+    Locked {
+        lock: LockInfo,
+    },
+    Txn(TxnResult),
+    TxnLocks {
+        locks: Vec<LockInfo>,
     },
     RangeTable {
         ranges: Vec<RangeDescriptor>,

@@ -24,14 +24,16 @@ pub const MAX_FRAME_BYTES: u32 = 16 << 20;
 /// The newest protocol version this node speaks. Version 3 brought the negotiating
 /// hello (peer.rs), identities, and entries with a format (raft::EntryFormat);
 /// version 4 membership changes (client requests `ChangeReplicas` and `Join`, range
-/// configurations in `Status`).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// configurations in `Status`); version 5 transactions (`Txn`, `TxnStatus`,
+/// `TxnLocks`, locks in `Get` and `Scan` answers, command entries of version 2).
+pub const PROTOCOL_VERSION: u32 = 5;
 /// The oldest protocol version this node speaks. Versions 1 and 2 had no
 /// negotiation; a node of those is refused by name. Version 3's status and requests
 /// have another layout, and its nodes stop at a membership change (an entry kind they
 /// cannot read): a cluster moves from 3 to 4 by restarting all nodes on the new
-/// binary (DESIGN 6.4).
-pub const PROTOCOL_VERSION_MIN: u32 = 4;
+/// binary (DESIGN 6.4). Version 4's `Get` and `Scan` answers have another layout,
+/// and its nodes cannot read version-2 commands: 4 to 5 is a full restart too.
+pub const PROTOCOL_VERSION_MIN: u32 = 5;
 
 /// Why a frame was refused. Any of these closes the connection.
 #[derive(Debug, thiserror::Error)]
@@ -353,14 +355,15 @@ mod tests {
         vec![
             Response::Put { revision: 1 },
             Response::Delete { revision: 2, existed: true },
-            Response::Get { kv: None, read_revision: 3 },
-            Response::Get { kv: Some(kv(b"a")), read_revision: 3 },
+            Response::Get { kv: None, read_revision: 3, lock: None },
+            Response::Get { kv: Some(kv(b"a")), read_revision: 3, lock: None },
             Response::Scan {
                 kvs: vec![kv(b"a"), kv(b"b")],
                 resume: Some(b"n".to_vec()),
                 read_revision: 4,
+                locks: vec![],
             },
-            Response::Scan { kvs: vec![], resume: None, read_revision: 0 },
+            Response::Scan { kvs: vec![], resume: None, read_revision: 0, locks: vec![] },
             Response::RangeTable {
                 ranges: vec![descriptor()],
                 addresses: vec![(NodeId(1), "127.0.0.1:7001".to_string())],

@@ -1,0 +1,340 @@
+//! `rangedb txn` reading etcdctl's transaction syntax, so scripts written for
+//! `etcdctl txn` work: compares, a blank line, the operations run if every compare
+//! holds, a blank line, the operations run otherwise.
+//!
+//! ```text
+//! value("k") = "v"          mod("k") > "3"         create("k") = "0"
+//!                                                  (blank line)
+//! put k v                   get k                  del k
+//!                                                  (blank line)
+//! put k other
+//! ```
+//!
+//! It runs as one rangedb transaction (`Client::txn`, retried on conflict): every key
+//! compared or read is validated at commit, so the outcome is the one a serial
+//! execution would give. `mod` is the key's mod revision in its range; rangedb keeps
+//! no create revision or version count, so `create` and `version` compare only with
+//! "0" (the key is absent).
+
+use serde::Serialize;
+
+use crate::client::{escape, Client, ClientError};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Value,
+    Mod,
+    Create,
+    Version,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cmp {
+    Equal,
+    NotEqual,
+    Less,
+    Greater,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compare {
+    pub target: Target,
+    pub key: Vec<u8>,
+    pub cmp: Cmp,
+    pub operand: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnOp {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Get { key: Vec<u8> },
+    Del { key: Vec<u8> },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EtcdTxn {
+    pub compares: Vec<Compare>,
+    pub success: Vec<TxnOp>,
+    pub failure: Vec<TxnOp>,
+}
+
+/// Splits a line into words: bare, or double-quoted with `\"` and `\\` escapes.
+fn words(line: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let Some(&first) = chars.peek() else { return Ok(out) };
+        let mut word = String::new();
+        if first == '"' {
+            chars.next();
+            loop {
+                match chars.next() {
+                    None => return Err(format!("unterminated quote in: {line}")),
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some(c) => word.push(c),
+                        None => return Err(format!("dangling backslash in: {line}")),
+                    },
+                    Some(c) => word.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                word.push(c);
+                chars.next();
+            }
+        }
+        out.push(word);
+    }
+}
+
+/// Parses one compare line, e.g. `value("k") = "v"`.
+///
+/// # Errors
+/// A line that is not `target("key") op "operand"`.
+pub fn parse_compare(line: &str) -> Result<Compare, String> {
+    let bad =
+        || format!("bad compare {line:?}: want e.g. value(\"k\") = \"v\" or mod(\"k\") > \"3\"");
+    let open = line.find('(').ok_or_else(bad)?;
+    let close = line.rfind(')').ok_or_else(bad)?;
+    if close < open {
+        return Err(bad());
+    }
+    let target = match line[..open].trim() {
+        "value" | "val" => Target::Value,
+        "mod" => Target::Mod,
+        "create" | "c" => Target::Create,
+        "version" | "ver" => Target::Version,
+        other => return Err(format!("unknown compare target {other:?} in {line:?}")),
+    };
+    let key = words(&line[open + 1..close])?;
+    let [key] = key.as_slice() else { return Err(bad()) };
+    let rest = words(&line[close + 1..])?;
+    let [cmp, operand] = rest.as_slice() else { return Err(bad()) };
+    let cmp = match cmp.as_str() {
+        "=" | "==" => Cmp::Equal,
+        "!=" => Cmp::NotEqual,
+        "<" => Cmp::Less,
+        ">" => Cmp::Greater,
+        other => return Err(format!("unknown comparison {other:?} in {line:?}")),
+    };
+    if target != Target::Value && operand.parse::<u64>().is_err() {
+        return Err(format!("{line:?}: a revision compare takes a number"));
+    }
+    if matches!(target, Target::Create | Target::Version) && operand != "0" {
+        return Err(format!(
+            "{line:?}: rangedb keeps no create revision or version count; create() and \
+             version() compare with \"0\" only (the key is absent)"
+        ));
+    }
+    Ok(Compare {
+        target,
+        key: key.clone().into_bytes(),
+        cmp,
+        operand: operand.clone().into_bytes(),
+    })
+}
+
+/// Parses one operation line: `put k v`, `get k`, `del k`.
+///
+/// # Errors
+/// Another command or the wrong number of words.
+pub fn parse_op(line: &str) -> Result<TxnOp, String> {
+    let words = words(line)?;
+    match words.as_slice() {
+        [put, key, value] if put == "put" => {
+            Ok(TxnOp::Put { key: key.clone().into_bytes(), value: value.clone().into_bytes() })
+        }
+        [get, key] if get == "get" => Ok(TxnOp::Get { key: key.clone().into_bytes() }),
+        [del, key] if del == "del" || del == "delete" => {
+            Ok(TxnOp::Del { key: key.clone().into_bytes() })
+        }
+        _ => Err(format!("bad operation {line:?}: want put KEY VALUE, get KEY or del KEY")),
+    }
+}
+
+/// Parses the whole text: compares, blank line, success ops, blank line, failure ops.
+///
+/// # Errors
+/// The first line that does not parse, with its number.
+pub fn parse(text: &str) -> Result<EtcdTxn, String> {
+    let mut txn = EtcdTxn::default();
+    let mut section = 0;
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            section += 1;
+            if section > 2 {
+                break;
+            }
+            continue;
+        }
+        let at = |e: String| format!("line {}: {e}", number + 1);
+        match section {
+            0 => txn.compares.push(parse_compare(line).map_err(at)?),
+            1 => txn.success.push(parse_op(line).map_err(at)?),
+            _ => txn.failure.push(parse_op(line).map_err(at)?),
+        }
+    }
+    Ok(txn)
+}
+
+/// What one operation returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum OpResult {
+    Put { key: String },
+    Get { key: String, value: Option<String>, mod_revision: u64 },
+    Del { key: String, deleted: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub succeeded: bool,
+    pub results: Vec<OpResult>,
+    /// The revision of the commit (0 when nothing was written).
+    pub revision: u64,
+}
+
+fn holds(compare: &Compare, kv: Option<&crate::range::kv::KeyValue>) -> bool {
+    use std::cmp::Ordering;
+    let ordering = match compare.target {
+        Target::Value => match kv {
+            None => return compare.cmp == Cmp::NotEqual,
+            Some(kv) => kv.value.as_slice().cmp(compare.operand.as_slice()),
+        },
+        Target::Mod | Target::Create | Target::Version => {
+            let number: u64 = String::from_utf8_lossy(&compare.operand).parse().unwrap_or(0);
+            let mine = match (&compare.target, kv) {
+                (_, None) => 0,
+                (Target::Mod, Some(kv)) => kv.revision,
+                // Present: a create revision / version above 0.
+                (_, Some(_)) => u64::MAX,
+            };
+            mine.cmp(&number)
+        }
+    };
+    match compare.cmp {
+        Cmp::Equal => ordering == Ordering::Equal,
+        Cmp::NotEqual => ordering != Ordering::Equal,
+        Cmp::Less => ordering == Ordering::Less,
+        Cmp::Greater => ordering == Ordering::Greater,
+    }
+}
+
+/// Runs `txn` as one transaction, from the start again on a conflict.
+///
+/// # Errors
+/// As `Client::txn`.
+pub async fn run(client: &Client, txn: &EtcdTxn) -> Result<Outcome, ClientError> {
+    let (outcome, committed) = client
+        .txn(|t| {
+            let txn = txn.clone();
+            async move {
+                let mut succeeded = true;
+                for compare in &txn.compares {
+                    let kv = t.get(&compare.key).await?;
+                    succeeded &= holds(compare, kv.as_ref());
+                }
+                let ops = if succeeded { &txn.success } else { &txn.failure };
+                let mut results = Vec::new();
+                for op in ops {
+                    results.push(match op {
+                        TxnOp::Put { key, value } => {
+                            t.put(key, value)?;
+                            OpResult::Put { key: escape(key) }
+                        }
+                        TxnOp::Get { key } => {
+                            let kv = t.get(key).await?;
+                            OpResult::Get {
+                                key: escape(key),
+                                value: kv.as_ref().map(|kv| escape(&kv.value)),
+                                mod_revision: kv.map_or(0, |kv| kv.revision),
+                            }
+                        }
+                        TxnOp::Del { key } => {
+                            let existed = t.get(key).await?.is_some();
+                            t.delete(key)?;
+                            OpResult::Del { key: escape(key), deleted: u64::from(existed) }
+                        }
+                    });
+                }
+                Ok(Outcome { succeeded, results, revision: 0 })
+            }
+        })
+        .await?;
+    Ok(Outcome { revision: committed.revision, ..outcome })
+}
+
+/// The outcome as etcdctl prints it: SUCCESS or FAILURE, then each result.
+pub fn render(outcome: &Outcome) -> String {
+    let mut out = String::from(if outcome.succeeded { "SUCCESS\n" } else { "FAILURE\n" });
+    for result in &outcome.results {
+        out.push('\n');
+        match result {
+            OpResult::Put { .. } => out.push_str("OK\n"),
+            OpResult::Get { key, value: Some(value), .. } => {
+                out.push_str(&format!("{key}\n{value}\n"));
+            }
+            OpResult::Get { value: None, .. } => {}
+            OpResult::Del { deleted, .. } => out.push_str(&format!("{deleted}\n")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcdctl_examples_parse() {
+        let text = "mod(\"key1\") > \"0\"\nvalue(\"key2\") = \"a b\"\n\nput key1 \"overwrote-key1\"\nget key2\n\ndel key1\n";
+        let txn = parse(text).unwrap();
+        assert_eq!(txn.compares.len(), 2);
+        assert_eq!(txn.compares[1].operand, b"a b");
+        assert_eq!(txn.compares[0].cmp, Cmp::Greater);
+        assert_eq!(
+            txn.success,
+            vec![
+                TxnOp::Put { key: b"key1".to_vec(), value: b"overwrote-key1".to_vec() },
+                TxnOp::Get { key: b"key2".to_vec() }
+            ]
+        );
+        assert_eq!(txn.failure, vec![TxnOp::Del { key: b"key1".to_vec() }]);
+        // No compares: an empty first section.
+        let only_ops = parse("\nput a 1\n").unwrap();
+        assert!(only_ops.compares.is_empty());
+        assert_eq!(only_ops.success.len(), 1);
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        assert!(parse("value(\"k\") ~ \"v\"\n").unwrap_err().contains("line 1"));
+        assert!(parse("\nfrobnicate k\n").unwrap_err().contains("line 2"));
+        assert!(parse_compare("mod(\"k\") > \"x\"").is_err());
+        assert!(parse_compare("create(\"k\") = \"5\"").unwrap_err().contains("no create revision"));
+        assert!(parse_op("put \"unterminated v").is_err());
+    }
+
+    #[test]
+    fn compares_follow_etcd() {
+        let kv =
+            crate::range::kv::KeyValue { key: b"k".to_vec(), value: b"v".to_vec(), revision: 7 };
+        let c = |line: &str| parse_compare(line).unwrap();
+        assert!(holds(&c("value(\"k\") = \"v\""), Some(&kv)));
+        assert!(!holds(&c("value(\"k\") = \"v\""), None));
+        assert!(holds(&c("value(\"k\") != \"v\""), None));
+        assert!(holds(&c("mod(\"k\") > \"6\""), Some(&kv)));
+        assert!(holds(&c("mod(\"k\") = \"0\""), None));
+        assert!(holds(&c("create(\"k\") = \"0\""), None));
+        assert!(!holds(&c("create(\"k\") = \"0\""), Some(&kv)));
+        assert!(holds(&c("version(\"k\") > \"0\""), Some(&kv)));
+    }
+}
