@@ -21,6 +21,7 @@ pub mod checkers;
 pub mod cluster;
 pub mod coverage;
 pub mod history;
+pub mod lists;
 pub mod plan;
 pub mod run;
 pub mod schedule;

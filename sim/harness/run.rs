@@ -251,6 +251,19 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
         );
         clients.push(node.spawn(task));
     }
+    // List-append transactions (Elle), from the last client node.
+    let list_log = Arc::new(Mutex::new(Vec::new()));
+    let list_node = cluster.client_nodes.last().expect("clients");
+    let task = super::lists::run_list_client(
+        200,
+        plan.client_attempt_ms,
+        cluster.endpoints(),
+        plan.seed,
+        start,
+        stop.clone(),
+        list_log.clone(),
+    );
+    clients.push(list_node.spawn(task));
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
     let mut supervisor = Supervisor {
         cluster: &mut cluster,
@@ -293,6 +306,26 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
     let endpoints = supervisor.cluster.endpoints();
     let bank_after = supervisor.cluster.probe.spawn(super::bank::after_heal(endpoints, start));
     liveness.extend(bank_after.await.unwrap_or_default());
+    let endpoints = supervisor.cluster.endpoints();
+    let deadline = now_ms(start) + super::bank::SETTLE_BOUND_MS;
+    let finals_task =
+        supervisor.cluster.probe.spawn(super::lists::final_lists(endpoints, deadline, start));
+    let list_txns = std::mem::take(&mut *list_log.lock().expect("list log"));
+    match finals_task.await.ok().flatten() {
+        Some(lists) => {
+            let lists = lists.into_iter().collect();
+            liveness.extend(super::checkers::elle::check(&list_txns, &lists));
+        }
+        None => liveness.push(liveness::violation(
+            "no transaction could read the lists after healing".into(),
+            vec![],
+        )),
+    }
+    let committed = list_txns
+        .iter()
+        .filter(|t| t.outcome == super::checkers::elle::TxnOutcome::Committed)
+        .count();
+    faults.insert("effect: list-append transactions committed".into(), committed as u64);
     {
         let bank = bank_log.lock().expect("bank log");
         liveness.extend(super::bank::check(&bank));

@@ -501,14 +501,19 @@ impl Client {
         };
         let mut keys: Vec<Vec<u8>> = participants.to_vec();
         if let Some(extra) = extra {
-            if !extra.is_empty() && self.range_of(extra) != self.range_of(anchor) {
+            if !extra.is_empty() {
                 keys.push(extra.to_vec());
             }
         }
-        // The anchor's own locks went with its decision.
-        keys.retain(|key| self.range_of(key) != self.range_of(anchor));
+        // One resolve per range; the anchor's own locks went with its decision. A
+        // key whose range the cache does not know is resolved anyway (resolving
+        // twice, or where nothing is held, is harmless; skipping one is not).
+        let anchor_range = self.range_of(anchor);
         let mut seen = BTreeSet::new();
-        keys.retain(|key| seen.insert(self.range_of(key)));
+        keys.retain(|key| match self.range_of(key) {
+            Some(range) => Some(range) != anchor_range && seen.insert(range),
+            None => true,
+        });
         let all = self.resolve_all(txn, keys, commit, deadline).await;
         if all {
             let _ = self.txn_step(anchor, TxnOp::Forget { txn }, None, deadline).await;

@@ -2,6 +2,7 @@
 //! observer hook); the others judge the recorded client history afterwards.
 
 pub mod durability;
+pub mod elle;
 pub mod linearizability;
 pub mod liveness;
 pub mod raft_safety;
