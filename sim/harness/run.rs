@@ -251,19 +251,20 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
         );
         clients.push(node.spawn(task));
     }
-    // List-append transactions (Elle), from the last client node.
+    // List-append transactions (Elle): one client beside each workload client.
     let list_log = Arc::new(Mutex::new(Vec::new()));
-    let list_node = cluster.client_nodes.last().expect("clients");
-    let task = super::lists::run_list_client(
-        200,
-        plan.client_attempt_ms,
-        cluster.endpoints(),
-        plan.seed,
-        start,
-        stop.clone(),
-        list_log.clone(),
-    );
-    clients.push(list_node.spawn(task));
+    for (c, node) in cluster.client_nodes.iter().enumerate() {
+        let task = super::lists::run_list_client(
+            200 + c as u64,
+            plan.client_attempt_ms,
+            cluster.endpoints(),
+            plan.seed,
+            start,
+            stop.clone(),
+            list_log.clone(),
+        );
+        clients.push(node.spawn(task));
+    }
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
     let mut supervisor = Supervisor {
         cluster: &mut cluster,
