@@ -290,6 +290,14 @@ fn run_server(args: &ServerArgs) -> anyhow::Result<u8> {
         let _context = runtime.enter();
         shutdown_signal()
     };
+    // The transaction lock janitor (rangedb::client::run_janitor): it settles locks
+    // of transactions whose coordinator died, through this node's own listener. It
+    // stops with the process.
+    let janitor = Client::new(ClientConfig {
+        endpoints: vec![args.listen.clone()],
+        ..ClientConfig::default()
+    });
+    runtime.spawn(rangedb::client::run_janitor(janitor));
     let server = runtime.spawn(rangedb::node::run_server(config, shutdown));
     match runtime.block_on(server) {
         Ok(result) => result.context("server failed")?,

@@ -19,7 +19,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
-use etcd_client::{Client, ConnectOptions, Error, GetOptions, KvClient, MaintenanceClient};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, Error, GetOptions, KvClient, MaintenanceClient,
+    Txn, TxnOp,
+};
 
 use super::{free_loopback_addresses, LocalCluster, OpError};
 
@@ -62,6 +65,33 @@ impl Connection {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let options = GetOptions::new().with_from_key().with_limit(limit);
         self.kv.get(start, Some(options)).await.map(|_| ()).map_err(op_error)
+    }
+
+    /// Reads `a` and `b`, then writes both if neither changed (a transaction comparing
+    /// their mod revisions), again until it succeeds: what etcd's STM does.
+    pub(super) async fn transfer(
+        &mut self,
+        a: &[u8],
+        b: &[u8],
+        value: &[u8],
+    ) -> Result<(), OpError> {
+        loop {
+            let ra = self.kv.get(a, None).await.map_err(op_error)?;
+            let rb = self.kv.get(b, None).await.map_err(op_error)?;
+            let revision = |response: &etcd_client::GetResponse| {
+                response.kvs().first().map_or(0, |kv| kv.mod_revision())
+            };
+            let compares = vec![
+                Compare::mod_revision(a, CompareOp::Equal, revision(&ra)),
+                Compare::mod_revision(b, CompareOp::Equal, revision(&rb)),
+            ];
+            let txn = Txn::new()
+                .when(compares)
+                .and_then(vec![TxnOp::put(a, value, None), TxnOp::put(b, value, None)]);
+            if self.kv.txn(txn).await.map_err(op_error)?.succeeded() {
+                return Ok(());
+            }
+        }
     }
 
     /// The version of the member that answers.

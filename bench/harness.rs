@@ -13,7 +13,8 @@
 //!
 //! Workloads: `put`, `get` (`--read linearizable`: a ReadIndex round each, batched;
 //! `--read lease`: from the leader's lease), `mixed` (`--read-ratio` gets,
-//! the rest puts), `scan` (`--scan-limit` keys from a random key), `delete`. Keys are
+//! the rest puts), `scan` (`--scan-limit` keys from a random key), `delete`, `txn` (a
+//! transfer: read two keys, write both, in one or two ranges: `--txn-ranges`). Keys are
 //! drawn uniformly or from a scrambled zipfian (YCSB's generator, theta 0.99 by
 //! default) over `--keys` keys. Reads, scans and deletes run on a preloaded key space.
 //! A run lasts `--duration` seconds or `--ops` operations, after `--warmup` seconds
@@ -45,10 +46,14 @@ use tokio::time::Instant;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// put, get (linearizable), mixed (--read-ratio gets, the rest puts), scan or
-    /// delete.
+    /// put, get (linearizable), mixed (--read-ratio gets, the rest puts), scan,
+    /// delete, or txn (a transfer: read two keys, write both, in one transaction;
+    /// --txn-ranges 2 puts the keys in two ranges, 1 in one).
     #[arg(long, default_value = "put")]
     workload: String,
+    /// Ranges a txn workload transaction spans: 1 or 2.
+    #[arg(long, default_value_t = 2)]
+    txn_ranges: u8,
     /// Fraction of operations that are gets in the mixed workload.
     #[arg(long, default_value_t = 0.5)]
     read_ratio: f64,
@@ -237,6 +242,25 @@ impl Target {
         }
     }
 
+    /// A transfer: reads `a` and `b` and writes both (`value`) in one transaction,
+    /// again from the start after a conflict (rangedb: `Client::txn`; etcd: a
+    /// compare-and-swap on both keys' mod revisions, as etcd's STM does).
+    async fn transfer(&mut self, a: &[u8], b: &[u8], value: &[u8]) -> Result<(), OpError> {
+        match self {
+            Target::Rangedb(client) => {
+                let body = |t: rangedb::client::Txn| async move {
+                    t.get(a).await?;
+                    t.get(b).await?;
+                    t.put(a, value)?;
+                    t.put(b, value)
+                };
+                Ok(client.txn(body).await.map(|_| ())?)
+            }
+            #[cfg(feature = "etcd")]
+            Target::Etcd(connection) => connection.transfer(a, b, value).await,
+        }
+    }
+
     /// Up to `limit` keys from `start` on.
     async fn scan(&mut self, start: &[u8], limit: u64) -> Result<(), OpError> {
         match self {
@@ -260,10 +284,22 @@ impl Target {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Workload {
     Put,
-    Get { lease: bool },
-    Mixed { read_ratio: f64, lease: bool },
-    Scan { limit: u64 },
+    Get {
+        lease: bool,
+    },
+    Mixed {
+        read_ratio: f64,
+        lease: bool,
+    },
+    Scan {
+        limit: u64,
+    },
     Delete,
+    /// Read two keys and write both in one transaction; the second key is in
+    /// another range (`ranges` 2) or in the same one (1).
+    Txn {
+        ranges: u8,
+    },
 }
 
 impl Workload {
@@ -284,7 +320,11 @@ impl Workload {
             }
             "scan" => Workload::Scan { limit: args.scan_limit.max(1) },
             "delete" => Workload::Delete,
-            other => bail!("--workload must be put, get, mixed, scan or delete, not {other}"),
+            "txn" => match args.txn_ranges {
+                1 | 2 => Workload::Txn { ranges: args.txn_ranges },
+                other => bail!("--txn-ranges must be 1 or 2, not {other}"),
+            },
+            other => bail!("--workload must be put, get, mixed, scan, delete or txn, not {other}"),
         })
     }
 
@@ -644,10 +684,11 @@ fn bench_key(i: u64) -> Vec<u8> {
 async fn one_op(
     client: &mut Target,
     workload: Workload,
-    key: &[u8],
+    (index, keys): (u64, u64),
     value: &[u8],
     rng: &mut Rng,
 ) -> Result<(), OpError> {
+    let key = &bench_key(index)[..];
     match workload {
         Workload::Put => client.put(key, value).await,
         Workload::Get { lease: false } => client.get(key).await,
@@ -662,6 +703,13 @@ async fn one_op(
         Workload::Mixed { .. } => client.put(key, value).await,
         Workload::Scan { limit } => client.scan(key, limit).await,
         Workload::Delete => client.delete(key).await,
+        Workload::Txn { ranges } => {
+            // bench_key varies its first character fastest over 36: 36 keys on, the
+            // same first character (the same range); 18 on, one across a split key.
+            let step = if ranges == 1 { 36 } else { 18 };
+            let other = bench_key((index + step) % keys.max(1));
+            client.transfer(key, &other, value).await
+        }
     }
 }
 
@@ -696,8 +744,9 @@ async fn client_loop(task: u64, mut client: Target, shared: Arc<Shared>) {
                 continue;
             }
         }
-        let key = bench_key(shared.chooser.next(&mut rng));
-        let result = one_op(&mut client, shared.workload, &key, &value, &mut rng).await;
+        let index = shared.chooser.next(&mut rng);
+        let result =
+            one_op(&mut client, shared.workload, (index, args.keys), &value, &mut rng).await;
         // Latency from the intended send time: a request that waited behind a stalled
         // one is charged for the wait (open loop); in closed loop they coincide.
         let micros = intended.elapsed().as_micros() as u64;

@@ -672,3 +672,169 @@ async fn node_id_of(cluster: &Cluster, key: u64) -> u64 {
         other => panic!("status answered {other:?}"),
     }
 }
+
+/// Sends a raw request to every node until one answers other than `NotLeader`.
+async fn to_leader(cluster: &Cluster, request: rangedb::wire::Request) -> rangedb::wire::Response {
+    for _ in 0..50 {
+        for address in cluster.endpoints() {
+            let Ok(mut connection) = RawConnection::connect(&address).await else { continue };
+            match connection.call(request.clone()).await {
+                Ok(rangedb::wire::Response::NotLeader { .. }) | Err(_) => {}
+                Ok(response) => return response,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no leader answered {request:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_from_the_cli_a_dead_coordinator_and_transfers_across_a_killed_leader() {
+    use rangedb::range::txn::{TxnId, TxnOp, TxnPart, TxnResult, TxnWrite};
+    let mut cluster = Cluster::start(3, &[]);
+    let e = cluster.endpoints_flag();
+    let ok = |output: &std::process::Output| {
+        assert!(output.status.success(), "{}", stderr(output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // The README's walk-through: batch, a transaction across invocations, a conflict.
+    assert!(ok(&cli(&e, &["batch", "put", "a", "1", "h", "2", "z", "3"])).contains("3 ranges"));
+    let id = ok(&cli(&e, &["txn", "begin"])).trim().to_string();
+    assert_eq!(ok(&cli(&e, &["txn", "--txn", &id, "get", "a"])), "1");
+    ok(&cli(&e, &["txn", "--txn", &id, "put", "z", "30"]));
+    ok(&cli(&e, &["put", "a", "99"]));
+    let conflict = cli(&e, &["txn", "--txn", &id, "commit"]);
+    assert_eq!(conflict.status.code(), Some(5), "{}", stderr(&conflict));
+    assert!(stderr(&conflict).contains("a changed since the transaction read it"));
+    assert_eq!(ok(&cli(&e, &["get", "z"])), "3", "nothing of the conflicting txn was written");
+    // etcdctl's syntax on stdin.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rangedb"))
+        .args(["--endpoints", &e, "txn"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rangedb txn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"value(\"a\") = \"99\"\n\nput a 100\nget h\n\nput a fail\n")
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("rangedb txn");
+    assert_eq!(ok(&output), "SUCCESS\n\nOK\n\nh\n2\n");
+    assert_eq!(ok(&cli(&e, &["get", "a"])), "100");
+
+    // A coordinator that prepared two ranges and died: a reader gets the committed
+    // value at once, a writer waits, pushes it after the lock TTL, and writes; the
+    // janitors leave no lock behind.
+    let txn = TxnId { client: 7, seq: 1 };
+    let write = |key: &str, value: &str| TxnWrite { key: key.into(), value: Some(value.into()) };
+    let prepare = |key: &str, participants: Vec<Vec<u8>>| rangedb::wire::Request::Txn {
+        key: key.into(),
+        op: TxnOp::Prepare {
+            txn,
+            anchor: b"h".to_vec(),
+            participants,
+            part: TxnPart { writes: vec![write(key, "orphan")], ..TxnPart::default() },
+        },
+        request_id: None,
+    };
+    let anchor = prepare("h", vec![b"h".to_vec(), b"z".to_vec()]);
+    assert_eq!(
+        to_leader(&cluster, anchor).await,
+        rangedb::wire::Response::Txn(TxnResult::Prepared)
+    );
+    let other = prepare("z", vec![]);
+    assert_eq!(to_leader(&cluster, other).await, rangedb::wire::Response::Txn(TxnResult::Prepared));
+    assert_eq!(ok(&cli(&e, &["get", "z"])), "3", "a pending intent is not read");
+    let started = tokio::time::Instant::now();
+    ok(&cli(&e, &["put", "z", "4"]));
+    assert!(started.elapsed() >= Duration::from_millis(1000), "the put waited for the lock");
+    assert_eq!(ok(&cli(&e, &["get", "h"])), "2", "the pushed transaction was aborted");
+    let client = client(&cluster);
+    let settled = |client: Client| async move {
+        for _ in 0..100 {
+            let mut left = 0;
+            for key in [&b"0"[..], b"9", b"b", b"j", b"t"] {
+                left += client.txn_locks(key).await.map_or(1, |locks| locks.len());
+            }
+            if left == 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(settled(client.clone()).await, "locks left after the janitors' turn");
+
+    // Transfers between accounts in every range from four clients while the node
+    // leading the ranges is killed and restarted: the total stays 0.
+    let accounts: Vec<Vec<u8>> =
+        ["0acct", "9acct", "bacct", "jacct", "tacct"].map(Vec::from).to_vec();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for worker in 0..4u64 {
+        let (client, accounts, stop) = (client.clone(), accounts.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut committed = 0;
+            let mut n = worker;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let (a, b) = ((n >> 33) as usize % 5, (n >> 40) as usize % 5);
+                if a == b {
+                    continue;
+                }
+                let (from, to) = (accounts[a].clone(), accounts[b].clone());
+                let result = client
+                    .txn(|t| {
+                        let (from, to) = (from.clone(), to.clone());
+                        async move {
+                            let balance = |kv: Option<rangedb::range::kv::KeyValue>| -> i64 {
+                                kv.map_or(0, |kv| {
+                                    String::from_utf8_lossy(&kv.value).parse().unwrap()
+                                })
+                            };
+                            let x = balance(t.get(&from).await?);
+                            let y = balance(t.get(&to).await?);
+                            t.put(&from, (x - 7).to_string().as_bytes())?;
+                            t.put(&to, (y + 7).to_string().as_bytes())?;
+                            Ok(())
+                        }
+                    })
+                    .await;
+                committed += u64::from(result.is_ok());
+            }
+            committed
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let victim = leader_of(&client, b"h").await;
+    cluster.kill(victim);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.start_node(victim);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut committed = 0;
+    for task in tasks {
+        committed += task.await.expect("transfer task");
+    }
+    assert!(committed > 20, "only {committed} transfers committed");
+    let (total, _) = client
+        .txn(|t| {
+            let accounts = accounts.clone();
+            async move {
+                let mut total = 0i64;
+                for account in &accounts {
+                    if let Some(kv) = t.get(account).await? {
+                        total += String::from_utf8_lossy(&kv.value).parse::<i64>().unwrap();
+                    }
+                }
+                Ok(total)
+            }
+        })
+        .await
+        .expect("audit");
+    assert_eq!(total, 0, "after {committed} transfers");
+    assert!(settled(client.clone()).await, "locks left after the transfers");
+}

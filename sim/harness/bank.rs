@@ -121,7 +121,7 @@ pub async fn run_bank_client(
                 let complete = now_ms(start);
                 log.lock().expect("bank log").audits.push((invoke, complete, client_id, balances));
             }
-        } else if roll < 95 {
+        } else if roll < 90 {
             // A plain read of an account: it must look into a transfer's intent.
             let account = ACCOUNTS[rng.below(ACCOUNTS.len() as u64) as usize];
             let _ = client.get(account).await;

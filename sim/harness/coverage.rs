@@ -27,6 +27,11 @@ pub const DECLARED: &[&str] = &[
     "joint configuration left",
     "membership change refused by the leader",
     "replica left out of its configuration",
+    // Transactions (issue 14).
+    "transaction retried after a conflict",
+    "stalled transaction pushed",
+    "coordinator abandoned a prepared transaction",
+    "write refused by a transaction's lock",
 ];
 
 /// Markers the default sweep is known not to reach, with why: printed as such and

@@ -728,6 +728,7 @@ impl Client {
         }
         #[cfg(madsim)]
         if crate::env::sim_hooks::abandon_transaction() {
+            crate::env::sim_hooks::sometimes("coordinator abandoned a prepared transaction");
             // The simulation's coordinator "dies" here: every lock is held, the record
             // pending; the janitor must abort it.
             return Err(ClientError::OutcomeUnknown {
