@@ -397,7 +397,12 @@ fn run_client(cli: &Cli) -> anyhow::Result<u8> {
         usage_error("--endpoints is empty");
     }
     let client = Client::new(config);
-    runtime.block_on(client_command(&client, &cli.command))
+    runtime.block_on(async {
+        let code = client_command(&client, &cli.command).await;
+        // A committed transaction's intents on its other ranges, resolved before exit.
+        client.flush_background().await;
+        code
+    })
 }
 
 async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8> {
@@ -632,11 +637,9 @@ async fn txn_command(client: &Client, args: &TxnArgs) -> anyhow::Result<u8> {
         }
         TxnCommand::Commit => {
             let result = txn.commit().await;
-            // Committed, conflicted or failed: the transaction is over either way,
-            // except when its outcome is unknown (keep it to look at).
-            if !matches!(result, Err(ClientError::OutcomeUnknown { .. })) {
-                let _ = std::fs::remove_file(txn_file(id));
-            }
+            // Committed, conflicted, failed or unknown: the transaction is over (a
+            // second commit of an unknown one could apply its blind writes twice).
+            let _ = std::fs::remove_file(txn_file(id));
             let committed = client_result(result)?;
             println!(
                 "OK (committed{}, {} ranges)",

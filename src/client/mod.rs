@@ -89,6 +89,8 @@ struct Inner {
     client_id: u64,
     /// Sequence number of the next write.
     next_seq: AtomicU64,
+    /// Resolutions of committed transactions still running (`txn::flush_background`).
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// What an operation does to the database, which decides how a timeout is reported.
@@ -110,6 +112,7 @@ impl Client {
                 routes: Mutex::new(RangeCache::default()),
                 client_id,
                 next_seq: AtomicU64::new(1),
+                background: Mutex::new(Vec::new()),
             }),
         }
     }

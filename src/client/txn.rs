@@ -669,33 +669,20 @@ impl Client {
         let ranges = parts.len();
         let anchor = parts[0].0.clone();
         let participants: Vec<Vec<u8>> = parts.iter().map(|(key, _)| key.clone()).collect();
-        // The anchor first: its record exists before any other lock of this transaction.
-        let mut parts = parts.into_iter();
-        let (_, anchor_part) = parts.next().expect("two parts or more");
-        let op = TxnOp::Prepare { txn, anchor: anchor.clone(), participants, part: anchor_part };
-        match self.txn_step(&anchor, op, None, deadline).await {
-            Ok(TxnResult::Prepared) => {}
-            Ok(refused) => {
-                if let TxnResult::Locked(lock) = &refused {
-                    self.settle(lock, memory, deadline).await?;
-                }
-                return Err(refusal(&refused));
-            }
-            Err(error) => {
-                // It may have prepared: abort it, so its locks go at once.
-                let _ = self.abort(txn, &anchor, &[], deadline).await;
-                return Err(not_committed(error));
-            }
-        }
-        let others: Vec<(Vec<u8>, TxnPart)> = parts.collect();
-        let tasks: Vec<_> = others
+        // Every participant at once, the anchor (which makes the record) included. A
+        // reader meeting an intent before the record exists takes it for uncommitted
+        // (`settle`), which it is; an abort decided before the anchor's prepare
+        // arrives leaves an abort record that refuses it.
+        let tasks: Vec<_> = parts
             .iter()
-            .map(|(key, part)| {
+            .enumerate()
+            .map(|(i, (key, part))| {
                 let client = self.clone();
+                let participants = if i == 0 { participants.clone() } else { Vec::new() };
                 let op = TxnOp::Prepare {
                     txn,
                     anchor: anchor.clone(),
-                    participants: Vec::new(),
+                    participants,
                     part: part.clone(),
                 };
                 let key = key.clone();
@@ -721,6 +708,7 @@ impl Client {
                 }
             }
         }
+        let others: Vec<(Vec<u8>, TxnPart)> = parts.into_iter().skip(1).collect();
         let keys: Vec<Vec<u8>> = others.into_iter().map(|(key, _)| key).collect();
         if let Some(error) = failure {
             let _ = self.abort(txn, &anchor, &keys, deadline).await;
@@ -738,15 +726,15 @@ impl Client {
         let op = TxnOp::Decide { txn, anchor: anchor.clone(), commit: true };
         match self.txn_step(&anchor, op, None, deadline).await {
             Ok(TxnResult::Committed { revision }) => {
-                self.finish(
-                    txn,
-                    &anchor,
-                    Some(TxnStatus::Committed),
-                    &keys_with(&anchor, &keys),
-                    None,
-                    deadline,
-                )
-                .await;
+                // Committed: the other participants' intents are resolved in the
+                // background (a reader meeting one first resolves it itself).
+                let client = self.clone();
+                let participants = keys_with(&anchor, &keys);
+                let resolution = tokio::spawn(async move {
+                    let committed = Some(TxnStatus::Committed);
+                    client.finish(txn, &anchor, committed, &participants, None, deadline).await;
+                });
+                self.keep_background(resolution);
                 Ok(Committed { revision, ranges })
             }
             Ok(TxnResult::Aborted) => {
@@ -885,6 +873,22 @@ pub async fn run_janitor(client: Client) {
 }
 
 impl Client {
+    fn keep_background(&self, task: tokio::task::JoinHandle<()>) {
+        let mut background = self.inner.background.lock().expect("never poisoned");
+        background.retain(|task| !task.is_finished());
+        background.push(task);
+    }
+
+    /// Waits for the work a commit left running: the resolution of its intents on the
+    /// other ranges. A process about to exit calls it (the CLI does), so it leaves no
+    /// intent for the next reader or the janitor.
+    pub async fn flush_background(&self) {
+        let tasks = std::mem::take(&mut *self.inner.background.lock().expect("never poisoned"));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
     /// The transactions holding locks or unresolved records in the range of `key`.
     ///
     /// # Errors
