@@ -689,7 +689,7 @@ async fn etcd_txn(client: &Client, args: &TxnArgs) -> anyhow::Result<u8> {
         Ok(txn) => txn,
         Err(error) => usage_error(&error),
     };
-    let outcome = client_result(rangedb::cli_txn::run(client, &txn).await)?;
+    let outcome = client_result(client.compare_txn(&txn).await)?;
     if args.json {
         println!("{}", serde_json::to_string(&outcome).context("cannot encode the outcome")?);
     } else {

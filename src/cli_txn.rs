@@ -10,53 +10,13 @@
 //! put k other
 //! ```
 //!
-//! It runs as one rangedb transaction (`Client::txn`, retried on conflict): every key
+//! It runs as one rangedb transaction (`Client::compare_txn`, retried on conflict): every key
 //! compared or read is validated at commit, so the outcome is the one a serial
 //! execution would give. `mod` is the key's mod revision in its range; rangedb keeps
 //! no create revision or version count, so `create` and `version` compare only with
 //! "0" (the key is absent).
 
-use serde::Serialize;
-
-use crate::client::{escape, Client, ClientError};
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    Value,
-    Mod,
-    Create,
-    Version,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cmp {
-    Equal,
-    NotEqual,
-    Less,
-    Greater,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Compare {
-    pub target: Target,
-    pub key: Vec<u8>,
-    pub cmp: Cmp,
-    pub operand: Vec<u8>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TxnOp {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Get { key: Vec<u8> },
-    Del { key: Vec<u8> },
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct EtcdTxn {
-    pub compares: Vec<Compare>,
-    pub success: Vec<TxnOp>,
-    pub failure: Vec<TxnOp>,
-}
+use crate::client::compare::{Cmp, Compare, CompareTxn, Op, OpResult, Outcome, Target};
 
 /// Splits a line into words: bare, or double-quoted with `\"` and `\\` escapes.
 fn words(line: &str) -> Result<Vec<String>, String> {
@@ -145,15 +105,15 @@ pub fn parse_compare(line: &str) -> Result<Compare, String> {
 ///
 /// # Errors
 /// Another command or the wrong number of words.
-pub fn parse_op(line: &str) -> Result<TxnOp, String> {
+pub fn parse_op(line: &str) -> Result<Op, String> {
     let words = words(line)?;
     match words.as_slice() {
         [put, key, value] if put == "put" => {
-            Ok(TxnOp::Put { key: key.clone().into_bytes(), value: value.clone().into_bytes() })
+            Ok(Op::Put { key: key.clone().into_bytes(), value: value.clone().into_bytes() })
         }
-        [get, key] if get == "get" => Ok(TxnOp::Get { key: key.clone().into_bytes() }),
+        [get, key] if get == "get" => Ok(Op::Get { key: key.clone().into_bytes() }),
         [del, key] if del == "del" || del == "delete" => {
-            Ok(TxnOp::Del { key: key.clone().into_bytes() })
+            Ok(Op::Del { key: key.clone().into_bytes() })
         }
         _ => Err(format!("bad operation {line:?}: want put KEY VALUE, get KEY or del KEY")),
     }
@@ -163,8 +123,8 @@ pub fn parse_op(line: &str) -> Result<TxnOp, String> {
 ///
 /// # Errors
 /// The first line that does not parse, with its number.
-pub fn parse(text: &str) -> Result<EtcdTxn, String> {
-    let mut txn = EtcdTxn::default();
+pub fn parse(text: &str) -> Result<CompareTxn, String> {
+    let mut txn = CompareTxn::default();
     let mut section = 0;
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -183,93 +143,6 @@ pub fn parse(text: &str) -> Result<EtcdTxn, String> {
         }
     }
     Ok(txn)
-}
-
-/// What one operation returned.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub enum OpResult {
-    Put { key: String },
-    Get { key: String, value: Option<String>, mod_revision: u64 },
-    Del { key: String, deleted: u64 },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Outcome {
-    pub succeeded: bool,
-    pub results: Vec<OpResult>,
-    /// The revision of the commit (0 when nothing was written).
-    pub revision: u64,
-}
-
-fn holds(compare: &Compare, kv: Option<&crate::range::kv::KeyValue>) -> bool {
-    use std::cmp::Ordering;
-    let ordering = match compare.target {
-        Target::Value => match kv {
-            None => return compare.cmp == Cmp::NotEqual,
-            Some(kv) => kv.value.as_slice().cmp(compare.operand.as_slice()),
-        },
-        Target::Mod | Target::Create | Target::Version => {
-            let number: u64 = String::from_utf8_lossy(&compare.operand).parse().unwrap_or(0);
-            let mine = match (&compare.target, kv) {
-                (_, None) => 0,
-                (Target::Mod, Some(kv)) => kv.revision,
-                // Present: a create revision / version above 0.
-                (_, Some(_)) => u64::MAX,
-            };
-            mine.cmp(&number)
-        }
-    };
-    match compare.cmp {
-        Cmp::Equal => ordering == Ordering::Equal,
-        Cmp::NotEqual => ordering != Ordering::Equal,
-        Cmp::Less => ordering == Ordering::Less,
-        Cmp::Greater => ordering == Ordering::Greater,
-    }
-}
-
-/// Runs `txn` as one transaction, from the start again on a conflict.
-///
-/// # Errors
-/// As `Client::txn`.
-pub async fn run(client: &Client, txn: &EtcdTxn) -> Result<Outcome, ClientError> {
-    let (outcome, committed) = client
-        .txn(|t| {
-            let txn = txn.clone();
-            async move {
-                let mut succeeded = true;
-                for compare in &txn.compares {
-                    let kv = t.get(&compare.key).await?;
-                    succeeded &= holds(compare, kv.as_ref());
-                }
-                let ops = if succeeded { &txn.success } else { &txn.failure };
-                let mut results = Vec::new();
-                for op in ops {
-                    results.push(match op {
-                        TxnOp::Put { key, value } => {
-                            t.put(key, value)?;
-                            OpResult::Put { key: escape(key) }
-                        }
-                        TxnOp::Get { key } => {
-                            let kv = t.get(key).await?;
-                            OpResult::Get {
-                                key: escape(key),
-                                value: kv.as_ref().map(|kv| escape(&kv.value)),
-                                mod_revision: kv.map_or(0, |kv| kv.revision),
-                            }
-                        }
-                        TxnOp::Del { key } => {
-                            let existed = t.get(key).await?.is_some();
-                            t.delete(key)?;
-                            OpResult::Del { key: escape(key), deleted: u64::from(existed) }
-                        }
-                    });
-                }
-                Ok(Outcome { succeeded, results, revision: 0 })
-            }
-        })
-        .await?;
-    Ok(Outcome { revision: committed.revision, ..outcome })
 }
 
 /// The outcome as etcdctl prints it: SUCCESS or FAILURE, then each result.
@@ -303,11 +176,11 @@ mod tests {
         assert_eq!(
             txn.success,
             vec![
-                TxnOp::Put { key: b"key1".to_vec(), value: b"overwrote-key1".to_vec() },
-                TxnOp::Get { key: b"key2".to_vec() }
+                Op::Put { key: b"key1".to_vec(), value: b"overwrote-key1".to_vec() },
+                Op::Get { key: b"key2".to_vec() }
             ]
         );
-        assert_eq!(txn.failure, vec![TxnOp::Del { key: b"key1".to_vec() }]);
+        assert_eq!(txn.failure, vec![Op::Del { key: b"key1".to_vec() }]);
         // No compares: an empty first section.
         let only_ops = parse("\nput a 1\n").unwrap();
         assert!(only_ops.compares.is_empty());
@@ -328,13 +201,13 @@ mod tests {
         let kv =
             crate::range::kv::KeyValue { key: b"k".to_vec(), value: b"v".to_vec(), revision: 7 };
         let c = |line: &str| parse_compare(line).unwrap();
-        assert!(holds(&c("value(\"k\") = \"v\""), Some(&kv)));
-        assert!(!holds(&c("value(\"k\") = \"v\""), None));
-        assert!(holds(&c("value(\"k\") != \"v\""), None));
-        assert!(holds(&c("mod(\"k\") > \"6\""), Some(&kv)));
-        assert!(holds(&c("mod(\"k\") = \"0\""), None));
-        assert!(holds(&c("create(\"k\") = \"0\""), None));
-        assert!(!holds(&c("create(\"k\") = \"0\""), Some(&kv)));
-        assert!(holds(&c("version(\"k\") > \"0\""), Some(&kv)));
+        assert!(crate::client::compare::holds(&c("value(\"k\") = \"v\""), Some(&kv)));
+        assert!(!crate::client::compare::holds(&c("value(\"k\") = \"v\""), None));
+        assert!(crate::client::compare::holds(&c("value(\"k\") != \"v\""), None));
+        assert!(crate::client::compare::holds(&c("mod(\"k\") > \"6\""), Some(&kv)));
+        assert!(crate::client::compare::holds(&c("mod(\"k\") = \"0\""), None));
+        assert!(crate::client::compare::holds(&c("create(\"k\") = \"0\""), None));
+        assert!(!crate::client::compare::holds(&c("create(\"k\") = \"0\""), Some(&kv)));
+        assert!(crate::client::compare::holds(&c("version(\"k\") > \"0\""), Some(&kv)));
     }
 }

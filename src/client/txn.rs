@@ -307,7 +307,11 @@ impl Client {
         }
     }
 
-    /// A linearizable read of `key` that looks into transactions' write intents.
+    /// A transaction's read of `key`, looking into write intents. It asks for the
+    /// leader's lease (ReadIndex when the lease is not valid): a transaction's reads
+    /// need not be linearizable on their own, as commit validates every one against
+    /// the state at the commit point, and a lease read costs no round to the
+    /// followers.
     pub(crate) async fn read_settled(
         &self,
         key: &[u8],
@@ -318,7 +322,7 @@ impl Client {
             let request = Request::Get {
                 key: key.to_vec(),
                 revision: None,
-                consistency: ReadConsistency::Linearizable,
+                consistency: ReadConsistency::Lease,
             };
             let (kv, lock) = match self.execute(key, request, Kind::Read, deadline).await? {
                 Response::Get { kv, lock, .. } => (kv, lock),
