@@ -428,18 +428,7 @@ async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8
                 None => client.get(&key).await,
                 Some(revision) => client.get_at(&key, *revision).await,
             };
-            let Some(kv) = client_result(found)? else {
-                eprintln!("key not found: {}", escape(&key));
-                return Ok(EXIT_NOT_FOUND);
-            };
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            out.write_all(&kv.value).context("cannot write to stdout")?;
-            if stdout.is_terminal() {
-                out.write_all(b"\n").context("cannot write to stdout")?;
-            }
-            out.flush().context("cannot write to stdout")?;
-            Ok(0)
+            print_value(&key, client_result(found)?)
         }
         Command::Delete { key } => {
             let key = key_arg(key);
@@ -533,6 +522,23 @@ async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8
     }
 }
 
+/// Prints a value read (raw bytes; a newline only on a terminal), or says the key was
+/// not found (exit 3).
+fn print_value(key: &[u8], found: Option<rangedb::range::kv::KeyValue>) -> anyhow::Result<u8> {
+    let Some(kv) = found else {
+        eprintln!("key not found: {}", escape(key));
+        return Ok(EXIT_NOT_FOUND);
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    out.write_all(&kv.value).context("cannot write to stdout")?;
+    if stdout.is_terminal() {
+        out.write_all(b"\n").context("cannot write to stdout")?;
+    }
+    out.flush().context("cannot write to stdout")?;
+    Ok(0)
+}
+
 /// Where `txn begin` keeps a transaction's state between commands.
 fn txn_file(id: &str) -> PathBuf {
     let dir = std::env::var_os("RANGEDB_TXN_DIR")
@@ -600,17 +606,7 @@ async fn txn_command(client: &Client, args: &TxnArgs) -> anyhow::Result<u8> {
             let key = key_arg(key);
             let found = client_result(txn.get(&key).await)?;
             save_txn(id, &txn.save())?;
-            let Some(kv) = found else {
-                eprintln!("key not found: {}", escape(&key));
-                return Ok(EXIT_NOT_FOUND);
-            };
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            out.write_all(&kv.value).context("cannot write to stdout")?;
-            if stdout.is_terminal() {
-                out.write_all(b"\n").context("cannot write to stdout")?;
-            }
-            Ok(0)
+            print_value(&key, found)
         }
         TxnCommand::Put { key, value } => {
             client_result(txn.put(&key_arg(key), &value.clone().into_encoded_bytes()))?;

@@ -383,7 +383,14 @@ impl Client {
             };
             let seen =
                 kvs.iter().map(|kv| ReadCheck { key: kv.key.clone(), revision: kv.revision });
-            spans.push(SpanCheck { start: cursor.clone(), end: span_end, seen: seen.collect() });
+            // The meta range holds no user key (scans pass over it): nothing to validate.
+            if !cursor.starts_with(crate::range::descriptor::RESERVED_PREFIX) {
+                spans.push(SpanCheck {
+                    start: cursor.clone(),
+                    end: span_end,
+                    seen: seen.collect(),
+                });
+            }
             found.extend(kvs);
             if full {
                 found.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
@@ -600,10 +607,9 @@ impl Client {
         }
         for span in &state.spans {
             let range = self.range_of(&span.start).ok_or_else(unknown)?;
-            let part = &mut parts
-                .entry(range)
-                .or_insert_with(|| (span.start.clone(), TxnPart::default()))
-                .1;
+            // The empty key (a scan from the start) cannot route a request.
+            let key = if span.start.is_empty() { vec![0] } else { span.start.clone() };
+            let part = &mut parts.entry(range).or_insert_with(|| (key, TxnPart::default())).1;
             part.spans.push(span.clone());
         }
         let mut parts: Vec<(Vec<u8>, TxnPart)> = parts.into_values().collect();
