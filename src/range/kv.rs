@@ -1171,7 +1171,7 @@ mod tests {
     fn transaction_tables_stay_consistent_under_random_steps() {
         use crate::range::txn::TxnId;
         let mut store = KvStore::new();
-        let mut seed: u64 = 0x5eed_0f_7a_b1e5;
+        let mut seed: u64 = 0x5eed_0f7a_b1e5;
         let mut next = || {
             seed = crate::hash::splitmix64(seed);
             seed
