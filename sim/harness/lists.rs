@@ -50,7 +50,20 @@ pub async fn run_list_client(
     while !stop.load(Ordering::Relaxed) {
         let count = rng.between(1, 4);
         let mut plan = Vec::new();
-        for _ in 0..count {
+        // A quarter are write-skew shapes: read one of two lists in two ranges, append
+        // to the other. Two of them at once, crossed, are the cycle that read locks
+        // (taken at prepare) must prevent: the prepares must interleave, one range's
+        // validation before the other's write lock on each side.
+        if rng.chance(0.25) {
+            // Started on a 50 ms boundary, so other clients' skew shapes run with it.
+            let wait = 50 - now_ms(start) % 50;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            let (a, b) = if rng.chance(0.5) { (0, 4) } else { (4, 0) };
+            next += 1;
+            plan.push((LISTS[a], None));
+            plan.push((LISTS[b], Some(next)));
+        }
+        for _ in 0..count.saturating_sub(if plan.is_empty() { 0 } else { count }) {
             let key = LISTS[rng.below(LISTS.len() as u64) as usize];
             if rng.chance(0.5) {
                 next += 1;
