@@ -724,6 +724,33 @@ async fn transactions_from_the_cli_a_dead_coordinator_and_transfers_across_a_kil
     let output = child.wait_with_output().expect("rangedb txn");
     assert_eq!(ok(&output), "SUCCESS\n\nOK\n\nh\n2\n");
     assert_eq!(ok(&cli(&e, &["get", "a"])), "100");
+    // --json, and -i (prompts, then the same text).
+    let run = |args: &[&str], input: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rangedb"))
+            .args(["--endpoints", &e])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run rangedb txn");
+        child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+        child.wait_with_output().expect("rangedb txn")
+    };
+    let json = ok(&run(&["txn", "--json"], b"mod(\"a\") = \"0\"\n\nput a x\n\nget a\n"));
+    assert!(
+        json.starts_with(
+            "{\"succeeded\":false,\"results\":[{\"op\":\"get\",\"key\":\"a\",\"value\":\"100\""
+        ),
+        "{json}"
+    );
+    let prompted = ok(&run(&["txn", "-i"], b"value(\"h\") = \"2\"\n\nput h 3\n\n\n"));
+    assert!(prompted.starts_with("compares:\n"), "{prompted}");
+    assert!(prompted.ends_with("SUCCESS\n\nOK\n"), "{prompted}");
+    assert_eq!(ok(&cli(&e, &["get", "h"])), "3");
+    let bad = run(&["txn"], b"value(\"h\") ~ \"3\"\n");
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("line 1"), "{}", stderr(&bad));
 
     // A coordinator that prepared two ranges and died: a reader gets the committed
     // value at once, a writer waits, pushes it after the lock TTL, and writes; the
@@ -751,7 +778,7 @@ async fn transactions_from_the_cli_a_dead_coordinator_and_transfers_across_a_kil
     let started = tokio::time::Instant::now();
     ok(&cli(&e, &["put", "z", "4"]));
     assert!(started.elapsed() >= Duration::from_millis(1000), "the put waited for the lock");
-    assert_eq!(ok(&cli(&e, &["get", "h"])), "2", "the pushed transaction was aborted");
+    assert_eq!(ok(&cli(&e, &["get", "h"])), "3", "the pushed transaction was aborted");
     let client = client(&cluster);
     let settled = |client: Client| async move {
         for _ in 0..100 {
