@@ -25,6 +25,14 @@ use super::workload::{self, KEYS};
 
 /// Bound for the heal phase: a write per data range, then convergence.
 const HEAL_BOUND_MS: u64 = 25_000;
+/// The nodes' election timeout (`election_tick` 10 of 20 ms ticks).
+const ELECTION_TIMEOUT_MS: u64 = 200;
+/// Liveness quality: from the heal (every fault off, every node restarted) to a write
+/// committed in every data range, when no membership command runs after the heal.
+/// Restarts, WAL recovery, leader stickiness, pre-vote and a vote round, the client's
+/// attempts and backoff fit; repeated split votes (election timeouts that are not
+/// randomised) or leadership handed to a far-behind replica do not.
+const RECOVERY_BOUND_MS: u64 = 30 * ELECTION_TIMEOUT_MS;
 /// One key per data range, written by the liveness probe.
 const PROBE_KEYS: [&[u8]; 5] = [b"1", b"9", b"a", b"h", b"r"];
 const PROBE_CLIENT: u64 = 1000;
@@ -43,6 +51,9 @@ pub struct SeedReport {
     pub inconclusive: usize,
     /// Coverage markers reached (`coverage.rs`): name -> times.
     pub markers: BTreeMap<String, u64>,
+    /// Milliseconds from the heal to a write committed in every data range, when no
+    /// membership command had to run again after the heal (`RECOVERY_BOUND_MS`).
+    pub recovery_ms: Option<u64>,
 }
 
 impl SeedReport {
@@ -68,6 +79,7 @@ struct Outcomes {
     liveness: Vec<Violation>,
     sim_ms: u64,
     markers: BTreeMap<String, u64>,
+    recovery_ms: Option<u64>,
     /// The schedule's fingerprint: the runtime's next random draw and the simulated
     /// nanosecond at the end. Every scheduling decision and network delay draws from
     /// that generator, so a run that took any other path, even one that left the
@@ -144,6 +156,7 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
                 violations,
                 inconclusive: 0,
                 markers: BTreeMap::new(),
+                recovery_ms: None,
             };
         }
     };
@@ -158,6 +171,7 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
     outcomes
         .faults
         .insert("effect: new leaders checked for completeness".into(), safety.completeness_checks);
+    outcomes.faults.insert("effect: votes granted (durable)".into(), safety.votes_granted);
     outcomes.faults.retain(|_, v| *v > 0);
     violations.extend(outcomes.liveness.clone());
     violations.extend(witness::check(&model, &outcomes.history, plan.nodes));
@@ -199,6 +213,7 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
         violations,
         inconclusive: summary.inconclusive,
         markers: outcomes.markers,
+        recovery_ms: outcomes.recovery_ms,
     }
 }
 
@@ -249,7 +264,10 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
     supervisor.fault_phase(&mut faults).await;
     stop.store(true, Ordering::Relaxed);
     supervisor.heal().await;
+    let healed_at = now_ms(start);
     let mut liveness = Vec::new();
+    // Commands to finish or run again delay the probe: no recovery bound then.
+    let changes_pending = !supervisor.running.is_empty() || !supervisor.unfinished.is_empty();
     supervisor.finish_changes(&mut liveness).await;
     for (kind, done) in &supervisor.changes_done {
         faults.insert(format!("effect: membership changes completed ({kind})"), *done);
@@ -263,7 +281,18 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
     }
     let mut history = std::mem::take(&mut *history.lock().expect("history lock"));
     let heal_start = now_ms(start);
-    supervisor.probe_writes(&mut history, &mut liveness, heal_start).await;
+    let all_committed = supervisor.probe_writes(&mut history, &mut liveness, heal_start).await;
+    let recovery_ms = all_committed.filter(|_| !changes_pending).map(|at| at - healed_at);
+    if let Some(ms) = recovery_ms.filter(|ms| *ms > RECOVERY_BOUND_MS) {
+        liveness.push(liveness::violation(
+            format!(
+                "slow recovery: a write committed in every data range {ms} ms after healing, \
+                 more than {RECOVERY_BOUND_MS} ms ({} election timeouts)",
+                RECOVERY_BOUND_MS / ELECTION_TIMEOUT_MS
+            ),
+            vec![],
+        ));
+    }
     let finals = supervisor.converge(&mut liveness, heal_start).await;
     faults.insert("effect: peer batches duplicated".into(), sim_hooks::duplicated());
     faults.insert("effect: bits flipped in synced data".into(), supervisor.rotted);
@@ -298,7 +327,8 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
     markers.insert("leadership handed to the meta leader".into(), sim_hooks::handoffs());
     markers.retain(|_, n| *n > 0);
     let schedule = (madsim::rand::random::<u64>(), Instant::now().duration_since(start).as_nanos());
-    Outcomes { history, finals, faults, liveness, sim_ms: now_ms(start), markers, schedule }
+    let sim_ms = now_ms(start);
+    Outcomes { history, finals, faults, liveness, sim_ms, markers, recovery_ms, schedule }
 }
 
 struct Supervisor<'a> {
@@ -951,13 +981,14 @@ impl Supervisor<'_> {
         self.apply_network();
     }
 
-    /// Every data range must commit a write within the bound.
+    /// Every data range must commit a write within the bound. Returns when the last
+    /// one committed (ms), if all did.
     async fn probe_writes(
         &mut self,
         history: &mut Vec<Op>,
         liveness: &mut Vec<Violation>,
         heal_start: u64,
-    ) {
+    ) -> Option<u64> {
         let endpoints = self.cluster.endpoints();
         let start = self.start;
         let deadline = heal_start + HEAL_BOUND_MS;
@@ -1004,7 +1035,9 @@ impl Supervisor<'_> {
                 ops.iter().rev().take(6).map(|o| o.to_string()).collect(),
             ));
         }
+        let last_commit = ops.iter().map(|op| op.complete_ms).max();
         history.extend(ops);
+        last_commit.filter(|_| missing.is_empty())
     }
 
     /// Waits until every replica of every range has a leader and the same commit and

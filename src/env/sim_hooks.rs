@@ -25,6 +25,12 @@ pub trait Observer {
     fn snapshot_restored(&mut self, node: NodeId, range: RangeId, index: u64, term: Term);
     /// The hard state of a replica is durable (reported after the WAL fsync).
     fn hard_state_synced(&mut self, node: NodeId, range: RangeId, term: Term, commit: u64);
+    /// With `hard_state_synced`: the durable vote of that hard state, so a checker sees
+    /// a replica vote twice (or forget its vote) within a term without relying on the
+    /// core's own assertions.
+    fn vote_synced(&mut self, node: NodeId, range: RangeId, term: Term, vote: Option<NodeId>) {
+        let _ = (node, range, term, vote);
+    }
     /// A replica's role changed; `term` is its current term.
     fn role_changed(&mut self, node: NodeId, range: RangeId, term: Term, role: Role);
     /// A replica became leader of `term`. `log_term(index)` is the term of its log's
