@@ -114,15 +114,41 @@ pub fn run_seed(plan: &Plan) -> SeedReport {
     })
 }
 
+/// Wall-clock limit of one seed (`SIM_SEED_WALL_S`): the slowest correct seeds take
+/// a few seconds; a bug that floods the run with messages or entries can take hours
+/// and tens of GB (seen with two of the mutants), so such a seed fails as a runaway.
+/// Only a failing seed's outcome can depend on the machine's speed.
+const SEED_WALL_S: u64 = 60;
+
+/// Sets `flag` if the seed is still running after the wall-clock limit; dropping the
+/// returned sender stops the watchdog.
+fn watchdog(flag: Arc<AtomicBool>) -> std::sync::mpsc::Sender<()> {
+    let limit = super::sweep::env_u64("SIM_SEED_WALL_S").unwrap_or(SEED_WALL_S);
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    // Outside the simulation: it watches the seed's thread in wall-clock time.
+    #[allow(clippy::disallowed_methods)]
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            wait.recv_timeout(Duration::from_secs(limit))
+        {
+            flag.store(true, Ordering::Relaxed);
+        }
+    });
+    done
+}
+
 fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
     let safety = Arc::new(Mutex::new(Safety::default()));
     let plan_for_run = plan.clone();
     let safety_for_run = safety.clone();
+    let runaway = Arc::new(AtomicBool::new(false));
+    let _watchdog = watchdog(runaway.clone());
+    let runaway_for_run = runaway.clone();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         let mut runtime =
             Runtime::with_seed_and_config(plan_for_run.seed, madsim::Config::default());
         runtime.set_time_limit(Duration::from_secs(300));
-        runtime.block_on(simulate(plan_for_run, safety_for_run))
+        runtime.block_on(simulate(plan_for_run, safety_for_run, runaway_for_run))
     }));
     sim_hooks::install(None, 0);
     let safety = match Arc::try_unwrap(safety) {
@@ -217,11 +243,12 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
     }
 }
 
-async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>) -> Outcomes {
+async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>, runaway: Arc<AtomicBool>) -> Outcomes {
     let start = Instant::now();
     let observer = SafetyObserver { state: safety.clone(), start };
     let observer = super::timeline::begin(start, Box::new(observer), &safety);
     sim_hooks::install(Some(observer), plan.seed);
+    sim_hooks::set_runaway_flag(runaway);
     sim_hooks::set_fsync_latency(plan.fsync_us.0, plan.fsync_us.1);
     let mut cluster = Cluster::start(&plan);
     let history = Arc::new(Mutex::new(Vec::new()));
