@@ -179,6 +179,7 @@ fn timeline_marks_violations() {
         ],
         inconclusive: 0,
         markers: Default::default(),
+        recovery_ms: None,
     };
     let recording = timeline::Recording {
         safety_violations_ms: vec![4_321],

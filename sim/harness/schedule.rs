@@ -125,6 +125,57 @@ pub enum Fault {
     ReplaceLive { node: usize, spare: usize },
 }
 
+/// The swarm's switches (swarm testing: each seed turns whole fault classes and
+/// operation kinds on or off, so that combinations only a named scenario reached occur
+/// in the sweep), from a stream of their own. `shape` takes at most one pattern that
+/// fixes the topology; the other patterns combine freely with it and with the random
+/// faults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Classes {
+    pub shape: Shape,
+    /// `leader_paused_then_resumes`' pattern.
+    pub leader_pauses: bool,
+    /// `election_storm_short_crashes_slow_links`' pattern.
+    pub election_storm: bool,
+    /// `clock_skew_within_and_beyond_bound`'s clocks (instead of clocks within the
+    /// bound), its lease reads and its impatient clients.
+    pub clock_beyond_bound: bool,
+    /// Gets answered from a leader lease: none, half or all.
+    pub lease_get_percent: u64,
+}
+
+/// A pattern that fixes the number of nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Plain,
+    /// `stale_long_log_meets_newer_short_logs`' pattern, on 5 nodes.
+    StaleLogs,
+    /// The first part of `follower_disk_rots_and_is_repaired`, on 3 nodes.
+    RotAfterLag,
+    /// The first part of `membership_changes_under_partitions`, on 3 nodes and a spare.
+    Swap,
+}
+
+impl Classes {
+    /// Each pattern in about one seed in eight.
+    pub fn draw(seed: u64) -> Classes {
+        let mut rng = Rng::new(seed ^ 0x0c1a_55e5_0000);
+        let shape = match rng.below(8) {
+            0 => Shape::StaleLogs,
+            1 => Shape::RotAfterLag,
+            2 => Shape::Swap,
+            _ => Shape::Plain,
+        };
+        Classes {
+            shape,
+            leader_pauses: rng.chance(0.125),
+            election_storm: rng.chance(0.125),
+            clock_beyond_bound: rng.chance(0.125),
+            lease_get_percent: [0, 50, 50, 100][rng.below(4) as usize],
+        }
+    }
+}
+
 /// The drift the sweep gives nodes' clocks: at most 2% fast or slow each, so two
 /// clocks differ by at most ~4% in rate, inside the 12.5% the Raft lease tolerates
 /// (src/raft/reads.rs) with room for the drift guard's measurement error.
@@ -358,13 +409,25 @@ impl Plan {
         };
         match scenario {
             Scenario::Swarm => {
+                let classes = Classes::draw(seed);
+                plan.lease_get_percent = classes.lease_get_percent;
+                if classes.shape == Shape::StaleLogs {
+                    plan.nodes = 5;
+                } else if classes.shape != Shape::Plain {
+                    plan.nodes = 3;
+                }
                 plan.swarm(&mut rng);
+                let mut rot_node = plan.patterns(&classes, &mut Rng::new(seed ^ 0x5ba7_7e54_0000));
                 // From a stream of its own, so the other faults stay as they were.
-                plan.clocks(&mut Rng::new(seed ^ 0xc10c_c10c_c10c_c10c));
+                let mut clocks = Rng::new(seed ^ 0xc10c_c10c_c10c_c10c);
+                if classes.clock_beyond_bound {
+                    plan.clock_scenario(&mut clocks);
+                } else {
+                    plan.clocks(&mut clocks);
+                }
                 // Drawn apart so that adding it kept every other draw of the seed.
                 let mut rot = Rng::new(seed ^ 0x000b_170f_d15c);
-                let mut rot_node = None;
-                if rot.chance(0.25) {
+                if rot_node.is_none() && rot.chance(0.25) {
                     let node = rot.below(plan.nodes as u64) as usize;
                     rot_node = Some(node);
                     for _ in 0..rot.between(1, 3) {
@@ -385,7 +448,9 @@ impl Plan {
                     plan.add(start, start + 1, Fault::Wipe { node });
                 }
                 let wiped = plan.steps.iter().any(|s| matches!(s.fault, Fault::Wipe { .. }));
-                plan.membership(&mut Rng::new(seed ^ 0x6d65_6d62_6572), rot_node, wiped);
+                if classes.shape != Shape::Swap {
+                    plan.membership(&mut Rng::new(seed ^ 0x6d65_6d62_6572), rot_node, wiped);
+                }
             }
             Scenario::LeaderIsolated => {
                 plan.add(800, 2_500, Fault::IsolateLeader);
@@ -425,38 +490,10 @@ impl Plan {
                     at += len + rng.between(50, 300);
                 }
             }
-            Scenario::LeaderPaused => {
-                let mut at = 300;
-                while at < fault_ms - 1_500 {
-                    let len = rng.between(600, 1_400);
-                    plan.add(at, at + len, Fault::PauseLeader);
-                    at += len + rng.between(200, 800);
-                }
-            }
+            Scenario::LeaderPaused => plan.leader_pauses(&mut rng),
             Scenario::ElectionStorm => {
-                // Five nodes, slow links and short crashes so that elections overlap,
-                // votes split and nodes restart in the middle of an election.
                 plan.nodes = 5;
-                plan.add(0, fault_ms, Fault::Delay { max_ms: rng.between(30, 120) });
-                let mut at = 100;
-                while at < fault_ms - 200 {
-                    let node = rng.below(5) as usize;
-                    let down = rng.between(20, 150);
-                    plan.add(at, at + down, Fault::Kill { node, crash: true });
-                    if rng.chance(0.3) {
-                        let a: Vec<usize> =
-                            (0..5).filter(|n| *n != node && rng.chance(0.5)).collect();
-                        let b: Vec<usize> = (0..5).filter(|n| !a.contains(n)).collect();
-                        if !a.is_empty() && !b.is_empty() {
-                            plan.add(
-                                at,
-                                at + rng.between(100, 400),
-                                Fault::Partition { a, b, bridge: None },
-                            );
-                        }
-                    }
-                    at += rng.between(80, 300);
-                }
+                plan.election_storm(&mut rng);
             }
             Scenario::MembershipChurn => {
                 // Joint configurations under partitions: members added, removed
@@ -471,27 +508,7 @@ impl Plan {
                 plan.burst_writes = 20;
                 plan.burst_percent = 30;
                 let servers = plan.nodes + plan.spares;
-                // First a replacement on three nodes, while the partition flips
-                // between {replaced, a} | {b} and {replaced, b} | {a}: a swap of voters
-                // is where the two configurations' majorities need not meet.
-                // First a live node replaced by spare 0 (a swap of voters: where the
-                // two configurations' majorities need not meet) while the partition
-                // flips between {new, a} | {old, b} and {new, b} | {old, a}; then a
-                // wiped node replaced the same way. (After founding: a founder wiped
-                // before the cluster exists is another story, the founding one.)
-                let replaced = rng.below(3) as usize;
-                let (a, b) = ((replaced + 1) % 3, (replaced + 2) % 3);
-                let new = plan.nodes;
-                plan.add(800, 801, Fault::ReplaceLive { node: replaced, spare: 0 });
-                let mut at = 900;
-                while at < 3_200 {
-                    let len = rng.between(150, 400);
-                    let (x, y) = if rng.chance(0.5) { (a, b) } else { (b, a) };
-                    let cut =
-                        Fault::Partition { a: vec![new, x], b: vec![replaced, y], bridge: None };
-                    plan.add(at, at + len, cut);
-                    at += len + rng.between(20, 150);
-                }
+                let (a, b) = plan.swap_under_flipping_partitions(&mut rng);
                 let wiped = if rng.chance(0.5) { a } else { b };
                 let steps = [
                     Fault::ReplaceWiped { node: wiped },
@@ -516,43 +533,14 @@ impl Plan {
                 }
             }
             Scenario::StaleLogElection => {
-                // Leader completeness. A leader cut off with one follower and clients
-                // on its side fills both logs with entries of its term it cannot
-                // commit (long, stale suffixes); the three others elect a newer leader
-                // that commits a shorter log. The moment the pair comes back, the new
-                // leader is cut off: of the four left, two hold the long stale log and
-                // two the newer short one, and only the last term (not the last index)
-                // may decide the election.
                 plan.nodes = 5;
                 plan.burst_writes = 40;
                 plan.burst_percent = 40;
-                let mut at = 300;
-                while at < fault_ms - 2_000 {
-                    // Short: long enough for a new leader, too short for it to commit
-                    // as much as the pair appended.
-                    let cut = rng.between(350, 700);
-                    plan.add(at, at + cut, Fault::IsolateLeaderPair);
-                    plan.add(at + cut, at + cut + rng.between(600, 1_000), Fault::IsolateLeader);
-                    at += cut + 1_600;
-                }
+                plan.stale_logs(&mut rng);
             }
             Scenario::FollowerDiskRots => {
-                // One node's disk rots again and again (the storage fault model is one
-                // faulty replica: two replicas losing acknowledged entries at once may
-                // lose committed writes, and the cluster then rightly stops). First
-                // the sharpest case: while a lagging replica was cut off, the others
-                // committed; the last up-to-date replica dies just as the rotting one
-                // comes back without its copy. Only the repairing replica's vote could
-                // elect the lagging one, and it must not give it.
                 plan.nodes = 3;
-                let rotting = rng.below(3) as usize;
-                let lagging = (rotting + 1) % 3;
-                let other = (rotting + 2) % 3;
-                let cut =
-                    Fault::Partition { a: vec![lagging], b: vec![rotting, other], bridge: None };
-                plan.add(200, 3_000, cut);
-                plan.add(2_500, 2_800, Fault::DiskRot { node: rotting });
-                plan.add(2_700, 4_300, Fault::Kill { node: other, crash: true });
+                let rotting = plan.rot_after_lag(&mut rng);
                 let mut at = 4_500;
                 while at < fault_ms - 400 {
                     let down = rng.between(100, 400);
@@ -574,6 +562,125 @@ impl Plan {
             step.id = id;
         }
         plan
+    }
+
+    /// The swarm's compound fault classes (the named scenarios' patterns) that
+    /// `classes` switched on, drawn from `rng`; returns the rotting node if the
+    /// rot-after-lag shape chose one (the seed's one damaged disk).
+    fn patterns(&mut self, classes: &Classes, rng: &mut Rng) -> Option<usize> {
+        let mut rotting = None;
+        match classes.shape {
+            Shape::Plain => {}
+            Shape::StaleLogs => {
+                self.burst_writes = 40;
+                self.burst_percent = 40;
+                self.stale_logs(rng);
+            }
+            Shape::RotAfterLag => rotting = Some(self.rot_after_lag(rng)),
+            Shape::Swap => {
+                self.spares = 1;
+                self.operators = 2;
+                self.burst_writes = 20;
+                self.burst_percent = 30;
+                self.swap_under_flipping_partitions(rng);
+            }
+        }
+        if classes.leader_pauses {
+            self.leader_pauses(rng);
+        }
+        if classes.election_storm {
+            self.election_storm(rng);
+        }
+        rotting
+    }
+
+    /// A range's leader paused (a GC stall) again and again, 0.6 to 1.4 s each,
+    /// while clients keep going: it resumes believing it still leads and holds a lease.
+    fn leader_pauses(&mut self, rng: &mut Rng) {
+        let mut at = 300;
+        while at < self.fault_ms - 1_500 {
+            let len = rng.between(600, 1_400);
+            self.add(at, at + len, Fault::PauseLeader);
+            at += len + rng.between(200, 800);
+        }
+    }
+
+    /// Slow links and short crashes so that elections overlap, votes split and nodes
+    /// restart in the middle of an election.
+    fn election_storm(&mut self, rng: &mut Rng) {
+        let nodes = self.nodes;
+        self.add(0, self.fault_ms, Fault::Delay { max_ms: rng.between(30, 120) });
+        let mut at = 100;
+        while at < self.fault_ms - 200 {
+            let node = rng.below(nodes as u64) as usize;
+            let down = rng.between(20, 150);
+            self.add(at, at + down, Fault::Kill { node, crash: true });
+            if rng.chance(0.3) {
+                let a: Vec<usize> = (0..nodes).filter(|n| *n != node && rng.chance(0.5)).collect();
+                let b: Vec<usize> = (0..nodes).filter(|n| !a.contains(n)).collect();
+                if !a.is_empty() && !b.is_empty() {
+                    let end = at + rng.between(100, 400);
+                    self.add(at, end, Fault::Partition { a, b, bridge: None });
+                }
+            }
+            at += rng.between(80, 300);
+        }
+    }
+
+    /// On three nodes and spare 0: a live node replaced by the spare (a swap of
+    /// voters: where the two configurations' majorities need not meet) while the
+    /// partition flips between {new, a} | {old, b} and {new, b} | {old, a}. Returns
+    /// (a, b), the two nodes kept. (After founding: a founder wiped before the cluster
+    /// exists is another story, the founding one.)
+    fn swap_under_flipping_partitions(&mut self, rng: &mut Rng) -> (usize, usize) {
+        let replaced = rng.below(3) as usize;
+        let (a, b) = ((replaced + 1) % 3, (replaced + 2) % 3);
+        let new = self.nodes;
+        self.add(800, 801, Fault::ReplaceLive { node: replaced, spare: 0 });
+        let mut at = 900;
+        while at < 3_200 {
+            let len = rng.between(150, 400);
+            let (x, y) = if rng.chance(0.5) { (a, b) } else { (b, a) };
+            let cut = Fault::Partition { a: vec![new, x], b: vec![replaced, y], bridge: None };
+            self.add(at, at + len, cut);
+            at += len + rng.between(20, 150);
+        }
+        (a, b)
+    }
+
+    /// Leader completeness, on five nodes with write bursts. A leader cut off with one
+    /// follower and clients on its side fills both logs with entries of its term it
+    /// cannot commit (long, stale suffixes); the three others elect a newer leader that
+    /// commits a shorter log. The moment the pair comes back, the new leader is cut
+    /// off: of the four left, two hold the long stale log and two the newer short one,
+    /// and only the last term (not the last index) may decide the election.
+    fn stale_logs(&mut self, rng: &mut Rng) {
+        let mut at = 300;
+        while at < self.fault_ms - 2_000 {
+            // Short: long enough for a new leader, too short for it to commit as much
+            // as the pair appended.
+            let cut = rng.between(350, 700);
+            self.add(at, at + cut, Fault::IsolateLeaderPair);
+            self.add(at + cut, at + cut + rng.between(600, 1_000), Fault::IsolateLeader);
+            at += cut + 1_600;
+        }
+    }
+
+    /// On three nodes, the sharpest case of a rotting disk (the storage fault model is
+    /// one faulty replica: two losing acknowledged entries at once may lose committed
+    /// writes, and the cluster then rightly stops): while a lagging replica was cut
+    /// off, the others committed; the last up-to-date replica dies just as the rotting
+    /// one comes back without its copy. Only the repairing replica's vote could elect
+    /// the lagging one, and it must not give it. Returns the rotting node.
+    fn rot_after_lag(&mut self, rng: &mut Rng) -> usize {
+        let rotting = rng.below(3) as usize;
+        let lagging = (rotting + 1) % 3;
+        let other = (rotting + 2) % 3;
+        let cut = Fault::Partition { a: vec![lagging], b: vec![rotting, other], bridge: None };
+        self.add(200, 3_000, cut);
+        self.add(2_500, 2_800, Fault::DiskRot { node: rotting });
+        self.add(2_700, 4_300, Fault::Kill { node: other, crash: true });
+        rotting
     }
 
     fn add(&mut self, start_ms: u64, end_ms: u64, fault: Fault) {

@@ -312,7 +312,9 @@ fn sweep_from(
     let mut failed = Vec::new();
     let mut traces: Vec<(Job, u64)> = Vec::new();
     let mut markers: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut recoveries: Vec<(u64, u64)> = Vec::new();
     for (job, report) in &reports {
+        recoveries.extend(report.recovery_ms.map(|ms| (ms, job.seed)));
         traces.push((job.clone(), report.trace));
         for (name, times) in &report.markers {
             let entry = markers.entry(name.clone()).or_default();
@@ -340,6 +342,16 @@ fn sweep_from(
     println!("wall time             {:.1} s on {workers} threads", wall.as_secs_f64());
     println!("seeds per minute      {:.1}", reports.len() as f64 / minutes.max(1e-9));
     println!("sim-time speedup      {:.1}x", sim_ms as f64 / 1000.0 / wall.as_secs_f64().max(1e-9));
+    recoveries.sort_unstable();
+    if let Some(&(max, seed)) = recoveries.last() {
+        let at = |q: f64| recoveries[((recoveries.len() - 1) as f64 * q) as usize].0;
+        println!(
+            "recovery after heal   p50 {} ms, p99 {} ms, max {max} ms (seed {seed}) over {} seeds",
+            at(0.5),
+            at(0.99),
+            recoveries.len()
+        );
+    }
     println!("faults injected by kind:");
     for (kind, count) in faults.iter().filter(|(k, _)| !super::run::is_effect(k)) {
         println!("  {kind:<34} {count}");

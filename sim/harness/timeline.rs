@@ -193,6 +193,9 @@ impl Observer for Recorder {
         self.change(node, range, term, None);
         self.after();
     }
+    fn vote_synced(&mut self, node: NodeId, range: RangeId, term: Term, vote: Option<NodeId>) {
+        self.inner.vote_synced(node, range, term, vote);
+    }
     fn role_changed(&mut self, node: NodeId, range: RangeId, term: Term, role: Role) {
         self.inner.role_changed(node, range, term, role);
         self.change(node, range, term, Some(role));

@@ -25,6 +25,12 @@ pub trait Observer {
     fn snapshot_restored(&mut self, node: NodeId, range: RangeId, index: u64, term: Term);
     /// The hard state of a replica is durable (reported after the WAL fsync).
     fn hard_state_synced(&mut self, node: NodeId, range: RangeId, term: Term, commit: u64);
+    /// With `hard_state_synced`: the durable vote of that hard state, so a checker sees
+    /// a replica vote twice (or forget its vote) within a term without relying on the
+    /// core's own assertions.
+    fn vote_synced(&mut self, node: NodeId, range: RangeId, term: Term, vote: Option<NodeId>) {
+        let _ = (node, range, term, vote);
+    }
     /// A replica's role changed; `term` is its current term.
     fn role_changed(&mut self, node: NodeId, range: RangeId, term: Term, role: Role);
     /// A replica became leader of `term`. `log_term(index)` is the term of its log's
@@ -83,6 +89,9 @@ struct Hooks {
     /// Nodes whose next fsyncs stall (`stall_fsyncs`), so a crash finds a written,
     /// unsynced batch.
     stalled_fsyncs: std::collections::BTreeSet<NodeId>,
+    /// Set by the harness's watchdog when the seed ran past its wall-clock limit
+    /// (`set_runaway_flag`): the next hook call panics, ending the run.
+    runaway: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 thread_local! {
@@ -103,8 +112,24 @@ pub fn install(observer: Option<Box<dyn Observer>>, seed: u64) {
             fsync_us: (0, 0),
             markers: BTreeMap::new(),
             stalled_fsyncs: std::collections::BTreeSet::new(),
+            runaway: None,
         };
     });
+}
+
+/// The flag a watchdog sets when this thread's seed runs too long in wall-clock time
+/// (a bug that floods the simulation with messages or entries). Every observed event
+/// and peer batch checks it and panics once set, so the runaway seed fails instead
+/// of running for hours and filling memory.
+pub fn set_runaway_flag(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    HOOKS.with(|hooks| hooks.borrow_mut().runaway = Some(flag));
+}
+
+fn check_runaway(hooks: &Hooks) {
+    let flag = hooks.runaway.as_ref();
+    if flag.is_some_and(|flag| flag.load(std::sync::atomic::Ordering::Relaxed)) {
+        panic!("runaway: the seed ran past its wall-clock limit (SIM_SEED_WALL_S)");
+    }
 }
 
 /// A coverage marker (Antithesis's `sometimes`, FoundationDB's `TEST`): an event
@@ -169,6 +194,7 @@ pub fn lease_reads() -> u64 {
 pub fn duplicate(from: NodeId, to: NodeId, batch: &[Envelope]) -> Option<Vec<Envelope>> {
     HOOKS.with(|hooks| {
         let mut hooks = hooks.borrow_mut();
+        check_runaway(&hooks);
         if hooks.duplicate <= 0.0 {
             return None;
         }
@@ -231,6 +257,7 @@ pub fn fsync_latency(node: NodeId) -> std::time::Duration {
 /// Calls the observer, if one is installed.
 pub fn observe(f: impl FnOnce(&mut dyn Observer)) {
     HOOKS.with(|hooks| {
+        check_runaway(&hooks.borrow());
         if let Some(observer) = hooks.borrow_mut().observer.as_deref_mut() {
             f(observer);
         }

@@ -826,7 +826,8 @@ impl Node {
             if let Some(hs) = ready.hard_state {
                 let me = self.id;
                 crate::env::sim_hooks::observe(|o| {
-                    o.hard_state_synced(me, *range, hs.term, hs.commit)
+                    o.hard_state_synced(me, *range, hs.term, hs.commit);
+                    o.vote_synced(me, *range, hs.term, hs.vote);
                 });
             }
         }

@@ -34,6 +34,10 @@ pub struct Safety {
     /// Last applied index per replica (None after a restart until the first apply).
     applied: BTreeMap<(NodeId, RangeId), u64>,
     durable: BTreeMap<(NodeId, RangeId), (Term, u64)>,
+    /// The durable vote of each replica in its current term: (term, vote).
+    votes: BTreeMap<(NodeId, RangeId), (Term, NodeId)>,
+    /// Votes granted (durable votes for another replica; an effect counted per sweep).
+    pub votes_granted: u64,
     recent: VecDeque<String>,
     /// Every event: (ms, range, text), for reports about one range.
     log: Vec<(u64, RangeId, String)>,
@@ -236,6 +240,35 @@ impl Observer for SafetyObserver {
             s.durable.insert((node, range), (term, commit));
             let known = s.committed_by.entry(range).or_default().entry(term).or_default();
             *known = (*known).max(commit);
+        });
+    }
+
+    /// Election safety at its root (Raft paper 5.2, figure 2: "votedFor"): a replica
+    /// votes for at most one candidate per term, restarts and repairs included (the
+    /// vote is on disk twice). A second vote, or the vote forgotten, within a term is
+    /// a violation even when it elects nobody; two leaders are seen by `role_changed`.
+    fn vote_synced(&mut self, node: NodeId, range: RangeId, term: Term, vote: Option<NodeId>) {
+        self.with(|s, t| {
+            let before = s.votes.get(&(node, range)).copied();
+            match (before, vote) {
+                (Some((t0, v0)), Some(v)) if t0 == term && v0 != v => {
+                    s.range_event(t, range, format!("{t:>6} ms {node} {range} votes {v} in term {term}"));
+                    s.violate(format!(
+                        "{node} {range} voted for {v0} and then for {v} in term {term}: two                          votes in one term"
+                    ));
+                }
+                (Some((t0, v0)), None) if t0 == term => {
+                    s.range_event(t, range, format!("{t:>6} ms {node} {range} forgets its vote in term {term}"));
+                    s.violate(format!(
+                        "{node} {range} voted for {v0} in term {term}, then made a hard state of                          the same term with no vote durable: a vote forgotten within its term"
+                    ));
+                }
+                (_, Some(v)) if before.is_none_or(|(t0, _)| t0 < term) => {
+                    s.votes_granted += u64::from(v != node);
+                    s.votes.insert((node, range), (term, v));
+                }
+                _ => {}
+            }
         });
     }
 
