@@ -32,6 +32,8 @@ pub const DECLARED: &[&str] = &[
     "stalled transaction pushed",
     "coordinator abandoned a prepared transaction",
     "write refused by a transaction's lock",
+    // A stalled peer connection closed by the listener (src/node/server.rs).
+    "silent peer connection closed",
 ];
 
 /// Markers the default sweep is known not to reach, with why: printed as such and

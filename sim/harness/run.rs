@@ -80,6 +80,10 @@ struct Outcomes {
     sim_ms: u64,
     markers: BTreeMap<String, u64>,
     recovery_ms: Option<u64>,
+    /// Each range's commit index when the replicas converged (range id -> index): the
+    /// finals were read then, and a write that commits later (a client's request
+    /// delivered late, its outcome unknown to the client) is not in them.
+    converged_commit: BTreeMap<u64, u64>,
     /// The schedule's fingerprint: the runtime's next random draw and the simulated
     /// nanosecond at the end. Every scheduling decision and network delay draws from
     /// that generator, so a run that took any other path, even one that left the
@@ -155,6 +159,11 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
         Ok(mutex) => mutex.into_inner().unwrap_or_else(|p| p.into_inner()),
         Err(shared) => std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner())),
     };
+    if std::env::var("SIM_DEBUG_PROBE").is_ok() {
+        for event in safety.events_around(rangedb::range::descriptor::RangeId(1), 5_500, 12_500) {
+            eprintln!("r1: {event}");
+        }
+    }
     let mut violations = safety.violations.clone();
     let mut trace = safety.trace;
     let outcomes = match result {
@@ -203,7 +212,13 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
     violations.extend(witness::check(&model, &outcomes.history, plan.nodes));
     let (lin, summary) = linearizability::check(&outcomes.history);
     violations.extend(lin);
-    violations.extend(durability::check(&model, &outcomes.history, &outcomes.finals, plan.nodes));
+    violations.extend(durability::check(
+        &model,
+        &outcomes.history,
+        &outcomes.finals,
+        &outcomes.converged_commit,
+        plan.nodes,
+    ));
     for violation in violations.iter_mut() {
         if let Some((key, from, to)) = &violation.focus {
             let range = witness::range_of(key, plan.nodes);
@@ -326,11 +341,15 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>, runaway: Arc<AtomicBoo
         changes_done: BTreeMap::new(),
         changes_failed: 0,
         unfinished: Vec::new(),
+        converged_commit: BTreeMap::new(),
     };
     supervisor.fault_phase(&mut faults).await;
     stop.store(true, Ordering::Relaxed);
     supervisor.heal().await;
     let healed_at = now_ms(start);
+    if std::env::var("SIM_DEBUG_PROBE").is_ok() {
+        eprintln!("healed at {healed_at} ms");
+    }
     let mut liveness = Vec::new();
     // Commands to finish or run again delay the probe: no recovery bound then.
     let changes_pending = !supervisor.running.is_empty() || !supervisor.unfinished.is_empty();
@@ -360,6 +379,7 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>, runaway: Arc<AtomicBoo
         ));
     }
     let finals = supervisor.converge(&mut liveness, heal_start).await;
+    let converged_commit = std::mem::take(&mut supervisor.converged_commit);
     sim_hooks::set_abandon(0, 0);
     let endpoints = supervisor.cluster.endpoints();
     let bank_after = supervisor.cluster.probe.spawn(super::bank::after_heal(endpoints, start));
@@ -427,7 +447,17 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>, runaway: Arc<AtomicBoo
     markers.retain(|_, n| *n > 0);
     let schedule = (madsim::rand::random::<u64>(), Instant::now().duration_since(start).as_nanos());
     let sim_ms = now_ms(start);
-    Outcomes { history, finals, faults, liveness, sim_ms, markers, recovery_ms, schedule }
+    Outcomes {
+        history,
+        finals,
+        faults,
+        liveness,
+        sim_ms,
+        markers,
+        recovery_ms,
+        converged_commit,
+        schedule,
+    }
 }
 
 struct Supervisor<'a> {
@@ -461,6 +491,8 @@ struct Supervisor<'a> {
     changes_failed: u64,
     /// Membership commands that failed, to run again after healing.
     unfinished: Vec<Change>,
+    /// Each range's commit index when `converge` saw the replicas agree.
+    converged_commit: BTreeMap<u64, u64>,
 }
 
 /// A membership command: on which server, which step, and the server's node id when
@@ -607,6 +639,14 @@ impl Supervisor<'_> {
             }
             Fault::Wipe { node } => {
                 if self.cluster.servers[node].killed || self.wiped.contains(&node) {
+                    return;
+                }
+                // Not before the node is in the cluster: a founder whose disk is lost
+                // before founding completes is a founder that never started, and the
+                // others rightly wait for it (seed 1762: crash storms kept the creator
+                // from founding until after the wipe). A node that does not answer
+                // (still founding, or cut off from the probe) keeps its disk.
+                if self.cluster.status(node).await.is_none() {
                     return;
                 }
                 self.cluster.wipe(node);
@@ -1135,6 +1175,11 @@ impl Supervisor<'_> {
             ));
         }
         let last_commit = ops.iter().map(|op| op.complete_ms).max();
+        if std::env::var("SIM_DEBUG_PROBE").is_ok() {
+            for op in &ops {
+                eprintln!("probe: {op}");
+            }
+        }
         history.extend(ops);
         last_commit.filter(|_| missing.is_empty())
     }
@@ -1168,6 +1213,10 @@ impl Supervisor<'_> {
                 && per_range.values().all(|rs| {
                     rs.iter().all(|r| r.2 && r.0 == r.1 && (r.0, r.1) == (rs[0].0, rs[0].1))
                 });
+            if converged {
+                self.converged_commit =
+                    per_range.iter().map(|(range, rs)| (*range, rs[0].0)).collect();
+            }
             let last = format!(
                 "{per_range:?} all nodes answered: {all_up}; servers {:?}",
                 self.live_members().iter().map(|n| n + 1).collect::<Vec<_>>()

@@ -119,12 +119,15 @@ impl RangeCache {
         }
     }
 
-    /// A key in each range that holds user data (its start), for requests that
-    /// go to every range (the lock janitor's).
+    /// A key in each range that holds user data, for requests that go to every range
+    /// (the lock janitor's): its start, or "\0" for the first range (the empty key
+    /// routes nothing: the server refuses it, and `Client::finish` skips it).
     pub(crate) fn data_range_keys(&self) -> Vec<Vec<u8>> {
         let meta = crate::range::descriptor::RESERVED_PREFIX;
         let ranges = self.ranges.iter().filter(|range| !range.contains(meta));
-        ranges.map(|range| range.start.clone()).collect()
+        ranges
+            .map(|range| if range.start.is_empty() { vec![0] } else { range.start.clone() })
+            .collect()
     }
 
     /// The id of the range that owns `key`, if known.

@@ -249,6 +249,7 @@ pub async fn run_node(
         cluster: meta.cluster_id,
         members,
         learned: persist,
+        peer_silence: server::peer_silence_timeout(config.tick_ms),
     };
     let acceptor = tokio::spawn(server::accept_loop(listener, events, admission));
     eprintln!(

@@ -34,6 +34,21 @@ pub struct Admission {
     /// first connection and persisted by `learned` before the connection is accepted.
     pub members: SharedMembers,
     pub learned: Arc<RecordMembers>,
+    /// An incoming peer connection that delivers nothing for this long is closed
+    /// (`peer_silence_timeout`).
+    pub peer_silence: Duration,
+}
+
+/// How long an incoming peer connection may deliver nothing before it is closed: ten
+/// ping intervals (a live peer sends at least one frame per `PING_TICKS`), at least
+/// 2 s. A connection that stalls (a partition: the peer's TCP retransmits with a
+/// backoff that grows to seconds, and after the heal it first delivers what was stuck,
+/// oldest first) would otherwise keep its backlog between the nodes for seconds after
+/// the network is back (simulation seed 1219: 5.7 s without a leader). Closed, the
+/// peer's next write fails and it connects again, and Raft resends what matters.
+pub fn peer_silence_timeout(tick_ms: u64) -> Duration {
+    let pings = crate::node::liveness::PING_TICKS * tick_ms * 10;
+    Duration::from_millis(pings.max(2_000))
 }
 
 /// Persists the members (the cluster metadata) before a change is relied on; the
@@ -211,7 +226,8 @@ async fn serve_connection(
             writer.flush().await.map_err(|e| format!("hello reply: {e}"))?;
             match (then, reply) {
                 (PeerAdmission::Serve, _) => {
-                    serve_peer(reader, from, None, events, &admission.members).await
+                    let silence = admission.peer_silence;
+                    serve_peer(reader, from, None, events, &admission.members, silence).await
                 }
                 (PeerAdmission::Close, HelloReply::Refused { reason, .. })
                 | (PeerAdmission::Close, HelloReply::Removed { reason }) => Err(reason),
@@ -224,7 +240,8 @@ async fn serve_connection(
             writer.flush().await.map_err(|e| format!("hello reply: {e}"))?;
             match (then, reply) {
                 (PeerAdmission::Serve, _) => {
-                    serve_peer(reader, from, Some(address), events, &admission.members).await
+                    let (members, silence) = (&admission.members, admission.peer_silence);
+                    serve_peer(reader, from, Some(address), events, members, silence).await
                 }
                 (PeerAdmission::Close, HelloReply::Refused { reason, .. })
                 | (PeerAdmission::Close, HelloReply::Removed { reason }) => Err(reason),
@@ -259,12 +276,19 @@ async fn serve_peer(
     address: Option<String>,
     events: mpsc::Sender<Event>,
     members: &SharedMembers,
+    silence: Duration,
 ) -> Result<(), String> {
     if events.send(Event::PeerConnected { from, address }).await.is_err() {
         return Ok(());
     }
     loop {
-        match read_frame_buffered::<PeerBatch, _>(&mut reader).await {
+        let read = read_frame_buffered::<PeerBatch, _>(&mut reader);
+        let Ok(frame) = tokio::time::timeout(silence, read).await else {
+            #[cfg(madsim)]
+            crate::env::sim_hooks::sometimes("silent peer connection closed");
+            return Err(format!("peer {from} sent nothing for {silence:?}: connection closed"));
+        };
+        match frame {
             Ok(Some(batch)) => {
                 if members::read(members).removed.contains(&from) {
                     // Closed: its next hello is answered `Removed`, and it stops.

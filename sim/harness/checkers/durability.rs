@@ -6,8 +6,17 @@ use super::super::history::{Finals, Op, Outcome};
 use super::witness::{range_of, Model};
 use super::Violation;
 
-/// `finals[node][key]`: the node's local (value, revision) after convergence.
-pub fn check(model: &Model, history: &[Op], finals: &Finals, voters: usize) -> Vec<Violation> {
+/// `finals[node][key]`: the node's local (value, revision) after convergence, when
+/// each range's commit index was `converged_commit[range]`: the model's state is taken
+/// at that index (a write committed later, e.g. a client request delivered late, is
+/// not in the finals, and rightly so).
+pub fn check(
+    model: &Model,
+    history: &[Op],
+    finals: &Finals,
+    converged_commit: &std::collections::BTreeMap<u64, u64>,
+    voters: usize,
+) -> Vec<Violation> {
     let mut violations = Vec::new();
     for op in history {
         let (Outcome::Put { .. } | Outcome::Delete { .. }) = op.outcome else { continue };
@@ -24,10 +33,11 @@ pub fn check(model: &Model, history: &[Op], finals: &Finals, voters: usize) -> V
     }
     for (node, state) in finals {
         for (key, found) in state {
+            let at = converged_commit.get(&range_of(key, voters).0).copied().unwrap_or(u64::MAX);
             let expected = model
                 .versions
                 .get(key)
-                .and_then(|v| v.last())
+                .and_then(|v| v.iter().rev().find(|version| version.revision <= at))
                 .and_then(|v| v.value.as_ref().map(|value| (value.clone(), v.revision)));
             if *found != expected {
                 violations.push(Violation {
