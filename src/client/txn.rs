@@ -46,7 +46,10 @@ const CONFLICT_BACKOFF_MAX: Duration = Duration::from_millis(200);
 #[derive(Default)]
 pub struct LockMemory {
     first_seen: BTreeMap<TxnId, Instant>,
-    no_record: BTreeMap<TxnId, u32>,
+    /// (transaction, key) whose record was found missing when its intent on the key
+    /// was met: the next read of the key that meets it again may take it as
+    /// uncommitted (see `settle`). Per key: the argument holds for the key read again.
+    no_record: BTreeMap<(TxnId, Vec<u8>), u32>,
 }
 
 impl LockMemory {
@@ -425,17 +428,16 @@ impl Client {
         memory: &mut LockMemory,
         deadline: Instant,
     ) -> Result<Settled, ClientError> {
-        if memory.no_record.get(&lock.txn).is_some_and(|count| *count > 0) {
-            memory.no_record.insert(lock.txn, 0);
-            if memory.age(lock.txn) < LOCK_TTL {
-                return Ok(Settled::Uncommitted);
-            }
+        if memory.no_record.remove(&(lock.txn, lock.key.clone())).is_some()
+            && memory.age(lock.txn) < LOCK_TTL
+        {
+            return Ok(Settled::Uncommitted);
         }
         let (status, participants) = self.txn_status(&lock.anchor, lock.txn, deadline).await?;
         match status {
             Some(TxnStatus::Pending) if memory.age(lock.txn) < LOCK_TTL => Ok(Settled::Uncommitted),
             None if memory.age(lock.txn) < LOCK_TTL => {
-                *memory.no_record.entry(lock.txn).or_default() += 1;
+                memory.no_record.insert((lock.txn, lock.key.clone()), 1);
                 Ok(Settled::Changed)
             }
             Some(TxnStatus::Pending) | None => {
@@ -943,7 +945,7 @@ impl Client {
             }
         }
         memory.first_seen.retain(|txn, _| live.contains(txn));
-        memory.no_record.retain(|txn, _| live.contains(txn));
+        memory.no_record.retain(|(txn, _), _| live.contains(txn));
         Ok(outstanding)
     }
 }
