@@ -109,6 +109,7 @@ pub fn to_text(plan: &Plan) -> String {
     let _ = writeln!(out, "intensity {}", plan.intensity);
     let _ = writeln!(out, "spares {}", plan.spares);
     let _ = writeln!(out, "operators {}", plan.operators);
+    let _ = writeln!(out, "max_append_bytes {}", plan.max_append_bytes);
     let _ = writeln!(
         out,
         "# fault <id> <start ms> <end ms> <kind> [field=value ...]; nodes are n1..n{}",
@@ -233,6 +234,10 @@ pub fn parse(text: &str) -> Result<Plan, String> {
         Some(value) => number(value)? as usize,
         None => 1,
     };
+    let max_append_bytes = match settings.remove("max_append_bytes") {
+        Some(value) => number(value)?,
+        None => super::schedule::PRODUCTION_APPEND_BYTES, // Plans written before it.
+    };
     if let Some((key, (line, _))) = settings.into_iter().next() {
         return Err(format!("line {line}: unknown setting `{key}`"));
     }
@@ -260,6 +265,7 @@ pub fn parse(text: &str) -> Result<Plan, String> {
         intensity,
         spares,
         operators,
+        max_append_bytes,
         steps,
     })
 }

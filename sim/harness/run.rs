@@ -249,6 +249,9 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>, runaway: Arc<AtomicBoo
     let observer = super::timeline::begin(start, Box::new(observer), &safety);
     sim_hooks::install(Some(observer), plan.seed);
     sim_hooks::set_runaway_flag(runaway);
+    sim_hooks::set_max_append_bytes(
+        Some(plan.max_append_bytes).filter(|b| *b != super::schedule::PRODUCTION_APPEND_BYTES),
+    );
     sim_hooks::set_fsync_latency(plan.fsync_us.0, plan.fsync_us.1);
     let mut cluster = Cluster::start(&plan);
     let history = Arc::new(Mutex::new(Vec::new()));

@@ -142,7 +142,12 @@ pub struct Classes {
     pub clock_beyond_bound: bool,
     /// Gets answered from a leader lease: none, half or all.
     pub lease_get_percent: u64,
+    /// Appends cut short (one or a few entries each) in a quarter of the seeds.
+    pub max_append_bytes: u64,
 }
+
+/// The production `max_size_per_msg` of a replica's Appends.
+pub const PRODUCTION_APPEND_BYTES: u64 = 1 << 20;
 
 /// A pattern that fixes the number of nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,6 +177,11 @@ impl Classes {
             election_storm: rng.chance(0.125),
             clock_beyond_bound: rng.chance(0.125),
             lease_get_percent: [0, 50, 50, 100][rng.below(4) as usize],
+            max_append_bytes: if rng.chance(0.25) {
+                rng.between(1, 256)
+            } else {
+                PRODUCTION_APPEND_BYTES
+            },
         }
     }
 }
@@ -326,6 +336,9 @@ pub struct Plan {
     /// Membership commands that may run at once (two operators: the leaders must
     /// refuse a change while another is in flight).
     pub operators: usize,
+    /// The replicas' `max_size_per_msg` (production: 1 MiB): small, an Append carries
+    /// one or a few entries, so Appends are cut short and pipelined.
+    pub max_append_bytes: u64,
     pub steps: Vec<Step>,
 }
 
@@ -405,12 +418,14 @@ impl Plan {
             intensity,
             spares: 0,
             operators: 1,
+            max_append_bytes: PRODUCTION_APPEND_BYTES,
             steps: Vec::new(),
         };
         match scenario {
             Scenario::Swarm => {
                 let classes = Classes::draw(seed);
                 plan.lease_get_percent = classes.lease_get_percent;
+                plan.max_append_bytes = classes.max_append_bytes;
                 if classes.shape == Shape::StaleLogs {
                     plan.nodes = 5;
                 } else if classes.shape != Shape::Plain {
@@ -811,6 +826,9 @@ impl Plan {
             self.burst_writes,
             if self.burst_writes > 0 { self.burst_percent } else { 0 }
         );
+        if self.max_append_bytes != PRODUCTION_APPEND_BYTES {
+            out.push_str(&format!("  appends cut at {} bytes\n", self.max_append_bytes));
+        }
         if self.steps.is_empty() {
             out.push_str("  (no faults)\n");
         }

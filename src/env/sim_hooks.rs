@@ -92,6 +92,8 @@ struct Hooks {
     /// Set by the harness's watchdog when the seed ran past its wall-clock limit
     /// (`set_runaway_flag`): the next hook call panics, ending the run.
     runaway: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The replicas' `max_size_per_msg`, if the simulation sets it (`max_append_bytes`).
+    max_append_bytes: Option<u64>,
 }
 
 thread_local! {
@@ -113,8 +115,20 @@ pub fn install(observer: Option<Box<dyn Observer>>, seed: u64) {
             markers: BTreeMap::new(),
             stalled_fsyncs: std::collections::BTreeSet::new(),
             runaway: None,
+            max_append_bytes: None,
         };
     });
+}
+
+/// Sets the replicas' `max_size_per_msg` for the nodes started from now on this thread:
+/// small, Appends carry one or a few entries (cut short, pipelined).
+pub fn set_max_append_bytes(bytes: Option<u64>) {
+    HOOKS.with(|hooks| hooks.borrow_mut().max_append_bytes = bytes);
+}
+
+/// The replicas' `max_size_per_msg` the simulation asked for, if any.
+pub fn max_append_bytes() -> Option<u64> {
+    HOOKS.with(|hooks| hooks.borrow().max_append_bytes)
 }
 
 /// The flag a watchdog sets when this thread's seed runs too long in wall-clock time
