@@ -109,6 +109,7 @@ pub fn to_text(plan: &Plan) -> String {
     let _ = writeln!(out, "intensity {}", plan.intensity);
     let _ = writeln!(out, "spares {}", plan.spares);
     let _ = writeln!(out, "operators {}", plan.operators);
+    let _ = writeln!(out, "max_append_bytes {}", plan.max_append_bytes);
     let _ = writeln!(
         out,
         "# fault <id> <start ms> <end ms> <kind> [field=value ...]; nodes are n1..n{}",
@@ -140,6 +141,7 @@ pub fn fault_text(fault: &Fault) -> String {
         Fault::OneWay { from, to } => format!("one_way_link from={} to={}", node(*from), node(*to)),
         Fault::Loss { rate } => format!("packet_loss rate={rate}"),
         Fault::Delay { max_ms } => format!("delay max_ms={max_ms}"),
+        Fault::SlowToLeader { ms } => format!("slow_to_leader ms={ms}"),
         Fault::Duplicate { probability } => format!("duplication probability={probability}"),
         Fault::Kill { node: n, crash: true } => format!("crash_restart node={}", node(*n)),
         Fault::Kill { node: n, crash: false } => format!("clean_restart node={}", node(*n)),
@@ -233,6 +235,10 @@ pub fn parse(text: &str) -> Result<Plan, String> {
         Some(value) => number(value)? as usize,
         None => 1,
     };
+    let max_append_bytes = match settings.remove("max_append_bytes") {
+        Some(value) => number(value)?,
+        None => super::schedule::PRODUCTION_APPEND_BYTES, // Plans written before it.
+    };
     if let Some((key, (line, _))) = settings.into_iter().next() {
         return Err(format!("line {line}: unknown setting `{key}`"));
     }
@@ -260,6 +266,7 @@ pub fn parse(text: &str) -> Result<Plan, String> {
         intensity,
         spares,
         operators,
+        max_append_bytes,
         steps,
     })
 }
@@ -306,6 +313,7 @@ impl Fields<'_> {
             "one_way_link" => Fault::OneWay { from: self.node("from")?, to: self.node("to")? },
             "packet_loss" => Fault::Loss { rate: self.float("rate")? },
             "delay" => Fault::Delay { max_ms: self.int("max_ms")? as u64 },
+            "slow_to_leader" => Fault::SlowToLeader { ms: self.int("ms")? as u64 },
             "duplication" => Fault::Duplicate { probability: self.float("probability")? },
             "crash_restart" => Fault::Kill { node: self.node("node")?, crash: true },
             "clean_restart" => Fault::Kill { node: self.node("node")?, crash: false },

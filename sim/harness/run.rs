@@ -264,6 +264,9 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>, runaway: Arc<AtomicBoo
     let observer = super::timeline::begin(start, Box::new(observer), &safety);
     sim_hooks::install(Some(observer), plan.seed);
     sim_hooks::set_runaway_flag(runaway);
+    sim_hooks::set_max_append_bytes(
+        Some(plan.max_append_bytes).filter(|b| *b != super::schedule::PRODUCTION_APPEND_BYTES),
+    );
     sim_hooks::set_fsync_latency(plan.fsync_us.0, plan.fsync_us.1);
     let mut cluster = Cluster::start(&plan);
     let history = Arc::new(Mutex::new(Vec::new()));
@@ -658,7 +661,9 @@ impl Supervisor<'_> {
             Fault::DiskEio { node, probability } => {
                 self.cluster.set_disk_faults(node, DiskFaults { fsync_eio: probability })
             }
-            Fault::IsolateLeader | Fault::IsolateLeaderPair => resolved = self.find_leader(i).await,
+            Fault::IsolateLeader | Fault::IsolateLeaderPair | Fault::SlowToLeader { .. } => {
+                resolved = self.find_leader(i).await
+            }
             Fault::LeaderClockDrift { .. } => resolved = self.find_leader(i).await,
             Fault::PartitionSlowLeader => resolved = self.slowed_leader(),
             Fault::PauseLeader => {
@@ -1014,8 +1019,18 @@ impl Supervisor<'_> {
         let (mut loss, mut latency, mut duplicate) = (0.0f64, 0u64, 0.0f64);
         let mut cuts: Vec<(usize, usize)> = Vec::new();
         let mut client_cuts: Vec<usize> = Vec::new();
+        let mut link_delays = BTreeMap::new();
         for (i, resolved) in &self.active {
             match &self.plan.steps[*i].fault {
+                Fault::SlowToLeader { ms } => {
+                    if let Some(leader) = *resolved {
+                        let id =
+                            |n: usize| self.ids.get(&n).copied().unwrap_or(NodeId(n as u64 + 1));
+                        for other in (0..self.cluster.servers.len()).filter(|o| *o != leader) {
+                            link_delays.insert((id(other), id(leader)), Duration::from_millis(*ms));
+                        }
+                    }
+                }
                 Fault::Partition { a, b, .. } => {
                     for x in a {
                         for y in b {
@@ -1078,6 +1093,7 @@ impl Supervisor<'_> {
         self.cluster.set_loss(loss);
         self.cluster.set_latency_ms(if latency == 0 { 10 } else { latency });
         sim_hooks::set_duplicate(duplicate);
+        sim_hooks::set_link_delays(link_delays);
     }
 
     /// The servers that must converge: members not wiped (a wiped node stays out),

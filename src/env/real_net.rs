@@ -310,6 +310,12 @@ impl PeerTask {
                     None => return LinkEnd::Closed,
                 },
             };
+            // The simulation's one-way latency: the batch (and what queues meanwhile)
+            // waits, in order.
+            #[cfg(madsim)]
+            if let Some(delay) = super::sim_hooks::link_delay(self.me, self.peer) {
+                tokio::time::sleep(delay).await;
+            }
             // Coalesce: everything queued so far goes into one frame.
             let mut envelopes = first;
             while let Ok(more) = self.receiver.try_recv() {

@@ -92,6 +92,11 @@ struct Hooks {
     /// Set by the harness's watchdog when the seed ran past its wall-clock limit
     /// (`set_runaway_flag`): the next hook call panics, ending the run.
     runaway: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The replicas' `max_size_per_msg`, if the simulation sets it (`max_append_bytes`).
+    max_append_bytes: Option<u64>,
+    /// One-way delays of peer links (from, to): the link's batches wait this long
+    /// before they are written (`link_delay`).
+    link_delays: BTreeMap<(NodeId, NodeId), std::time::Duration>,
 }
 
 thread_local! {
@@ -113,8 +118,32 @@ pub fn install(observer: Option<Box<dyn Observer>>, seed: u64) {
             markers: BTreeMap::new(),
             stalled_fsyncs: std::collections::BTreeSet::new(),
             runaway: None,
+            max_append_bytes: None,
+            link_delays: BTreeMap::new(),
         };
     });
+}
+
+/// Sets the replicas' `max_size_per_msg` for the nodes started from now on this thread:
+/// small, Appends carry one or a few entries (cut short, pipelined).
+pub fn set_max_append_bytes(bytes: Option<u64>) {
+    HOOKS.with(|hooks| hooks.borrow_mut().max_append_bytes = bytes);
+}
+
+/// The replicas' `max_size_per_msg` the simulation asked for, if any.
+pub fn max_append_bytes() -> Option<u64> {
+    HOOKS.with(|hooks| hooks.borrow().max_append_bytes)
+}
+
+/// Sets the one-way delays of peer links (from, to), replacing the earlier ones.
+pub fn set_link_delays(delays: BTreeMap<(NodeId, NodeId), std::time::Duration>) {
+    HOOKS.with(|hooks| hooks.borrow_mut().link_delays = delays);
+}
+
+/// How long the link from `from` to `to` holds a batch before writing it, if slowed:
+/// one-way latency (a slow follower-to-leader direction), in order, as a slow link is.
+pub fn link_delay(from: NodeId, to: NodeId) -> Option<std::time::Duration> {
+    HOOKS.with(|hooks| hooks.borrow().link_delays.get(&(from, to)).copied())
 }
 
 /// The flag a watchdog sets when this thread's seed runs too long in wall-clock time

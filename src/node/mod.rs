@@ -556,6 +556,10 @@ fn raft_config(meta: &ClusterMeta, range: RangeId, incarnation: u64) -> raft::Co
     config.lease_read = true;
     config.incarnation = incarnation;
     config.quiesce = true; // The event loop's node liveness wakes quiesced ranges.
+    #[cfg(madsim)]
+    if let Some(bytes) = crate::env::sim_hooks::max_append_bytes() {
+        config.max_size_per_msg = bytes;
+    }
     config
 }
 

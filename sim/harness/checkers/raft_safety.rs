@@ -214,6 +214,12 @@ impl Observer for SafetyObserver {
             // The snapshot holds a configuration the checker did not see applied.
             s.configurations.remove(&(node, range));
             s.range_event(t, range, format!("{t:>6} ms {node} {range} restore snapshot at {index} (term {term})"));
+            if let Some(last) = s.applied.get(&(node, range)).copied().filter(|last| index < *last) {
+                s.violate(format!(
+                    "{node} {range} restored a snapshot at {index} after applying {last}: its \
+                     state went back (an older snapshot than what it had applied)"
+                ));
+            }
             if let Some((t0, _)) = s.committed.get(&(range, index)) {
                 if *t0 != term {
                     s.violate(format!(
@@ -252,15 +258,25 @@ impl Observer for SafetyObserver {
             let before = s.votes.get(&(node, range)).copied();
             match (before, vote) {
                 (Some((t0, v0)), Some(v)) if t0 == term && v0 != v => {
-                    s.range_event(t, range, format!("{t:>6} ms {node} {range} votes {v} in term {term}"));
+                    s.range_event(
+                        t,
+                        range,
+                        format!("{t:>6} ms {node} {range} votes {v} in term {term}"),
+                    );
                     s.violate(format!(
-                        "{node} {range} voted for {v0} and then for {v} in term {term}: two                          votes in one term"
+                        "{node} {range} voted for {v0} and then for {v} in term {term}: \
+                         two votes in one term"
                     ));
                 }
                 (Some((t0, v0)), None) if t0 == term => {
-                    s.range_event(t, range, format!("{t:>6} ms {node} {range} forgets its vote in term {term}"));
+                    s.range_event(
+                        t,
+                        range,
+                        format!("{t:>6} ms {node} {range} forgets its vote in term {term}"),
+                    );
                     s.violate(format!(
-                        "{node} {range} voted for {v0} in term {term}, then made a hard state of                          the same term with no vote durable: a vote forgotten within its term"
+                        "{node} {range} voted for {v0} in term {term}, then made durable a \
+                         hard state of that term with no vote: a vote forgotten within its term"
                     ));
                 }
                 (_, Some(v)) if before.is_none_or(|(t0, _)| t0 < term) => {
