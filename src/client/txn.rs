@@ -35,6 +35,10 @@ use super::{check_key, check_value, unexpected, Client, ClientError, Kind};
 /// How long a pending transaction's lock may stand in someone's way (from when they
 /// first met it) before they abort that transaction.
 pub const LOCK_TTL: Duration = Duration::from_millis(1500);
+/// How long a transaction's read waits for another transaction's pending intent on
+/// the key to be decided before it reads the version before it (and will likely
+/// conflict at commit).
+const INTENT_WAIT: Duration = Duration::from_millis(20);
 /// How often the janitor looks for locks and unresolved records.
 pub const JANITOR_EVERY: Duration = Duration::from_millis(500);
 /// First pause before retrying a transaction after a conflict.
@@ -333,7 +337,15 @@ impl Client {
             };
             let Some(lock) = lock else { return Ok(kv) };
             if self.settle(&lock, memory, deadline).await? == Settled::Uncommitted {
-                return Ok(kv);
+                // Another transaction is about to write the key. Reading the version
+                // before it would only make this one conflict at commit (the key is
+                // locked or changed by then): wait a little for it to finish first.
+                let waited = memory.age(lock.txn);
+                if waited >= INTENT_WAIT || !lock.write {
+                    return Ok(kv);
+                }
+                let pause = Duration::from_micros(500) + madsim_jitter(Duration::from_millis(1));
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -710,8 +722,12 @@ impl Client {
                 Ok(TxnResult::Prepared) => {}
                 Ok(refused) => {
                     if let TxnResult::Locked(lock) = &refused {
-                        // Settling can only help a later attempt; this one aborts.
-                        let _ = self.settle(lock, memory, deadline).await;
+                        // Settling can only help a later attempt (this one aborts),
+                        // and only once the lock is old: a young one is most likely
+                        // a live transaction about to finish.
+                        if memory.age(lock.txn) >= LOCK_TTL {
+                            let _ = self.settle(lock, memory, deadline).await;
+                        }
                     }
                     failure.get_or_insert(refusal(&refused));
                 }
@@ -723,7 +739,13 @@ impl Client {
         let others: Vec<(Vec<u8>, TxnPart)> = parts.into_iter().skip(1).collect();
         let keys: Vec<Vec<u8>> = others.into_iter().map(|(key, _)| key).collect();
         if let Some(error) = failure {
-            let _ = self.abort(txn, &anchor, &keys, deadline).await;
+            // Aborted in the background: the caller's retry need not wait for it (its
+            // locks go a round trip later; the retry's own reads wait for them).
+            let client = self.clone();
+            let abort = tokio::spawn(async move {
+                let _ = client.abort(txn, &anchor, &keys, deadline).await;
+            });
+            self.keep_background(abort);
             return Err(error);
         }
         #[cfg(madsim)]
