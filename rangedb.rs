@@ -471,7 +471,9 @@ async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8
                 }
             };
             let count = writes.len();
-            let committed = client_result(client.batch(writes).await)?;
+            let committed = client.batch(writes).await;
+            client.flush_background().await;
+            let committed = client_result(committed)?;
             println!(
                 "OK ({count} keys in {} ranges, revision {})",
                 committed.ranges, committed.revision
@@ -633,6 +635,8 @@ async fn txn_command(client: &Client, args: &TxnArgs) -> anyhow::Result<u8> {
         }
         TxnCommand::Commit => {
             let result = txn.commit().await;
+            // Its background work (the abort of a conflicting one) before any exit.
+            client.flush_background().await;
             // Committed, conflicted, failed or unknown: the transaction is over (a
             // second commit of an unknown one could apply its blind writes twice).
             let _ = std::fs::remove_file(txn_file(id));
@@ -685,7 +689,9 @@ async fn etcd_txn(client: &Client, args: &TxnArgs) -> anyhow::Result<u8> {
         Ok(txn) => txn,
         Err(error) => usage_error(&error),
     };
-    let outcome = client_result(client.compare_txn(&txn).await)?;
+    let outcome = client.compare_txn(&txn).await;
+    client.flush_background().await;
+    let outcome = client_result(outcome)?;
     if args.json {
         println!("{}", serde_json::to_string(&outcome).context("cannot encode the outcome")?);
     } else {
