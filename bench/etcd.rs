@@ -76,8 +76,9 @@ impl Connection {
         value: &[u8],
     ) -> Result<(), OpError> {
         loop {
-            let ra = self.kv.get(a, None).await.map_err(op_error)?;
-            let rb = self.kv.get(b, None).await.map_err(op_error)?;
+            let mut other = self.kv.clone();
+            let (ra, rb) = tokio::join!(self.kv.get(a, None), other.get(b, None));
+            let (ra, rb) = (ra.map_err(op_error)?, rb.map_err(op_error)?);
             let revision = |response: &etcd_client::GetResponse| {
                 response.kvs().first().map_or(0, |kv| kv.mod_revision())
             };

@@ -242,15 +242,16 @@ impl Target {
         }
     }
 
-    /// A transfer: reads `a` and `b` and writes both (`value`) in one transaction,
+    /// A transfer: reads `a` and `b` (at once) and writes both (`value`) in one transaction,
     /// again from the start after a conflict (rangedb: `Client::txn`; etcd: a
     /// compare-and-swap on both keys' mod revisions, as etcd's STM does).
     async fn transfer(&mut self, a: &[u8], b: &[u8], value: &[u8]) -> Result<(), OpError> {
         match self {
             Target::Rangedb(client) => {
                 let body = |t: rangedb::client::Txn| async move {
-                    t.get(a).await?;
-                    t.get(b).await?;
+                    let (read_a, read_b) = tokio::join!(t.get(a), t.get(b));
+                    read_a?;
+                    read_b?;
                     t.put(a, value)?;
                     t.put(b, value)
                 };

@@ -34,6 +34,9 @@ pub const DECLARED: &[&str] = &[
     "write refused by a transaction's lock",
     // A stalled peer connection closed by the listener (src/node/server.rs).
     "silent peer connection closed",
+    // Snapshots written off the event loop (src/node/snapshotter.rs).
+    "range applied on while its snapshot was written",
+    "local snapshot finished after a newer install",
 ];
 
 /// Markers the default sweep is known not to reach, with why: printed as such and

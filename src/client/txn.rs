@@ -57,6 +57,17 @@ pub struct LockMemory {
 }
 
 impl LockMemory {
+    /// Takes back what a read learned while it held the memory, keeping what a
+    /// concurrent read (which started empty) put back meanwhile: the earliest
+    /// sighting of each lock, every missing record not yet used.
+    fn absorb(&mut self, other: LockMemory) {
+        for (txn, seen) in other.first_seen {
+            let mine = self.first_seen.entry(txn).or_insert(seen);
+            *mine = (*mine).min(seen);
+        }
+        self.no_record.extend(other.no_record);
+    }
+
     fn age(&mut self, txn: TxnId) -> Duration {
         let now = Instant::now();
         now.duration_since(*self.first_seen.entry(txn).or_insert(now))
@@ -134,9 +145,11 @@ impl Txn {
             return Ok(kv);
         }
         let kv = {
+            // Taken out, so concurrent reads of one transaction may run at once (the
+            // second starts with an empty memory: it only settles more cautiously).
             let mut memory = std::mem::take(&mut *self.locks.lock().expect("never poisoned"));
             let result = self.client.read_settled(key, &mut memory).await;
-            *self.locks.lock().expect("never poisoned") = memory;
+            self.locks.lock().expect("never poisoned").absorb(memory);
             result?
         };
         let revision = kv.as_ref().map_or(0, |kv| kv.revision);
@@ -157,7 +170,7 @@ impl Txn {
     ) -> Result<Vec<KeyValue>, ClientError> {
         let mut memory = std::mem::take(&mut *self.locks.lock().expect("never poisoned"));
         let result = self.client.scan_settled(start, end, 0, &mut memory).await;
-        *self.locks.lock().expect("never poisoned") = memory;
+        self.locks.lock().expect("never poisoned").absorb(memory);
         let (kvs, spans) = result?;
         let mut state = self.state();
         state.spans.extend(spans);
@@ -887,9 +900,15 @@ fn madsim_jitter(max: Duration) -> Duration {
     #[cfg(madsim)]
     let draw = madsim::rand::random::<u64>();
     #[cfg(not(madsim))]
-    let draw = crate::hash::splitmix64(
-        Instant::now().elapsed().as_nanos() as u64 ^ std::process::id() as u64,
-    );
+    let draw = {
+        // A different draw for every call: a counter through a mixer, apart per
+        // process. (Retrying clients of one process must not back off in step, as
+        // they did when this drew from the time elapsed since `now`: always ~0.)
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        crate::hash::splitmix64(u64::from(std::process::id()).rotate_left(32) ^ count)
+    };
     let max = max.as_micros().max(1) as u64;
     Duration::from_micros(draw % max)
 }

@@ -18,6 +18,7 @@ use crate::env::Network;
 use crate::node::liveness::Liveness;
 use crate::node::members::{self, NodeChange, SharedMembers};
 use crate::node::replica::{Replica, ReplyTo};
+use crate::node::snapshotter::Snapshotter;
 use crate::node::ticker::Ticker;
 use crate::node::NodeError;
 use crate::raft::{
@@ -120,7 +121,8 @@ pub struct Node {
     pub replicas: BTreeMap<RangeId, Replica>,
     pub table: RangeTable,
     pub wal: Wal,
-    pub snapshots: SnapshotStore,
+    /// Writes snapshots in the background (snapshotter.rs).
+    pub snapshots: Snapshotter,
     pub network: Arc<dyn Network>,
     pub tuning: Tuning,
     next_read_context: u64,
@@ -175,7 +177,7 @@ impl Node {
             replicas,
             table,
             wal,
-            snapshots,
+            snapshots: Snapshotter::new(id, snapshots),
             network,
             tuning,
             next_read_context: 1,
@@ -776,7 +778,7 @@ impl Node {
             outbox(&mut send_now, *range, std::mem::take(&mut ready.messages));
             if let Some(snapshot) = &ready.snapshot {
                 // The file first: once the marker is durable, recovery needs it.
-                self.snapshots.save(*range, snapshot)?;
+                self.snapshots.save_now(*range, snapshot)?;
                 replica.snapshot_index = snapshot.meta.index;
                 let (index, term) = (snapshot.meta.index, snapshot.meta.term);
                 self.wal.append(&WalRecord::SnapshotInstalled { range: *range, index, term })?;
@@ -841,6 +843,7 @@ impl Node {
         for (range, ready) in readies {
             self.finish_ready(range, ready)?;
         }
+        self.collect_snapshots()?;
         self.ping_idle_links();
         Ok(())
     }
@@ -991,12 +994,12 @@ impl Node {
         self.maybe_snapshot(range)
     }
 
-    /// Snapshots a range whose log grew past `snapshot_entries`, then releases WAL
-    /// segments no range needs any more.
+    /// Starts a snapshot of a range whose log grew past `snapshot_entries`: a copy
+    /// of its state machine, written in the background (snapshotter.rs).
     fn maybe_snapshot(&mut self, range: RangeId) -> Result<(), StorageError> {
         let replica = self.replicas.get_mut(&range).expect("range exists");
         let applied = replica.kv.applied();
-        if !self.tuning.snapshot_due(replica) {
+        if self.snapshots.writing(range) || !self.tuning.snapshot_due(replica) {
             return Ok(());
         }
         let store = replica.raft.store();
@@ -1008,13 +1011,40 @@ impl Node {
             return Ok(()); // A joint configuration: snapshot once it is left.
         };
         let meta = SnapshotMeta { index: applied, term, conf_state };
-        let snapshot = Snapshot { meta, data: replica.kv.snapshot() };
-        self.snapshots.save(range, &snapshot)?;
-        replica.snapshot_index = applied;
-        replica.snapshot_bytes = snapshot.data.len() as u64;
+        // What is applied from now on counts towards the next one.
         replica.log_bytes = 0;
-        if let Err(error) = replica.raft.compact(snapshot) {
-            eprintln!("{} {range}: compact at {applied}: {error}", self.id);
+        self.snapshots.start(range, meta, replica.kv.clone());
+        Ok(())
+    }
+
+    /// Compacts the logs of the ranges whose snapshots are now durable, then releases
+    /// the WAL segments no range needs any more.
+    ///
+    /// # Errors
+    /// A snapshot that could not be written: a storage failure, the node stops.
+    pub fn collect_snapshots(&mut self) -> Result<(), StorageError> {
+        let finished = self.snapshots.finished();
+        if finished.is_empty() {
+            return Ok(());
+        }
+        for (range, written) in finished {
+            let snapshot = written?;
+            let Some(replica) = self.replicas.get_mut(&range) else { continue };
+            let index = snapshot.meta.index;
+            if index <= replica.snapshot_index {
+                #[cfg(madsim)]
+                crate::env::sim_hooks::sometimes("local snapshot finished after a newer install");
+                continue; // A newer one was installed meanwhile.
+            }
+            #[cfg(madsim)]
+            if replica.kv.applied() > index {
+                crate::env::sim_hooks::sometimes("range applied on while its snapshot was written");
+            }
+            replica.snapshot_index = index;
+            replica.snapshot_bytes = snapshot.data.len() as u64;
+            if let Err(error) = replica.raft.compact(snapshot) {
+                eprintln!("{} {range}: compact at {index}: {error}", self.id);
+            }
         }
         let covered: BTreeMap<RangeId, u64> =
             self.replicas.iter().map(|(id, r)| (*id, r.snapshot_index)).collect();

@@ -7,6 +7,7 @@ pub mod liveness;
 pub mod members;
 pub mod replica;
 pub mod server;
+pub mod snapshotter;
 pub mod ticker;
 
 use std::collections::BTreeMap;

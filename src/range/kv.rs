@@ -516,9 +516,11 @@ impl KvStore {
             }
             TxnOp::Decide { txn, anchor, commit } => {
                 let Some(record) = tables.records.get_mut(&txn) else {
-                    // Never prepared here, or resolved and evicted long ago.
-                    if tables.finished.get(&txn) == Some(&true) {
-                        return TxnResult::Committed { revision: 0 };
+                    // Never prepared here, or decided and let go (its outcome kept).
+                    match tables.finished.get(&txn) {
+                        Some(true) => return TxnResult::Committed { revision: 0 },
+                        Some(false) => return TxnResult::Aborted,
+                        None => {}
                     }
                     self.abort_record(txn, anchor, index);
                     return TxnResult::Aborted;
@@ -551,12 +553,14 @@ impl KvStore {
             }
             TxnOp::Push { txn, anchor } => {
                 match tables.records.get_mut(&txn) {
-                    None => match tables.finished.get(&txn) {
-                        Some(true) => {
-                            let status = Some(TxnStatus::Committed);
-                            return TxnResult::Status { status, participants: Vec::new() };
+                    None => match tables.finished_status(txn) {
+                        Some(status) => {
+                            return TxnResult::Status {
+                                status: Some(status),
+                                participants: Vec::new(),
+                            };
                         }
-                        _ => self.abort_record(txn, anchor, index),
+                        None => self.abort_record(txn, anchor, index),
                     },
                     Some(record) if record.status == TxnStatus::Pending => {
                         record.status = TxnStatus::Aborted;
@@ -613,7 +617,11 @@ impl KvStore {
                 status: Some(record.status),
                 participants: record.participants.clone(),
             },
-            None => TxnResult::Status { status: None, participants: Vec::new() },
+            // Let go at `Forget` (every participant resolved): the outcome remains.
+            None => TxnResult::Status {
+                status: self.txns.finished_status(txn),
+                participants: Vec::new(),
+            },
         }
     }
 
@@ -626,7 +634,7 @@ impl KvStore {
     pub fn txns_settled(&self) -> bool {
         self.txns.held.is_empty()
             && self.txns.locks.is_empty()
-            && self.txns.records.values().all(|r| r.resolved || r.status != TxnStatus::Pending)
+            && self.txns.records.values().all(|r| r.status != TxnStatus::Pending)
     }
 
     /// Another transaction's write intent on `key`, which a read must look into.
@@ -937,7 +945,11 @@ impl KvStore {
                 .collect(),
             applied: image.applied,
             sessions: image.sessions,
-            txns: image.txns,
+            txns: {
+                let mut txns = image.txns;
+                txns.drop_resolved_records();
+                txns
+            },
             live_keys,
             ..KvStore::default()
         })

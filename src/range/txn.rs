@@ -12,7 +12,8 @@
 //!  Resolve{txn, commit}          a participant's intents become versions (or vanish)
 //!  Push{txn}                     whoever meets an old lock: Pending -> Aborted, or an
 //!                                Aborted record where none exists (an abort record)
-//!  Forget{txn}                   every participant resolved: the record may be evicted
+//!  Forget{txn}                   every participant resolved: the record goes (its
+//!                                outcome stays among the range's finished ones)
 //!  Commit1pc{reads, writes}      every key in one range: all of it in one entry
 //! ```
 //!
@@ -115,7 +116,8 @@ pub struct TxnRecord {
     /// One key per participant range (the anchor's included); empty for an abort
     /// record written by a `Push` that found no record.
     pub participants: Vec<Vec<u8>>,
-    /// Every participant resolved (`Forget`): the record may be evicted.
+    /// Always false: images of the first transactional version marked records
+    /// resolved at `Forget` and kept them (now `Forget` removes the record).
     pub resolved: bool,
     /// The index of the entry that decided it (0 while pending).
     pub revision: u64,
@@ -196,9 +198,10 @@ pub struct Held {
     pub spans: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
-/// Transactions a range remembers as finished (refusing their late prepares) and
-/// resolved records it keeps for late readers, at most this many each (the oldest
-/// forgotten first, in apply order, so every replica forgets the same).
+/// Transactions a range remembers as finished (refusing their late prepares and
+/// answering late readers' status questions once the record is gone), at most this
+/// many (the oldest forgotten first, in apply order, so every replica forgets the
+/// same).
 pub const FINISHED_MAX: usize = 100_000;
 
 /// A range's transaction state.
@@ -207,7 +210,8 @@ pub struct TxnTable {
     pub locks: BTreeMap<Vec<u8>, KeyLock>,
     pub held: BTreeMap<TxnId, Held>,
     pub records: BTreeMap<TxnId, TxnRecord>,
-    /// Resolved records, oldest first (evicted beyond `FINISHED_MAX`).
+    /// Always empty: images of the first transactional version kept resolved records
+    /// (evicted oldest first by this queue); a record now goes at `Forget`.
     pub resolved_order: VecDeque<TxnId>,
     /// Transactions resolved or aborted here, with their outcome (true: committed).
     pub finished: BTreeMap<TxnId, bool>,
@@ -332,19 +336,32 @@ impl TxnTable {
         }
     }
 
-    /// Marks a record resolved (it may now be evicted, oldest first).
+    /// Lets a decided record go: every participant resolved. Its outcome stays in
+    /// `finished` (its decision resolved this range's own locks), where a late
+    /// reader's status question and a late prepare find it.
     pub fn forget(&mut self, txn: TxnId) {
-        let Some(record) = self.records.get_mut(&txn) else { return };
-        if record.resolved || record.status == TxnStatus::Pending {
-            return;
+        let decided = self.records.get(&txn).is_some_and(|r| r.status != TxnStatus::Pending);
+        if decided && self.finished.contains_key(&txn) {
+            self.records.remove(&txn);
         }
-        record.resolved = true;
-        self.resolved_order.push_back(txn);
-        while self.resolved_order.len() > FINISHED_MAX {
-            if let Some(old) = self.resolved_order.pop_front() {
-                self.records.remove(&old);
+    }
+
+    /// The outcome of a transaction whose record is gone: what `finished` remembers.
+    pub fn finished_status(&self, txn: TxnId) -> Option<TxnStatus> {
+        self.finished.get(&txn).map(|&committed| {
+            if committed {
+                TxnStatus::Committed
+            } else {
+                TxnStatus::Aborted
             }
-        }
+        })
+    }
+
+    /// Drops what images written before records were let go at `Forget` still carry
+    /// (resolved records and their eviction queue).
+    pub fn drop_resolved_records(&mut self) {
+        self.records.retain(|_, record| !record.resolved);
+        self.resolved_order.clear();
     }
 
     /// Records not yet resolved, and the transactions holding locks here: what the
@@ -356,7 +373,7 @@ impl TxnTable {
             anchor: held.anchor.clone(),
             write: true,
         });
-        let records = self.records.iter().filter(|(_, r)| !r.resolved).map(|(txn, r)| LockInfo {
+        let records = self.records.iter().map(|(txn, r)| LockInfo {
             key: Vec::new(),
             txn: *txn,
             anchor: r.anchor.clone(),
