@@ -46,6 +46,35 @@ pub mod shared {
     }
 }
 
+/// `Option<bytes::Bytes>` as an option of bytes: the same encoding as `option`.
+pub mod option_shared {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(
+        bytes: &Option<bytes::Bytes>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(bytes) => serializer.serialize_some(&AsBytes(bytes)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<bytes::Bytes>, D::Error> {
+        super::option::deserialize(deserializer).map(|bytes| bytes.map(bytes::Bytes::from))
+    }
+
+    struct AsBytes<'a>(&'a [u8]);
+
+    impl serde::Serialize for AsBytes<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(self.0)
+        }
+    }
+}
+
 /// `Option<Vec<u8>>` as an option of bytes.
 pub mod option {
     use super::*;

@@ -187,9 +187,11 @@ pub struct SnapshotDecodeError(pub String);
 pub struct Version {
     /// The Raft index of the entry that wrote this version.
     pub revision: u64,
-    /// None is a tombstone (the key was deleted at `revision`).
-    #[serde(with = "crate::byte_serde::option")]
-    pub value: Option<Vec<u8>>,
+    /// None is a tombstone (the key was deleted at `revision`). Shared, so that the
+    /// copy of the state a snapshot is written from (src/node/snapshotter.rs) does
+    /// not copy the values; encoded as a plain byte string.
+    #[serde(with = "crate::byte_serde::option_shared")]
+    pub value: Option<bytes::Bytes>,
 }
 
 /// The recent requests applied for one client.
@@ -391,7 +393,7 @@ impl KvStore {
     pub fn bootstrap(index: u64, items: Vec<(Vec<u8>, Vec<u8>)>) -> KvStore {
         let mut store = KvStore { applied: index, ..KvStore::default() };
         for (key, value) in items {
-            let version = Version { revision: index, value: Some(value) };
+            let version = Version { revision: index, value: Some(value.into()) };
             let previous = store.map.insert(Key::from_slice(&key), vec![version]);
             assert!(previous.is_none(), "bootstrap key {key:?} given twice");
             store.live_keys += 1;
@@ -797,7 +799,7 @@ impl KvStore {
                 last.revision
             );
         }
-        versions.push(Version { revision, value });
+        versions.push(Version { revision, value: value.map(bytes::Bytes::from) });
         let compacted = self.applied.saturating_sub(self.history);
         prune(versions, compacted);
         if is_old_tombstone(versions, compacted) {
@@ -840,7 +842,7 @@ impl KvStore {
         let count = versions.partition_point(|version| version.revision <= revision);
         let version = versions[..count].last()?;
         let value = version.value.as_ref()?;
-        Some(KeyValue { key: key.to_vec(), value: value.clone(), revision: version.revision })
+        Some(KeyValue { key: key.to_vec(), value: value.to_vec(), revision: version.revision })
     }
 
     /// The value of `key` as of `revision` (None = latest).
@@ -1165,7 +1167,7 @@ mod tests {
             1u64,
             BTreeMap::from([(
                 b"a".to_vec(),
-                vec![Version { revision: 1, value: Some(b"1".to_vec()) }],
+                vec![Version { revision: 1, value: Some(bytes::Bytes::from_static(b"1")) }],
             )]),
             BTreeMap::<u64, ClientSession>::new(),
         );
