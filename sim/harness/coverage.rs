@@ -37,6 +37,8 @@ pub const DECLARED: &[&str] = &[
     // Snapshots written off the event loop (src/node/snapshotter.rs).
     "range applied on while its snapshot was written",
     "local snapshot finished after a newer install",
+    "WAL segments released behind snapshots",
+    "quiet range snapshotted to release the WAL",
 ];
 
 /// Markers the default sweep is known not to reach, with why: printed as such and

@@ -91,6 +91,10 @@ pub enum LeaderPlacement {
     Elected,
 }
 
+/// WAL segments kept before the ranges holding the oldest one are snapshotted
+/// whatever their size (`Node::snapshot_pinning_ranges`): 256 MB of 64 MB segments.
+const WAL_SEGMENTS_KEPT: usize = 4;
+
 /// Ticks between two looks at where leaders are (`Node::place_leaders`).
 const PLACEMENT_TICKS: u64 = 4;
 /// A range hands its leadership over only to a follower this close to its log's end,
@@ -844,6 +848,7 @@ impl Node {
             self.finish_ready(range, ready)?;
         }
         self.collect_snapshots()?;
+        self.snapshot_pinning_ranges();
         self.ping_idle_links();
         Ok(())
     }
@@ -994,27 +999,53 @@ impl Node {
         self.maybe_snapshot(range)
     }
 
-    /// Starts a snapshot of a range whose log grew past `snapshot_entries`: a copy
-    /// of its state machine, written in the background (snapshotter.rs).
+    /// Starts a snapshot of a range whose log grew past `snapshot_entries`.
     fn maybe_snapshot(&mut self, range: RangeId) -> Result<(), StorageError> {
         let replica = self.replicas.get_mut(&range).expect("range exists");
+        if self.tuning.snapshot_due(replica) {
+            self.start_snapshot(range);
+        }
+        Ok(())
+    }
+
+    /// Snapshots the ranges that keep the WAL's oldest segment (and so every later
+    /// one) from being released once the WAL holds more than `WAL_SEGMENTS_KEPT`
+    /// segments: ranges that went quiet with fewer than `snapshot_entries` entries
+    /// since their last snapshot, which no size rule would ever snapshot.
+    fn snapshot_pinning_ranges(&mut self) {
+        if self.wal.segment_count() <= WAL_SEGMENTS_KEPT {
+            return;
+        }
+        let covered: BTreeMap<RangeId, u64> =
+            self.replicas.iter().map(|(id, r)| (*id, r.snapshot_index)).collect();
+        for (range, max) in self.wal.pinning(&covered, WAL_SEGMENTS_KEPT) {
+            // Entries not applied yet cannot be covered yet: later.
+            if self.replicas.get(&range).is_some_and(|r| r.kv.applied() >= max) {
+                #[cfg(madsim)]
+                crate::env::sim_hooks::sometimes("quiet range snapshotted to release the WAL");
+                self.start_snapshot(range);
+            }
+        }
+    }
+
+    /// Starts a snapshot of `range` at its applied index, unless one is being
+    /// written: a copy of its state machine, written in the background
+    /// (snapshotter.rs).
+    fn start_snapshot(&mut self, range: RangeId) {
+        let Some(replica) = self.replicas.get_mut(&range) else { return };
         let applied = replica.kv.applied();
-        if self.snapshots.writing(range) || !self.tuning.snapshot_due(replica) {
-            return Ok(());
+        if self.snapshots.writing(range) || applied <= replica.snapshot_index {
+            return;
         }
         let store = replica.raft.store();
-        let term = match store.term(applied) {
-            Ok(term) => term,
-            Err(_) => return Ok(()),
-        };
+        let Ok(term) = store.term(applied) else { return };
         let Some(conf_state) = replica.raft.conf_state_at(applied) else {
-            return Ok(()); // A joint configuration: snapshot once it is left.
+            return; // A joint configuration: snapshot once it is left.
         };
         let meta = SnapshotMeta { index: applied, term, conf_state };
         // What is applied from now on counts towards the next one.
         replica.log_bytes = 0;
         self.snapshots.start(range, meta, replica.kv.clone());
-        Ok(())
     }
 
     /// Compacts the logs of the ranges whose snapshots are now durable, then releases

@@ -372,6 +372,29 @@ fn release_deletes_covered_segments() {
 }
 
 #[test]
+fn a_quiet_range_is_named_as_pinning_the_oldest_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), 512);
+    for index in 1..=40 {
+        append_entries(&mut wal, 1, 1, index, index);
+        if index <= 5 {
+            append_entries(&mut wal, 2, 1, index, index);
+        }
+        wal.sync().unwrap();
+    }
+    let segments = wal.segment_count();
+    assert!(segments >= 3, "{segments} segments");
+    // Range 1 snapshotted past the oldest segment; range 2 (quiet since index 5) never.
+    let snapshots = BTreeMap::from([(RangeId(1), 30)]);
+    assert_eq!(wal.pinning(&snapshots, segments), vec![]);
+    assert_eq!(wal.pinning(&snapshots, 1), vec![(RangeId(2), 5)]);
+    let snapshots = BTreeMap::from([(RangeId(1), 30), (RangeId(2), 5)]);
+    assert_eq!(wal.pinning(&snapshots, 1), vec![]);
+    wal.release(&snapshots).unwrap();
+    assert!(wal.segment_count() < segments);
+}
+
+#[test]
 fn torn_tail_scan_of_a_full_size_garbage_segment_recovers_the_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let segment_bytes = WalOptions::default().segment_bytes;
