@@ -23,6 +23,7 @@ use rangedb::cli_parse;
 use rangedb::client::{
     check_key, escape, Client, ClientConfig, ClientError, ClusterStatus, CAUGHT_UP_LAG,
 };
+use rangedb::logging::{self, LevelFilter, LogFormat};
 use rangedb::node::{LeaderPlacement, ServerConfig};
 use rangedb::raft::NodeId;
 
@@ -226,6 +227,14 @@ struct ServerArgs {
     /// "elected" leaves it wherever elections put it.
     #[arg(long, default_value = "colocate", value_parser = parse_placement)]
     leader_placement: LeaderPlacement,
+    /// Least severe log events written to stderr: error, warn, info, debug, trace or
+    /// off.
+    #[arg(long, default_value = "info", value_parser = parse_log_level)]
+    log_level: LevelFilter,
+    /// How log lines are written: "text" (timestamp, level, message, fields) or "json"
+    /// (one object per line).
+    #[arg(long, default_value = "text", value_parser = parse_log_format)]
+    log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
@@ -271,6 +280,16 @@ fn parse_placement(text: &str) -> Result<LeaderPlacement, String> {
     }
 }
 
+/// clap's value parser for `--log-level`.
+fn parse_log_level(text: &str) -> Result<LevelFilter, String> {
+    logging::parse_level(text).map_err(|error| error.to_string())
+}
+
+/// clap's value parser for `--log-format`.
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    logging::parse_format(text).map_err(|error| error.to_string())
+}
+
 /// clap's value parser for `--timeout`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     cli_parse::parse_duration(text).map_err(|error| error.to_string())
@@ -278,6 +297,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn run_server(args: &ServerArgs) -> anyhow::Result<u8> {
     let config = server_config(args).context("invalid server configuration")?;
+    logging::install(args.log_level, args.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -357,7 +377,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
             (Ok(interrupt), Ok(terminate)) => Some((interrupt, terminate)),
             (Err(error), _) | (_, Err(error)) => {
-                eprintln!("warning: cannot watch SIGINT/SIGTERM ({error})");
+                tracing::warn!("cannot watch SIGINT/SIGTERM ({error})");
                 None
             }
         }
@@ -377,7 +397,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
-        eprintln!("shutting down");
+        tracing::info!("shutting down");
     }
 }
 

@@ -9,6 +9,7 @@
 //! - `node`: the event loop that drives every replica, the server.
 //! - `client`: the client library the CLI uses.
 //! - `hash`: FNV-1a and splitmix64 (stable across runs).
+//! - `logging`: the server's structured logs (tracing) and their rate limiter.
 //! - `cli_parse`: the parsers of the CLI's flag text.
 //! - `cli_txn`: `rangedb txn` in etcdctl's transaction syntax (parse, run, print).
 //! - `fuzzing`: the bodies of the fuzz targets (also run by `cargo test`); only with
@@ -22,6 +23,7 @@ pub mod env;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod hash;
+pub mod logging;
 pub mod node;
 pub mod raft;
 pub mod range;

@@ -14,7 +14,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use tracing::{error, warn};
+
 use crate::env::Network;
+use crate::logging::{Admit, RateLimiter};
 use crate::node::liveness::Liveness;
 use crate::node::members::{self, NodeChange, SharedMembers};
 use crate::node::replica::{Replica, ReplyTo};
@@ -138,7 +141,13 @@ pub struct Node {
     /// Removals applied in a joint configuration of this range, to take effect when
     /// it is left.
     pending_removals: BTreeMap<NodeId, RangeId>,
+    /// Repeated events (a message dropped per peer batch) logged once per interval,
+    /// then counted (`log_limited`); time is ticks times the tick interval.
+    log_limiter: RateLimiter<&'static str>,
 }
+
+/// At most one line per kind of repeated event in this interval (then a count).
+const LOG_LIMIT_INTERVAL_MS: u64 = 10_000;
 
 /// Who this node is in its cluster (set by the boot sequence; tests leave it default).
 #[derive(Clone, Default)]
@@ -185,6 +194,7 @@ impl Node {
             identity: Identity::default(),
             stop: None,
             pending_removals: BTreeMap::new(),
+            log_limiter: RateLimiter::new(LOG_LIMIT_INTERVAL_MS),
         }
     }
 
@@ -202,7 +212,7 @@ impl Node {
             if let Some(reason) = self.network.removed() {
                 // Told by a member: our own log may never show it (the entries that
                 // removed us are no longer replicated to us). Recorded, then stop.
-                eprintln!("{}: {reason}", self.id);
+                warn!(node = self.id.0, "{}: {reason}", self.id);
                 let removed = NodeChange::Removed { node: self.id };
                 self.stop = Some(match self.apply_node_change(&removed) {
                     Ok(_) => NodeError::Removed(self.id),
@@ -226,6 +236,31 @@ impl Node {
         }
         if self.tuning.leader_placement == LeaderPlacement::Colocate && now % PLACEMENT_TICKS == 0 {
             self.place_leaders();
+        }
+        for (kind, count) in self.log_limiter.take_summaries(self.elapsed_ms()) {
+            let seconds = LOG_LIMIT_INTERVAL_MS / 1000;
+            warn!(
+                node = self.id.0,
+                kind,
+                suppressed = count,
+                "{}: {kind}: {count} more in the last {seconds} s (not logged one by one)",
+                self.id
+            );
+        }
+    }
+
+    /// Milliseconds of ticks since the start (the rate limiter's time).
+    fn elapsed_ms(&self) -> u64 {
+        let interval_ms = u64::try_from(self.ticker.interval().as_millis()).unwrap_or(u64::MAX);
+        self.ticks.saturating_mul(interval_ms.max(1))
+    }
+
+    /// Whether to log an occurrence of a repeated event of `kind` now, and how many
+    /// went unlogged before it (`RateLimiter`).
+    fn log_limited(&mut self, kind: &'static str) -> Option<u64> {
+        match self.log_limiter.admit(kind, self.elapsed_ms()) {
+            Admit::Log { suppressed } => Some(suppressed),
+            Admit::Suppress => None,
         }
     }
 
@@ -292,19 +327,44 @@ impl Node {
         }
         for Envelope { range, message } in batch.envelopes {
             if message.from != from || message.to != self.id {
-                eprintln!(
-                    "{}: dropping message for {} from {} on the link from {from}",
-                    self.id, message.to, message.from
-                );
+                if let Some(suppressed) = self.log_limited("misaddressed peer message") {
+                    warn!(
+                        node = self.id.0,
+                        peer = from.0,
+                        suppressed,
+                        "{}: dropping message for {} from {} on the link from {from}",
+                        self.id,
+                        message.to,
+                        message.from
+                    );
+                }
                 continue;
             }
             match self.replicas.get_mut(&range) {
                 Some(replica) => {
                     if let Err(error) = replica.raft.step(message) {
-                        eprintln!("{} {range}: step: {error}", self.id);
+                        if let Some(suppressed) = self.log_limited("peer message not stepped") {
+                            warn!(
+                                node = self.id.0,
+                                range = range.0,
+                                suppressed,
+                                "{} {range}: step: {error}",
+                                self.id
+                            );
+                        }
                     }
                 }
-                None => eprintln!("{}: message for unknown range {range} from {from}", self.id),
+                None => {
+                    if let Some(suppressed) = self.log_limited("message for an unknown range") {
+                        warn!(
+                            node = self.id.0,
+                            peer = from.0,
+                            suppressed,
+                            "{}: message for unknown range {range} from {from}",
+                            self.id
+                        );
+                    }
+                }
             }
         }
     }
@@ -687,7 +747,10 @@ impl Node {
                 match bincode::serde::decode_from_slice(&kv.value, bincode::config::standard()) {
                     Ok((descriptor, _)) => ranges.push(descriptor),
                     Err(error) => {
-                        eprintln!("{}: undecodable descriptor at {:?}: {error}", self.id, kv.key)
+                        error!(
+                            node = self.id.0,
+                            "{}: undecodable descriptor at {:?}: {error}", self.id, kv.key
+                        )
                     }
                 }
             }
@@ -1014,7 +1077,12 @@ impl Node {
         replica.snapshot_bytes = snapshot.data.len() as u64;
         replica.log_bytes = 0;
         if let Err(error) = replica.raft.compact(snapshot) {
-            eprintln!("{} {range}: compact at {applied}: {error}", self.id);
+            warn!(
+                node = self.id.0,
+                range = range.0,
+                "{} {range}: compact at {applied}: {error}",
+                self.id
+            );
         }
         let covered: BTreeMap<RangeId, u64> =
             self.replicas.iter().map(|(id, r)| (*id, r.snapshot_index)).collect();

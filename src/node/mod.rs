@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tracing::{error, info, warn};
 
 use crate::env::real_disk::RealDisk;
 use crate::env::real_net::TcpNetwork;
@@ -142,7 +143,8 @@ pub async fn run_node(
     validate(&config)?;
     let data_dir = DataDir::open(Arc::clone(&disk), &config.data_dir)?;
     if let Some(from) = data_dir.upgraded_from {
-        eprintln!(
+        info!(
+            node = config.node_id.0,
             "rangedb node {}: upgraded data directory {} from version {from} to {DATA_VERSION}",
             config.node_id.0,
             config.data_dir.display()
@@ -252,7 +254,8 @@ pub async fn run_node(
         peer_silence: server::peer_silence_timeout(config.tick_ms),
     };
     let acceptor = tokio::spawn(server::accept_loop(listener, events, admission));
-    eprintln!(
+    info!(
+        node = meta.node_id.0,
         "rangedb node {} listening on {} (data {}, {} ranges, {} members)",
         meta.node_id.0,
         config.listen,
@@ -269,7 +272,7 @@ pub async fn run_node(
         Err(NodeError::Unreadable { .. }) => node.wal.sync().map_err(NodeError::from),
         _ => node.flush().and_then(|()| Ok(node.wal.sync()?)),
     };
-    eprintln!("rangedb node {} stopped", meta.node_id.0);
+    info!(node = meta.node_id.0, "rangedb node {} stopped", meta.node_id.0);
     result.and(flushed)
 }
 
@@ -379,7 +382,7 @@ fn checked_meta(meta: ClusterMeta, config: &ServerConfig) -> Result<ClusterMeta,
         )));
     }
     if meta.peers != config.peers {
-        eprintln!("note: membership comes from the data directory; --peers differs and is ignored");
+        warn!("membership comes from the data directory; --peers differs and is ignored");
     }
     Ok(meta)
 }
@@ -443,7 +446,7 @@ fn recover_replicas(
     let node = meta.node_id.0;
     let wal_damage = recovery.damage.take();
     if let Some(damage) = &wal_damage {
-        eprintln!("rangedb node {node}: WAL damaged: {damage}");
+        error!(node, "rangedb node {node}: WAL damaged: {damage}");
     }
     let mut replicas = BTreeMap::new();
     let mut repairs = BTreeMap::new();
@@ -475,7 +478,9 @@ fn recover_replicas(
             }
             Ok(None) => initial(),
             Err(StorageError::Corrupt { path, offset, reason }) => {
-                eprintln!(
+                error!(
+                    node,
+                    range = range.0,
                     "rangedb node {node}: {range}: snapshot {} damaged at offset {offset}: {reason}",
                     path.display()
                 );
@@ -526,7 +531,7 @@ fn recover_replicas(
     let count = repairs.len();
     if wal_damage.is_some() {
         for path in wal.discard_damaged(repairs)? {
-            eprintln!("rangedb node {node}: kept the damaged WAL segment as {}", path.display());
+            warn!(node, "rangedb node {node}: kept the damaged WAL segment as {}", path.display());
         }
     } else {
         for (&range, &hard_state) in &repairs {
@@ -537,9 +542,10 @@ fn recover_replicas(
     }
     for path in damaged_snapshots {
         let kept = snapshots.quarantine(&path)?;
-        eprintln!("rangedb node {node}: kept the damaged snapshot as {}", kept.display());
+        warn!(node, "rangedb node {node}: kept the damaged snapshot as {}", kept.display());
     }
-    eprintln!(
+    warn!(
+        node,
         "rangedb node {node}: {count} range(s) discarded their damaged log and repair from \
          their peers; they do not vote or serve until a new leader has replicated to them"
     );

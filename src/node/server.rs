@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tracing::{info, warn};
 
 use crate::node::event_loop::Event;
 use crate::node::members::{self, Members, SharedMembers};
@@ -176,7 +177,7 @@ pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>, adm
             Ok(accepted) => accepted,
             Err(error) => {
                 // Typically EMFILE: back off instead of spinning.
-                eprintln!("{}: accept: {error}", admission.me);
+                warn!(node = admission.me.0, "{}: accept: {error}", admission.me);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -185,7 +186,10 @@ pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>, adm
         let admission = admission.clone();
         tokio::spawn(async move {
             if let Err(reason) = serve_connection(stream, events, &admission).await {
-                eprintln!("{}: connection from {address}: {reason}; closed", admission.me);
+                info!(
+                    node = admission.me.0,
+                    "{}: connection from {address}: {reason}; closed", admission.me
+                );
             }
         });
     }

@@ -45,8 +45,20 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` servers (ids 1..=n) and waits until each accepts connections.
+    /// Starts `n` servers (ids 1..=n) and waits until each serves (its log says so).
     pub fn start(n: u64, extra_flags: &[&str]) -> Cluster {
+        let cluster = Cluster::start_unchecked(n, extra_flags);
+        // Founding completes once every founder has said hello: wait for it, so a test
+        // that stops a node at once stops a member, not a founder still learning.
+        for id in 1..=n {
+            cluster.wait_serving(id);
+        }
+        cluster
+    }
+
+    /// Starts `n` servers (ids 1..=n) and waits until each accepts connections only
+    /// (for flags that keep the log from saying when a node serves).
+    pub fn start_unchecked(n: u64, extra_flags: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let addresses: BTreeMap<u64, String> =
             (1..=n).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
@@ -70,11 +82,6 @@ impl Cluster {
         let mut cluster = Cluster { dir, servers, peers_flag, extra_flags };
         for id in 1..=n {
             cluster.start_node(id);
-        }
-        // Founding completes once every founder has said hello: wait for it, so a test
-        // that stops a node at once stops a member, not a founder still learning.
-        for id in 1..=n {
-            cluster.wait_serving(id);
         }
         cluster
     }
