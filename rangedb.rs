@@ -14,6 +14,7 @@ use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -24,6 +25,7 @@ use rangedb::client::{
     check_key, escape, Client, ClientConfig, ClientError, ClusterStatus, CAUGHT_UP_LAG,
 };
 use rangedb::logging::{self, LevelFilter, LogFormat};
+use rangedb::node::telemetry::Telemetry;
 use rangedb::node::{LeaderPlacement, ServerConfig};
 use rangedb::raft::NodeId;
 
@@ -235,6 +237,10 @@ struct ServerArgs {
     /// (one object per line).
     #[arg(long, default_value = "text", value_parser = parse_log_format)]
     log_format: LogFormat,
+    /// Serve /health, /ready and /metrics (Prometheus) over HTTP at host:port; a port
+    /// alone (7070 or :7070) listens on loopback. Off unless given.
+    #[arg(long, value_parser = parse_http_address)]
+    http_addr: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -290,6 +296,11 @@ fn parse_log_format(text: &str) -> Result<LogFormat, String> {
     logging::parse_format(text).map_err(|error| error.to_string())
 }
 
+/// clap's value parser for `--http-addr`.
+fn parse_http_address(text: &str) -> Result<String, String> {
+    cli_parse::parse_http_address(text).map_err(|error| error.to_string())
+}
+
 /// clap's value parser for `--timeout`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     cli_parse::parse_duration(text).map_err(|error| error.to_string())
@@ -318,12 +329,46 @@ fn run_server(args: &ServerArgs) -> anyhow::Result<u8> {
         ..ClientConfig::default()
     });
     runtime.spawn(rangedb::client::run_janitor(janitor));
-    let server = runtime.spawn(rangedb::node::run_server(config, shutdown));
+    let telemetry = Arc::new(Telemetry::default());
+    if let Some(address) = &args.http_addr {
+        start_http(&runtime, address, Arc::clone(&telemetry))?;
+    }
+    let server = runtime.spawn(rangedb::node::run_server_observed(config, telemetry, shutdown));
     match runtime.block_on(server) {
         Ok(result) => result.context("server failed")?,
         Err(error) => anyhow::bail!("the server task failed: {error}"),
     }
     Ok(0)
+}
+
+/// Binds `--http-addr` (a port in use is an error at once) and serves it on `runtime`
+/// (ops/mod.rs).
+#[cfg(not(madsim))]
+fn start_http(
+    runtime: &tokio::runtime::Runtime,
+    address: &str,
+    telemetry: Arc<Telemetry>,
+) -> anyhow::Result<()> {
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(address))
+        .with_context(|| format!("cannot listen on --http-addr {address}"))?;
+    tracing::info!("HTTP listener on http://{address} (/health, /ready, /metrics)");
+    runtime.spawn(async move {
+        if let Err(error) = rangedb::ops::serve(listener, telemetry).await {
+            tracing::error!("the HTTP listener stopped: {error}");
+        }
+    });
+    Ok(())
+}
+
+/// The simulated build has no HTTP listener (it needs the real runtime).
+#[cfg(madsim)]
+fn start_http(
+    _runtime: &tokio::runtime::Runtime,
+    address: &str,
+    _telemetry: Arc<Telemetry>,
+) -> anyhow::Result<()> {
+    bail!("--http-addr {address}: the simulated build has no HTTP listener")
 }
 
 fn server_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {

@@ -8,6 +8,8 @@
 //! - `wire`: the frame format, the peer and the client protocol.
 //! - `node`: the event loop that drives every replica, the server.
 //! - `client`: the client library the CLI uses.
+//! - `ops`: the operator's HTTP listener (health, readiness, Prometheus metrics); not
+//!   in the simulated build.
 //! - `hash`: FNV-1a and splitmix64 (stable across runs).
 //! - `logging`: the server's structured logs (tracing) and their rate limiter.
 //! - `cli_parse`: the parsers of the CLI's flag text.
@@ -25,6 +27,9 @@ pub mod fuzzing;
 pub mod hash;
 pub mod logging;
 pub mod node;
+// The HTTP listener needs the real tokio runtime: not in the simulated build.
+#[cfg(not(madsim))]
+pub mod ops;
 pub mod raft;
 pub mod range;
 pub mod storage;

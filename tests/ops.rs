@@ -4,7 +4,9 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::process::Command;
+use std::time::Duration;
 
 use support::*;
 
@@ -57,4 +59,204 @@ fn the_log_level_filters_and_bad_log_flags_are_usage_errors() {
         assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
         assert!(stderr(&output).contains(expected), "{}", stderr(&output));
     }
+}
+
+/// A scrape parsed as the Prometheus text format (0.0.4) says: every sample's family
+/// declared by a `# TYPE` line before it, labels `name="value"` pairs, values
+/// numbers. Returns each series (`name{labels}` as written) with its value.
+fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut series = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut words = comment.splitn(3, ' ');
+            match (words.next(), words.next(), words.next()) {
+                (Some("TYPE"), Some(name), Some(kind)) => {
+                    let known = ["counter", "gauge", "histogram", "summary", "untyped"];
+                    assert!(known.contains(&kind), "unknown type: {line}");
+                    assert!(types.insert(name.into(), kind.into()).is_none(), "twice: {line}");
+                }
+                (Some("HELP"), Some(_), _) => {}
+                _ => panic!("bad comment line: {line}"),
+            }
+            continue;
+        }
+        let (name_and_labels, value) = line.rsplit_once(' ').expect("a sample has a value");
+        let name = name_and_labels.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name: {line}"
+        );
+        if let Some(labels) = name_and_labels.strip_prefix(name) {
+            if !labels.is_empty() {
+                let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}'));
+                let inner = inner.unwrap_or_else(|| panic!("bad labels: {line}"));
+                for pair in inner.split(',') {
+                    let (key, quoted) = pair.split_once('=').expect("label=value");
+                    assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
+                    assert!(quoted.len() >= 2 && quoted.starts_with('"') && quoted.ends_with('"'));
+                }
+            }
+        }
+        let family = ["_bucket", "_sum", "_count", "_total"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix).filter(|base| types.contains_key(*base)))
+            .unwrap_or(name);
+        let family = if types.contains_key(name) { name } else { family };
+        assert!(types.contains_key(family), "sample before its # TYPE: {line}");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            number => number.parse().unwrap_or_else(|_| panic!("bad value: {line}")),
+        };
+        assert!(series.insert(name_and_labels.to_string(), value).is_none(), "twice: {line}");
+    }
+    series
+}
+
+/// Every histogram in a scrape: buckets cumulative (never decreasing) and the +Inf
+/// bucket equal to the count.
+fn check_histograms(series: &BTreeMap<String, f64>) {
+    let mut checked = 0;
+    for (name, count) in series.iter().filter(|(n, _)| n.contains("_count")) {
+        let base = name.replacen("_count", "_bucket", 1);
+        let labels = base.split_once('{').map(|(_, l)| l.trim_end_matches('}')).unwrap_or("");
+        let prefix = base.split('{').next().unwrap();
+        let buckets: Vec<f64> = series
+            .iter()
+            .filter(|(n, _)| n.starts_with(&format!("{prefix}{{")) && n.contains(labels))
+            .map(|(_, v)| *v)
+            .collect();
+        assert!(!buckets.is_empty(), "{name} has buckets");
+        let inf = format!(
+            "{prefix}{{{}{}le=\"+Inf\"}}",
+            labels,
+            if labels.is_empty() { "" } else { "," }
+        );
+        assert_eq!(series.get(&inf), Some(count), "{inf} equals {name}");
+        checked += 1;
+    }
+    assert!(checked >= 4, "request, fsync, batch bytes and entries histograms");
+}
+
+/// Polls `GET path` on `address` until it answers `status`; fails with the last
+/// answer after `limit`.
+fn wait_for_status(address: &str, path: &str, status: u16, limit: Duration) -> String {
+    let polls = limit.as_millis() / 100;
+    let mut last = (0, String::new());
+    for _ in 0..=polls {
+        last = http_get(address, path);
+        if last.0 == status {
+            return last.1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{path} still answers {} {} after {limit:?}, not {status}", last.0, last.1);
+}
+
+/// /metrics in the Prometheus text format with the node's requests, latency, WAL,
+/// Raft and range figures and the process's CPU and memory; /health and /ready 200 on
+/// a serving node; any other path 404.
+#[test]
+fn the_http_listener_serves_health_readiness_and_prometheus_metrics() {
+    let mut cluster = Cluster::prepare(1, &[]);
+    cluster.enable_http();
+    cluster.start_node(1);
+    cluster.wait_serving(1);
+    let address = cluster.http(1).to_string();
+    assert_eq!(http_get(&address, "/health"), (200, r#"{"status":"alive"}"#.to_string()));
+    wait_for_status(&address, "/ready", 200, Duration::from_secs(10));
+    for i in 0..20 {
+        let output = cluster.cli(&["put", &format!("key{i:02}"), "value"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    assert!(cluster.cli(&["get", "key00"]).status.success());
+    assert_eq!(cluster.cli(&["get", "absent"]).status.code(), Some(3));
+    // The gauges are set every tick (50 ms): wait for the one after the writes.
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, text) = http_get(&address, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    let series = parse_exposition(&text);
+    let value = |name: &str| -> f64 {
+        *series.get(name).unwrap_or_else(|| panic!("no series {name} in:\n{text}"))
+    };
+    assert_eq!(value(r#"rangedb_requests_total{op="put",outcome="ok"}"#), 20.0);
+    assert_eq!(value(r#"rangedb_requests_total{op="get",outcome="ok"}"#), 2.0, "found or not");
+    assert_eq!(value(r#"rangedb_request_duration_seconds_count{op="put"}"#), 20.0);
+    assert!(value(r#"rangedb_request_duration_seconds_sum{op="put"}"#) > 0.0);
+    assert!(value("rangedb_wal_fsync_duration_seconds_count") >= 20.0, "one fsync per put");
+    assert!(value("rangedb_wal_written_bytes_total") > 20.0 * 10.0);
+    assert!(value("rangedb_wal_batch_entries_sum") >= 20.0);
+    assert!(value("rangedb_raft_elections_total") >= 6.0, "each range elected itself");
+    assert!(value("rangedb_raft_leader_changes_total") >= 6.0);
+    assert_eq!(value("rangedb_raft_proposals_dropped_total"), 0.0);
+    assert_eq!(value("rangedb_ranges"), 6.0);
+    assert_eq!(value("rangedb_ranges_leading"), 6.0);
+    assert!(value("rangedb_keys") >= 20.0, "the 20 keys (and the range descriptors)");
+    assert!(value("rangedb_replica_bytes") > 0.0);
+    assert_eq!(value("rangedb_ready"), 1.0);
+    assert!(value("process_cpu_seconds_total") > 0.0);
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    assert!(value("process_open_fds") > 3.0);
+    check_histograms(&series);
+    // Bounded labels: operations and outcomes from fixed sets, nothing per range.
+    for name in series.keys() {
+        assert!(!name.contains("range=") && !name.contains("key="), "{name}");
+    }
+    let ops = series.keys().filter(|n| n.starts_with("rangedb_requests_total{")).count();
+    assert_eq!(ops, 6 * 5, "6 operations x 5 outcomes");
+
+    let (status, body) = http_get(&address, "/nope");
+    assert_eq!(status, 404);
+    assert!(body.contains("no such path: /nope"), "{body}");
+    assert_eq!(http(&address, "POST", "/health", Some(b"{}")).0, 405);
+    assert_eq!(cluster.terminate(1).code(), Some(0));
+}
+
+/// /ready is 503 with the reason while a founder waits for the others, 200 once
+/// every range has a leader, and 503 again when its ranges lose their leader (the
+/// other node is killed); /health stays 200 throughout.
+#[test]
+fn ready_is_503_with_a_reason_until_every_range_has_a_leader() {
+    let mut cluster = Cluster::prepare(2, &[]);
+    cluster.enable_http();
+    cluster.start_node(1);
+    let (one, two) = (cluster.http(1).to_string(), cluster.http(2).to_string());
+    let (status, body) = http_get(&one, "/ready");
+    assert_eq!(status, 503, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["ready"], false);
+    assert!(body["reason"].as_str().unwrap().contains("starting"), "{body}");
+    assert_eq!(http_get(&one, "/health").0, 200);
+
+    cluster.start_node(2);
+    for address in [&one, &two] {
+        let body = wait_for_status(address, "/ready", 200, Duration::from_secs(15));
+        assert_eq!(body, r#"{"ready":true}"#);
+    }
+    cluster.kill(2);
+    // Without node 2 no range has a quorum: leaders step down (check quorum) within
+    // an election timeout or two, and node 1 no longer knows a leader.
+    let body = wait_for_status(&one, "/ready", 503, Duration::from_secs(15));
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(body["reason"].as_str().unwrap().contains("no known leader"), "{body}");
+    assert_eq!(http_get(&one, "/health").0, 200);
+    let (_, metrics) = http_get(&one, "/metrics");
+    assert!(metrics.lines().any(|l| l == "rangedb_ready 0"), "{metrics}");
+}
+
+/// A port in use for --http-addr stops the server at once, naming the flag.
+#[test]
+fn an_http_address_in_use_is_refused() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let output = Command::new(BIN)
+        .args(["server", "--listen", &listen, "--http-addr", &address, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("--http-addr"), "{}", stderr(&output));
 }

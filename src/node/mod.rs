@@ -7,6 +7,7 @@ pub mod liveness;
 pub mod members;
 pub mod replica;
 pub mod server;
+pub mod telemetry;
 pub mod ticker;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ use crate::storage::{
 pub use event_loop::LeaderPlacement;
 use event_loop::{Event, Node, Tuning};
 use replica::Replica;
+use telemetry::{Readiness, Telemetry};
 use ticker::Ticker;
 
 /// How a `rangedb server` was asked to run.
@@ -126,7 +128,21 @@ pub async fn run_server(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    run_node(config, Arc::new(RealDisk), Arc::new(RealClock), shutdown).await
+    run_server_observed(config, Arc::new(Telemetry::default()), shutdown).await
+}
+
+/// `run_server` reporting its metrics and readiness to `telemetry` (which the HTTP
+/// listener reads).
+///
+/// # Errors
+/// As `run_server`.
+pub async fn run_server_observed(
+    config: ServerConfig,
+    telemetry: Arc<Telemetry>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let (disk, clock) = (Arc::new(RealDisk), Arc::new(RealClock));
+    run_node_observed(config, disk, clock, telemetry, shutdown).await
 }
 
 /// `run_server` on a given disk and clock: the simulation runs the same node on its
@@ -138,6 +154,34 @@ pub async fn run_node(
     config: ServerConfig,
     disk: Arc<dyn Disk>,
     clock: Arc<dyn Clock>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    run_node_observed(config, disk, clock, Arc::new(Telemetry::default()), shutdown).await
+}
+
+/// `run_node` reporting to `telemetry`; it says `Readiness::Stopped` once the node
+/// stops, whatever the reason.
+///
+/// # Errors
+/// As `run_server`.
+pub async fn run_node_observed(
+    config: ServerConfig,
+    disk: Arc<dyn Disk>,
+    clock: Arc<dyn Clock>,
+    telemetry: Arc<Telemetry>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    telemetry.set_readiness(Readiness::Starting);
+    let result = run_node_inner(config, disk, clock, Arc::clone(&telemetry), shutdown).await;
+    telemetry.set_readiness(Readiness::Stopped);
+    result
+}
+
+async fn run_node_inner(
+    config: ServerConfig,
+    disk: Arc<dyn Disk>,
+    clock: Arc<dyn Clock>,
+    telemetry: Arc<Telemetry>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     validate(&config)?;
@@ -245,6 +289,7 @@ pub async fn run_node(
         founders: meta.founders.clone(),
         persist: Some(Arc::clone(&persist)),
     };
+    node.telemetry = Arc::clone(&telemetry);
     let admission = server::Admission {
         me: meta.node_id,
         identity,
@@ -252,6 +297,7 @@ pub async fn run_node(
         members,
         learned: persist,
         peer_silence: server::peer_silence_timeout(config.tick_ms),
+        telemetry,
     };
     let acceptor = tokio::spawn(server::accept_loop(listener, events, admission));
     info!(

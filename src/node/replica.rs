@@ -7,7 +7,9 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use crate::node::telemetry::{NodeMetrics, Operation, Outcome, Telemetry};
 use crate::raft::{Entry, Index, NodeId, RaftGroup, ReadMode, Role, Term};
 use crate::range::descriptor::{RangeDescriptor, RangeId};
 use crate::range::kv::{
@@ -21,12 +23,26 @@ use crate::wire::{Request, Response};
 pub struct ReplyTo {
     pub outbox: tokio::sync::mpsc::UnboundedSender<crate::wire::ClientResponse>,
     pub id: u64,
+    /// What was asked and when it arrived, for the node's request metrics.
+    pub operation: Operation,
+    pub started: tokio::time::Instant,
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl ReplyTo {
-    /// Sends the response; a closed connection is not an error (the client is gone).
+    /// Sends the response and records the request (operation, outcome, latency); a
+    /// closed connection is not an error (the client is gone).
     pub fn send(self, response: Response) {
+        let outcome = Outcome::of(&response);
+        let elapsed = self.started.elapsed();
+        self.telemetry.metrics.record_request(self.operation, outcome, elapsed);
         let _ = self.outbox.send(crate::wire::ClientResponse { id: self.id, response });
+    }
+
+    /// Sends the response to a write that Raft dropped or that lost its leader.
+    fn send_dropped(self, response: Response) {
+        NodeMetrics::add(&self.telemetry.metrics.proposals_dropped, 1);
+        self.send(response);
     }
 }
 
@@ -147,7 +163,7 @@ impl Replica {
                 if matches!(error, crate::raft::RaftError::ConfChangeRefused(_)) {
                     crate::env::sim_hooks::sometimes("membership change refused by the leader");
                 }
-                reply.send(Response::Unavailable { reason: error.to_string() })
+                reply.send_dropped(Response::Unavailable { reason: error.to_string() })
             }
         }
     }
@@ -376,7 +392,7 @@ impl Replica {
     /// leader. Writes may still commit; their retry is deduplicated by request id.
     pub fn fail_pending(&mut self, response: impl Fn() -> Response) {
         for (_, write) in std::mem::take(&mut self.writes) {
-            write.reply.send(response());
+            write.reply.send_dropped(response());
         }
         for (_, read) in std::mem::take(&mut self.reads_unconfirmed) {
             read.reply.send(response());

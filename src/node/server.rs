@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::node::event_loop::Event;
 use crate::node::members::{self, Members, SharedMembers};
 use crate::node::replica::ReplyTo;
+use crate::node::telemetry::{Operation, Telemetry};
 use crate::raft::NodeId;
 use crate::wire::{
     encode_frame, read_frame_buffered, read_hello, try_encode_frame, write_frame, ClientRequest,
@@ -38,6 +39,8 @@ pub struct Admission {
     /// An incoming peer connection that delivers nothing for this long is closed
     /// (`peer_silence_timeout`).
     pub peer_silence: Duration,
+    /// Where client requests are counted and timed (`ReplyTo::send`).
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// How long an incoming peer connection may deliver nothing before it is closed: ten
@@ -256,7 +259,7 @@ async fn serve_connection(
             let reply = admission.accepted(version, vec![]);
             write_frame(&mut writer, &reply).await.map_err(|e| format!("hello reply: {e}"))?;
             writer.flush().await.map_err(|e| format!("hello reply: {e}"))?;
-            serve_client(reader, writer, events).await
+            serve_client(reader, writer, events, Arc::clone(&admission.telemetry)).await
         }
     }
 }
@@ -312,13 +315,20 @@ async fn serve_client(
     mut reader: Reader,
     writer: Writer,
     events: mpsc::Sender<Event>,
+    telemetry: Arc<Telemetry>,
 ) -> Result<(), String> {
     let (outbox, responses) = mpsc::unbounded_channel::<ClientResponse>();
     let writer_task = tokio::spawn(write_responses(writer, responses));
     let result = loop {
         match read_frame_buffered::<ClientRequest, _>(&mut reader).await {
             Ok(Some(ClientRequest { id, request })) => {
-                let reply = ReplyTo { outbox: outbox.clone(), id };
+                let reply = ReplyTo {
+                    outbox: outbox.clone(),
+                    id,
+                    operation: Operation::of(&request),
+                    started: tokio::time::Instant::now(),
+                    telemetry: Arc::clone(&telemetry),
+                };
                 if events.send(Event::Client { request, reply }).await.is_err() {
                     break Ok(());
                 }

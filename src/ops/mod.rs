@@ -1,0 +1,93 @@
+//! The operator's HTTP listener (`rangedb server --http-addr ADDR`), off unless
+//! asked for:
+//!
+//! | path | answer |
+//! |---|---|
+//! | `GET /health` | 200 `{"status":"alive"}` while the node runs (503 once it stopped) |
+//! | `GET /ready` | 200 `{"ready":true}` when every hosted range has a known leader and has applied what it knows committed; 503 `{"ready":false,"reason":...}` otherwise |
+//! | `GET /metrics` | Prometheus text format (metrics.rs) |
+//! | anything else | 404 `{"error":...}` |
+//!
+//! It runs on the real tokio runtime beside the node and reads only the node's
+//! `Telemetry`; it is not part of the simulated build (`--cfg madsim`).
+
+pub mod metrics;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use crate::node::telemetry::{Readiness, Telemetry};
+
+/// What the handlers share.
+struct Shared {
+    telemetry: Arc<Telemetry>,
+    registry: Registry,
+}
+
+/// The listener's routes.
+pub fn router(telemetry: Arc<Telemetry>) -> Router {
+    let registry = metrics::registry(Arc::clone(&telemetry));
+    let shared = Arc::new(Shared { telemetry, registry });
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(scrape))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+/// Serves `router(telemetry)` on `listener` until the task is dropped (the server
+/// process exits when its node stops).
+///
+/// # Errors
+/// An accept loop failure (axum retries transient accept errors itself).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    telemetry: Arc<Telemetry>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(telemetry)).await
+}
+
+async fn health(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.telemetry.readiness() {
+        Readiness::Stopped => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "stopped"}))).into_response()
+        }
+        _ => (StatusCode::OK, Json(json!({"status": "alive"}))).into_response(),
+    }
+}
+
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    let reason = match shared.telemetry.readiness() {
+        Readiness::Ready => return (StatusCode::OK, Json(json!({"ready": true}))).into_response(),
+        Readiness::Starting => {
+            "starting: recovering its ranges, or founding or joining its cluster".to_string()
+        }
+        Readiness::Stopped => "stopped".to_string(),
+        Readiness::NotReady { reason } => reason,
+    };
+    let body = Json(json!({"ready": false, "reason": reason}));
+    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+}
+
+async fn scrape(State(shared): State<Arc<Shared>>) -> Response {
+    match metrics::encode(&shared.registry) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => {
+            let body = Json(json!({"error": "the metrics could not be encoded"}));
+            (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
+        }
+    }
+}
+
+async fn not_found(uri: Uri) -> Response {
+    let message = format!("no such path: {}", uri.path());
+    (StatusCode::NOT_FOUND, Json(json!({"error": message}))).into_response()
+}
