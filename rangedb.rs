@@ -331,7 +331,12 @@ fn run_server(args: &ServerArgs) -> anyhow::Result<u8> {
     runtime.spawn(rangedb::client::run_janitor(janitor));
     let telemetry = Arc::new(Telemetry::default());
     if let Some(address) = &args.http_addr {
-        start_http(&runtime, address, Arc::clone(&telemetry))?;
+        // The key-value API goes through this node's own listener, as a CLI would.
+        let client = Client::new(ClientConfig {
+            endpoints: vec![args.listen.clone()],
+            ..ClientConfig::default()
+        });
+        start_http(&runtime, address, Arc::clone(&telemetry), client)?;
     }
     let server = runtime.spawn(rangedb::node::run_server_observed(config, telemetry, shutdown));
     match runtime.block_on(server) {
@@ -348,13 +353,14 @@ fn start_http(
     runtime: &tokio::runtime::Runtime,
     address: &str,
     telemetry: Arc<Telemetry>,
+    client: Client,
 ) -> anyhow::Result<()> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(address))
         .with_context(|| format!("cannot listen on --http-addr {address}"))?;
-    tracing::info!("HTTP listener on http://{address} (/health, /ready, /metrics)");
+    tracing::info!("HTTP listener on http://{address} (/health, /ready, /metrics, /v1/kv)");
     runtime.spawn(async move {
-        if let Err(error) = rangedb::ops::serve(listener, telemetry).await {
+        if let Err(error) = rangedb::ops::serve(listener, telemetry, client).await {
             tracing::error!("the HTTP listener stopped: {error}");
         }
     });
@@ -367,6 +373,7 @@ fn start_http(
     _runtime: &tokio::runtime::Runtime,
     address: &str,
     _telemetry: Arc<Telemetry>,
+    _client: Client,
 ) -> anyhow::Result<()> {
     bail!("--http-addr {address}: the simulated build has no HTTP listener")
 }

@@ -260,3 +260,115 @@ fn an_http_address_in_use_is_refused() {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(stderr(&output).contains("--http-addr"), "{}", stderr(&output));
 }
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn json_of(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// The request head only, announcing a body of `length` bytes with `Expect:
+/// 100-continue`: the status of the first answer (a server that refuses the body
+/// answers at once instead of `100 Continue`).
+fn status_before_body(address: &str, path: &str, length: usize) -> u16 {
+    use std::io::{BufRead, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line).unwrap();
+    line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// The /v1/kv API on a 3-node cluster: a write through one node is read through
+/// another at once (linearizable reads, through the node's own client); keys in the
+/// path (slashes and %-escapes included) or base64 in JSON; range with limit and
+/// `more`; bad JSON or base64 400, an oversized body 413, an absent key or unknown
+/// path 404.
+#[test]
+fn the_http_kv_api_reads_writes_and_refuses_bad_requests() {
+    let mut cluster = Cluster::prepare(3, &[]);
+    cluster.enable_http();
+    for id in 1..=3 {
+        cluster.start_node(id);
+    }
+    for id in 1..=3 {
+        cluster.wait_serving(id);
+    }
+    let (one, three) = (cluster.http(1).to_string(), cluster.http(3).to_string());
+    let (status, body) = http(&one, "PUT", "/v1/kv/hello", Some(b"world"));
+    assert_eq!(status, 200, "{body}");
+    assert!(json_of(&body)["revision"].as_u64().unwrap() > 0, "{body}");
+    assert_eq!(http_get(&three, "/v1/kv/hello"), (200, "world".to_string()));
+    let (status, body) = http_get(&three, "/v1/kv/absent");
+    assert_eq!(status, 404);
+    assert!(json_of(&body)["error"].as_str().unwrap().contains("not found"), "{body}");
+    // Slashes and escapes in the path; the CLI reads the same key.
+    assert_eq!(http(&three, "PUT", "/v1/kv/a/b%20c", Some(b"v")).0, 200);
+    assert_eq!(cluster.cli(&["get", "a/b c"]).stdout, b"v");
+    assert_eq!(http(&one, "DELETE", "/v1/kv/hello", None), (200, r#"{"deleted":true}"#.into()));
+    assert_eq!(http(&one, "DELETE", "/v1/kv/hello", None), (200, r#"{"deleted":false}"#.into()));
+    assert_eq!(http_get(&three, "/v1/kv/hello").0, 404);
+
+    // JSON with base64, as etcd's gateway.
+    for (key, value) in [("k1", "v1"), ("k2", "v2"), ("k3", "v3")] {
+        let request =
+            format!(r#"{{"key":"{}","value":"{}"}}"#, b64(key.as_bytes()), b64(value.as_bytes()));
+        let (status, body) = http(&three, "POST", "/v1/kv/put", Some(request.as_bytes()));
+        assert_eq!(status, 200, "{body}");
+    }
+    let get = format!(r#"{{"key":"{}"}}"#, b64(b"k2"));
+    let (status, body) = http(&one, "POST", "/v1/kv/get", Some(get.as_bytes()));
+    assert_eq!(status, 200, "{body}");
+    let found = json_of(&body);
+    assert_eq!(found["count"], 1, "{body}");
+    assert_eq!(found["kvs"][0]["key"], b64(b"k2"));
+    assert_eq!(found["kvs"][0]["value"], b64(b"v2"));
+    let range = format!(r#"{{"key":"{}","range_end":"{}"}}"#, b64(b"k"), b64(b"l"));
+    let (status, body) = http(&one, "POST", "/v1/kv/range", Some(range.as_bytes()));
+    assert_eq!(status, 200, "{body}");
+    let all = json_of(&body);
+    let keys: Vec<&str> =
+        all["kvs"].as_array().unwrap().iter().map(|kv| kv["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, [b64(b"k1"), b64(b"k2"), b64(b"k3")], "{body}");
+    assert_eq!(all["more"], false);
+    let limited = format!(r#"{{"key":"{}","range_end":"AA==","limit":2}}"#, b64(b"k"));
+    let (_, body) = http(&one, "POST", "/v1/kv/range", Some(limited.as_bytes()));
+    let limited = json_of(&body);
+    assert_eq!(
+        (limited["count"].as_u64(), limited["more"].as_bool()),
+        (Some(2), Some(true)),
+        "{body}"
+    );
+    let delete = format!(r#"{{"key":"{}"}}"#, b64(b"k3"));
+    let (_, body) = http(&one, "POST", "/v1/kv/delete", Some(delete.as_bytes()));
+    assert_eq!(body, r#"{"deleted":true}"#);
+
+    // Refusals, each with a message.
+    for (path, body, status, expected) in [
+        ("/v1/kv/put", "{not json", 400, "bad JSON"),
+        ("/v1/kv/put", r#"{"key":"@@@","value":""}"#, 400, "base64"),
+        ("/v1/kv/get", r#"{"key":"azE=","extra":1}"#, 400, "unknown field"),
+        ("/v1/kv/range", r#"{"key":"","range_end":"AA==","limit":20000}"#, 400, "maximum"),
+        ("/v1/kv/get", r#"{"key":""}"#, 400, "empty"),
+        ("/v2/kv/get", "{}", 404, "no such path"),
+    ] {
+        let (got, answer) = http(&one, "POST", path, Some(body.as_bytes()));
+        assert_eq!(got, status, "{path} {body}: {answer}");
+        assert!(json_of(&answer)["error"].as_str().unwrap().contains(expected), "{answer}");
+    }
+    assert_eq!(status_before_body(&one, "/v1/kv/put", 9 << 20), 413);
+    assert_eq!(status_before_body(&one, "/v1/kv/put", 1 << 10), 100, "a small body is read");
+    // The writes through HTTP went through the nodes' request path: counted.
+    let (_, metrics) = http_get(&one, "/metrics");
+    assert!(metrics
+        .lines()
+        .any(|l| l.starts_with("rangedb_requests_total{op=\"put\",outcome=\"ok\"} ")));
+}
