@@ -364,6 +364,17 @@ fn the_http_kv_api_reads_writes_and_refuses_bad_requests() {
         assert_eq!(got, status, "{path} {body}: {answer}");
         assert!(json_of(&answer)["error"].as_str().unwrap().contains(expected), "{answer}");
     }
+    // The cluster's status: every range led, every node up.
+    let (status, body) = http_get(&three, "/v1/status");
+    assert_eq!(status, 200, "{body}");
+    let cluster_status = json_of(&body);
+    let ranges = cluster_status["ranges"].as_array().unwrap();
+    assert_eq!(ranges.len(), 6, "{body}");
+    assert!(ranges.iter().all(|r| r["leader"].as_u64().is_some_and(|l| (1..=3).contains(&l))));
+    assert_eq!(ranges[0]["start"]["text"], "", "the first range starts at the beginning");
+    let nodes = cluster_status["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{body}");
+    assert!(nodes.iter().all(|n| n["up"] == true), "{body}");
     assert_eq!(status_before_body(&one, "/v1/kv/put", 9 << 20), 413);
     assert_eq!(status_before_body(&one, "/v1/kv/put", 1 << 10), 100, "a small body is read");
     // The writes through HTTP went through the nodes' request path: counted.
@@ -371,4 +382,65 @@ fn the_http_kv_api_reads_writes_and_refuses_bad_requests() {
     assert!(metrics
         .lines()
         .any(|l| l.starts_with("rangedb_requests_total{op=\"put\",outcome=\"ok\"} ")));
+}
+
+/// `POST /v1/kv/txn` in the JSON of etcd's gateway: the success branch when every
+/// compare holds (its writes applied atomically), the failure branch otherwise (its
+/// reads answered in base64); a bad target or an operation naming two requests 400.
+#[test]
+fn the_http_txn_runs_compare_then_else() {
+    let mut cluster = Cluster::prepare(1, &[]);
+    cluster.enable_http();
+    cluster.start_node(1);
+    cluster.wait_serving(1);
+    let address = cluster.http(1).to_string();
+    assert_eq!(http(&address, "PUT", "/v1/kv/a", Some(b"1")).0, 200);
+    let txn = format!(
+        r#"{{"compare":[{{"key":"{a}","target":"VALUE","result":"EQUAL","value":"{one}"}}],
+            "success":[{{"request_put":{{"key":"{a}","value":"{two}"}}}},
+                       {{"request_put":{{"key":"{b}","value":"{two}"}}}},
+                       {{"request_range":{{"key":"{c}"}}}}],
+            "failure":[{{"request_range":{{"key":"{a}"}}}},
+                       {{"request_delete_range":{{"key":"{b}"}}}}]}}"#,
+        a = b64(b"a"),
+        b = b64(b"b"),
+        c = b64(b"c"),
+        one = b64(b"1"),
+        two = b64(b"2"),
+    );
+    let (status, body) = http(&address, "POST", "/v1/kv/txn", Some(txn.as_bytes()));
+    assert_eq!(status, 200, "{body}");
+    let outcome = json_of(&body);
+    assert_eq!(outcome["succeeded"], true, "{body}");
+    assert!(outcome["revision"].as_u64().unwrap() > 0, "{body}");
+    assert_eq!(outcome["responses"][0], serde_json::json!({"response_put": {}}));
+    assert_eq!(outcome["responses"][2]["response_range"]["count"], 0, "{body}");
+    assert_eq!(http_get(&address, "/v1/kv/a"), (200, "2".to_string()));
+    assert_eq!(http_get(&address, "/v1/kv/b"), (200, "2".to_string()));
+    // a is 2 now: the failure branch reads it and deletes b.
+    let (status, body) = http(&address, "POST", "/v1/kv/txn", Some(txn.as_bytes()));
+    assert_eq!(status, 200, "{body}");
+    let outcome = json_of(&body);
+    assert_eq!(outcome["succeeded"], false, "{body}");
+    assert_eq!(outcome["responses"][0]["response_range"]["kvs"][0]["value"], b64(b"2"));
+    assert_eq!(outcome["responses"][1]["response_delete_range"]["deleted"], 1, "{body}");
+    assert_eq!(http_get(&address, "/v1/kv/b").0, 404);
+    let older = format!(
+        r#"{{"compare":[{{"key":"{}","target":"MOD","result":"LESS","mod_revision":1}}]}}"#,
+        b64(b"a")
+    );
+    let (_, body) = http(&address, "POST", "/v1/kv/txn", Some(older.as_bytes()));
+    assert_eq!(json_of(&body)["succeeded"], false, "{body}");
+    for (body, expected) in [
+        (r#"{"compare":[{"key":"YQ==","target":"SIZE","result":"EQUAL"}]}"#, "expected VALUE"),
+        (r#"{"compare":[{"key":"YQ==","target":"VALUE","result":"EQUAL"}]}"#, "needs \"value\""),
+        (
+            r#"{"success":[{"request_range":{"key":"YQ=="},"request_delete_range":{"key":"YQ=="}}]}"#,
+            "exactly one",
+        ),
+    ] {
+        let (status, answer) = http(&address, "POST", "/v1/kv/txn", Some(body.as_bytes()));
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(json_of(&answer)["error"].as_str().unwrap().contains(expected), "{answer}");
+    }
 }

@@ -13,6 +13,8 @@
 //! | `POST /v1/kv/put` `{"key":B64,"value":B64}` | 200 `{"revision":N}` |
 //! | `POST /v1/kv/delete` `{"key":B64}` | 200 `{"deleted":bool}` |
 //! | `POST /v1/kv/range` `{"key":B64,"range_end":B64,"limit":N}` | 200 `{"kvs":[{"key","value","revision"}],"count":n,"more":bool}` |
+//! | `POST /v1/kv/txn` | compare, then success or failure operations (txn.rs) |
+//! | `GET /v1/status` | 200 `{"ranges":[...],"nodes":[...]}`, as `rangedb status` |
 //!
 //! In the path, a key is everything after `/v1/kv/` (slashes included),
 //! percent-decoded, and must be UTF-8 (other bytes go through the JSON forms); the
@@ -35,7 +37,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::client::{Client, ClientError};
+use crate::client::{escape, Client, ClientError};
 use crate::range::kv::KeyValue;
 
 /// The largest request body: a 4 MiB value in base64 and its key, with room to
@@ -69,7 +71,7 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// A client error as an HTTP answer.
-fn client_error(failure: ClientError) -> Response {
+pub fn client_error(failure: ClientError) -> Response {
     let status = match &failure {
         ClientError::Invalid { .. } | ClientError::RevisionUnavailable { .. } => {
             StatusCode::BAD_REQUEST
@@ -84,8 +86,8 @@ fn client_error(failure: ClientError) -> Response {
     error(status, failure.to_string())
 }
 
-/// A request refused before it reaches the cluster: a 400 with its reason.
-struct Refusal(String);
+/// A request refused before it reaches the cluster: answered 400 with its reason.
+pub struct Refusal(pub String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -94,18 +96,18 @@ impl IntoResponse for Refusal {
 }
 
 /// Parses a JSON body, or says what is wrong with it.
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
     serde_json::from_slice(body).map_err(|e| Refusal(format!("bad JSON body: {e}")))
 }
 
 /// Decodes the base64 field `field`, or says why not.
-fn decode(field: &str, text: &str) -> Result<Vec<u8>, Refusal> {
+pub fn decode(field: &str, text: &str) -> Result<Vec<u8>, Refusal> {
     BASE64
         .decode(text)
         .map_err(|e| Refusal(format!("\"{field}\" is not base64 (standard, padded): {e}")))
 }
 
-fn kv_json(kv: &KeyValue) -> serde_json::Value {
+pub fn kv_json(kv: &KeyValue) -> serde_json::Value {
     json!({
         "key": BASE64.encode(&kv.key),
         "value": BASE64.encode(&kv.value),
@@ -249,4 +251,40 @@ pub async fn range_json(State(client): State<Client>, body: Bytes) -> Response {
         }
         Err(e) => client_error(e),
     }
+}
+
+/// `GET /v1/status`: what `rangedb status` prints, as JSON: per range (the view of
+/// its leader, else the most advanced replica) its bounds (base64, and escaped as
+/// text), leader (null: none known), term, commit, applied, voters and learners; per
+/// node its address, id and whether it answered (else the error).
+pub async fn status(State(client): State<Client>) -> Response {
+    let status = client.status().await;
+    let bytes = |key: &[u8]| json!({"base64": BASE64.encode(key), "text": escape(key)});
+    let ranges: Vec<serde_json::Value> = status
+        .ranges()
+        .iter()
+        .map(|range| {
+            let descriptor = &range.descriptor;
+            json!({
+                "range": descriptor.id.0,
+                "start": bytes(&descriptor.start),
+                "end": descriptor.end.as_deref().map(bytes),
+                "leader": range.leader.map(|leader| leader.0),
+                "term": range.term,
+                "commit": range.commit,
+                "applied": range.applied,
+                "voters": range.voters.iter().map(|n| n.0).collect::<Vec<_>>(),
+                "learners": range.learners.iter().map(|n| n.0).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let nodes: Vec<serde_json::Value> = status
+        .nodes
+        .iter()
+        .map(|node| match &node.status {
+            Ok(own) => json!({"address": node.address, "node": own.node.0, "up": true}),
+            Err(reason) => json!({"address": node.address, "up": false, "error": reason}),
+        })
+        .collect();
+    Json(json!({"ranges": ranges, "nodes": nodes})).into_response()
 }

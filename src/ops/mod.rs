@@ -6,7 +6,7 @@
 //! | `GET /health` | 200 `{"status":"alive"}` while the node runs (503 once it stopped) |
 //! | `GET /ready` | 200 `{"ready":true}` when every hosted range has a known leader and has applied what it knows committed; 503 `{"ready":false,"reason":...}` otherwise |
 //! | `GET /metrics` | Prometheus text format (metrics.rs) |
-//! | `/v1/kv/...` | the key-value API (kv.rs) |
+//! | `/v1/kv/...`, `/v1/status` | the key-value API and the cluster's status (kv.rs) |
 //! | anything else | 404 `{"error":...}` |
 //!
 //! It runs on the real tokio runtime beside the node and reads only the node's
@@ -14,6 +14,7 @@
 
 pub mod kv;
 pub mod metrics;
+pub mod txn;
 
 use std::sync::Arc;
 
@@ -44,6 +45,8 @@ pub fn router(telemetry: Arc<Telemetry>, client: Client) -> Router {
         .route("/v1/kv/put", post(kv::put_json))
         .route("/v1/kv/delete", post(kv::delete_json))
         .route("/v1/kv/range", post(kv::range_json))
+        .route("/v1/kv/txn", post(txn::txn))
+        .route("/v1/status", get(kv::status))
         .route("/v1/kv/{*key}", get(kv::get_path).put(kv::put_path).delete(kv::delete_path))
         .layer(DefaultBodyLimit::max(kv::BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn(kv::refuse_oversized))
