@@ -298,6 +298,7 @@ async fn run_node_inner(
         learned: persist,
         peer_silence: server::peer_silence_timeout(config.tick_ms),
         telemetry,
+        log_limiter: Arc::new(server::ConnectionLogLimiter::new()),
     };
     let acceptor = tokio::spawn(server::accept_loop(listener, events, admission));
     info!(

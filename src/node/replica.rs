@@ -50,6 +50,16 @@ impl ReplyTo {
 struct PendingWrite {
     term: Term,
     reply: ReplyTo,
+    /// When it was proposed (`NodeMetrics::raft_commit`).
+    proposed: tokio::time::Instant,
+}
+
+impl PendingWrite {
+    /// Its entry committed and applies now: records the time since it was proposed.
+    fn committed(&self) {
+        let metrics = &self.reply.telemetry.metrics;
+        metrics.raft_commit.observe_duration(self.proposed.elapsed());
+    }
 }
 
 /// A read waiting for its read index, then for the state machine to reach it.
@@ -152,7 +162,8 @@ impl Replica {
         match proposed {
             Ok(index) => {
                 let term = self.raft.term();
-                let previous = self.writes.insert(index, PendingWrite { term, reply });
+                let proposed = tokio::time::Instant::now();
+                let previous = self.writes.insert(index, PendingWrite { term, reply, proposed });
                 assert!(previous.is_none(), "range {} proposed twice at index {index}", self.id());
             }
             Err(crate::raft::RaftError::NotLeader { leader_hint }) => {
@@ -244,11 +255,13 @@ impl Replica {
             Applicable::ConfChange => {
                 self.kv.apply_noop(entry.index);
                 if let Some(write) = self.writes.remove(&entry.index) {
-                    write.reply.send(if write.term == entry.term {
-                        Response::Membership(self.membership())
+                    if write.term == entry.term {
+                        write.committed();
+                        write.reply.send(Response::Membership(self.membership()));
                     } else {
-                        Response::Unavailable { reason: "leader changed; retry".into() }
-                    });
+                        let reason = "leader changed; retry".into();
+                        write.reply.send_dropped(Response::Unavailable { reason });
+                    }
                 }
                 return Ok(());
             }
@@ -257,7 +270,7 @@ impl Replica {
                 if let Some(write) = self.writes.remove(&entry.index) {
                     // Our proposal at this index was replaced by a new leader's no-op.
                     let reason = "leader changed; retry".into();
-                    write.reply.send(Response::Unavailable { reason });
+                    write.reply.send_dropped(Response::Unavailable { reason });
                 }
                 return Ok(());
             }
@@ -268,6 +281,7 @@ impl Replica {
         let result = self.kv.apply_owned(entry.index, command);
         if let Some(write) = waiting {
             if write.term == entry.term {
+                write.committed();
                 write.reply.send(match result {
                     CommandResult::Put { revision } => Response::Put { revision },
                     CommandResult::Delete { revision, existed } => {
@@ -280,7 +294,8 @@ impl Replica {
                     CommandResult::Txn(result) => Response::Txn(result),
                 });
             } else {
-                write.reply.send(Response::Unavailable { reason: "leader changed; retry".into() });
+                let reason = "leader changed; retry".into();
+                write.reply.send_dropped(Response::Unavailable { reason });
             }
         }
         Ok(())

@@ -202,9 +202,13 @@ pub struct NodeMetrics {
     pub elections: AtomicU64,
     /// A replica learned of a new leader of its range.
     pub leader_changes: AtomicU64,
-    /// Writes refused by Raft (a leadership transfer in progress, a full queue) or
-    /// failed because the leadership was lost before they committed.
+    /// Writes refused by Raft (a leadership transfer in progress, a full queue),
+    /// failed because the leadership was lost before they committed, or whose index
+    /// another leader's entry took.
     pub proposals_dropped: AtomicU64,
+    /// From a write's proposal on the leader to its entry's application there
+    /// (committed by a quorum, including the fsyncs).
+    pub raft_commit: Histogram,
     pub wal_fsync: Histogram,
     pub wal_batch_bytes: Histogram,
     pub wal_batch_entries: Histogram,
@@ -233,6 +237,7 @@ impl Default for NodeMetrics {
             elections: AtomicU64::new(0),
             leader_changes: AtomicU64::new(0),
             proposals_dropped: AtomicU64::new(0),
+            raft_commit: Histogram::new(LATENCY_BOUNDS_US),
             wal_fsync: Histogram::new(FSYNC_BOUNDS_US),
             wal_batch_bytes: Histogram::new(BATCH_BYTES_BOUNDS),
             wal_batch_entries: Histogram::new(BATCH_ENTRIES_BOUNDS),

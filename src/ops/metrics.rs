@@ -132,6 +132,9 @@ impl Collector for NodeCollector {
             "Writes Raft refused or that lost their leader before committing.",
             load(&metrics.proposals_dropped),
         )?;
+        let commit = metrics.raft_commit.snapshot();
+        let help = "Time from a write's proposal on the leader to its application there.";
+        histogram(e, "rangedb_raft_commit_duration_seconds", help, &commit, 1e6)?;
         let fsync = metrics.wal_fsync.snapshot();
         let help = "Duration of the WAL's fsyncs (one per group commit).";
         histogram(e, "rangedb_wal_fsync_duration_seconds", help, &fsync, 1e6)?;
