@@ -14,6 +14,7 @@ use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -23,6 +24,8 @@ use rangedb::cli_parse;
 use rangedb::client::{
     check_key, escape, Client, ClientConfig, ClientError, ClusterStatus, CAUGHT_UP_LAG,
 };
+use rangedb::logging::{self, LevelFilter, LogFormat};
+use rangedb::node::telemetry::Telemetry;
 use rangedb::node::{LeaderPlacement, ServerConfig};
 use rangedb::raft::NodeId;
 
@@ -226,6 +229,18 @@ struct ServerArgs {
     /// "elected" leaves it wherever elections put it.
     #[arg(long, default_value = "colocate", value_parser = parse_placement)]
     leader_placement: LeaderPlacement,
+    /// Least severe log events written to stderr: error, warn, info, debug, trace or
+    /// off.
+    #[arg(long, default_value = "info", value_parser = parse_log_level)]
+    log_level: LevelFilter,
+    /// How log lines are written: "text" (timestamp, level, message, fields) or "json"
+    /// (one object per line).
+    #[arg(long, default_value = "text", value_parser = parse_log_format)]
+    log_format: LogFormat,
+    /// Serve /health, /ready and /metrics (Prometheus) over HTTP at host:port; a port
+    /// alone (7070 or :7070) listens on loopback. Off unless given.
+    #[arg(long, value_parser = parse_http_address)]
+    http_addr: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -271,6 +286,21 @@ fn parse_placement(text: &str) -> Result<LeaderPlacement, String> {
     }
 }
 
+/// clap's value parser for `--log-level`.
+fn parse_log_level(text: &str) -> Result<LevelFilter, String> {
+    logging::parse_level(text).map_err(|error| error.to_string())
+}
+
+/// clap's value parser for `--log-format`.
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    logging::parse_format(text).map_err(|error| error.to_string())
+}
+
+/// clap's value parser for `--http-addr`.
+fn parse_http_address(text: &str) -> Result<String, String> {
+    cli_parse::parse_http_address(text).map_err(|error| error.to_string())
+}
+
 /// clap's value parser for `--timeout`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     cli_parse::parse_duration(text).map_err(|error| error.to_string())
@@ -278,6 +308,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn run_server(args: &ServerArgs) -> anyhow::Result<u8> {
     let config = server_config(args).context("invalid server configuration")?;
+    logging::install(args.log_level, args.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -298,12 +329,53 @@ fn run_server(args: &ServerArgs) -> anyhow::Result<u8> {
         ..ClientConfig::default()
     });
     runtime.spawn(rangedb::client::run_janitor(janitor));
-    let server = runtime.spawn(rangedb::node::run_server(config, shutdown));
+    let telemetry = Arc::new(Telemetry::default());
+    if let Some(address) = &args.http_addr {
+        // The key-value API goes through this node's own listener, as a CLI would.
+        let client = Client::new(ClientConfig {
+            endpoints: vec![args.listen.clone()],
+            ..ClientConfig::default()
+        });
+        start_http(&runtime, address, Arc::clone(&telemetry), client)?;
+    }
+    let server = runtime.spawn(rangedb::node::run_server_observed(config, telemetry, shutdown));
     match runtime.block_on(server) {
         Ok(result) => result.context("server failed")?,
         Err(error) => anyhow::bail!("the server task failed: {error}"),
     }
     Ok(0)
+}
+
+/// Binds `--http-addr` (a port in use is an error at once) and serves it on `runtime`
+/// (ops/mod.rs).
+#[cfg(not(madsim))]
+fn start_http(
+    runtime: &tokio::runtime::Runtime,
+    address: &str,
+    telemetry: Arc<Telemetry>,
+    client: Client,
+) -> anyhow::Result<()> {
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(address))
+        .with_context(|| format!("cannot listen on --http-addr {address}"))?;
+    tracing::info!("HTTP listener on http://{address} (/health, /ready, /metrics, /v1/kv)");
+    runtime.spawn(async move {
+        if let Err(error) = rangedb::ops::serve(listener, telemetry, client).await {
+            tracing::error!("the HTTP listener stopped: {error}");
+        }
+    });
+    Ok(())
+}
+
+/// The simulated build has no HTTP listener (it needs the real runtime).
+#[cfg(madsim)]
+fn start_http(
+    _runtime: &tokio::runtime::Runtime,
+    address: &str,
+    _telemetry: Arc<Telemetry>,
+    _client: Client,
+) -> anyhow::Result<()> {
+    bail!("--http-addr {address}: the simulated build has no HTTP listener")
 }
 
 fn server_config(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
@@ -357,7 +429,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
             (Ok(interrupt), Ok(terminate)) => Some((interrupt, terminate)),
             (Err(error), _) | (_, Err(error)) => {
-                eprintln!("warning: cannot watch SIGINT/SIGTERM ({error})");
+                tracing::warn!("cannot watch SIGINT/SIGTERM ({error})");
                 None
             }
         }
@@ -377,7 +449,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
-        eprintln!("shutting down");
+        tracing::info!("shutting down");
     }
 }
 

@@ -15,6 +15,8 @@ fn main() {
         check_determinism, env_u64, quiet_node_logs, replay_from_env, scenario_from_env, sweep, Job,
     };
 
+    // The nodes' logs (tracing events), timestamped with simulated time.
+    rangedb::logging::install_simulation(rangedb::logging::LevelFilter::INFO);
     if replay_from_env("chaos") {
         return;
     }

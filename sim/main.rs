@@ -33,6 +33,8 @@ fn main() {
         replay_from_env, sweep, Job,
     };
 
+    // The nodes' logs (tracing events), timestamped with simulated time.
+    rangedb::logging::install_simulation(rangedb::logging::LevelFilter::INFO);
     if replay_from_env("sim") {
         return;
     }

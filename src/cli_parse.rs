@@ -90,6 +90,21 @@ pub fn check_address(address: &str) -> Result<(), FlagError> {
     Ok(())
 }
 
+/// Parses `--http-addr`: `host:port`, or a port alone (`7070` or `:7070`), which
+/// means loopback (`127.0.0.1:7070`): the listener is reachable from other hosts only
+/// when a host says so.
+///
+/// # Errors
+/// Not a port, nor host:port.
+pub fn parse_http_address(text: &str) -> Result<String, FlagError> {
+    let port = text.strip_prefix(':').unwrap_or(text);
+    if port.parse::<u16>().is_ok() {
+        return Ok(format!("127.0.0.1:{port}"));
+    }
+    check_address(text)?;
+    Ok(text.to_string())
+}
+
 /// Parses `--split-keys`: valid keys in strictly increasing order.
 ///
 /// # Errors
@@ -110,6 +125,16 @@ pub fn parse_split_keys(keys: &[String]) -> Result<Vec<Vec<u8>>, FlagError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_http_address_alone_is_a_loopback_port() {
+        assert_eq!(parse_http_address("7070").unwrap(), "127.0.0.1:7070");
+        assert_eq!(parse_http_address(":7070").unwrap(), "127.0.0.1:7070");
+        assert_eq!(parse_http_address("0.0.0.0:80").unwrap(), "0.0.0.0:80");
+        assert!(parse_http_address("70700").is_err());
+        assert!(parse_http_address("localhost").is_err());
+        assert!(parse_http_address("host:port").is_err());
+    }
 
     #[test]
     fn durations() {

@@ -8,7 +8,10 @@
 //! - `wire`: the frame format, the peer and the client protocol.
 //! - `node`: the event loop that drives every replica, the server.
 //! - `client`: the client library the CLI uses.
+//! - `ops`: the operator's HTTP listener (health, readiness, Prometheus metrics); not
+//!   in the simulated build.
 //! - `hash`: FNV-1a and splitmix64 (stable across runs).
+//! - `logging`: the server's structured logs (tracing) and their rate limiter.
 //! - `cli_parse`: the parsers of the CLI's flag text.
 //! - `cli_txn`: `rangedb txn` in etcdctl's transaction syntax (parse, run, print).
 //! - `fuzzing`: the bodies of the fuzz targets (also run by `cargo test`); only with
@@ -22,7 +25,11 @@ pub mod env;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod hash;
+pub mod logging;
 pub mod node;
+// The HTTP listener needs the real tokio runtime: not in the simulated build.
+#[cfg(not(madsim))]
+pub mod ops;
 pub mod raft;
 pub mod range;
 pub mod storage;

@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tracing::warn;
 
 use crate::raft::{MessageBody, NodeId};
 use crate::wire::{
@@ -268,7 +269,14 @@ impl PeerTask {
 
     fn report_refusal(&mut self, reason: String) {
         if self.refused.as_ref() != Some(&reason) {
-            eprintln!("{}: {} at {} refused the link: {reason}", self.me, self.peer, self.address);
+            warn!(
+                node = self.me.0,
+                peer = self.peer.0,
+                "{}: {} at {} refused the link: {reason}",
+                self.me,
+                self.peer,
+                self.address
+            );
             self.refused = Some(reason);
         }
     }

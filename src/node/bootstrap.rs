@@ -29,6 +29,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tracing::info;
 
 use super::{NodeError, ServerConfig};
 use crate::env::random_u64;
@@ -138,7 +139,8 @@ pub async fn found(
         fatal: None,
     };
     let shared: Shared = Arc::new((Mutex::new(founding), Notify::new()));
-    eprintln!(
+    info!(
+        node = me.0,
         "rangedb node {}: data directory {} belongs to no cluster yet: founding one with {} \
          (creator {creator}; every founder must be started with the same --peers and \
          --split-keys)",
@@ -190,7 +192,8 @@ pub async fn found(
                     .filter(|(id, _)| **id != me && !founding.fresh.contains_key(id))
                     .map(|(id, address)| (*id, address.clone()))
                     .collect();
-                eprintln!(
+                info!(
+                    node = me.0,
                     "rangedb node {}: still founding; no hello yet from {}",
                     me.0,
                     peer_list(&missing, me)
@@ -218,7 +221,7 @@ pub async fn found(
     };
     data_dir.store_meta(&meta)?;
     let how = if me == creator { "created" } else { "joined" };
-    eprintln!("rangedb node {}: {how} cluster {cluster_id:016x}", me.0);
+    info!(node = me.0, "rangedb node {}: {how} cluster {cluster_id:016x}", me.0);
     Ok(Some(meta))
 }
 
@@ -354,7 +357,7 @@ pub async fn join(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Option<ClusterMeta>, NodeError> {
     let identity = data_dir.identity();
-    eprintln!(
+    info!(
         "rangedb: data directory {} belongs to no cluster yet: joining the cluster of {join} \
          as {} once a member adds it: `rangedb node add {} --endpoints {join}`",
         config.data_dir.display(),
@@ -391,7 +394,7 @@ pub async fn join(
                 biased;
                 () = &mut shutdown => return Ok(None),
                 () = &mut pause => break,
-                _ = report.tick() => eprintln!("rangedb: still waiting to join: {last_reason}"),
+                _ = report.tick() => info!("rangedb: still waiting to join: {last_reason}"),
                 accepted = listener.accept() => {
                     if let Ok((stream, _)) = accepted {
                         tokio::spawn(answer_joining(stream, identity));
@@ -410,7 +413,10 @@ pub async fn join(
         removed: info.removed.into_iter().collect(),
     };
     data_dir.store_meta(&meta)?;
-    eprintln!("rangedb node {}: joined cluster {:016x}", meta.node_id.0, meta.cluster_id);
+    info!(
+        node = meta.node_id.0,
+        "rangedb node {}: joined cluster {:016x}", meta.node_id.0, meta.cluster_id
+    );
     Ok(Some(meta))
 }
 

@@ -14,15 +14,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use tracing::{error, warn};
+
 use crate::env::Network;
+use crate::logging::{Admit, RateLimiter};
 use crate::node::liveness::Liveness;
 use crate::node::members::{self, NodeChange, SharedMembers};
 use crate::node::replica::{Replica, ReplyTo};
 use crate::node::snapshotter::Snapshotter;
+use crate::node::telemetry::{NodeMetrics, Readiness, Telemetry, READY_APPLY_LAG};
 use crate::node::ticker::Ticker;
 use crate::node::NodeError;
 use crate::raft::{
-    ConfChange, Message, NodeId, ReadMode, Ready, Role, Snapshot, SnapshotMeta, Storage,
+    ConfChange, Message, MessageBody, NodeId, ReadMode, Ready, Role, Snapshot, SnapshotMeta,
+    Storage,
 };
 use crate::range::descriptor::{
     RangeId, RangeTable, DESCRIPTOR_PREFIX, RESERVED_END, RESERVED_PREFIX,
@@ -144,7 +149,17 @@ pub struct Node {
     /// Removals applied in a joint configuration of this range, to take effect when
     /// it is left.
     pending_removals: BTreeMap<NodeId, RangeId>,
+    /// Repeated events (a message dropped per peer batch) logged once per interval,
+    /// then counted (`log_limited`); time is ticks times the tick interval.
+    log_limiter: RateLimiter<&'static str>,
+    /// Metrics and readiness for the operator (telemetry.rs).
+    pub telemetry: Arc<Telemetry>,
+    /// The leader each range last reported (counts leader changes).
+    last_leaders: BTreeMap<RangeId, Option<NodeId>>,
 }
+
+/// At most one line per kind of repeated event in this interval (then a count).
+const LOG_LIMIT_INTERVAL_MS: u64 = 10_000;
 
 /// Who this node is in its cluster (set by the boot sequence; tests leave it default).
 #[derive(Clone, Default)]
@@ -191,6 +206,9 @@ impl Node {
             identity: Identity::default(),
             stop: None,
             pending_removals: BTreeMap::new(),
+            log_limiter: RateLimiter::new(LOG_LIMIT_INTERVAL_MS),
+            telemetry: Arc::new(Telemetry::default()),
+            last_leaders: BTreeMap::new(),
         }
     }
 
@@ -208,7 +226,7 @@ impl Node {
             if let Some(reason) = self.network.removed() {
                 // Told by a member: our own log may never show it (the entries that
                 // removed us are no longer replicated to us). Recorded, then stop.
-                eprintln!("{}: {reason}", self.id);
+                warn!(node = self.id.0, "{}: {reason}", self.id);
                 let removed = NodeChange::Removed { node: self.id };
                 self.stop = Some(match self.apply_node_change(&removed) {
                     Ok(_) => NodeError::Removed(self.id),
@@ -232,6 +250,70 @@ impl Node {
         }
         if self.tuning.leader_placement == LeaderPlacement::Colocate && now % PLACEMENT_TICKS == 0 {
             self.place_leaders();
+        }
+        self.publish_telemetry();
+        for (kind, count) in self.log_limiter.take_summaries(self.elapsed_ms()) {
+            let seconds = LOG_LIMIT_INTERVAL_MS / 1000;
+            warn!(
+                node = self.id.0,
+                kind,
+                suppressed = count,
+                "{}: {kind}: {count} more in the last {seconds} s (not logged one by one)",
+                self.id
+            );
+        }
+    }
+
+    /// Sets the gauges (ranges, bytes, keys) and the readiness: every hosted range
+    /// has a known leader, does not repair, and has applied what it knows committed.
+    fn publish_telemetry(&self) {
+        let metrics = &self.telemetry.metrics;
+        let (mut leading, mut bytes, mut keys) = (0, 0, 0);
+        let mut problems = Vec::new();
+        for (range, replica) in &self.replicas {
+            leading += u64::from(replica.is_leader());
+            bytes += replica.snapshot_bytes + replica.log_bytes;
+            keys += replica.kv.len() as u64;
+            let (committed, applied) = (replica.raft.committed(), replica.kv.applied());
+            if replica.raft.repairing() {
+                problems.push(format!("{range} is repairing damaged storage from its peers"));
+            } else if replica.raft.leader().is_none() {
+                problems.push(format!("{range} has no known leader"));
+            } else if committed.saturating_sub(applied) > READY_APPLY_LAG {
+                problems.push(format!(
+                    "{range} has applied {applied} of {committed} committed entries"
+                ));
+            }
+        }
+        let store = |gauge: &std::sync::atomic::AtomicU64, value: u64| {
+            gauge.store(value, std::sync::atomic::Ordering::Relaxed)
+        };
+        store(&metrics.ranges_now, self.replicas.len() as u64);
+        store(&metrics.ranges_leading_now, leading);
+        store(&metrics.replica_bytes_now, bytes);
+        store(&metrics.keys_now, keys);
+        let readiness = match problems.len() {
+            0 => Readiness::Ready,
+            1..=3 => Readiness::NotReady { reason: problems.join("; ") },
+            n => Readiness::NotReady {
+                reason: format!("{}; and {} more ranges", problems[..3].join("; "), n - 3),
+            },
+        };
+        self.telemetry.set_readiness(readiness);
+    }
+
+    /// Milliseconds of ticks since the start (the rate limiter's time).
+    fn elapsed_ms(&self) -> u64 {
+        let interval_ms = u64::try_from(self.ticker.interval().as_millis()).unwrap_or(u64::MAX);
+        self.ticks.saturating_mul(interval_ms.max(1))
+    }
+
+    /// Whether to log an occurrence of a repeated event of `kind` now, and how many
+    /// went unlogged before it (`RateLimiter`).
+    fn log_limited(&mut self, kind: &'static str) -> Option<u64> {
+        match self.log_limiter.admit(kind, self.elapsed_ms()) {
+            Admit::Log { suppressed } => Some(suppressed),
+            Admit::Suppress => None,
         }
     }
 
@@ -298,19 +380,44 @@ impl Node {
         }
         for Envelope { range, message } in batch.envelopes {
             if message.from != from || message.to != self.id {
-                eprintln!(
-                    "{}: dropping message for {} from {} on the link from {from}",
-                    self.id, message.to, message.from
-                );
+                if let Some(suppressed) = self.log_limited("misaddressed peer message") {
+                    warn!(
+                        node = self.id.0,
+                        peer = from.0,
+                        suppressed,
+                        "{}: dropping message for {} from {} on the link from {from}",
+                        self.id,
+                        message.to,
+                        message.from
+                    );
+                }
                 continue;
             }
             match self.replicas.get_mut(&range) {
                 Some(replica) => {
                     if let Err(error) = replica.raft.step(message) {
-                        eprintln!("{} {range}: step: {error}", self.id);
+                        if let Some(suppressed) = self.log_limited("peer message not stepped") {
+                            warn!(
+                                node = self.id.0,
+                                range = range.0,
+                                suppressed,
+                                "{} {range}: step: {error}",
+                                self.id
+                            );
+                        }
                     }
                 }
-                None => eprintln!("{}: message for unknown range {range} from {from}", self.id),
+                None => {
+                    if let Some(suppressed) = self.log_limited("message for an unknown range") {
+                        warn!(
+                            node = self.id.0,
+                            peer = from.0,
+                            suppressed,
+                            "{}: message for unknown range {range} from {from}",
+                            self.id
+                        );
+                    }
+                }
             }
         }
     }
@@ -693,7 +800,10 @@ impl Node {
                 match bincode::serde::decode_from_slice(&kv.value, bincode::config::standard()) {
                     Ok((descriptor, _)) => ranges.push(descriptor),
                     Err(error) => {
-                        eprintln!("{}: undecodable descriptor at {:?}: {error}", self.id, kv.key)
+                        error!(
+                            node = self.id.0,
+                            "{}: undecodable descriptor at {:?}: {error}", self.id, kv.key
+                        )
                     }
                 }
             }
@@ -800,6 +910,10 @@ impl Node {
                 // on the next fsync, so a Ready that only moved commit costs none.
                 let durable = replica.raft.store().hard_state();
                 let (term, vote) = (hard_state.term, hard_state.vote);
+                if term > durable.term && vote == Some(self.id) {
+                    // A campaign: a new term with a vote for itself.
+                    NodeMetrics::add(&self.telemetry.metrics.elections, 1);
+                }
                 self.wal.append(&WalRecord::HardState { range: *range, hard_state })?;
                 wrote |= term != durable.term || vote != durable.vote;
             }
@@ -810,6 +924,12 @@ impl Node {
             self.apply_ready(*range, ready)?;
         }
         if wrote {
+            let metrics = &self.telemetry.metrics;
+            let bytes = self.wal.buffered_bytes();
+            let entries: usize = readies.iter().map(|(_, ready)| ready.entries.len()).sum();
+            metrics.wal_batch_bytes.observe(bytes);
+            metrics.wal_batch_entries.observe(entries as u64);
+            NodeMetrics::add(&metrics.wal_bytes, bytes);
             // Written now, synced by `flush_sync`: a crash in between (the simulation
             // lets the fsync's time pass there) may keep, drop or tear this batch.
             self.wal.write()?;
@@ -823,7 +943,9 @@ impl Node {
     pub fn flush_sync(&mut self, cycle: Cycle) -> Result<(), StorageError> {
         let Cycle { mut readies, wrote } = cycle;
         if wrote {
+            let started = tokio::time::Instant::now();
             self.wal.sync()?;
+            self.telemetry.metrics.wal_fsync.observe_duration(started.elapsed());
         }
         // Hard states are durable only if this cycle synced (a commit-only one may
         // wait in the WAL buffer for the next sync).
@@ -856,6 +978,11 @@ impl Node {
     fn send(&mut self, outbox: BTreeMap<NodeId, Vec<Envelope>>) {
         for (to, envelopes) in outbox {
             assert_ne!(to, self.id, "{}: Raft addressed a message to its own node", self.id);
+            let snapshots = envelopes
+                .iter()
+                .filter(|e| matches!(e.message.body, MessageBody::Snapshot { offset: 0, .. }))
+                .count();
+            NodeMetrics::add(&self.telemetry.metrics.snapshots_sent, snapshots as u64);
             self.network.send(to, envelopes);
             self.liveness.sent(to, self.ticks);
         }
@@ -899,6 +1026,7 @@ impl Node {
                 reason,
             })?;
             replica.kv.set_history(self.tuning.history_revisions);
+            NodeMetrics::add(&self.telemetry.metrics.snapshots_installed, 1);
             #[cfg(madsim)]
             crate::env::sim_hooks::observe(|o| {
                 o.snapshot_restored(self.id, range, snapshot.meta.index, snapshot.meta.term)
@@ -974,6 +1102,11 @@ impl Node {
             }
         }
         if let Some(soft) = &ready.soft_state {
+            let metrics = &self.telemetry.metrics;
+            let previous = self.last_leaders.insert(range, soft.leader).flatten();
+            if soft.leader.is_some() && soft.leader != previous {
+                NodeMetrics::add(&metrics.leader_changes, 1);
+            }
             if soft.role != Role::Leader {
                 replica.fail_pending(not_leader_lost);
                 #[cfg(madsim)]
@@ -1073,8 +1206,14 @@ impl Node {
             }
             replica.snapshot_index = index;
             replica.snapshot_bytes = snapshot.data.len() as u64;
+            NodeMetrics::add(&self.telemetry.metrics.snapshots_taken, 1);
             if let Err(error) = replica.raft.compact(snapshot) {
-                eprintln!("{} {range}: compact at {index}: {error}", self.id);
+                warn!(
+                    node = self.id.0,
+                    range = range.0,
+                    "{} {range}: compact at {index}: {error}",
+                    self.id
+                );
             }
         }
         let covered: BTreeMap<RangeId, u64> =

@@ -8,6 +8,7 @@ pub mod members;
 pub mod replica;
 pub mod server;
 pub mod snapshotter;
+pub mod telemetry;
 pub mod ticker;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tracing::{error, info, warn};
 
 use crate::env::real_disk::RealDisk;
 use crate::env::real_net::TcpNetwork;
@@ -35,6 +37,7 @@ use crate::storage::{
 pub use event_loop::LeaderPlacement;
 use event_loop::{Event, Node, Tuning};
 use replica::Replica;
+use telemetry::{Readiness, Telemetry};
 use ticker::Ticker;
 
 /// How a `rangedb server` was asked to run.
@@ -126,7 +129,21 @@ pub async fn run_server(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    run_node(config, Arc::new(RealDisk), Arc::new(RealClock), shutdown).await
+    run_server_observed(config, Arc::new(Telemetry::default()), shutdown).await
+}
+
+/// `run_server` reporting its metrics and readiness to `telemetry` (which the HTTP
+/// listener reads).
+///
+/// # Errors
+/// As `run_server`.
+pub async fn run_server_observed(
+    config: ServerConfig,
+    telemetry: Arc<Telemetry>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let (disk, clock) = (Arc::new(RealDisk), Arc::new(RealClock));
+    run_node_observed(config, disk, clock, telemetry, shutdown).await
 }
 
 /// `run_server` on a given disk and clock: the simulation runs the same node on its
@@ -140,10 +157,39 @@ pub async fn run_node(
     clock: Arc<dyn Clock>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    run_node_observed(config, disk, clock, Arc::new(Telemetry::default()), shutdown).await
+}
+
+/// `run_node` reporting to `telemetry`; it says `Readiness::Stopped` once the node
+/// stops, whatever the reason.
+///
+/// # Errors
+/// As `run_server`.
+pub async fn run_node_observed(
+    config: ServerConfig,
+    disk: Arc<dyn Disk>,
+    clock: Arc<dyn Clock>,
+    telemetry: Arc<Telemetry>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    telemetry.set_readiness(Readiness::Starting);
+    let result = run_node_inner(config, disk, clock, Arc::clone(&telemetry), shutdown).await;
+    telemetry.set_readiness(Readiness::Stopped);
+    result
+}
+
+async fn run_node_inner(
+    config: ServerConfig,
+    disk: Arc<dyn Disk>,
+    clock: Arc<dyn Clock>,
+    telemetry: Arc<Telemetry>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
     validate(&config)?;
     let data_dir = DataDir::open(Arc::clone(&disk), &config.data_dir)?;
     if let Some(from) = data_dir.upgraded_from {
-        eprintln!(
+        info!(
+            node = config.node_id.0,
             "rangedb node {}: upgraded data directory {} from version {from} to {DATA_VERSION}",
             config.node_id.0,
             config.data_dir.display()
@@ -244,6 +290,7 @@ pub async fn run_node(
         founders: meta.founders.clone(),
         persist: Some(Arc::clone(&persist)),
     };
+    node.telemetry = Arc::clone(&telemetry);
     let admission = server::Admission {
         me: meta.node_id,
         identity,
@@ -251,9 +298,12 @@ pub async fn run_node(
         members,
         learned: persist,
         peer_silence: server::peer_silence_timeout(config.tick_ms),
+        telemetry,
+        log_limiter: Arc::new(server::ConnectionLogLimiter::new()),
     };
     let acceptor = tokio::spawn(server::accept_loop(listener, events, admission));
-    eprintln!(
+    info!(
+        node = meta.node_id.0,
         "rangedb node {} listening on {} (data {}, {} ranges, {} members)",
         meta.node_id.0,
         config.listen,
@@ -270,7 +320,7 @@ pub async fn run_node(
         Err(NodeError::Unreadable { .. }) => node.wal.sync().map_err(NodeError::from),
         _ => node.flush().and_then(|()| Ok(node.wal.sync()?)),
     };
-    eprintln!("rangedb node {} stopped", meta.node_id.0);
+    info!(node = meta.node_id.0, "rangedb node {} stopped", meta.node_id.0);
     result.and(flushed)
 }
 
@@ -380,7 +430,7 @@ fn checked_meta(meta: ClusterMeta, config: &ServerConfig) -> Result<ClusterMeta,
         )));
     }
     if meta.peers != config.peers {
-        eprintln!("note: membership comes from the data directory; --peers differs and is ignored");
+        warn!("membership comes from the data directory; --peers differs and is ignored");
     }
     Ok(meta)
 }
@@ -444,7 +494,7 @@ fn recover_replicas(
     let node = meta.node_id.0;
     let wal_damage = recovery.damage.take();
     if let Some(damage) = &wal_damage {
-        eprintln!("rangedb node {node}: WAL damaged: {damage}");
+        error!(node, "rangedb node {node}: WAL damaged: {damage}");
     }
     let mut replicas = BTreeMap::new();
     let mut repairs = BTreeMap::new();
@@ -476,7 +526,9 @@ fn recover_replicas(
             }
             Ok(None) => initial(),
             Err(StorageError::Corrupt { path, offset, reason }) => {
-                eprintln!(
+                error!(
+                    node,
+                    range = range.0,
                     "rangedb node {node}: {range}: snapshot {} damaged at offset {offset}: {reason}",
                     path.display()
                 );
@@ -527,7 +579,7 @@ fn recover_replicas(
     let count = repairs.len();
     if wal_damage.is_some() {
         for path in wal.discard_damaged(repairs)? {
-            eprintln!("rangedb node {node}: kept the damaged WAL segment as {}", path.display());
+            warn!(node, "rangedb node {node}: kept the damaged WAL segment as {}", path.display());
         }
     } else {
         for (&range, &hard_state) in &repairs {
@@ -538,9 +590,10 @@ fn recover_replicas(
     }
     for path in damaged_snapshots {
         let kept = snapshots.quarantine(&path)?;
-        eprintln!("rangedb node {node}: kept the damaged snapshot as {}", kept.display());
+        warn!(node, "rangedb node {node}: kept the damaged snapshot as {}", kept.display());
     }
-    eprintln!(
+    warn!(
+        node,
         "rangedb node {node}: {count} range(s) discarded their damaged log and repair from \
          their peers; they do not vote or serve until a new leader has replicated to them"
     );

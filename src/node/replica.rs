@@ -7,7 +7,9 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use crate::node::telemetry::{NodeMetrics, Operation, Outcome, Telemetry};
 use crate::raft::{Entry, Index, NodeId, RaftGroup, ReadMode, Role, Term};
 use crate::range::descriptor::{RangeDescriptor, RangeId};
 use crate::range::kv::{
@@ -21,12 +23,26 @@ use crate::wire::{Request, Response};
 pub struct ReplyTo {
     pub outbox: tokio::sync::mpsc::UnboundedSender<crate::wire::ClientResponse>,
     pub id: u64,
+    /// What was asked and when it arrived, for the node's request metrics.
+    pub operation: Operation,
+    pub started: tokio::time::Instant,
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl ReplyTo {
-    /// Sends the response; a closed connection is not an error (the client is gone).
+    /// Sends the response and records the request (operation, outcome, latency); a
+    /// closed connection is not an error (the client is gone).
     pub fn send(self, response: Response) {
+        let outcome = Outcome::of(&response);
+        let elapsed = self.started.elapsed();
+        self.telemetry.metrics.record_request(self.operation, outcome, elapsed);
         let _ = self.outbox.send(crate::wire::ClientResponse { id: self.id, response });
+    }
+
+    /// Sends the response to a write that Raft dropped or that lost its leader.
+    fn send_dropped(self, response: Response) {
+        NodeMetrics::add(&self.telemetry.metrics.proposals_dropped, 1);
+        self.send(response);
     }
 }
 
@@ -34,6 +50,16 @@ impl ReplyTo {
 struct PendingWrite {
     term: Term,
     reply: ReplyTo,
+    /// When it was proposed (`NodeMetrics::raft_commit`).
+    proposed: tokio::time::Instant,
+}
+
+impl PendingWrite {
+    /// Its entry committed and applies now: records the time since it was proposed.
+    fn committed(&self) {
+        let metrics = &self.reply.telemetry.metrics;
+        metrics.raft_commit.observe_duration(self.proposed.elapsed());
+    }
 }
 
 /// A read waiting for its read index, then for the state machine to reach it.
@@ -136,7 +162,8 @@ impl Replica {
         match proposed {
             Ok(index) => {
                 let term = self.raft.term();
-                let previous = self.writes.insert(index, PendingWrite { term, reply });
+                let proposed = tokio::time::Instant::now();
+                let previous = self.writes.insert(index, PendingWrite { term, reply, proposed });
                 assert!(previous.is_none(), "range {} proposed twice at index {index}", self.id());
             }
             Err(crate::raft::RaftError::NotLeader { leader_hint }) => {
@@ -147,7 +174,7 @@ impl Replica {
                 if matches!(error, crate::raft::RaftError::ConfChangeRefused(_)) {
                     crate::env::sim_hooks::sometimes("membership change refused by the leader");
                 }
-                reply.send(Response::Unavailable { reason: error.to_string() })
+                reply.send_dropped(Response::Unavailable { reason: error.to_string() })
             }
         }
     }
@@ -228,11 +255,13 @@ impl Replica {
             Applicable::ConfChange => {
                 self.kv.apply_noop(entry.index);
                 if let Some(write) = self.writes.remove(&entry.index) {
-                    write.reply.send(if write.term == entry.term {
-                        Response::Membership(self.membership())
+                    if write.term == entry.term {
+                        write.committed();
+                        write.reply.send(Response::Membership(self.membership()));
                     } else {
-                        Response::Unavailable { reason: "leader changed; retry".into() }
-                    });
+                        let reason = "leader changed; retry".into();
+                        write.reply.send_dropped(Response::Unavailable { reason });
+                    }
                 }
                 return Ok(());
             }
@@ -241,7 +270,7 @@ impl Replica {
                 if let Some(write) = self.writes.remove(&entry.index) {
                     // Our proposal at this index was replaced by a new leader's no-op.
                     let reason = "leader changed; retry".into();
-                    write.reply.send(Response::Unavailable { reason });
+                    write.reply.send_dropped(Response::Unavailable { reason });
                 }
                 return Ok(());
             }
@@ -252,6 +281,7 @@ impl Replica {
         let result = self.kv.apply_owned(entry.index, command);
         if let Some(write) = waiting {
             if write.term == entry.term {
+                write.committed();
                 write.reply.send(match result {
                     CommandResult::Put { revision } => Response::Put { revision },
                     CommandResult::Delete { revision, existed } => {
@@ -264,7 +294,8 @@ impl Replica {
                     CommandResult::Txn(result) => Response::Txn(result),
                 });
             } else {
-                write.reply.send(Response::Unavailable { reason: "leader changed; retry".into() });
+                let reason = "leader changed; retry".into();
+                write.reply.send_dropped(Response::Unavailable { reason });
             }
         }
         Ok(())
@@ -376,7 +407,7 @@ impl Replica {
     /// leader. Writes may still commit; their retry is deduplicated by request id.
     pub fn fail_pending(&mut self, response: impl Fn() -> Response) {
         for (_, write) in std::mem::take(&mut self.writes) {
-            write.reply.send(response());
+            write.reply.send_dropped(response());
         }
         for (_, read) in std::mem::take(&mut self.reads_unconfirmed) {
             read.reply.send(response());

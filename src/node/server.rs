@@ -8,10 +8,13 @@ use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tracing::{info, warn};
 
+use crate::logging::{Admit, RateLimiter};
 use crate::node::event_loop::Event;
 use crate::node::members::{self, Members, SharedMembers};
 use crate::node::replica::ReplyTo;
+use crate::node::telemetry::{Operation, Telemetry};
 use crate::raft::NodeId;
 use crate::wire::{
     encode_frame, read_frame_buffered, read_hello, try_encode_frame, write_frame, ClientRequest,
@@ -37,6 +40,74 @@ pub struct Admission {
     /// An incoming peer connection that delivers nothing for this long is closed
     /// (`peer_silence_timeout`).
     pub peer_silence: Duration,
+    /// Where client requests are counted and timed (`ReplyTo::send`).
+    pub telemetry: Arc<Telemetry>,
+    /// Closed connections are logged once per kind and interval, then counted (a
+    /// port scanner or a peer retrying a refused hello would otherwise write a line
+    /// per attempt).
+    pub log_limiter: Arc<ConnectionLogLimiter>,
+}
+
+/// The rate limiter of the listener's log lines, with its time origin.
+pub struct ConnectionLogLimiter {
+    started: tokio::time::Instant,
+    limiter: std::sync::Mutex<RateLimiter<&'static str>>,
+}
+
+/// At most one line per kind of closed connection in this interval (then a count).
+const CONNECTION_LOG_INTERVAL_MS: u64 = 10_000;
+
+impl Default for ConnectionLogLimiter {
+    fn default() -> ConnectionLogLimiter {
+        ConnectionLogLimiter::new()
+    }
+}
+
+impl ConnectionLogLimiter {
+    pub fn new() -> ConnectionLogLimiter {
+        ConnectionLogLimiter {
+            started: tokio::time::Instant::now(),
+            limiter: std::sync::Mutex::new(RateLimiter::new(CONNECTION_LOG_INTERVAL_MS)),
+        }
+    }
+
+    /// Logs that the connection from `address` was closed for `reason`, unless a
+    /// connection closed for the same kind of reason was logged in the interval.
+    fn closed(&self, me: NodeId, address: std::net::SocketAddr, reason: &str) {
+        let kind = closed_kind(reason);
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut limiter = self.limiter.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let summaries = limiter.take_summaries(now_ms);
+        let admitted = limiter.admit(kind, now_ms);
+        drop(limiter);
+        for (kind, count) in summaries {
+            info!(
+                node = me.0,
+                kind,
+                suppressed = count,
+                "{me}: {count} more connections closed ({kind}) in the last 10 s"
+            );
+        }
+        if let Admit::Log { suppressed } = admitted {
+            info!(
+                node = me.0,
+                kind, suppressed, "{me}: connection from {address}: {reason}; closed"
+            );
+        }
+    }
+}
+
+/// The kind of a closed connection's reason, the rate limiter's key (a fixed set).
+fn closed_kind(reason: &str) -> &'static str {
+    if reason.starts_with("bad hello") || reason.contains("sent a bad frame") {
+        "bad frame"
+    } else if reason.starts_with("no hello") {
+        "no hello"
+    } else if reason.contains("sent nothing for") {
+        "silent peer"
+    } else {
+        "refused or ended"
+    }
 }
 
 /// How long an incoming peer connection may deliver nothing before it is closed: ten
@@ -176,7 +247,7 @@ pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>, adm
             Ok(accepted) => accepted,
             Err(error) => {
                 // Typically EMFILE: back off instead of spinning.
-                eprintln!("{}: accept: {error}", admission.me);
+                warn!(node = admission.me.0, "{}: accept: {error}", admission.me);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -185,7 +256,7 @@ pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>, adm
         let admission = admission.clone();
         tokio::spawn(async move {
             if let Err(reason) = serve_connection(stream, events, &admission).await {
-                eprintln!("{}: connection from {address}: {reason}; closed", admission.me);
+                admission.log_limiter.closed(admission.me, address, &reason);
             }
         });
     }
@@ -252,7 +323,7 @@ async fn serve_connection(
             let reply = admission.accepted(version, vec![]);
             write_frame(&mut writer, &reply).await.map_err(|e| format!("hello reply: {e}"))?;
             writer.flush().await.map_err(|e| format!("hello reply: {e}"))?;
-            serve_client(reader, writer, events).await
+            serve_client(reader, writer, events, Arc::clone(&admission.telemetry)).await
         }
     }
 }
@@ -308,13 +379,20 @@ async fn serve_client(
     mut reader: Reader,
     writer: Writer,
     events: mpsc::Sender<Event>,
+    telemetry: Arc<Telemetry>,
 ) -> Result<(), String> {
     let (outbox, responses) = mpsc::unbounded_channel::<ClientResponse>();
     let writer_task = tokio::spawn(write_responses(writer, responses));
     let result = loop {
         match read_frame_buffered::<ClientRequest, _>(&mut reader).await {
             Ok(Some(ClientRequest { id, request })) => {
-                let reply = ReplyTo { outbox: outbox.clone(), id };
+                let reply = ReplyTo {
+                    outbox: outbox.clone(),
+                    id,
+                    operation: Operation::of(&request),
+                    started: tokio::time::Instant::now(),
+                    telemetry: Arc::clone(&telemetry),
+                };
                 if events.send(Event::Client { request, reply }).await.is_err() {
                     break Ok(());
                 }
@@ -362,4 +440,19 @@ async fn write_response<W: tokio::io::AsyncWrite + Unpin>(
         }
     };
     writer.write_all(&frame).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_connections_are_limited_by_a_fixed_set_of_kinds() {
+        assert_eq!(closed_kind("bad hello: frame too large"), "bad frame");
+        assert_eq!(closed_kind("client sent a bad frame: checksum"), "bad frame");
+        assert_eq!(closed_kind("peer n2 sent a bad frame: checksum"), "bad frame");
+        assert_eq!(closed_kind("no hello within 5 s"), "no hello");
+        assert_eq!(closed_kind("peer n2 sent nothing for 2s: connection closed"), "silent peer");
+        assert_eq!(closed_kind("n4 is not a member of cluster 00ff"), "refused or ended");
+    }
 }

@@ -47,6 +47,11 @@ impl Ticker {
         behind.min(TICKS_CATCH_UP_MAX)
     }
 
+    /// The tick interval.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// Ticks performed or dropped since the start.
     pub fn done(&self) -> u64 {
         self.done

@@ -464,6 +464,11 @@ impl RaftGroup {
         }
     }
 
+    /// The commit index (`status()` without building the voter list).
+    pub fn committed(&self) -> Index {
+        self.log.committed
+    }
+
     /// The current term (`status()` without building the voter list).
     pub fn term(&self) -> Term {
         self.term

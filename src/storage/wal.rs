@@ -780,6 +780,16 @@ impl Wal {
     /// # Errors
     /// `Io` when the write fails; the records stay buffered.
     pub fn write(&mut self) -> Result<(), StorageError> {
+        self.write_buffered()
+    }
+
+    /// Bytes of records appended and not yet written (what `write` will write, before
+    /// its padding).
+    pub fn buffered_bytes(&self) -> u64 {
+        self.buffer.len() as u64
+    }
+
+    fn write_buffered(&mut self) -> Result<(), StorageError> {
         if self.buffer.is_empty() {
             return Ok(());
         }

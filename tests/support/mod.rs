@@ -35,6 +35,8 @@ pub struct Server {
     /// Started with `--join` this member's address instead of `--id`/`--peers`
     /// (its node id is the one the cluster gives it).
     pub join: Option<String>,
+    /// Started with `--http-addr` this address (`Cluster::enable_http`).
+    pub http: Option<String>,
 }
 
 pub struct Cluster {
@@ -45,8 +47,29 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` servers (ids 1..=n) and waits until each accepts connections.
+    /// Starts `n` servers (ids 1..=n) and waits until each serves (its log says so).
     pub fn start(n: u64, extra_flags: &[&str]) -> Cluster {
+        let cluster = Cluster::start_unchecked(n, extra_flags);
+        // Founding completes once every founder has said hello: wait for it, so a test
+        // that stops a node at once stops a member, not a founder still learning.
+        for id in 1..=n {
+            cluster.wait_serving(id);
+        }
+        cluster
+    }
+
+    /// Starts `n` servers (ids 1..=n) and waits until each accepts connections only
+    /// (for flags that keep the log from saying when a node serves).
+    pub fn start_unchecked(n: u64, extra_flags: &[&str]) -> Cluster {
+        let mut cluster = Cluster::prepare(n, extra_flags);
+        for id in 1..=n {
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
+    /// A cluster of `n` servers (ids 1..=n), none started yet.
+    pub fn prepare(n: u64, extra_flags: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let addresses: BTreeMap<u64, String> =
             (1..=n).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
@@ -62,21 +85,13 @@ impl Cluster {
                     log: dir.path().join(format!("node{id}.log")),
                     child: None,
                     join: None,
+                    http: None,
                 };
                 (*id, server)
             })
             .collect();
         let extra_flags = extra_flags.iter().map(|s| s.to_string()).collect();
-        let mut cluster = Cluster { dir, servers, peers_flag, extra_flags };
-        for id in 1..=n {
-            cluster.start_node(id);
-        }
-        // Founding completes once every founder has said hello: wait for it, so a test
-        // that stops a node at once stops a member, not a founder still learning.
-        for id in 1..=n {
-            cluster.wait_serving(id);
-        }
-        cluster
+        Cluster { dir, servers, peers_flag, extra_flags }
     }
 
     /// Adds a server that joins the cluster of `join` (a member's address) under the
@@ -91,6 +106,7 @@ impl Cluster {
             log: self.dir.path().join(format!("node{key}.log")),
             child: None,
             join: Some(join.to_string()),
+            http: None,
         };
         self.servers.insert(key, server);
         self.start_node(key);
@@ -131,6 +147,9 @@ impl Cluster {
             Some(join) => command.args(["--join", join]),
             None => command.args(["--id", &id.to_string(), "--peers", &self.peers_flag]),
         };
+        if let Some(http) = &server.http {
+            command.args(["--http-addr", http]);
+        }
         let child = command
             .arg("--data-dir")
             .arg(&server.data_dir)
@@ -142,6 +161,19 @@ impl Cluster {
             .expect("spawn rangedb server");
         server.child = Some(child);
         wait_listening(&server.address);
+    }
+
+    /// Gives every server an HTTP listener on a free loopback port (`--http-addr`),
+    /// from its next start on.
+    pub fn enable_http(&mut self) {
+        for server in self.servers.values_mut() {
+            server.http = Some(format!("127.0.0.1:{}", free_port()));
+        }
+    }
+
+    /// Node `id`'s HTTP address (`enable_http`).
+    pub fn http(&self, id: u64) -> &str {
+        self.servers[&id].http.as_deref().expect("enable_http was called")
     }
 
     /// Starts node `id` with its stderr piped and not tracked by the cluster: for a
@@ -258,6 +290,34 @@ pub fn cli(endpoints: &str, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run rangedb CLI")
+}
+
+/// One HTTP/1.1 request (`Connection: close`) to `address`: the status code and
+/// the body. Fails the test if nothing answers within 10 s.
+pub fn http(address: &str, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)
+        .unwrap_or_else(|e| panic!("connect to {address}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+    let body = body.unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("write request");
+    stream.write_all(body).expect("write body");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head: {text}"));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+    (status.unwrap_or_else(|| panic!("no status: {head}")), body.to_string())
+}
+
+/// `GET path` on `address`.
+pub fn http_get(address: &str, path: &str) -> (u16, String) {
+    http(address, "GET", path, None)
 }
 
 pub fn stderr(output: &Output) -> String {
