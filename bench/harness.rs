@@ -31,6 +31,7 @@
 
 #[cfg(feature = "etcd")]
 mod etcd;
+mod report;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -105,6 +106,10 @@ pub struct BenchArgs {
     /// Print one JSON object per run on stdout (the table goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Also draw the run into FILE: throughput and latency per second and the latency
+    /// distribution, as an HTML page (or, for a name ending in .svg, an SVG image).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
     /// What to measure: rangedb, or etcd (v3 API; needs a build with
     /// `--features etcd`). --local starts that server, --endpoints names its clients'
     /// addresses (etcd: `host:port` of the client URLs).
@@ -523,6 +528,11 @@ pub fn run(args: &BenchArgs, endpoints: &[String]) -> anyhow::Result<u8> {
     if args.ops == Some(0) {
         bail!("--ops must be at least 1");
     }
+    if let Some(path) = &args.report {
+        // Found out now, not after the run.
+        std::fs::File::create(path)
+            .with_context(|| format!("create the report {}", path.display()))?;
+    }
     let local = args.local.map(|nodes| LocalCluster::start(kind, nodes)).transpose()?;
     let endpoints = local.as_ref().map(|l| l.endpoints.clone()).unwrap_or(endpoints.to_vec());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -537,6 +547,10 @@ struct Shared {
     measuring: AtomicBool,
     stop: AtomicBool,
     histogram: Mutex<Histogram<u64>>,
+    /// Per measured second, its latencies (`--report` only).
+    timeline: Mutex<Vec<Histogram<u64>>>,
+    /// When measuring started (set once, before `measuring`).
+    measure_start: std::sync::OnceLock<Instant>,
     counters: Counters,
     /// Open loop: when the schedule starts (every task's request k is due at
     /// `epoch + k * interval`).
@@ -571,6 +585,8 @@ async fn drive(
         measuring: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         histogram: Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?),
+        timeline: Mutex::new(Vec::new()),
+        measure_start: std::sync::OnceLock::new(),
         counters: Counters::default(),
         epoch: Instant::now(),
     });
@@ -584,6 +600,7 @@ async fn drive(
     let cpu_start = local.map(|l| l.cpu_seconds());
     let client_cpu_start = process_cpu_seconds(std::process::id());
     let start = Instant::now();
+    let _ = shared.measure_start.set(start);
     shared.measuring.store(true, Ordering::SeqCst);
     progress(args, &shared.counters, start).await;
     shared.measuring.store(false, Ordering::SeqCst);
@@ -599,7 +616,11 @@ async fn drive(
     eprintln!();
     let histogram = shared.histogram.lock().expect("no task panicked holding it");
     let target = (kind, server_version.as_str());
-    report(args, target, &histogram, &shared.counters, elapsed, cpu, client_cpu);
+    let summary = report(args, target, &histogram, &shared.counters, elapsed, cpu, client_cpu);
+    if let Some(path) = &args.report {
+        let timeline = shared.timeline.lock().expect("no task panicked holding it");
+        write_report(args, target, summary, &timeline, &histogram, path)?;
+    }
     Ok(0)
 }
 
@@ -724,6 +745,10 @@ async fn client_loop(task: u64, mut client: Target, shared: Arc<Shared>) {
     let value = vec![b'x'; args.value_size];
     let mut rng = Rng::new(task);
     let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    // Per measured second (`--report`): two significant digits are plenty for a chart.
+    let mut timeline: Vec<Histogram<u64>> = Vec::new();
+    let second_histogram =
+        || Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("valid bounds");
     // Open loop: this task's share of the rate, its first request offset so the
     // tasks do not all fire at once.
     let interval =
@@ -760,6 +785,13 @@ async fn client_loop(task: u64, mut client: Target, shared: Arc<Shared>) {
         match result {
             Ok(()) => {
                 let _ = local.record(micros.max(1));
+                if let (Some(_), Some(start)) = (&args.report, shared.measure_start.get()) {
+                    let second = start.elapsed().as_secs() as usize;
+                    if timeline.len() <= second {
+                        timeline.resize_with(second + 1, second_histogram);
+                    }
+                    let _ = timeline[second].record(micros.max(1));
+                }
                 shared.counters.ok.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
@@ -770,8 +802,59 @@ async fn client_loop(task: u64, mut client: Target, shared: Arc<Shared>) {
         }
     }
     shared.histogram.lock().expect("not poisoned").add(&local).expect("same bounds");
+    let mut merged = shared.timeline.lock().expect("not poisoned");
+    for (second, histogram) in timeline.into_iter().enumerate() {
+        if merged.len() <= second {
+            merged.resize_with(second + 1, second_histogram);
+        }
+        merged[second].add(&histogram).expect("same bounds");
+    }
 }
 
+/// Draws the run into `path` (`--report`, bench/report.rs).
+fn write_report(
+    args: &BenchArgs,
+    (kind, server_version): (TargetKind, &str),
+    summary: (Vec<String>, Vec<String>),
+    timeline: &[Histogram<u64>],
+    overall: &Histogram<u64>,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    // The last second is usually cut short by the end of the run: not drawn.
+    let seconds = &timeline[..timeline.len().min(args.duration as usize)];
+    let mode =
+        if args.rate > 0 { format!("open loop, {}/s", args.rate) } else { "closed loop".into() };
+    let parameters = [
+        ("target", format!("{} {server_version}", kind.name())),
+        ("workload", args.workload.clone()),
+        ("clients", args.clients.to_string()),
+        ("loop", mode),
+        ("value size", format!("{} bytes", args.value_size)),
+        ("keys", format!("{} ({})", args.keys, args.distribution)),
+        ("nodes", args.local.map_or_else(|| "--endpoints".to_string(), |n| format!("{n} local"))),
+        ("measured", format!("{} s after {} s of warm-up", args.duration, args.warmup)),
+        ("load average", load_average().map_or_else(|| "-".to_string(), |l| format!("{l:.2}"))),
+    ];
+    let report = report::RunReport {
+        title: format!(
+            "rangedb bench: {} {}, {} clients",
+            kind.name(),
+            args.workload,
+            args.clients
+        ),
+        parameters: parameters.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        summary,
+        seconds,
+        overall,
+    };
+    let text = report::render(&report, path);
+    std::fs::write(path, text).with_context(|| format!("write the report {}", path.display()))?;
+    eprintln!("report: {}", path.display());
+    Ok(())
+}
+
+/// Prints the run's table (and JSON); returns the summary's header and cells for the
+/// drawn report.
 fn report(
     args: &BenchArgs,
     (kind, server_version): (TargetKind, &str),
@@ -780,7 +863,7 @@ fn report(
     elapsed: f64,
     cpu: Option<(f64, f64)>,
     client_cpu: Option<f64>,
-) {
+) -> (Vec<String>, Vec<String>) {
     let ok = counters.ok.load(Ordering::Relaxed);
     let throughput = ok as f64 / elapsed;
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
@@ -821,12 +904,25 @@ fn report(
         None => table,
     };
     let errors_line = (!errors.is_empty()).then(|| format!("errors: {errors:?}"));
+    let header =
+        ["ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "errors", "server CPU/op"];
+    let cells = vec![
+        format!("{throughput:.0}"),
+        format!("{:.2}", ms(0.5)),
+        format!("{:.2}", ms(0.9)),
+        format!("{:.2}", ms(0.99)),
+        format!("{:.2}", ms(0.999)),
+        format!("{:.2}", histogram.max() as f64 / 1000.0),
+        errors.values().sum::<u64>().to_string(),
+        cpu_per_op_us.map_or_else(|| "-".to_string(), |us| format!("{us:.0} µs")),
+    ];
+    let summary = (header.map(String::from).to_vec(), cells);
     if !args.json {
         println!("{table}");
         if let Some(line) = errors_line {
             println!("{line}");
         }
-        return;
+        return summary;
     }
     eprintln!("{table}");
     if let Some(line) = errors_line {
@@ -870,6 +966,7 @@ fn report(
         client_per_op_us.map(|v| format!("{v:.1}")).unwrap_or_else(null),
         errors.join(",")
     );
+    summary
 }
 
 #[cfg(test)]
