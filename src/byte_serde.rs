@@ -54,24 +54,13 @@ pub mod option_shared {
         bytes: &Option<bytes::Bytes>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
-        match bytes {
-            Some(bytes) => serializer.serialize_some(&AsBytes(bytes)),
-            None => serializer.serialize_none(),
-        }
+        super::option::serialize_slice(bytes.as_deref(), serializer)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<bytes::Bytes>, D::Error> {
         super::option::deserialize(deserializer).map(|bytes| bytes.map(bytes::Bytes::from))
-    }
-
-    struct AsBytes<'a>(&'a [u8]);
-
-    impl serde::Serialize for AsBytes<'_> {
-        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            serializer.serialize_bytes(self.0)
-        }
     }
 }
 
@@ -81,6 +70,13 @@ pub mod option {
 
     pub fn serialize<S: Serializer>(
         bytes: &Option<Vec<u8>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serialize_slice(bytes.as_deref(), serializer)
+    }
+
+    pub(super) fn serialize_slice<S: Serializer>(
+        bytes: Option<&[u8]>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         match bytes {
