@@ -19,7 +19,7 @@ use super::checkers::raft_safety::{Safety, SafetyObserver};
 use super::checkers::{durability, linearizability, liveness, witness, Violation};
 use super::cluster::Cluster;
 use super::history::{Call, Finals, Op, Outcome};
-use super::schedule::{Fault, Plan};
+use super::schedule::{Fault, Plan, DRIFT_BOUND_PPM};
 use super::workload::{self, KEYS};
 use super::{now_ms, Rng};
 
@@ -207,6 +207,11 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
         .faults
         .insert("effect: new leaders checked for completeness".into(), safety.completeness_checks);
     outcomes.faults.insert("effect: votes granted (durable)".into(), safety.votes_granted);
+    outcomes.faults.insert(
+        "effect: leases checked against the voters' stickiness".into(),
+        safety.leases_checked,
+    );
+    outcomes.faults.insert("effect: handoff campaigns checked".into(), safety.handoffs_checked);
     outcomes.faults.retain(|_, v| *v > 0);
     violations.extend(outcomes.liveness.clone());
     violations.extend(witness::check(&model, &outcomes.history, plan.nodes));
@@ -958,6 +963,9 @@ impl Supervisor<'_> {
                 }
                 _ => {}
             }
+        }
+        if clocks.iter().any(|(_, drift_ppm)| drift_ppm.abs() > DRIFT_BOUND_PPM) {
+            self.safety.lock().expect("safety lock").clocks_beyond_bound();
         }
         for (node, (skew_ms, drift_ppm)) in clocks.into_iter().enumerate() {
             self.cluster.set_clock(node, skew_ms, drift_ppm);
