@@ -671,6 +671,7 @@ impl Supervisor<'_> {
             }
             Fault::LeaderClockDrift { .. } => resolved = self.find_leader(i).await,
             Fault::PartitionSlowLeader => resolved = self.slowed_leader(),
+            Fault::MuteSlowedLeader => resolved = self.slowed_to_leader(),
             Fault::PauseLeader => {
                 resolved = self.find_leader(i).await;
                 if let Some(node) = resolved {
@@ -947,6 +948,15 @@ impl Supervisor<'_> {
         })
     }
 
+    /// The leader an active SlowToLeader slowed the answers to, if any.
+    fn slowed_to_leader(&self) -> Option<usize> {
+        self.active.iter().find_map(|(i, resolved)| {
+            matches!(self.plan.steps[*i].fault, Fault::SlowToLeader { .. })
+                .then_some(*resolved)
+                .flatten()
+        })
+    }
+
     /// Sets every node's clock from the active clock faults (the latest started wins;
     /// none: no skew, no drift).
     fn apply_clocks(&mut self) {
@@ -1075,6 +1085,13 @@ impl Supervisor<'_> {
                         for other in (0..self.cluster.servers.len()).filter(|o| o != slow) {
                             cuts.push((*slow, other));
                             cuts.push((other, *slow));
+                        }
+                    }
+                }
+                Fault::MuteSlowedLeader => {
+                    if let Some(leader) = resolved {
+                        for other in (0..self.cluster.servers.len()).filter(|o| o != leader) {
+                            cuts.push((*leader, other));
                         }
                     }
                 }
