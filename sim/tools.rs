@@ -214,3 +214,69 @@ fn shrinking_keeps_the_fault_model() {
     let ids: Vec<usize> = shrunk.plan.steps.iter().map(|s| s.id).collect();
     assert_eq!(ids, [0, 1]);
 }
+
+/// The lease check's quorum (raft_safety): a majority of the voters, and of the
+/// outgoing voters too while a change is joint, the leader included.
+#[test]
+fn lease_check_counts_a_quorum_of_each_configuration() {
+    use harness::checkers::raft_safety::lease_quorum_holds;
+    use rangedb::raft::{Membership, NodeId};
+    let set = |ids: &[u64]| ids.iter().map(|id| NodeId(*id)).collect();
+    let simple = Membership { voters: set(&[1, 2, 3]), outgoing: set(&[]), learners: set(&[4]) };
+    let defenders = |ids: &'static [u64]| move |v: NodeId| ids.contains(&v.0);
+    assert!(!lease_quorum_holds(&simple, defenders(&[1])));
+    assert!(!lease_quorum_holds(&simple, defenders(&[1, 4])), "a learner does not count");
+    assert!(lease_quorum_holds(&simple, defenders(&[1, 3])));
+    let joint =
+        Membership { voters: set(&[1, 2, 3]), outgoing: set(&[1, 4, 5]), learners: set(&[]) };
+    assert!(!lease_quorum_holds(&joint, defenders(&[1, 2])), "the outgoing voters have 1 of 3");
+    assert!(lease_quorum_holds(&joint, defenders(&[1, 2, 4])));
+}
+
+/// The lease check's stickiness: 9 ticks of 20 ms at the +2% drift bound after the
+/// follower last heard from the leader (or restarted), and not a microsecond more.
+#[test]
+fn lease_check_stickiness_lasts_nine_fast_ticks() {
+    use harness::checkers::raft_safety::{sticky_until, STICKY_AT_LEAST_US};
+    assert_eq!(STICKY_AT_LEAST_US, 176_470);
+    assert!(sticky_until(Some(1_000), None, 1_000 + STICKY_AT_LEAST_US));
+    assert!(!sticky_until(Some(1_000), None, 1_001 + STICKY_AT_LEAST_US));
+    assert!(sticky_until(Some(1_000), Some(90_000), 200_000), "a restart counts too");
+    assert!(!sticky_until(None, None, 0));
+    // The correct lease (8 leader ticks from the heartbeat's send, the leader's clock
+    // up to 2% slow) ends before that; the mutant's whole election timeout does not.
+    let correct_until = 8 * 20_000 * 1_000_000 / (1_000_000 - 20_000);
+    assert!(sticky_until(Some(0), None, correct_until));
+    assert!(!sticky_until(Some(0), None, 10 * 20_000));
+}
+
+/// The handoff check: the target's last entry (term, index) at its campaign must be
+/// at least the leader's when it sent TimeoutNow.
+#[test]
+fn handoff_check_wants_the_whole_log() {
+    use harness::checkers::raft_safety::handoff_target_caught_up;
+    assert!(handoff_target_caught_up((2, 69), (2, 69)));
+    assert!(handoff_target_caught_up((2, 69), (2, 70)));
+    assert!(!handoff_target_caught_up((2, 69), (2, 68)));
+    assert!(!handoff_target_caught_up((3, 10), (2, 99)));
+}
+
+/// The slow-answers class cuts the leader it slowed: every `mute_slowed_leader` lies
+/// within a `slow_to_leader` (the run resolves the muted node from it).
+#[test]
+fn slow_answers_mute_lies_within_the_slowdown() {
+    let mut muted = 0;
+    for seed in 1..=300 {
+        let plan = Plan::draw(seed, Scenario::Swarm);
+        for mute in plan.steps.iter().filter(|s| s.fault == Fault::MuteSlowedLeader) {
+            muted += 1;
+            let within = plan.steps.iter().any(|s| {
+                matches!(s.fault, Fault::SlowToLeader { .. })
+                    && s.start_ms < mute.start_ms
+                    && s.end_ms >= mute.end_ms
+            });
+            assert!(within, "seed {seed}: {mute:?} outside any slowdown");
+        }
+    }
+    assert!(muted > 20, "the class is on in about one seed in eight: {muted} mutes");
+}

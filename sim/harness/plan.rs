@@ -159,6 +159,7 @@ pub fn fault_text(fault: &Fault) -> String {
             format!("leader_clock_drift drift_ppm={drift_ppm}")
         }
         Fault::PartitionSlowLeader => "partition_slow_leader".into(),
+        Fault::MuteSlowedLeader => "mute_slowed_leader".into(),
         Fault::AddNode { spare } => format!("node_add spare={spare}"),
         Fault::RemoveNode { node: n } => format!("node_remove node={}", node(*n)),
         Fault::RemoveLeader => "node_remove_leader".into(),
@@ -331,6 +332,7 @@ impl Fields<'_> {
             },
             "leader_clock_drift" => Fault::LeaderClockDrift { drift_ppm: self.int("drift_ppm")? },
             "partition_slow_leader" => Fault::PartitionSlowLeader,
+            "mute_slowed_leader" => Fault::MuteSlowedLeader,
             "node_add" => Fault::AddNode { spare: self.int("spare")? as usize },
             "node_remove" => Fault::RemoveNode { node: self.node("node")? },
             "node_remove_leader" => Fault::RemoveLeader,

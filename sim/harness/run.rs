@@ -19,7 +19,7 @@ use super::checkers::raft_safety::{Safety, SafetyObserver};
 use super::checkers::{durability, linearizability, liveness, witness, Violation};
 use super::cluster::Cluster;
 use super::history::{Call, Finals, Op, Outcome};
-use super::schedule::{Fault, Plan};
+use super::schedule::{Fault, Plan, DRIFT_BOUND_PPM};
 use super::workload::{self, KEYS};
 use super::{now_ms, Rng};
 
@@ -207,6 +207,11 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
         .faults
         .insert("effect: new leaders checked for completeness".into(), safety.completeness_checks);
     outcomes.faults.insert("effect: votes granted (durable)".into(), safety.votes_granted);
+    outcomes.faults.insert(
+        "effect: leases checked against the voters' stickiness".into(),
+        safety.leases_checked,
+    );
+    outcomes.faults.insert("effect: handoff campaigns checked".into(), safety.handoffs_checked);
     outcomes.faults.retain(|_, v| *v > 0);
     violations.extend(outcomes.liveness.clone());
     violations.extend(witness::check(&model, &outcomes.history, plan.nodes));
@@ -666,6 +671,7 @@ impl Supervisor<'_> {
             }
             Fault::LeaderClockDrift { .. } => resolved = self.find_leader(i).await,
             Fault::PartitionSlowLeader => resolved = self.slowed_leader(),
+            Fault::MuteSlowedLeader => resolved = self.slowed_to_leader(),
             Fault::PauseLeader => {
                 resolved = self.find_leader(i).await;
                 if let Some(node) = resolved {
@@ -942,6 +948,15 @@ impl Supervisor<'_> {
         })
     }
 
+    /// The leader an active SlowToLeader slowed the answers to, if any.
+    fn slowed_to_leader(&self) -> Option<usize> {
+        self.active.iter().find_map(|(i, resolved)| {
+            matches!(self.plan.steps[*i].fault, Fault::SlowToLeader { .. })
+                .then_some(*resolved)
+                .flatten()
+        })
+    }
+
     /// Sets every node's clock from the active clock faults (the latest started wins;
     /// none: no skew, no drift).
     fn apply_clocks(&mut self) {
@@ -958,6 +973,9 @@ impl Supervisor<'_> {
                 }
                 _ => {}
             }
+        }
+        if clocks.iter().any(|(_, drift_ppm)| drift_ppm.abs() > DRIFT_BOUND_PPM) {
+            self.safety.lock().expect("safety lock").clocks_beyond_bound();
         }
         for (node, (skew_ms, drift_ppm)) in clocks.into_iter().enumerate() {
             self.cluster.set_clock(node, skew_ms, drift_ppm);
@@ -1067,6 +1085,13 @@ impl Supervisor<'_> {
                         for other in (0..self.cluster.servers.len()).filter(|o| o != slow) {
                             cuts.push((*slow, other));
                             cuts.push((other, *slow));
+                        }
+                    }
+                }
+                Fault::MuteSlowedLeader => {
+                    if let Some(leader) = resolved {
+                        for other in (0..self.cluster.servers.len()).filter(|o| o != leader) {
+                            cuts.push((*leader, other));
                         }
                     }
                 }

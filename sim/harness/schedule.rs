@@ -112,6 +112,10 @@ pub enum Fault {
     /// The node an active LeaderClockDrift slowed is cut from the other servers;
     /// every client still reaches every node, so clients on both sides read.
     PartitionSlowLeader,
+    /// The node an active SlowToLeader slowed stops reaching the other servers; they
+    /// still reach it (their slowed answers keep arriving), and every client reaches
+    /// every node.
+    MuteSlowedLeader,
     /// `rangedb node add` of spare server `spare` (started with --join, waiting):
     /// learner on every range, caught up, promoted.
     AddNode { spare: usize },
@@ -141,8 +145,11 @@ pub struct Classes {
     pub leader_pauses: bool,
     /// `election_storm_short_crashes_slow_links`' pattern.
     pub election_storm: bool,
-    /// Slow answers to a leader, then that leader cut off while clients on both sides
-    /// read from leases (`slow_answers_then_leader_cut_off`).
+    /// Slow answers to a leader, then that leader's own messages cut while clients
+    /// read from leases (`slow_answers_then_leader_cut_off`). It was drawn but off
+    /// before the lease check: with IsolateLeader as its cut (both ways) and answers
+    /// slowed 60 to 190 ms (the drift guard then refuses the lease) it caught neither
+    /// lease-timing mutant in 2,000 seeds.
     pub slow_answers: bool,
     /// `clock_skew_within_and_beyond_bound`'s clocks (instead of clocks within the
     /// bound), its lease reads and its impatient clients.
@@ -152,12 +159,6 @@ pub struct Classes {
     /// Appends cut short (one or a few entries each) in a quarter of the seeds.
     pub max_append_bytes: u64,
 }
-
-/// Off: the slow-answers class (`Plan::slow_answers_then_leader_cut_off`) is drawn but
-/// not used. Tried against the two lease-timing mutants in chaos/mutants/uncaught:
-/// 0 of 2,000 seeds each, so it stays an experiment (turn it on here, or write
-/// `slow_to_leader` faults into a plan file) until it reaches them.
-const SLOW_ANSWERS_CLASS: bool = false;
 
 /// The production `max_size_per_msg` of a replica's Appends.
 pub const PRODUCTION_APPEND_BYTES: u64 = 1 << 20;
@@ -202,7 +203,7 @@ impl Classes {
                 PRODUCTION_APPEND_BYTES
             },
         }
-        .with_slow_answers(rng.chance(0.125) && SLOW_ANSWERS_CLASS)
+        .with_slow_answers(rng.chance(0.125))
     }
 }
 
@@ -236,6 +237,7 @@ impl Fault {
             Fault::ClockSkew { .. } => "clock_skew_drift",
             Fault::LeaderClockDrift { .. } => "leader_clock_drift_beyond_bound",
             Fault::PartitionSlowLeader => "partition_slow_leader",
+            Fault::MuteSlowedLeader => "mute_slowed_leader",
             Fault::AddNode { .. } => "node_add",
             Fault::RemoveNode { .. } => "node_remove",
             Fault::RemoveLeader => "node_remove_leader",
@@ -298,6 +300,9 @@ impl fmt::Display for Fault {
             }
             Fault::LeaderClockDrift { drift_ppm } => {
                 write!(f, "clock of the leader of a range drifts {drift_ppm} ppm")
+            }
+            Fault::MuteSlowedLeader => {
+                write!(f, "the slowed leader's messages to the other servers stop (one way)")
             }
             Fault::PartitionSlowLeader => {
                 write!(f, "partition the slowed leader from the other servers (not clients)")
@@ -636,20 +641,25 @@ impl Plan {
         rotting
     }
 
-    /// Lease timing: the answers to a range's leader arrive late (one-way latency near
-    /// the lease's margin over the followers' vote refusal), then that leader is cut
-    /// off with a client on its side while the others write through a new leader; every
-    /// get may use a lease. A lease counted from when an answer arrived, or as long as
-    /// the election timeout, outlives the followers' refusal and serves a stale read.
+    /// Lease timing: the answers to a range's leader arrive late (one-way latency of
+    /// 25 to 60 ms: more than a tick, less than what makes the drift guard refuse the
+    /// lease), then that leader's own messages to the other servers stop while their
+    /// late answers still arrive, and every get may use a lease. The followers stop
+    /// hearing it at once, so their refusal to elect another leader runs out 9 ticks
+    /// later; a lease counted from when an answer arrived, or as long as the election
+    /// timeout, outlives it (the lease check in raft_safety sees it; a client read on
+    /// the old leader may be stale).
     fn slow_answers_then_leader_cut_off(&mut self, rng: &mut Rng) {
         self.lease_get_percent = 100;
         self.client_attempt_ms = 250;
-        let mut at = rng.between(300, 800);
-        while at < self.fault_ms - 1_500 {
-            let slow = rng.between(600, 1_200);
-            self.add(at, at + slow + 800, Fault::SlowToLeader { ms: rng.between(60, 190) });
-            self.add(at + slow, at + slow + rng.between(500, 900), Fault::IsolateLeader);
-            at += slow + 1_500;
+        // A lease needs the drift guard's full window first (100 ticks, 2 s, of
+        // heartbeats since the leader was elected).
+        let mut at = rng.between(2_200, 3_200);
+        while at < self.fault_ms - 1_200 {
+            let slow = rng.between(400, 1_000);
+            self.add(at, at + slow + 900, Fault::SlowToLeader { ms: rng.between(25, 60) });
+            self.add(at + slow, at + slow + rng.between(500, 900), Fault::MuteSlowedLeader);
+            at += slow + 2_500;
         }
     }
 

@@ -64,6 +64,47 @@ pub trait Observer {
     ) {
         let _ = (node, range, index, membership);
     }
+    /// A follower of `term` heard from its leader `leader` (an Append, heartbeat,
+    /// quiesce or snapshot message: it restarted its election timer).
+    fn heard_leader(&mut self, node: NodeId, range: RangeId, term: Term, leader: NodeId) {
+        let _ = (node, range, term, leader);
+    }
+    /// A leader of `term` would answer lease reads, under `membership`, until at
+    /// least its next tick falls due at `until` (reported at every tick and message
+    /// while it holds a lease); `None`: it holds none now (reported when it changes).
+    fn lease_held(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        held: Option<(Term, tokio::time::Instant)>,
+        membership: &crate::raft::Membership,
+    ) {
+        let _ = (node, range, held, membership);
+    }
+    /// A leader of `term` sent TimeoutNow to `to`, its log then ending at
+    /// (`last_term`, `last_index`).
+    fn timeout_now_sent(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        term: Term,
+        to: NodeId,
+        last: (Term, u64),
+    ) {
+        let _ = (node, range, term, to, last);
+    }
+    /// On TimeoutNow from `from` (leader of `term`), this replica campaigned with its
+    /// log ending at (`last_term`, `last_index`).
+    fn transfer_campaign(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        from: NodeId,
+        term: Term,
+        last: (Term, u64),
+    ) {
+        let _ = (node, range, from, term, last);
+    }
     /// At recovery a replica found its storage damaged and discarded its log: its
     /// durable state restarts at (`term`, `commit`) and it repairs from its peers.
     fn storage_damaged(&mut self, node: NodeId, range: RangeId, term: Term, commit: u64);
@@ -97,6 +138,8 @@ struct Hooks {
     /// One-way delays of peer links (from, to): the link's batches wait this long
     /// before they are written (`link_delay`).
     link_delays: BTreeMap<(NodeId, NodeId), std::time::Duration>,
+    /// The last lease reported per replica (`lease`).
+    leases: BTreeMap<(NodeId, RangeId), Option<(Term, tokio::time::Instant)>>,
 }
 
 thread_local! {
@@ -120,6 +163,7 @@ pub fn install(observer: Option<Box<dyn Observer>>, seed: u64) {
             runaway: None,
             max_append_bytes: None,
             link_delays: BTreeMap::new(),
+            leases: BTreeMap::new(),
         };
     });
 }
@@ -281,6 +325,23 @@ pub fn fsync_latency(node: NodeId) -> std::time::Duration {
         let bound = if draw() % 50 == 0 { stall.max(usual) } else { usual };
         std::time::Duration::from_micros(1 + draw() % bound)
     })
+}
+
+/// Reports a replica's leader lease (`Observer::lease_held`) if it changed since the
+/// last report.
+pub fn lease(
+    node: NodeId,
+    range: RangeId,
+    held: Option<(Term, tokio::time::Instant)>,
+    membership: &crate::raft::Membership,
+) {
+    let changed = HOOKS.with(|hooks| {
+        let mut hooks = hooks.borrow_mut();
+        hooks.observer.is_some() && hooks.leases.insert((node, range), held) != Some(held)
+    });
+    if changed {
+        observe(|o| o.lease_held(node, range, held, membership));
+    }
 }
 
 /// Calls the observer, if one is installed.

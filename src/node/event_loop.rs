@@ -217,6 +217,12 @@ impl Node {
         for _ in 0..self.ticker.take_due() {
             self.tick();
         }
+        // Once every due tick is performed: a lease judged between two of them would
+        // be judged on a stale tick count.
+        #[cfg(madsim)]
+        for (range, replica) in &self.replicas {
+            sim_watch(self.id, *range, replica, self.ticker.next_deadline());
+        }
     }
 
     fn tick(&mut self) {
@@ -395,7 +401,12 @@ impl Node {
             }
             match self.replicas.get_mut(&range) {
                 Some(replica) => {
-                    if let Err(error) = replica.raft.step(message) {
+                    #[cfg(madsim)]
+                    let watch = SimWatch::before(&message);
+                    let stepped = replica.raft.step(message);
+                    #[cfg(madsim)]
+                    watch.after(self.id, range, replica, self.ticker.next_deadline());
+                    if let Err(error) = stepped {
                         if let Some(suppressed) = self.log_limited("peer message not stepped") {
                             warn!(
                                 node = self.id.0,
@@ -889,6 +900,25 @@ impl Node {
                 continue;
             }
             let mut ready = replica.raft.ready();
+            #[cfg(madsim)]
+            for message in ready.messages.iter().chain(&ready.persisted_messages) {
+                if matches!(message.body, crate::raft::MessageBody::TimeoutNow) {
+                    // The log before this cycle's own entries: it may have appended
+                    // after the TimeoutNow (a joint configuration's leave entry).
+                    let last = match ready.entries.first() {
+                        Some(first) => {
+                            let index = first.index - 1;
+                            let term = replica.raft.log_term(index).ok().flatten();
+                            (term.unwrap_or(0), index)
+                        }
+                        None => last_entry(&replica.raft),
+                    };
+                    let (id, to, term) = (self.id, message.to, message.term);
+                    crate::env::sim_hooks::observe(|o| {
+                        o.timeout_now_sent(id, *range, term, to, last)
+                    });
+                }
+            }
             outbox(&mut send_now, *range, std::mem::take(&mut ready.messages));
             if let Some(snapshot) = &ready.snapshot {
                 // The file first: once the marker is durable, recovery needs it.
@@ -1244,6 +1274,84 @@ fn restore_snapshot(replica: &mut Replica, snapshot: &Snapshot) -> Result<(), St
 fn outbox(outbox: &mut BTreeMap<NodeId, Vec<Envelope>>, range: RangeId, messages: Vec<Message>) {
     for message in messages {
         outbox.entry(message.to).or_default().push(Envelope { range, message });
+    }
+}
+
+/// Reports a replica's leader lease to the simulation's lease check; `next_tick`:
+/// when the node's next tick falls due (a lease that holds now holds until then).
+#[cfg(madsim)]
+fn sim_watch(
+    id: crate::raft::NodeId,
+    range: RangeId,
+    replica: &Replica,
+    next_tick: tokio::time::Instant,
+) {
+    let raft = &replica.raft;
+    let held =
+        (raft.role() == Role::Leader && raft.lease_holds()).then(|| (raft.term(), next_tick));
+    crate::env::sim_hooks::lease(id, range, held, raft.membership());
+}
+
+/// A replica's last log entry: (term, index).
+#[cfg(madsim)]
+fn last_entry(raft: &crate::raft::RaftGroup) -> (crate::raft::Term, u64) {
+    let index = raft.status().last_index;
+    let term = match raft.log_term(index) {
+        Ok(term) => term.unwrap_or(0),
+        Err(_) => raft.status().term,
+    };
+    (term, index)
+}
+
+/// What the simulation's checkers watch around one message stepped into a replica:
+/// a follower hearing from its leader, a campaign a TimeoutNow started, and the
+/// replica's leader lease after it.
+#[cfg(madsim)]
+struct SimWatch {
+    /// (from, term) of a message from a leader (it restarts a follower's election timer).
+    from_leader: Option<(crate::raft::NodeId, crate::raft::Term)>,
+    /// (from, term) of a TimeoutNow.
+    timeout_now: Option<(crate::raft::NodeId, crate::raft::Term)>,
+}
+
+#[cfg(madsim)]
+impl SimWatch {
+    fn before(message: &crate::raft::Message) -> SimWatch {
+        use crate::raft::MessageBody;
+        let sender = Some((message.from, message.term));
+        let (from_leader, timeout_now) = match message.body {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::Quiesce { .. }
+            | MessageBody::Snapshot { .. } => (sender, None),
+            MessageBody::TimeoutNow => (None, sender),
+            _ => (None, None),
+        };
+        SimWatch { from_leader, timeout_now }
+    }
+
+    fn after(
+        self,
+        id: crate::raft::NodeId,
+        range: RangeId,
+        replica: &Replica,
+        next_tick: tokio::time::Instant,
+    ) {
+        use crate::env::sim_hooks;
+        let raft = &replica.raft;
+        let term = raft.term();
+        if let Some((from, sent_in)) = self.from_leader {
+            if raft.role() == Role::Follower && raft.leader() == Some(from) && term == sent_in {
+                sim_hooks::observe(|o| o.heard_leader(id, range, term, from));
+            }
+        }
+        if let Some((from, sent_in)) = self.timeout_now {
+            if raft.role() == Role::Candidate && term == sent_in + 1 {
+                let last = last_entry(raft);
+                sim_hooks::observe(|o| o.transfer_campaign(id, range, from, sent_in, last));
+            }
+        }
+        sim_watch(id, range, replica, next_tick);
     }
 }
 

@@ -484,6 +484,12 @@ impl RaftGroup {
         self.log.term(index).map(Some).map_err(|_| self.log.first_index() - 1)
     }
 
+    /// Whether this leader would answer a lease read now (for checkers outside the
+    /// core: the simulation's lease check).
+    pub fn lease_holds(&self) -> bool {
+        self.lease_valid()
+    }
+
     pub fn leader(&self) -> Option<NodeId> {
         self.leader_id
     }

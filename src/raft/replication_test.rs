@@ -207,3 +207,20 @@ fn figure_8_entry_of_earlier_term_not_committed_by_counting() {
         assert!(net.node(n).status().commit >= 3);
     }
 }
+
+/// A follower commits at most what the Append covered (paper figure 2: commitIndex =
+/// min(leaderCommit, index of last new entry)): a stale suffix behind it stays
+/// uncommitted even though the leader's commit index reaches past it. The sweep
+/// cannot show this rule alone (chaos/mutants/uncaught/README.md: the leader's first
+/// accepted Append always starts where the logs differ), so it is pinned here.
+#[test]
+fn follower_commits_only_what_the_append_covered() {
+    // Index 2 (term 1) is the leader's too; 3 and 4 (term 2) are a deposed leader's.
+    let log = [entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)];
+    let mut follower = recovered(2, 3, &log);
+    let body =
+        MessageBody::Append { prev_index: 1, prev_term: 1, entries: vec![entry(2, 1)], commit: 4 };
+    follower.step(Message { from: id(1), to: id(2), term: 3, body }).unwrap();
+    assert_eq!(follower.status().last_index, 4, "a matching Append truncates nothing");
+    assert_eq!(follower.status().commit, 2, "the stale entries 3 and 4 must stay uncommitted");
+}

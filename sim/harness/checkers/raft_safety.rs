@@ -68,6 +68,54 @@ pub struct Safety {
     /// Repairs finished: a damaged replica applied an entry past that commit index
     /// or restored a snapshot there, so a leader has replicated to it.
     pub repairs_finished: u64,
+    /// The last time each follower heard from its leader: (range, follower) ->
+    /// (leader, term, us). It refuses to help elect another leader for
+    /// `STICKY_AT_LEAST_US` after at least (leader stickiness).
+    heard: BTreeMap<(RangeId, NodeId), (NodeId, Term, u64)>,
+    /// The last restart of each node (us): a restarted replica refuses votes for an
+    /// election timeout.
+    restarted_at: BTreeMap<NodeId, u64>,
+    /// Leases checked against the voters' stickiness (an effect counted per sweep).
+    pub leases_checked: u64,
+    /// A clock ran beyond the drift bound: from then on leases are the drift guard's
+    /// business (it refuses them only once it measured a whole window, so a lease may
+    /// outlive the bound's stickiness meanwhile), judged by the history checkers.
+    beyond_bound: bool,
+    /// TimeoutNow sent: (range, leader, term, target) -> the leader's last entry then.
+    timeout_nows: BTreeMap<(RangeId, NodeId, Term, NodeId), (Term, u64)>,
+    /// Campaigns started by a TimeoutNow, checked (an effect counted per sweep).
+    pub handoffs_checked: u64,
+}
+
+/// How long a follower refuses to help elect another leader after it last heard from
+/// its leader, at least: `election_tick - 1` (9) of its ticks (the first may come just
+/// after the message), its 20 ms ticks at most `DRIFT_BOUND_PPM` fast.
+pub const STICKY_AT_LEAST_US: u64 =
+    9 * 20_000 * 1_000_000 / (1_000_000 + super::super::schedule::DRIFT_BOUND_PPM as u64);
+
+/// The lease check (thesis 6.4.1, src/raft/reads.rs), from outside the core: a leader
+/// may answer from its lease at a time only if a quorum of its configuration (itself
+/// included) still refuses to help elect anyone else then, so that every possible
+/// next leader needs a vote that cannot be had. `defends(v)`: voter `v` does.
+pub fn lease_quorum_holds(membership: &Membership, defends: impl Fn(NodeId) -> bool) -> bool {
+    let majority = |voters: &BTreeSet<NodeId>| {
+        voters.is_empty() || 2 * voters.iter().filter(|v| defends(**v)).count() > voters.len()
+    };
+    majority(&membership.voters) && majority(&membership.outgoing)
+}
+
+/// Whether a follower that last heard from the lease holder at `heard_us` (None:
+/// not in its term) or restarted at `restarted_us` still refuses votes at `until_us`.
+pub fn sticky_until(heard_us: Option<u64>, restarted_us: Option<u64>, until_us: u64) -> bool {
+    [heard_us, restarted_us].into_iter().flatten().any(|at| at + STICKY_AT_LEAST_US >= until_us)
+}
+
+/// The handoff check (thesis 3.10): a leader sends TimeoutNow only to a replica that
+/// holds its whole log, so the target's campaign can win every vote. `leader` and
+/// `target` are (last term, last index) when the leader sent it and when the target
+/// campaigned.
+pub fn handoff_target_caught_up(leader: (Term, u64), target: (Term, u64)) -> bool {
+    target >= leader
 }
 
 impl Safety {
@@ -116,9 +164,74 @@ impl Safety {
         }
     }
 
+    /// A lease held by `leader` (term `term`, `membership`) until `until_us` at least
+    /// (its next tick), checked at `now_us` against the voters' stickiness.
+    fn check_lease(
+        &mut self,
+        range: RangeId,
+        leader: NodeId,
+        term: Term,
+        until_us: u64,
+        membership: &Membership,
+    ) {
+        self.leases_checked += 1;
+        let defends = |v: NodeId| {
+            let heard = self
+                .heard
+                .get(&(range, v))
+                .filter(|(l, t, _)| (*l, *t) == (leader, term))
+                .map(|(_, _, at)| *at);
+            v == leader || sticky_until(heard, self.restarted_at.get(&v).copied(), until_us)
+        };
+        if lease_quorum_holds(membership, defends) {
+            return;
+        }
+        let defenders: Vec<String> = membership
+            .all_voters()
+            .into_iter()
+            .filter(|v| defends(*v))
+            .map(|v| v.to_string())
+            .collect();
+        let heard: Vec<String> = membership
+            .all_voters()
+            .into_iter()
+            .filter_map(|v| {
+                let (l, t, at) = self.heard.get(&(range, v))?;
+                Some(format!("{v} heard {l} (term {t}) at {:.1} ms", *at as f64 / 1_000.0))
+            })
+            .collect();
+        let t = until_us / 1_000;
+        self.range_event(t, range, format!("{t:>6} ms {leader} {range} lease of term {term}"));
+        self.violate_as(
+            "lease",
+            format!(
+                "{leader}'s lease on {range} (term {term}) holds until {:.1} ms, but by then \
+                 only {{{}}} of its configuration {membership} can still refuse to elect \
+                 another leader ({}; each refuses for {:.1} ms at least after): a new leader \
+                 could be elected and commit while {leader} answers reads from its lease",
+                until_us as f64 / 1_000.0,
+                defenders.join(","),
+                heard.join(", "),
+                STICKY_AT_LEAST_US as f64 / 1_000.0
+            ),
+        );
+    }
+
+    fn violate_as(&mut self, checker: &'static str, message: String) {
+        if self.violations.len() < 5 {
+            let evidence = self.recent.iter().cloned().collect();
+            self.violations.push(Violation { checker, message, evidence, focus: None });
+        }
+    }
+
     /// The latest Raft events, oldest first.
     pub fn recent_events(&self) -> Vec<String> {
         self.recent.iter().cloned().collect()
+    }
+
+    /// A node's clock now runs beyond the drift bound (`beyond_bound`).
+    pub fn clocks_beyond_bound(&mut self) {
+        self.beyond_bound = true;
     }
 
     /// A node's data directory was wiped; it restarts with the same flags.
@@ -170,6 +283,10 @@ pub struct SafetyObserver {
 }
 
 impl SafetyObserver {
+    fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
     fn with(&self, f: impl FnOnce(&mut Safety, u64)) {
         let mut state = self.state.lock().expect("safety lock");
         f(&mut state, now_ms(self.start));
@@ -340,8 +457,86 @@ impl Observer for SafetyObserver {
         });
     }
 
+    fn heard_leader(&mut self, node: NodeId, range: RangeId, term: Term, leader: NodeId) {
+        let now_us = self.now_us();
+        self.with(|s, _| {
+            s.heard.insert((range, node), (leader, term, now_us));
+        });
+    }
+
+    fn lease_held(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        held: Option<(Term, tokio::time::Instant)>,
+        membership: &Membership,
+    ) {
+        let start = self.start;
+        self.with(|s, _| {
+            if s.beyond_bound {
+                return;
+            }
+            if let Some((term, until)) = held {
+                let until_us = until.saturating_duration_since(start).as_micros() as u64;
+                s.check_lease(range, node, term, until_us, membership);
+            }
+        });
+    }
+
+    fn timeout_now_sent(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        term: Term,
+        to: NodeId,
+        last: (Term, u64),
+    ) {
+        self.with(|s, _| {
+            s.timeout_nows.insert((range, node, term, to), last);
+        });
+    }
+
+    fn transfer_campaign(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        from: NodeId,
+        term: Term,
+        last: (Term, u64),
+    ) {
+        self.with(|s, t| {
+            let Some(sent) = s.timeout_nows.get(&(range, from, term, node)).copied() else {
+                return;
+            };
+            s.handoffs_checked += 1;
+            if handoff_target_caught_up(sent, last) {
+                return;
+            }
+            s.range_event(
+                t,
+                range,
+                format!("{t:>6} ms {node} {range} campaigns in term {} on TimeoutNow", term + 1),
+            );
+            s.violate_as(
+                "handoff",
+                format!(
+                    "{from}, leader of {range} in term {term}, handed its leadership to {node} \
+                     (TimeoutNow) when its log ended at (term {}, index {}); {node} campaigned \
+                     with its log ending at (term {}, index {}): the voters holding the missing \
+                     entries refuse it and the range goes without a leader for an election \
+                     timeout or more",
+                    sent.0, sent.1, last.0, last.1
+                ),
+            );
+        });
+    }
+
     fn node_started(&mut self, node: NodeId) {
-        self.with(|s, _| s.node_restarted(node));
+        let now_us = self.now_us();
+        self.with(|s, _| {
+            s.restarted_at.insert(node, now_us);
+            s.node_restarted(node);
+        });
     }
 
     fn conf_applied(&mut self, node: NodeId, range: RangeId, index: u64, membership: &Membership) {
