@@ -518,7 +518,7 @@ fn leader_of(cluster: &Cluster, key: &str) -> u64 {
 /// The status page at `/` and `/ui`: one HTML page that fetches nothing from
 /// elsewhere, and the JSON it polls: the last minutes of the node's figures, one
 /// sample a second, with the puts in them, and its events (the leader changes that
-/// gave every range its leader).
+/// gave every range its leader, and a killed node going silent).
 #[test]
 fn the_status_page_and_the_json_it_polls_are_served() {
     let cluster = loaded_cluster_with_http();
@@ -564,6 +564,26 @@ fn the_status_page_and_the_json_it_polls_are_served() {
     assert!(events.iter().any(|e| e["kind"] == "peer_up"), "{events:?}");
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    // A node killed: node 1 records it going silent, and the status shows it down.
+    let mut cluster = cluster;
+    cluster.kill(3);
+    let down = |events: &serde_json::Value| {
+        let events = events["events"].as_array().unwrap();
+        events.iter().any(|e| e["kind"] == "peer_down" && e["node"] == 3 && e["at_ms"] != 0)
+    };
+    let mut seen = json_of(&http_get(&one, "/v1/events").1);
+    for _ in 0..50 {
+        if down(&seen) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        seen = json_of(&http_get(&one, "/v1/events").1);
+    }
+    assert!(down(&seen), "no peer_down for n3 after 5 s: {seen}");
+    let status = json_of(&http_get(&one, "/v1/status").1);
+    let nodes = status["nodes"].as_array().unwrap();
+    assert_eq!(nodes.iter().filter(|n| n["up"] == false).count(), 1, "{status}");
 }
 
 /// Python 3 with Playwright and a Chromium for the browser test: the Chromium's path,
