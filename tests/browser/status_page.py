@@ -39,6 +39,15 @@ def main():
         print("no chromium on PATH (apt-get install chromium)", file=sys.stderr)
         return 2
 
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    def wait(page, expression, what, arg=None):
+        try:
+            page.wait_for_function(expression, arg=arg, timeout=TIMEOUT_MS)
+        except PlaywrightTimeout:
+            header = page.locator("header").inner_text().replace("\n", " ")
+            raise AssertionError(f"{what}: not shown within {TIMEOUT_MS} ms; header: {header}")
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, headless=True)
         try:
@@ -56,20 +65,22 @@ def main():
 
             # Every node up, as the page counts them.
             want = f"{args.nodes} / {args.nodes}"
-            page.wait_for_function(
+            wait(
+                page,
                 "want => document.getElementById('node-count').textContent === want",
+                f"{want} nodes up",
                 arg=want,
-                timeout=TIMEOUT_MS,
             )
             node_rows = page.locator("#nodes tbody tr.node-row")
             assert node_rows.count() == args.nodes, f"{node_rows.count()} node rows"
             assert page.locator("#nodes td.up").count() == args.nodes
 
             # Ranges: at least one row, and every one with a leader.
-            page.wait_for_function(
+            wait(
+                page,
                 "() => document.querySelectorAll('#ranges tr.range-row').length > 0 &&"
                 " document.querySelectorAll('#ranges td.none').length === 0",
-                timeout=TIMEOUT_MS,
+                "range rows, each with a leader",
             )
             ranges = page.locator("#ranges tr.range-row").count()
             leaders = page.locator("#ranges td.leader").all_text_contents()
@@ -79,11 +90,12 @@ def main():
 
             # Charts: the load chart's puts rise above zero (the test's puts, which this
             # node led), and the latency chart has points (seconds with requests).
-            page.wait_for_function(
+            wait(
+                page,
                 "() => Number(document.querySelector("
                 "'#chart-load polyline[data-series=puts]')?.dataset.max) >= 1 &&"
                 " Number(document.getElementById('chart-latency').dataset.points) > 0",
-                timeout=TIMEOUT_MS,
+                "puts in the load chart and points in the latency chart",
             )
             puts_max = float(
                 page.locator("#chart-load polyline[data-series=puts]").get_attribute("data-max")
@@ -99,7 +111,11 @@ def main():
             load_max = float(page.locator("#chart-load").get_attribute("data-max"))
 
             # Recent events: the elections that gave the ranges their leaders.
-            page.wait_for_selector("#events li.event.leader_change", timeout=TIMEOUT_MS)
+            wait(
+                page,
+                "() => document.querySelector('#events li.event.leader_change') !== null",
+                "a leader change among the events",
+            )
             events = page.locator("#events li.event").count()
             first_change = page.locator("#events li.event.leader_change").first.text_content()
             assert "leader" in first_change, first_change
