@@ -358,7 +358,9 @@ fn start_http(
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(address))
         .with_context(|| format!("cannot listen on --http-addr {address}"))?;
-    tracing::info!("HTTP listener on http://{address} (/health, /ready, /metrics, /v1/kv)");
+    tracing::info!(
+        "HTTP listener on http://{address} (status page at /; /health, /ready, /metrics, /v1/kv)"
+    );
     runtime.spawn(async move {
         if let Err(error) = rangedb::ops::serve(listener, telemetry, client).await {
             tracing::error!("the HTTP listener stopped: {error}");

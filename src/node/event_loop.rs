@@ -22,7 +22,7 @@ use crate::node::liveness::Liveness;
 use crate::node::members::{self, NodeChange, SharedMembers};
 use crate::node::replica::{Replica, ReplyTo};
 use crate::node::snapshotter::Snapshotter;
-use crate::node::telemetry::{NodeMetrics, Readiness, Telemetry, READY_APPLY_LAG};
+use crate::node::telemetry::{EventKind, NodeMetrics, Readiness, Telemetry, READY_APPLY_LAG};
 use crate::node::ticker::Ticker;
 use crate::node::NodeError;
 use crate::raft::{
@@ -240,8 +240,13 @@ impl Node {
                 });
             }
         }
-        if self.liveness.expire(now) {
+        let went_silent = self.liveness.expire_peers(now);
+        if !went_silent.is_empty() {
             // A peer went silent: leaders run check-quorum again.
+            let at_ms = self.ticker.wall_ms();
+            for peer in went_silent {
+                self.telemetry.record_event(at_ms, EventKind::PeerDown { node: peer.0 });
+            }
             self.wake_leaders();
         }
         for replica in self.replicas.values_mut() {
@@ -382,6 +387,8 @@ impl Node {
         if self.liveness.heard(from, self.ticks) {
             // A peer came back (or is heard from for the first time): the ranges we
             // lead send it heartbeats again, instead of waiting for it to campaign.
+            let at_ms = self.ticker.wall_ms();
+            self.telemetry.record_event(at_ms, EventKind::PeerUp { node: from.0 });
             self.wake_leaders();
         }
         for Envelope { range, message } in batch.envelopes {
@@ -943,6 +950,9 @@ impl Node {
                 if term > durable.term && vote == Some(self.id) {
                     // A campaign: a new term with a vote for itself.
                     NodeMetrics::add(&self.telemetry.metrics.elections, 1);
+                    let at_ms = self.ticker.wall_ms();
+                    let election = EventKind::Election { range: range.0, term };
+                    self.telemetry.record_event(at_ms, election);
                 }
                 self.wal.append(&WalRecord::HardState { range: *range, hard_state })?;
                 wrote |= term != durable.term || vote != durable.vote;
@@ -1134,8 +1144,15 @@ impl Node {
         if let Some(soft) = &ready.soft_state {
             let metrics = &self.telemetry.metrics;
             let previous = self.last_leaders.insert(range, soft.leader).flatten();
-            if soft.leader.is_some() && soft.leader != previous {
+            if let Some(leader) = soft.leader.filter(|&leader| Some(leader) != previous) {
                 NodeMetrics::add(&metrics.leader_changes, 1);
+                let change = EventKind::LeaderChange {
+                    range: range.0,
+                    from: previous.map(|node| node.0),
+                    to: leader.0,
+                    term: replica.raft.status().term,
+                };
+                self.telemetry.record_event(self.ticker.wall_ms(), change);
             }
             if soft.role != Role::Leader {
                 replica.fail_pending(not_leader_lost);

@@ -81,15 +81,20 @@ impl Liveness {
 
     /// Marks peers silent for `SILENT_TICKS` as not live; returns whether any was live.
     pub fn expire(&mut self, now: u64) -> bool {
-        let mut changed = false;
-        for state in self.peers.values_mut() {
+        !self.expire_peers(now).is_empty()
+    }
+
+    /// Marks peers silent for `SILENT_TICKS` as not live; returns those that were.
+    pub fn expire_peers(&mut self, now: u64) -> Vec<NodeId> {
+        let mut went_silent = Vec::new();
+        for (peer, state) in &mut self.peers {
             let silent = now.saturating_sub(state.heard.unwrap_or(0));
             if state.live && silent >= SILENT_TICKS {
                 state.live = false;
-                changed = true;
+                went_silent.push(*peer);
             }
         }
-        changed
+        went_silent
     }
 
     /// Ticks since `peer` was last heard from, if it counts as silent (or unknown).

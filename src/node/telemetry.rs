@@ -13,6 +13,7 @@
 //! Label sets are bounded by construction: operation and outcome are small enums, and
 //! nothing is labelled by range or key.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -293,16 +294,56 @@ pub enum Readiness {
 /// caught up (the lag `rangedb node add` accepts of a learner, `CAUGHT_UP_LAG`).
 pub const READY_APPLY_LAG: u64 = 64;
 
-/// A node's metrics and readiness, shared by its event loop and its observers.
+/// Events a node keeps for its operator (the status page, `GET /v1/events`): the
+/// newest `EVENTS_KEPT`, older ones dropped, so memory stays bounded however many
+/// ranges or elections there are.
+pub const EVENTS_KEPT: usize = 256;
+
+/// Something that happened on a node, as it saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A replica of `range` on this node campaigned in `term`.
+    Election { range: u64, term: u64 },
+    /// A replica of `range` on this node learned of a new leader (`from`: the one it
+    /// knew before, if any).
+    LeaderChange { range: u64, from: Option<u64>, to: u64, term: u64 },
+    /// A peer was heard from after a silence (or for the first time).
+    PeerUp { node: u64 },
+    /// A peer went silent for an election timeout.
+    PeerDown { node: u64 },
+}
+
+/// One kept event: `seq` counts every event the node recorded (gaps in what is kept
+/// show how many were dropped); `at_ms` is the node's wall clock, ms since the epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeEvent {
+    pub seq: u64,
+    pub at_ms: u64,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Default)]
+struct EventRing {
+    recorded: u64,
+    events: VecDeque<NodeEvent>,
+}
+
+/// A node's metrics, readiness and recent events, shared by its event loop and its
+/// observers.
 #[derive(Debug)]
 pub struct Telemetry {
     pub metrics: NodeMetrics,
     readiness: Mutex<Readiness>,
+    events: Mutex<EventRing>,
 }
 
 impl Default for Telemetry {
     fn default() -> Telemetry {
-        Telemetry { metrics: NodeMetrics::default(), readiness: Mutex::new(Readiness::Starting) }
+        Telemetry {
+            metrics: NodeMetrics::default(),
+            readiness: Mutex::new(Readiness::Starting),
+            events: Mutex::new(EventRing::default()),
+        }
     }
 }
 
@@ -316,6 +357,23 @@ impl Telemetry {
         if *current != readiness {
             *current = readiness;
         }
+    }
+
+    /// Keeps `kind`, stamped `at_ms`, dropping the oldest event past `EVENTS_KEPT`.
+    pub fn record_event(&self, at_ms: u64, kind: EventKind) {
+        let mut ring = self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        ring.recorded += 1;
+        let seq = ring.recorded;
+        if ring.events.len() >= EVENTS_KEPT {
+            ring.events.pop_front();
+        }
+        ring.events.push_back(NodeEvent { seq, at_ms, kind });
+    }
+
+    /// The kept events, oldest first.
+    pub fn events(&self) -> Vec<NodeEvent> {
+        let ring = self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        ring.events.iter().cloned().collect()
     }
 }
 
@@ -351,5 +409,20 @@ mod tests {
         let get = metrics.latency(Operation::Get);
         assert_eq!(get.cumulative[LATENCY_BOUNDS_US.len() - 1], 0);
         assert_eq!(get.cumulative[LATENCY_BOUNDS_US.len()], 1, "20 s is past the last bound");
+    }
+
+    #[test]
+    fn the_event_ring_keeps_the_newest_events_and_numbers_all() {
+        let telemetry = Telemetry::default();
+        let total = EVENTS_KEPT as u64 + 10;
+        for i in 1..=total {
+            telemetry.record_event(i * 1000, EventKind::PeerUp { node: i });
+        }
+        let events = telemetry.events();
+        assert_eq!(events.len(), EVENTS_KEPT);
+        assert_eq!(events[0].seq, 11, "the 10 oldest were dropped");
+        assert_eq!(events[0].kind, EventKind::PeerUp { node: 11 });
+        let last = events.last().map(|event| (event.seq, event.at_ms));
+        assert_eq!(last, Some((total, total * 1000)));
     }
 }

@@ -38,6 +38,11 @@ impl Ticker {
         Ticker { clock, origin, interval, done: 0 }
     }
 
+    /// The clock's wall time, ms since the epoch (timestamps only).
+    pub fn wall_ms(&self) -> u64 {
+        self.clock.wall_ms()
+    }
+
     /// How many ticks to perform now; the ones beyond `TICKS_CATCH_UP_MAX` are dropped.
     pub fn take_due(&mut self) -> u64 {
         let elapsed = self.clock.now().saturating_duration_since(self.origin);
