@@ -534,16 +534,26 @@ fn the_status_page_and_the_json_it_polls_are_served() {
         assert!(!rest.contains(fetch), "the page loads something: {fetch}");
     }
 
-    std::thread::sleep(Duration::from_millis(1100)); // The second of the last puts.
-                                                     // The client sends the puts to the leader of their range: its history has them.
+    // The client sends the puts to the leader of their range: its history has them,
+    // once the sampler (one sample a second) has taken the second of the last ones.
     let leader = cluster.http(leader_of(&cluster, "page00")).to_string();
-    let history = json_of(&http_get(&leader, "/v1/metrics/history").1);
+    let puts_in = |history: &serde_json::Value| -> u64 {
+        let samples = history["samples"].as_array().map(Vec::as_slice).unwrap_or_default();
+        samples.iter().map(|s| s["requests"]["put"].as_u64().unwrap_or(0)).sum()
+    };
+    let mut history = json_of(&http_get(&leader, "/v1/metrics/history").1);
+    for _ in 0..50 {
+        if puts_in(&history) >= 30 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        history = json_of(&http_get(&leader, "/v1/metrics/history").1);
+    }
     assert_eq!(history["version"], 1);
     assert_eq!(history["interval_ms"], 1000);
     let samples = history["samples"].as_array().unwrap();
     assert!(samples.len() >= 2, "{history}");
-    let puts: u64 = samples.iter().map(|s| s["requests"]["put"].as_u64().unwrap()).sum();
-    assert!(puts >= 30, "the leader answered the 30 puts: {history}");
+    assert!(puts_in(&history) >= 30, "the leader answered the 30 puts: {history}");
     let commit = |s: &serde_json::Value| s["commit_p99_ms"].as_f64().is_some_and(|ms| ms > 0.0);
     assert!(samples.iter().any(commit), "{history}");
     assert!(samples.iter().any(|s| s["latency_p99_ms"].as_f64().is_some_and(|ms| ms > 0.0)));
