@@ -212,6 +212,10 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
         safety.leases_checked,
     );
     outcomes.faults.insert("effect: handoff campaigns checked".into(), safety.handoffs_checked);
+    outcomes.faults.insert(
+        "effect: follower commits checked against what the leader vouched".into(),
+        safety.commits_checked,
+    );
     outcomes.faults.retain(|_, v| *v > 0);
     violations.extend(outcomes.liveness.clone());
     violations.extend(witness::check(&model, &outcomes.history, plan.nodes));

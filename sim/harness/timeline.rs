@@ -207,8 +207,56 @@ impl Observer for Recorder {
         range: RangeId,
         term: Term,
         membership: &rangedb::raft::Membership,
+        committed: bool,
     ) {
-        self.inner.leader_membership(node, range, term, membership);
+        self.inner.leader_membership(node, range, term, membership, committed);
+    }
+    // The checks fed by these run whether or not a timeline is recorded.
+    fn heard_leader(&mut self, node: NodeId, range: RangeId, term: Term, leader: NodeId) {
+        self.inner.heard_leader(node, range, term, leader);
+    }
+    fn lease_held(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        held: Option<(Term, tokio::time::Instant)>,
+        membership: &rangedb::raft::Membership,
+    ) {
+        self.inner.lease_held(node, range, held, membership);
+        self.after();
+    }
+    fn timeout_now_sent(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        term: Term,
+        to: NodeId,
+        last: (Term, u64),
+    ) {
+        self.inner.timeout_now_sent(node, range, term, to, last);
+    }
+    fn transfer_campaign(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        from: NodeId,
+        term: Term,
+        last: (Term, u64),
+    ) {
+        self.inner.transfer_campaign(node, range, from, term, last);
+        self.after();
+    }
+    fn follower_commit(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        term: Term,
+        vouched: u64,
+        before: u64,
+        after: u64,
+    ) {
+        self.inner.follower_commit(node, range, term, vouched, before, after);
+        self.after();
     }
 
     fn node_started(&mut self, node: NodeId) {

@@ -39,15 +39,34 @@ pub trait Observer {
         let _ = (node, range, term, log_term);
     }
     /// A replica that just became leader of `term` uses `membership` (the latest
-    /// configuration in its log).
+    /// configuration in its log); `committed`: whether that configuration's entry is
+    /// at or below the replica's commit index (a replica left out of it may lead only
+    /// while it is not: `raft::RaftGroup::membership_index`).
     fn leader_membership(
         &mut self,
         node: NodeId,
         range: RangeId,
         term: Term,
         membership: &crate::raft::Membership,
+        committed: bool,
     ) {
-        let _ = (node, range, term, membership);
+        let _ = (node, range, term, membership, committed);
+    }
+    /// A follower of `term` stepped an Append or a Heartbeat from its leader whose
+    /// message vouched for the follower's log up to `vouched` (an Append: the lesser of
+    /// the leader's commit index and the last index it covered; a Heartbeat: its
+    /// commit index, which the leader caps at what the follower holds); the follower's
+    /// commit index went from `before` to `after`.
+    fn follower_commit(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        term: Term,
+        vouched: u64,
+        before: u64,
+        after: u64,
+    ) {
+        let _ = (node, range, term, vouched, before, after);
     }
     /// A node recovered its replicas and is about to run them: each applies its log
     /// again from its snapshot.

@@ -409,7 +409,7 @@ impl Node {
             match self.replicas.get_mut(&range) {
                 Some(replica) => {
                     #[cfg(madsim)]
-                    let watch = SimWatch::before(&message);
+                    let watch = SimWatch::before(&message, replica.raft.committed());
                     let stepped = replica.raft.step(message);
                     #[cfg(madsim)]
                     watch.after(self.id, range, replica, self.ticker.next_deadline());
@@ -1137,7 +1137,8 @@ impl Node {
                 let log_term = |index| raft.log_term(index);
                 crate::env::sim_hooks::observe(|o| {
                     o.became_leader(self.id, range, term, &log_term);
-                    o.leader_membership(self.id, range, term, raft.membership());
+                    let committed = raft.membership_index() <= raft.committed();
+                    o.leader_membership(self.id, range, term, raft.membership(), committed);
                 });
             }
         }
@@ -1329,11 +1330,15 @@ struct SimWatch {
     from_leader: Option<(crate::raft::NodeId, crate::raft::Term)>,
     /// (from, term) of a TimeoutNow.
     timeout_now: Option<(crate::raft::NodeId, crate::raft::Term)>,
+    /// The commit index an Append or Heartbeat vouches for, and the replica's
+    /// commit index before it.
+    vouched: Option<u64>,
+    commit_before: u64,
 }
 
 #[cfg(madsim)]
 impl SimWatch {
-    fn before(message: &crate::raft::Message) -> SimWatch {
+    fn before(message: &crate::raft::Message, commit_before: u64) -> SimWatch {
         use crate::raft::MessageBody;
         let sender = Some((message.from, message.term));
         let (from_leader, timeout_now) = match message.body {
@@ -1344,7 +1349,16 @@ impl SimWatch {
             MessageBody::TimeoutNow => (None, sender),
             _ => (None, None),
         };
-        SimWatch { from_leader, timeout_now }
+        // Raft's rule (paper figure 2): a follower commits no further than the
+        // leader's commit index and the last entry the message proved matching.
+        let vouched = match &message.body {
+            MessageBody::Append { prev_index, entries, commit, .. } => {
+                Some((*commit).min(prev_index + entries.len() as u64))
+            }
+            MessageBody::Heartbeat { commit, .. } => Some(*commit),
+            _ => None,
+        };
+        SimWatch { from_leader, timeout_now, vouched, commit_before }
     }
 
     fn after(
@@ -1361,6 +1375,10 @@ impl SimWatch {
             if raft.role() == Role::Follower && raft.leader() == Some(from) && term == sent_in {
                 sim_hooks::observe(|o| o.heard_leader(id, range, term, from));
             }
+        }
+        if let Some(vouched) = self.vouched {
+            let (before, after) = (self.commit_before, raft.committed());
+            sim_hooks::observe(|o| o.follower_commit(id, range, term, vouched, before, after));
         }
         if let Some((from, sent_in)) = self.timeout_now {
             if raft.role() == Role::Candidate && term == sent_in + 1 {

@@ -411,12 +411,32 @@ impl RaftGroup {
         }
     }
 
-    /// Whether this replica may stand for election: a voter of its configuration,
-    /// able to read every configuration in its log, not repairing.
+    /// Whether this replica may stand for election: a voter of its configuration, or
+    /// of the configuration its commit index is in while a later one that leaves it
+    /// out is not committed yet; able to read every configuration in its log; not
+    /// repairing.
+    ///
+    /// The second case is the thesis's rule (4.2.2: "a server that is not part of its
+    /// own latest configuration should still start new elections, as it might still
+    /// be needed until the Cnew entry is committed"). Configurations take effect when
+    /// appended, so a replica that appended a change leaving it out, sent by a leader
+    /// that then lost that entry in a crash, may be the only one holding the log that
+    /// every remaining voter needs: the others cannot win without its vote, and it
+    /// refuses them because its log is longer. It campaigns, counting the votes of
+    /// its latest configuration only (never its own), and once that configuration is
+    /// committed it steps down as any leader left out does (`on_leader_commit`).
     pub(super) fn promotable(&self) -> bool {
-        self.configs.current().is_voter(self.id)
-            && self.unreadable_conf.is_none()
-            && !self.repairing()
+        let needed = self.configs.current().is_voter(self.id)
+            || (self.configs.current_index() > self.log.committed
+                && self.configs.at(self.log.committed).is_voter(self.id));
+        needed && self.unreadable_conf.is_none() && !self.repairing()
+    }
+
+    /// The log index of the configuration in force (0 for the initial one): a replica
+    /// whose configuration leaves it out may lead only while this is above its commit
+    /// index (see `promotable`).
+    pub fn membership_index(&self) -> Index {
+        self.configs.current_index()
     }
 
     /// A conf-change entry this replica could not read, if any (the driver stops).

@@ -255,3 +255,46 @@ fn a_new_voter_catches_up_by_snapshot_and_counts_after_promotion() {
     let index = net.propose(1, b"with 4");
     assert_eq!(net.node(1).status().commit, index);
 }
+
+/// A replica restarted from `store` holding only its log up to `last` and a commit
+/// index of `commit` (as after a crash that lost the rest before it was durable).
+fn restart_cut(store: &MemStorage, n: u64, last: Index, commit: Index) -> RaftGroup {
+    let entries = store.entries(store.first_index(), last + 1, u64::MAX).unwrap();
+    let hard_state = HardState { commit, ..store.hard_state() };
+    let recovered = MemStorage::recover(store.snapshot(), hard_state, entries).unwrap();
+    RaftGroup::new(config(n), recovered).unwrap()
+}
+
+#[test]
+fn a_replica_left_out_by_an_uncommitted_change_still_campaigns_while_it_is_needed() {
+    // {1,2} becomes {1} (2 a learner): the joint entry {1}/{1,2} commits, then the
+    // leader appends the entry leaving it and sends it to 2, and crashes before the
+    // entry is durable on its own disk. 1 needs 2's vote (the committed configuration
+    // is joint) and 2 refuses it (2's log is longer); 2 sees itself a learner in its
+    // latest configuration. Unless 2 campaigns, the group never has a leader again.
+    let mut net = cluster(2, 0);
+    net.propose(1, b"a");
+    let joint = apply_change(&mut net, 1, change(&[1], &[2]));
+    let leave = net.node(2).membership_index();
+    assert!(leave > joint && !membership(&mut net, 2).is_voter(id(2)));
+    let one = restart_cut(net.node(1).store(), 1, leave - 1, joint);
+    let two = restart_cut(net.node(2).store(), 2, leave, joint);
+    let nodes = BTreeMap::from([(id(1), one), (id(2), two)]);
+    let mut net = Network::from_nodes(nodes);
+    assert!(membership(&mut net, 1).is_joint());
+    net.tick_all(60);
+    // 2 led until the change was committed, then handed over to 1.
+    assert_eq!(net.leaders(), vec![id(1)]);
+    for n in 1..=2 {
+        let m = membership(&mut net, n);
+        assert_eq!((m.voters.clone(), m.is_joint()), (set(&[1]), false), "node {n}");
+        assert!(net.node(n).status().commit >= leave, "node {n} committed the change");
+    }
+    let elected_by_two = net
+        .delivered
+        .iter()
+        .any(|m| m.from == id(2) && m.to == id(1) && matches!(m.body, MessageBody::Append { .. }));
+    assert!(elected_by_two, "2 led to commit the change");
+    net.propose(1, b"b");
+    assert_eq!(net.applied_data(1).last(), Some(&b"b".to_vec()));
+}

@@ -10,7 +10,10 @@
 //!   replica's configurations follow joint consensus in log order: from a simple
 //!   configuration to a joint one leaving exactly its voters (or to another simple one
 //!   with the same voters: learners only), from a joint one only to its incoming
-//!   voters (membership changes).
+//!   voters (membership changes); a replica left out of its latest configuration
+//!   leads only while that configuration is not committed;
+//! - a follower's commit index never passes what its leader's message vouched for
+//!   (the lesser of the leader's commit and the last entry the Append covered).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -55,6 +58,8 @@ pub struct Safety {
     committed_by: BTreeMap<RangeId, BTreeMap<Term, u64>>,
     /// Leaders checked for completeness (an effect counted per sweep).
     pub completeness_checks: u64,
+    /// Follower commit advances checked against what the leader vouched for.
+    pub commits_checked: u64,
     /// The last configuration each replica applied: (index, configuration).
     configurations: BTreeMap<(NodeId, RangeId), (u64, Membership)>,
     /// (range, index) -> the configuration first applied there.
@@ -445,15 +450,46 @@ impl Observer for SafetyObserver {
         range: RangeId,
         term: Term,
         membership: &Membership,
+        committed: bool,
     ) {
         self.with(|s, t| {
-            if !membership.is_voter(node) {
+            // Left out of its latest configuration, a replica may still lead while that
+            // configuration is not committed (thesis 4.2.2): it may hold the log the
+            // remaining voters need. Once it is committed, never.
+            if !membership.is_voter(node) && committed {
                 s.range_event(t, range, format!("{t:>6} ms {node} {range} leader of term {term}"));
                 s.violate(format!(
                     "{node} became leader of {range} in term {term} but is no voter of its \
-                     configuration {membership}"
+                     configuration {membership}, committed"
                 ));
             }
+        });
+    }
+
+    fn follower_commit(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        term: Term,
+        vouched: u64,
+        before: u64,
+        after: u64,
+    ) {
+        self.with(|s, t| {
+            s.commits_checked += 1;
+            if after <= before.max(vouched) {
+                return;
+            }
+            s.range_event(t, range, format!("{t:>6} ms {node} {range} commit {before} -> {after}"));
+            s.violate_as(
+                "commit_vouched",
+                format!(
+                    "{node}, follower of {range} in term {term}, advanced its commit index from \
+                     {before} to {after} on a message from its leader that vouched for its log \
+                     only up to {vouched}: entries past what the leader proved matching may be \
+                     a stale suffix, committed and applied although never committed"
+                ),
+            );
         });
     }
 
