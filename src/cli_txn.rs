@@ -17,6 +17,7 @@
 //! "0" (the key is absent).
 
 use crate::client::compare::{Cmp, Compare, CompareTxn, Op, OpResult, Outcome, Target};
+use crate::client::escape;
 
 /// Splits a line into words: bare, or double-quoted with `\"` and `\\` escapes.
 fn words(line: &str) -> Result<Vec<String>, String> {
@@ -152,10 +153,10 @@ pub fn render(outcome: &Outcome) -> String {
         out.push('\n');
         match result {
             OpResult::Put { .. } => out.push_str("OK\n"),
-            OpResult::Get { key, value: Some(value), .. } => {
-                out.push_str(&format!("{key}\n{value}\n"));
+            OpResult::Get { key, kv: Some(kv) } => {
+                out.push_str(&format!("{}\n{}\n", escape(key), escape(&kv.value)));
             }
-            OpResult::Get { value: None, .. } => {}
+            OpResult::Get { kv: None, .. } => {}
             OpResult::Del { deleted, .. } => out.push_str(&format!("{deleted}\n")),
         }
     }

@@ -6,9 +6,10 @@
 //! revision in its range; rangedb keeps no create revision or version count, so
 //! `Create` and `Version` mean 0 for an absent key and more for a present one.
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::{escape, Client, ClientError};
+use crate::range::kv::KeyValue;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -49,13 +50,37 @@ pub struct CompareTxn {
     pub failure: Vec<Op>,
 }
 
-/// What one operation returned.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
+/// What one operation returned, in raw bytes (the HTTP API sends them in base64); as
+/// JSON (`rangedb txn --json`), keys and values are escaped text.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpResult {
+    Put { key: Vec<u8> },
+    Get { key: Vec<u8>, kv: Option<KeyValue> },
+    Del { key: Vec<u8>, deleted: u64 },
+}
+
+/// `OpResult` as the CLI's JSON shows it.
+#[derive(Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Shown {
     Put { key: String },
     Get { key: String, value: Option<String>, mod_revision: u64 },
     Del { key: String, deleted: u64 },
+}
+
+impl Serialize for OpResult {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let shown = match self {
+            OpResult::Put { key } => Shown::Put { key: escape(key) },
+            OpResult::Get { key, kv } => Shown::Get {
+                key: escape(key),
+                value: kv.as_ref().map(|kv| escape(&kv.value)),
+                mod_revision: kv.as_ref().map_or(0, |kv| kv.revision),
+            },
+            OpResult::Del { key, deleted } => Shown::Del { key: escape(key), deleted: *deleted },
+        };
+        shown.serialize(serializer)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -66,7 +91,7 @@ pub struct Outcome {
     pub revision: u64,
 }
 
-pub fn holds(compare: &Compare, kv: Option<&crate::range::kv::KeyValue>) -> bool {
+pub fn holds(compare: &Compare, kv: Option<&KeyValue>) -> bool {
     use std::cmp::Ordering;
     let ordering = match compare.target {
         Target::Value => match kv {
@@ -118,20 +143,15 @@ async fn run(client: &Client, txn: &CompareTxn) -> Result<Outcome, ClientError> 
                     results.push(match op {
                         Op::Put { key, value } => {
                             t.put(key, value)?;
-                            OpResult::Put { key: escape(key) }
+                            OpResult::Put { key: key.clone() }
                         }
                         Op::Get { key } => {
-                            let kv = t.get(key).await?;
-                            OpResult::Get {
-                                key: escape(key),
-                                value: kv.as_ref().map(|kv| escape(&kv.value)),
-                                mod_revision: kv.map_or(0, |kv| kv.revision),
-                            }
+                            OpResult::Get { key: key.clone(), kv: t.get(key).await? }
                         }
                         Op::Del { key } => {
                             let existed = t.get(key).await?.is_some();
                             t.delete(key)?;
-                            OpResult::Del { key: escape(key), deleted: u64::from(existed) }
+                            OpResult::Del { key: key.clone(), deleted: u64::from(existed) }
                         }
                     });
                 }

@@ -150,8 +150,8 @@ pub async fn delete_path(State(client): State<Client>, Path(key): Path<String>) 
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KeyBody {
-    key: String,
+pub(super) struct KeyBody {
+    pub(super) key: String,
 }
 
 #[derive(Deserialize)]

@@ -25,8 +25,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::kv::{client_error, decode, kv_json, parse_json, Refusal};
-use crate::client::compare::{holds, Cmp, Compare, CompareTxn, Op, Target};
+use super::kv::{client_error, decode, kv_json, parse_json, KeyBody, Refusal};
+use crate::client::compare::{Cmp, Compare, CompareTxn, Op, OpResult, Target};
 use crate::client::Client;
 
 #[derive(Deserialize)]
@@ -57,12 +57,6 @@ struct CompareBody {
 struct KeyValueBody {
     key: String,
     value: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyBody {
-    key: String,
 }
 
 #[derive(Deserialize)]
@@ -136,45 +130,26 @@ pub async fn txn(State(client): State<Client>, body: Bytes) -> Response {
         Ok(txn) => txn,
         Err(refusal) => return refusal.into_response(),
     };
-    let ran = client
-        .txn(|t| {
-            let txn = txn.clone();
-            async move {
-                let mut succeeded = true;
-                for compare in &txn.compares {
-                    let kv = t.get(&compare.key).await?;
-                    succeeded &= holds(compare, kv.as_ref());
-                }
-                let mut responses = Vec::new();
-                for op in if succeeded { &txn.success } else { &txn.failure } {
-                    responses.push(match op {
-                        Op::Put { key, value } => {
-                            t.put(key, value)?;
-                            json!({"response_put": {}})
-                        }
-                        Op::Get { key } => {
-                            let kvs: Vec<serde_json::Value> =
-                                t.get(key).await?.iter().map(kv_json).collect();
-                            json!({"response_range": {"count": kvs.len(), "kvs": kvs}})
-                        }
-                        Op::Del { key } => {
-                            let existed = t.get(key).await?.is_some();
-                            t.delete(key)?;
-                            json!({"response_delete_range": {"deleted": u64::from(existed)}})
-                        }
-                    });
-                }
-                Ok((succeeded, responses))
+    let outcome = match client.compare_txn(&txn).await {
+        Ok(outcome) => outcome,
+        Err(failure) => return client_error(failure),
+    };
+    let responses: Vec<serde_json::Value> = outcome
+        .results
+        .iter()
+        .map(|result| match result {
+            OpResult::Put { .. } => json!({"response_put": {}}),
+            OpResult::Get { kv, .. } => {
+                let kvs: Vec<serde_json::Value> = kv.iter().map(kv_json).collect();
+                json!({"response_range": {"count": kvs.len(), "kvs": kvs}})
             }
+            OpResult::Del { deleted, .. } => json!({"response_delete_range": {"deleted": deleted}}),
         })
-        .await;
-    match ran {
-        Ok(((succeeded, responses), committed)) => Json(json!({
-            "succeeded": succeeded,
-            "revision": committed.revision,
-            "responses": responses,
-        }))
-        .into_response(),
-        Err(failure) => client_error(failure),
-    }
+        .collect();
+    Json(json!({
+        "succeeded": outcome.succeeded,
+        "revision": outcome.revision,
+        "responses": responses,
+    }))
+    .into_response()
 }
