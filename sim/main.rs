@@ -34,7 +34,7 @@ fn main() {
     };
 
     // The nodes' logs (tracing events), timestamped with simulated time.
-    rangedb::logging::install_simulation(rangedb::logging::LevelFilter::INFO);
+    rangedb::logging::install_simulation(harness::sweep::node_log_level());
     if replay_from_env("sim") {
         return;
     }

@@ -82,6 +82,20 @@ pub fn replay_command(target: &str, job: &Job) -> String {
 
 /// Sends the nodes' own stderr chatter (connection errors, start and stop lines) to
 /// a log file during sweeps, so the per-seed lines stay readable.
+/// The nodes' log level: INFO when replaying one seed or plan (`SIM_SEED`,
+/// `SIM_PLAN`) or asked for (`SIM_NODE_LOGS=1`, into the sweep's log file); off in a
+/// sweep otherwise, where nobody reads them (a failure prints its replay command):
+/// madsim gives every task a tracing span entered at each poll, and keeping those
+/// spans was about 3% of a sweep's time.
+pub fn node_log_level() -> rangedb::logging::LevelFilter {
+    let wanted = ["SIM_SEED", "SIM_PLAN", "SIM_NODE_LOGS"];
+    if wanted.iter().any(|name| std::env::var_os(name).is_some()) {
+        rangedb::logging::LevelFilter::INFO
+    } else {
+        rangedb::logging::LevelFilter::OFF
+    }
+}
+
 pub fn quiet_node_logs(path: &str) {
     use std::os::fd::AsRawFd;
     if let Ok(file) = std::fs::File::create(path) {

@@ -171,7 +171,7 @@ impl Connection {
             self.waiters.lock().expect("waiters lock is never poisoned").by_id.remove(&id);
             return Err(CallError::NotSent { reason: self.close_reason(), refused: false });
         }
-        match tokio::time::timeout(timeout, answered).await {
+        match crate::env::timer::timeout(timeout, answered).await {
             Ok(Ok(response)) => Ok(response),
             // The connection closed: if the writer never took the request, it was
             // never sent and may be retried anywhere.

@@ -7,6 +7,7 @@
 
 pub mod real_disk;
 pub mod real_net;
+pub mod timer;
 // The simulation's disk, clock and observation hooks exist only in `cargo sim`'s
 // build (`--cfg madsim`): the production server does not contain them.
 #[cfg(madsim)]

@@ -284,8 +284,7 @@ impl PeerTask {
     /// While the link is down, waits `delay` and drops what is queued: those messages
     /// would be stale by the time a connection exists, and Raft resends what matters.
     async fn discard_for(&mut self, delay: Duration) -> LinkEnd {
-        let sleep = tokio::time::sleep(delay);
-        tokio::pin!(sleep);
+        let mut sleep = super::timer::sleep(delay);
         loop {
             // Biased (see `pump`): the deadline first, so a busy queue cannot starve it.
             tokio::select! {

@@ -339,7 +339,7 @@ async fn run_loop(
 ) -> Result<(), NodeError> {
     /// Events handled per Ready cycle at most, so ticks and fsyncs are not starved.
     const EVENTS_PER_CYCLE: usize = 4096;
-    let next_tick = tokio::time::sleep_until(node.ticker.next_deadline());
+    let next_tick = crate::env::timer::sleep_until(node.ticker.next_deadline());
     tokio::pin!(next_tick, shutdown);
     // The tick the sleep is set for; re-armed only when ticks were done.
     let mut armed_after = node.ticker.done();

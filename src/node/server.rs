@@ -354,7 +354,7 @@ async fn serve_peer(
     }
     loop {
         let read = read_frame_buffered::<PeerBatch, _>(&mut reader);
-        let Ok(frame) = tokio::time::timeout(silence, read).await else {
+        let Ok(frame) = crate::env::timer::timeout(silence, read).await else {
             #[cfg(madsim)]
             crate::env::sim_hooks::sometimes("silent peer connection closed");
             return Err(format!("peer {from} sent nothing for {silence:?}: connection closed"));

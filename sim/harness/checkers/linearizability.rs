@@ -66,7 +66,8 @@ pub fn check(history: &[Op]) -> (Vec<Violation>, Summary) {
     }
     let mut violations = Vec::new();
     let mut summary = Summary { inconclusive: 0 };
-    for (key, ops) in per_key {
+    for (key, mut ops) in per_key {
+        drop_unobserved_unknown_writes(&mut ops);
         match search(&ops) {
             Some(true) => {}
             None => summary.inconclusive += 1,
@@ -94,6 +95,20 @@ pub fn check(history: &[Op]) -> (Vec<Violation>, Summary) {
         }
     }
     (violations, summary)
+}
+
+/// Leaves out the writes of unknown outcome whose value (or absence, for a delete) no
+/// read of the key observed. Such a write may always be taken as never having
+/// happened: in a linearisation that has it, no read falls between it and the next
+/// write (a read there would observe its value), so removing it explains every read
+/// as well. Kept, each would stay pending to the end and double the states to search.
+fn drop_unobserved_unknown_writes(ops: &mut Vec<KeyOp>) {
+    let observed: std::collections::BTreeSet<Option<u32>> =
+        ops.iter().filter_map(|o| o.observe).collect();
+    ops.retain(|o| match o.write {
+        Some(value) if o.complete == u64::MAX => observed.contains(&value),
+        _ => true,
+    });
 }
 
 /// splitmix64's finaliser: a well-mixed 64-bit value from any input.
@@ -141,76 +156,92 @@ type Memo = std::collections::HashSet<u128, std::hash::BuildHasherDefault<Low64>
 
 /// Some(linearizable) or None when the step budget ran out.
 ///
-/// The memo of visited (done set, state) pairs (Lowe's) holds their 128-bit Zobrist
-/// fingerprints rather than the sets themselves: no allocation or vector comparison
-/// per candidate (this search was a third of a sweep's time). Two distinct pairs
-/// share a fingerprint with probability 2^-128 per pair; the worst a collision could
-/// do is skip a branch and report a violation, never hide one.
+/// Depth-first over one done set, set and unset in place (Porcupine's lift and
+/// unlift, no copy per candidate). The memo of visited (done set, state) pairs
+/// (Lowe's) holds their 128-bit Zobrist fingerprints: no allocation or vector
+/// comparison per candidate (this search was a third of a sweep's time). Two distinct
+/// pairs share a fingerprint with probability 2^-128 per pair; the worst a collision
+/// could do is skip a branch and report a violation, never hide one.
 fn search(ops: &[KeyOp]) -> Option<bool> {
     let n = ops.len();
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by_key(|i| (ops[*i].invoke, ops[*i].complete));
     let ops: Vec<KeyOp> = order.iter().map(|i| ops[*i].clone()).collect();
-    let words = n.div_ceil(64).max(1);
     let keys: Vec<u128> = (0..n as u64).map(zobrist).collect();
     let mut memo = Memo::default();
-    let mut steps = 0u64;
-    // Depth-first: (done set, state, fingerprint of the done set alone, completed
-    // operations not linearised yet).
-    let required = ops.iter().filter(|o| o.complete != u64::MAX).count();
-    let mut stack: Vec<(Vec<u64>, Option<u32>, u128, usize)> =
-        vec![(vec![0; words], None, 0, required)];
-    while let Some((done, state, done_key, remaining)) = stack.pop() {
+    let mut done = vec![0u64; n.div_ceil(64).max(1)];
+    let mut done_key: u128 = 0;
+    // Completed operations not linearised yet: the search succeeds at 0.
+    let mut remaining = ops.iter().filter(|o| o.complete != u64::MAX).count();
+    // The path: per level, the operations that may go next there, the position of
+    // the one tried, and the state there.
+    let mut path: Vec<(Vec<usize>, usize, Option<u32>)> = Vec::new();
+    let mut steps = 1u64;
+    path.push((candidates(&ops, &done), 0, None));
+    loop {
+        if remaining == 0 {
+            return Some(true);
+        }
+        let Some((options, at, before)) = path.last_mut() else {
+            return Some(false);
+        };
+        let Some(&i) = options.get(*at) else {
+            // Every option here explored: undo the move that led here.
+            path.pop();
+            if let Some((options, at, _)) = path.last_mut() {
+                let i = options[*at];
+                done[i / 64] &= !(1 << (i % 64));
+                done_key ^= keys[i];
+                remaining += usize::from(ops[i].complete != u64::MAX);
+                *at += 1;
+            }
+            continue;
+        };
+        let next_state = match (&ops[i].write, &ops[i].observe) {
+            (Some(value), _) => *value,
+            (None, Some(seen)) if *seen != *before => {
+                *at += 1;
+                continue;
+            }
+            _ => *before,
+        };
+        if !memo.insert(done_key ^ keys[i] ^ state_key(next_state)) {
+            *at += 1;
+            continue;
+        }
         steps += 1;
         if steps > STEPS_MAX {
             return None;
         }
-        if remaining == 0 {
-            return Some(true);
+        done[i / 64] |= 1 << (i % 64);
+        done_key ^= keys[i];
+        remaining -= usize::from(ops[i].complete != u64::MAX);
+        path.push((candidates(&ops, &done), 0, next_state));
+    }
+}
+
+/// The pending operations that may be linearised next, in invoke order: those
+/// invoked before the earliest completion among pending ones. In invoke order, an
+/// op invoked after the least completion seen so far can neither go next nor
+/// complete earlier, so the scan stops there.
+fn candidates(ops: &[KeyOp], done: &[u64]) -> Vec<usize> {
+    let is_done = |i: usize| done[i / 64] >> (i % 64) & 1 == 1;
+    // Operations before `lo` are all linearised.
+    let lo = done
+        .iter()
+        .position(|w| *w != u64::MAX)
+        .map_or(ops.len(), |k| k * 64 + (!done[k]).trailing_zeros() as usize);
+    let (mut horizon, mut end) = (u64::MAX, lo);
+    for (i, op) in ops.iter().enumerate().skip(lo) {
+        if op.invoke > horizon {
+            break;
         }
-        let is_done = |i: usize| done[i / 64] >> (i % 64) & 1 == 1;
-        // Operations before `lo` are all linearised.
-        let lo = done
-            .iter()
-            .position(|w| *w != u64::MAX)
-            .map_or(n, |k| k * 64 + (!done[k]).trailing_zeros() as usize);
-        // The earliest completion among pending ops bounds which may go next. In
-        // invoke order, an op invoked after the least completion seen so far can
-        // neither go next nor complete earlier: the scan stops there.
-        let (mut horizon, mut end) = (u64::MAX, lo);
-        for (i, op) in ops.iter().enumerate().skip(lo) {
-            if op.invoke > horizon {
-                break;
-            }
-            end = i + 1;
-            if !is_done(i) {
-                horizon = horizon.min(op.complete);
-            }
-        }
-        for i in (lo..end).rev() {
-            if is_done(i) || ops[i].invoke > horizon {
-                continue;
-            }
-            let next_state = match (&ops[i].write, &ops[i].observe) {
-                (Some(value), _) => *value,
-                (None, Some(seen)) => {
-                    if *seen != state {
-                        continue;
-                    }
-                    state
-                }
-                (None, None) => state,
-            };
-            let next_key = done_key ^ keys[i];
-            if memo.insert(next_key ^ state_key(next_state)) {
-                let mut next_done = done.clone();
-                next_done[i / 64] |= 1 << (i % 64);
-                let left = remaining - usize::from(ops[i].complete != u64::MAX);
-                stack.push((next_done, next_state, next_key, left));
-            }
+        end = i + 1;
+        if !is_done(i) {
+            horizon = horizon.min(op.complete);
         }
     }
-    Some(false)
+    (lo..end.min(ops.len())).filter(|&i| !is_done(i) && ops[i].invoke <= horizon).collect()
 }
 
 /// A small failing window: greedily drop operations while the rest still fails,
