@@ -77,7 +77,7 @@ fn command_bytes_estimate(command: &Command) -> usize {
     match &command.op {
         WriteOp::Put { key, value } => key.len() + value.len() + OVERHEAD_BYTES,
         WriteOp::Delete { key } => key.len() + OVERHEAD_BYTES,
-        WriteOp::Txn(_) => 256,
+        WriteOp::Txn(_) | WriteOp::Settings(_) => 256,
     }
 }
 
@@ -102,6 +102,9 @@ pub struct Replica {
     reads_unconfirmed: BTreeMap<u64, PendingRead>,
     /// Reads with a read index, waiting for `kv.applied() >= index`.
     reads_confirmed: Vec<(Index, PendingRead)>,
+    /// The settings revision this replica, leading, last proposed and at which tick
+    /// (`Node::propagate_settings`).
+    pub settings_proposed: Option<(u64, u64)>,
 }
 
 impl Replica {
@@ -122,6 +125,7 @@ impl Replica {
             writes: BTreeMap::new(),
             reads_unconfirmed: BTreeMap::new(),
             reads_confirmed: Vec::new(),
+            settings_proposed: None,
         }
     }
 
@@ -149,6 +153,15 @@ impl Replica {
         };
         let proposed = self.raft.propose(COMMAND_FORMAT, data);
         self.await_proposal(proposed, reply, not_leader);
+    }
+
+    /// Proposes a write of the node's own that nobody waits for (the range's
+    /// settings); false if this replica cannot take it now (it is retried later).
+    pub fn propose_internal(&mut self, command: &Command) -> bool {
+        let Ok(data) = bincode::serde::encode_to_vec(command, bincode::config::standard()) else {
+            return false;
+        };
+        self.raft.propose(COMMAND_FORMAT, data).is_ok()
     }
 
     /// A proposal's outcome: its reply waits for the entry to be applied, or is sent now
@@ -292,6 +305,8 @@ impl Replica {
                     },
                     CommandResult::Locked(lock) => Response::Locked { lock },
                     CommandResult::Txn(result) => Response::Txn(result),
+                    // Proposed by the leader itself (`propose_internal`): nobody waits.
+                    CommandResult::Settings => Response::Put { revision: entry.index },
                 });
             } else {
                 let reason = "leader changed; retry".into();
@@ -341,6 +356,15 @@ impl Replica {
             }
             Request::Scan { start, end, limit, revision } => {
                 self.scan_now(start, end.as_deref(), *limit, *revision)
+            }
+            // Checked by the node: both bounds under `_/`, so in the meta range.
+            Request::MetaScan { start, end, limit } => {
+                match self.kv.scan(start, Some(end), *limit, None) {
+                    Ok(kvs) => {
+                        Response::Scan { kvs, resume: None, read_revision: applied, locks: vec![] }
+                    }
+                    Err(e) => unavailable(e),
+                }
             }
             other => Response::Invalid { reason: format!("not a read: {other:?}") },
         }
