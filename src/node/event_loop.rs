@@ -1113,16 +1113,27 @@ impl Node {
             })?;
             NodeMetrics::add(&self.telemetry.metrics.snapshots_installed, 1);
             #[cfg(madsim)]
+            {
+                // The snapshot's settings were applied at some index its image covers.
+                replica.sim_settings = replica.kv.settings();
+            }
+            #[cfg(madsim)]
             crate::env::sim_hooks::observe(|o| {
                 o.snapshot_restored(self.id, range, snapshot.meta.index, snapshot.meta.term)
             });
         }
         for entry in &ready.committed_entries {
+            // Before and after the entry: a change made outside the log shows at the
+            // index it was made at, one the entry made at the entry's.
+            #[cfg(madsim)]
+            replica.sim_report_settings(self.id);
             replica.apply(entry).map_err(|error| NodeError::Unreadable {
                 range,
                 what: format!("committed entry {}", entry.index),
                 reason: error.to_string(),
             })?;
+            #[cfg(madsim)]
+            replica.sim_report_settings(self.id);
             if entry.format == crate::raft::EntryFormat::CONF_CHANGE {
                 let decoded = crate::raft::membership::decode_conf_change(entry);
                 #[cfg(madsim)]

@@ -105,6 +105,9 @@ pub struct Replica {
     /// The settings revision this replica, leading, last proposed and at which tick
     /// (`Node::propagate_settings`).
     pub settings_proposed: Option<(u64, u64)>,
+    /// The state machine's settings last reported to the simulation's checker.
+    #[cfg(madsim)]
+    pub sim_settings: crate::range::settings::RangeSettings,
 }
 
 impl Replica {
@@ -118,7 +121,6 @@ impl Replica {
         Replica {
             descriptor,
             raft,
-            kv,
             snapshot_index,
             snapshot_bytes,
             log_bytes: 0,
@@ -126,6 +128,9 @@ impl Replica {
             reads_unconfirmed: BTreeMap::new(),
             reads_confirmed: Vec::new(),
             settings_proposed: None,
+            #[cfg(madsim)]
+            sim_settings: kv.settings(),
+            kv,
         }
     }
 
@@ -438,6 +443,18 @@ impl Replica {
         }
         for (_, read) in std::mem::take(&mut self.reads_confirmed) {
             read.reply.send(response());
+        }
+    }
+
+    /// Reports the state machine's settings to the simulation's checker if they
+    /// changed since the last report, as of its applied index.
+    #[cfg(madsim)]
+    pub fn sim_report_settings(&mut self, node: NodeId) {
+        let settings = self.kv.settings();
+        if settings != self.sim_settings {
+            self.sim_settings = settings;
+            let (range, index) = (self.id(), self.kv.applied());
+            crate::env::sim_hooks::observe(|o| o.settings_applied(node, range, index, settings));
         }
     }
 

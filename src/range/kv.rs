@@ -476,9 +476,12 @@ impl KvStore {
                 // Older than what the range holds (a leader whose meta replica lagged
                 // proposed it): ignored, on every replica alike.
                 if settings.config_revision > self.settings.config_revision {
-                    self.settings = settings;
+                    // A change of a setting already set (not the initial value).
                     #[cfg(madsim)]
-                    crate::env::sim_hooks::sometimes("runtime config change applied");
+                    if self.settings.config_revision != 0 {
+                        crate::env::sim_hooks::sometimes("runtime config change applied");
+                    }
+                    self.settings = settings;
                 }
                 CommandResult::Settings
             }
@@ -1377,6 +1380,41 @@ mod tests {
         };
         let owned = bincode::serde::encode_to_vec(&owned, bincode::config::standard()).unwrap();
         assert_eq!(store.snapshot(), owned);
+    }
+
+    #[test]
+    fn settings_change_the_history_at_their_index_and_travel_in_snapshots() {
+        use crate::range::settings::RangeSettings;
+        let settings = |config_revision, history_revisions| Command {
+            request_id: None,
+            op: WriteOp::Settings(RangeSettings { config_revision, history_revisions }),
+        };
+        let mut store = KvStore::new_range();
+        assert_eq!(store.settings(), RangeSettings::default());
+        for index in 1..=5 {
+            store.apply(index, &put("a", &index.to_string()));
+        }
+        assert_eq!(store.get(b"a", Some(1)).unwrap(), Some(kv("a", "1", 1)));
+        assert_eq!(store.apply(6, &settings(9, 2)), CommandResult::Settings);
+        assert_eq!(store.compacted(), 4, "two revisions below 6 from index 6 on");
+        assert!(store.get(b"a", Some(3)).is_err());
+        // An older settings revision (a leader whose meta replica lagged) is ignored.
+        store.apply(7, &settings(8, 100));
+        assert_eq!(store.settings(), RangeSettings { config_revision: 9, history_revisions: 2 });
+        let restored = KvStore::restore(&store.snapshot()).unwrap();
+        assert_eq!(restored.settings(), store.settings());
+        assert_eq!(restored, store);
+        // An image from before settings (version 3) restores with a new range's.
+        let v3 = bincode::serde::encode_to_vec(
+            (3u32, store.applied, BTreeMap::<Vec<u8>, Vec<Version>>::new()),
+            bincode::config::standard(),
+        )
+        .unwrap();
+        let mut v3 = v3;
+        let tail = (BTreeMap::<u64, ClientSession>::new(), TxnTable::default());
+        v3.extend(bincode::serde::encode_to_vec(tail, bincode::config::standard()).unwrap());
+        let old = KvStore::restore(&v3).unwrap();
+        assert_eq!(old.settings(), RangeSettings::default());
     }
 
     #[test]

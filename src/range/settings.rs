@@ -204,7 +204,7 @@ impl ClusterSettings {
 
 /// The settings a range's state machine holds (replicated: changed only by a
 /// `WriteOp::Settings` entry of its log, and carried in its snapshots).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RangeSettings {
     /// The meta range revision of the `history_revisions` write these come from (0:
     /// the default, never set). An entry with a revision not above the current one is
