@@ -650,7 +650,10 @@ impl Observer for SafetyObserver {
                     s.violate_as(
                         "settings",
                         format!(
-                            "{range}: {node} changed to settings revision {config_revision}                              (history {history}) after applying {index}, but {node0} changed                              to it (history {history0}) after applying {index0}: a setting                              applied outside the range's log"
+                            "{range}: {node} changed to settings revision {config_revision} (history \
+                             {history}) after applying {index}, but {node0} changed to it \
+                             (history {history0}) after applying {index0}: a setting applied \
+                             outside the range's log"
                         ),
                     );
                 }
@@ -671,7 +674,8 @@ impl Observer for SafetyObserver {
                 Some((entries0, node0)) if entries0 != entries => s.violate_as(
                     "settings",
                     format!(
-                        "{node} applied snapshot_entries {entries} for meta revision {revision},                          {node0} applied {entries0}"
+                        "{node} applied snapshot_entries {entries} for meta revision {revision}, \
+                         {node0} applied {entries0}"
                     ),
                 ),
                 Some(_) => {}
