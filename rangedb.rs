@@ -168,7 +168,12 @@ enum ConfigCommand {
     /// Prints a setting's value (history_revisions, snapshot_entries).
     Get { key: String },
     /// Sets a setting for the whole cluster; prints the old and the new value.
-    Set { key: String, value: String },
+    Set {
+        key: String,
+        /// A number, or "all" (history_revisions); a negative one is refused by name.
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
     /// Every setting, its value and what it does.
     List,
 }
