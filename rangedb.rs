@@ -6,6 +6,8 @@
 // `madsim` is set by `cargo sim`; the signal code differs there.
 #![allow(unexpected_cfgs)]
 
+#[path = "cli/admin.rs"]
+mod admin;
 #[path = "bench/harness.rs"]
 mod bench;
 
@@ -63,8 +65,19 @@ struct Cli {
     /// number of milliseconds.
     #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
     timeout: Duration,
+    /// How results are printed: "simple" (text) or "json" (one JSON object; keys and
+    /// values in base64), as etcdctl's --write-out.
+    #[arg(short = 'w', long = "write-out", global = true, value_enum, default_value_t = WriteOut::Simple)]
+    write_out: WriteOut,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--write-out`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum WriteOut {
+    Simple,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -87,7 +100,8 @@ enum Command {
     /// Deletes KEY.
     Delete { key: OsString },
     /// Prints `key<TAB>value` for keys in [START, END) (END "" = to the end), with
-    /// non-printable bytes escaped.
+    /// non-printable bytes escaped. `range` is the same command.
+    #[command(visible_alias = "range")]
     Scan {
         start: OsString,
         end: OsString,
@@ -114,6 +128,68 @@ enum Command {
     },
     /// Measures throughput and latency against --endpoints or a --local cluster.
     Bench(bench::BenchArgs),
+    /// Operating the cluster: its status, runtime settings, rangedb's own keys.
+    Admin {
+        #[command(subcommand)]
+        command: Admin,
+    },
+}
+
+/// `rangedb admin ...`: one variant per area (each its own subcommands).
+#[derive(Subcommand, Debug)]
+enum Admin {
+    /// The cluster as a whole.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Runtime settings, replicated in the meta range under `_/cluster/config/` and
+    /// applied by every node without a restart.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// rangedb's own keys under `_/` (read-only).
+    Meta {
+        #[command(subcommand)]
+        command: MetaCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// The cluster id, every member (address, up or down) and every range (span,
+    /// leader, replicas, applied index, history kept).
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Prints a setting's value (history_revisions, snapshot_entries).
+    Get { key: String },
+    /// Sets a setting for the whole cluster; prints the old and the new value.
+    Set {
+        key: String,
+        /// A number, or "all" (history_revisions); a negative one is refused by name.
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
+    /// Every setting, its value and what it does.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum MetaCommand {
+    /// Prints `key<TAB>value` for rangedb's keys under PREFIX (default `_/`).
+    List {
+        #[arg(default_value = "_/")]
+        prefix: OsString,
+        /// At most this many keys (0 = all).
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+    },
+    /// Prints the value of one of rangedb's keys.
+    Get { key: OsString },
 }
 
 #[derive(clap::Args, Debug)]
@@ -121,7 +197,7 @@ struct TxnArgs {
     /// Prompt for the compares and operations (etcdctl's `txn -i`).
     #[arg(short, long)]
     interactive: bool,
-    /// Print the outcome as JSON.
+    /// Print the outcome as JSON (the same as -w json).
     #[arg(long)]
     json: bool,
     /// The transaction (from `txn begin`).
@@ -217,13 +293,16 @@ struct ServerArgs {
     #[arg(long, default_value_t = 50)]
     tick_ms: u64,
     /// Snapshot a range's state machine (and release old log segments) after this
-    /// many applied entries, once they also hold twice the bytes of its last snapshot.
+    /// many applied entries, once they also hold twice the bytes of its last snapshot
+    /// (until the cluster setting snapshot_entries is set: `rangedb admin config`).
     #[arg(long, default_value_t = 10_000)]
     snapshot_entries: u64,
-    /// Revisions of history each range keeps readable below its newest one (`get
-    /// --revision` older than that is refused as compacted); "all" keeps every version.
-    #[arg(long, default_value_t = rangedb::range::kv::HISTORY_REVISIONS, value_parser = parse_history)]
-    history_revisions: u64,
+    /// The initial value of the cluster setting history_revisions (revisions of
+    /// history each range keeps readable below its newest one; "all" keeps every
+    /// version), written once if the cluster has none. Change it with `rangedb admin
+    /// config set history_revisions N`: the cluster's setting wins over this flag.
+    #[arg(long, value_parser = parse_history)]
+    history_revisions: Option<u64>,
     /// Where range leaders go: "colocate" moves every range's leadership to the node
     /// leading the meta range (one WAL fsync there covers every range's writes);
     /// "elected" leaves it wherever elections put it.
@@ -471,17 +550,22 @@ fn run_client(cli: &Cli) -> anyhow::Result<u8> {
         usage_error("--endpoints is empty");
     }
     let client = Client::new(config);
+    let json = cli.write_out == WriteOut::Json;
     runtime.block_on(async {
-        let code = client_command(&client, &cli.command).await;
+        let code = client_command(&client, &cli.command, json).await;
         // A committed transaction's intents on its other ranges, resolved before exit.
         client.flush_background().await;
         code
     })
 }
 
-async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8> {
+async fn client_command(client: &Client, command: &Command, json: bool) -> anyhow::Result<u8> {
     match command {
         Command::Server(_) | Command::Bench(_) => unreachable!("handled in main"),
+        Command::Admin { command } => admin::run(client, command, json).await,
+        Command::Node { .. } if json => {
+            usage_error("node commands print text only (no -w json yet)")
+        }
         Command::Put { key, value } => {
             let key = key_arg(key);
             let value = if value == "-" {
@@ -492,7 +576,11 @@ async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8
                 value.clone().into_encoded_bytes()
             };
             let revision = client_result(client.put(&key, &value).await)?;
-            println!("OK (revision {revision})");
+            if json {
+                print_json(&serde_json::json!({ "revision": revision }))?;
+            } else {
+                println!("OK (revision {revision})");
+            }
             Ok(0)
         }
         Command::Get { key, revision, lease } => {
@@ -502,11 +590,16 @@ async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8
                 None => client.get(&key).await,
                 Some(revision) => client.get_at(&key, *revision).await,
             };
-            print_value(&key, client_result(found)?)
+            print_found(&key, client_result(found)?, json)
         }
         Command::Delete { key } => {
             let key = key_arg(key);
-            if client_result(client.delete(&key).await)? {
+            let existed = client_result(client.delete(&key).await)?;
+            if json {
+                print_json(&serde_json::json!({ "deleted": existed }))?;
+                return Ok(if existed { 0 } else { EXIT_NOT_FOUND });
+            }
+            if existed {
                 println!("OK (deleted)");
                 Ok(0)
             } else {
@@ -519,16 +612,10 @@ async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8
             let end = end.clone().into_encoded_bytes();
             let end = (!end.is_empty()).then_some(end);
             let kvs = client_result(client.scan(&start, end.as_deref(), *limit).await)?;
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            for kv in kvs {
-                writeln!(out, "{}\t{}", escape(&kv.key), escape(&kv.value))
-                    .context("cannot write to stdout")?;
-            }
-            out.flush().context("cannot write to stdout")?;
+            print_kvs(&kvs, json)?;
             Ok(0)
         }
-        Command::Txn(args) => txn_command(client, args).await,
+        Command::Txn(args) => txn_command(client, args, json).await,
         Command::Batch { command } => {
             let writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = match command {
                 BatchCommand::Put { pairs } => {
@@ -548,15 +635,26 @@ async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8
             let committed = client.batch(writes).await;
             client.flush_background().await;
             let committed = client_result(committed)?;
-            println!(
-                "OK ({count} keys in {} ranges, revision {})",
-                committed.ranges, committed.revision
-            );
+            if json {
+                let (revision, ranges) = (committed.revision, committed.ranges);
+                print_json(
+                    &serde_json::json!({"keys": count, "ranges": ranges, "revision": revision}),
+                )?;
+            } else {
+                println!(
+                    "OK ({count} keys in {} ranges, revision {})",
+                    committed.ranges, committed.revision
+                );
+            }
             Ok(0)
         }
         Command::Status => {
             let status = client.status().await;
-            print_status(&status);
+            if json {
+                print_json(&rangedb::client::status_json(&status))?;
+            } else {
+                print_status(&status);
+            }
             let any_up = status.nodes.iter().any(|node| node.status.is_ok());
             Ok(if any_up { 0 } else { EXIT_ERROR })
         }
@@ -596,6 +694,41 @@ async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8
             Ok(0)
         }
     }
+}
+
+/// Prints one JSON object on a line.
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string(value).context("cannot encode JSON")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").and_then(|()| out.flush()).context("cannot write to stdout")
+}
+
+/// `print_value`, or with `json` `{"count":0|1,"kvs":[...]}` (exit 3 when not found).
+fn print_found(
+    key: &[u8],
+    found: Option<rangedb::range::kv::KeyValue>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    if !json {
+        return print_value(key, found);
+    }
+    let code = if found.is_some() { 0 } else { EXIT_NOT_FOUND };
+    print_json(&rangedb::client::kvs_json(found.as_slice()))?;
+    Ok(code)
+}
+
+/// `key<TAB>value` lines, escaped, or with `json` `{"count":n,"kvs":[...]}`.
+fn print_kvs(kvs: &[rangedb::range::kv::KeyValue], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&rangedb::client::kvs_json(kvs));
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for kv in kvs {
+        writeln!(out, "{}\t{}", escape(&kv.key), escape(&kv.value))
+            .context("cannot write to stdout")?;
+    }
+    out.flush().context("cannot write to stdout")
 }
 
 /// Prints a value read (raw bytes; a newline only on a terminal), or says the key was
@@ -656,15 +789,24 @@ fn load_txn(id: &str) -> anyhow::Result<rangedb::client::TxnState> {
     }
 }
 
-async fn txn_command(client: &Client, args: &TxnArgs) -> anyhow::Result<u8> {
+async fn txn_command(client: &Client, args: &TxnArgs, json: bool) -> anyhow::Result<u8> {
     let Some(command) = &args.command else {
-        return etcd_txn(client, args).await;
+        return etcd_txn(client, args, json || args.json).await;
+    };
+    // Every subcommand's answer but `get` and `scan` (keys and values): one line.
+    let say = |text: &str, fields: serde_json::Value| -> anyhow::Result<()> {
+        if json {
+            print_json(&fields)
+        } else {
+            println!("{text}");
+            Ok(())
+        }
     };
     if let TxnCommand::Begin = command {
         let txn = client.begin();
         let id = txn.id().to_string();
         save_txn(&id, &txn.save())?;
-        println!("{id}");
+        say(&id, serde_json::json!({ "txn": id }))?;
         if std::io::stderr().is_terminal() {
             eprintln!("(use it with --txn {id}, or: export RANGEDB_TXN={id})");
         }
@@ -682,18 +824,18 @@ async fn txn_command(client: &Client, args: &TxnArgs) -> anyhow::Result<u8> {
             let key = key_arg(key);
             let found = client_result(txn.get(&key).await)?;
             save_txn(id, &txn.save())?;
-            print_value(&key, found)
+            print_found(&key, found, json)
         }
         TxnCommand::Put { key, value } => {
             client_result(txn.put(&key_arg(key), &value.clone().into_encoded_bytes()))?;
             save_txn(id, &txn.save())?;
-            println!("OK (buffered until commit)");
+            say("OK (buffered until commit)", serde_json::json!({ "buffered": true }))?;
             Ok(0)
         }
         TxnCommand::Delete { key } => {
             client_result(txn.delete(&key_arg(key)))?;
             save_txn(id, &txn.save())?;
-            println!("OK (buffered until commit)");
+            say("OK (buffered until commit)", serde_json::json!({ "buffered": true }))?;
             Ok(0)
         }
         TxnCommand::Scan { start, end, limit } => {
@@ -702,9 +844,7 @@ async fn txn_command(client: &Client, args: &TxnArgs) -> anyhow::Result<u8> {
             let end = (!end.is_empty()).then_some(end);
             let kvs = client_result(txn.scan(&start, end.as_deref(), *limit).await)?;
             save_txn(id, &txn.save())?;
-            for kv in kvs {
-                println!("{}\t{}", escape(&kv.key), escape(&kv.value));
-            }
+            print_kvs(&kvs, json)?;
             Ok(0)
         }
         TxnCommand::Commit => {
@@ -715,7 +855,7 @@ async fn txn_command(client: &Client, args: &TxnArgs) -> anyhow::Result<u8> {
             // second commit of an unknown one could apply its blind writes twice).
             let _ = std::fs::remove_file(txn_file(id));
             let committed = client_result(result)?;
-            println!(
+            let text = format!(
                 "OK (committed{}, {} ranges)",
                 if committed.revision > 0 {
                     format!(" at revision {}", committed.revision)
@@ -724,18 +864,23 @@ async fn txn_command(client: &Client, args: &TxnArgs) -> anyhow::Result<u8> {
                 },
                 committed.ranges
             );
+            let (revision, ranges) = (committed.revision, committed.ranges);
+            say(
+                &text,
+                serde_json::json!({"committed": true, "revision": revision, "ranges": ranges}),
+            )?;
             Ok(0)
         }
         TxnCommand::Abort => {
             std::fs::remove_file(txn_file(id)).with_context(|| format!("no transaction {id}"))?;
-            println!("OK (aborted; nothing was written)");
+            say("OK (aborted; nothing was written)", serde_json::json!({ "aborted": true }))?;
             Ok(0)
         }
     }
 }
 
 /// `rangedb txn` with etcdctl's syntax on stdin.
-async fn etcd_txn(client: &Client, args: &TxnArgs) -> anyhow::Result<u8> {
+async fn etcd_txn(client: &Client, args: &TxnArgs, json: bool) -> anyhow::Result<u8> {
     let mut text = String::new();
     if args.interactive {
         let stdin = std::io::stdin();
@@ -766,7 +911,7 @@ async fn etcd_txn(client: &Client, args: &TxnArgs) -> anyhow::Result<u8> {
     let outcome = client.compare_txn(&txn).await;
     client.flush_background().await;
     let outcome = client_result(outcome)?;
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string(&outcome).context("cannot encode the outcome")?);
     } else {
         print!("{}", rangedb::cli_txn::render(&outcome));

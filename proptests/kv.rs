@@ -100,7 +100,9 @@ impl Model {
                 let existed = state.remove(key).is_some();
                 CommandResult::Delete { revision: index, existed }
             }
-            WriteOp::Txn(_) => unreachable!("this model draws no transaction steps"),
+            WriteOp::Txn(_) | WriteOp::Settings(_) => {
+                unreachable!("this model draws no transaction steps or settings")
+            }
         });
         if let Some(id) = id {
             self.results.entry(id).or_insert(result.clone());

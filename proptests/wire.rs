@@ -189,6 +189,13 @@ fn client_request() -> impl Strategy<Value = ClientRequest> {
             txn: TxnId { client, seq }
         }),
         (bytes(10), any::<u32>()).prop_map(|(key, limit)| Request::TxnLocks { key, limit }),
+        ("[a-z_]{0,20}", "[a-z0-9]{0,8}", request_id())
+            .prop_map(|(name, value, request_id)| Request::ConfigSet { name, value, request_id }),
+        (bytes(10), bytes(10), any::<u64>()).prop_map(|(start, end, limit)| Request::MetaScan {
+            start,
+            end,
+            limit
+        }),
     ];
     (any::<u64>(), request).prop_map(|(id, request)| ClientRequest { id, request })
 }
@@ -243,6 +250,7 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
         any::<[u64; 4]>(),
         (nodes(), nodes(), nodes()),
         vec((node(), any::<u64>()), 0..4),
+        any::<(u64, u64)>(),
     )
         .prop_map(
             |(
@@ -252,6 +260,7 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
                 [term, commit, applied, last_index],
                 (voters, outgoing, learners),
                 matched,
+                (config_revision, history_revisions),
             )| RangeStatus {
                 descriptor,
                 role,
@@ -264,6 +273,10 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
                 outgoing,
                 learners,
                 matched,
+                settings: rangedb::range::settings::RangeSettings {
+                    config_revision,
+                    history_revisions,
+                },
             },
         );
     let node_status = (

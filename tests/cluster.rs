@@ -212,20 +212,42 @@ fn single_node_by_default_with_data_in_the_working_directory() {
 
 #[test]
 fn reads_older_than_the_history_are_refused_as_compacted_also_after_a_restart() {
+    // The flag is the cluster setting's initial value: the node writes it, then each
+    // range applies it through its log (tests/admin.rs has the runtime changes).
     let mut cluster = Cluster::start(1, &["--history-revisions", "5"]);
+    let mut applied = false;
+    for _ in 0..100 {
+        let status = cluster.cli(&["admin", "cluster", "status", "-w", "json"]);
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+        let ranges = status["ranges"].as_array().cloned().unwrap_or_default();
+        if !ranges.is_empty() && ranges.iter().all(|range| range["history_revisions"] == 5) {
+            applied = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(applied, "the ranges did not apply history_revisions 5 within 10 s");
+    let mut revisions = Vec::new();
     for i in 1..=10 {
         let output = cluster.cli(&["put", "k", &format!("v{i}")]);
         assert!(output.status.success(), "put: {}", stderr(&output));
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let revision = text.trim().trim_start_matches("OK (revision ").trim_end_matches(')');
+        revisions.push(revision.parse::<u64>().expect("a revision"));
     }
-    // Puts 1..10 of "k" are revisions 2..11 of its range (1 is the leader's no-op).
-    let old = cluster.cli(&["get", "k", "--revision", "3"]);
+    // Puts 1..10 of "k" are consecutive revisions of its range, the last one r10:
+    // history 5 keeps r10 - 5 and later readable.
+    let (first, last) = (revisions[0], revisions[9]);
+    assert_eq!(last, first + 9, "{revisions:?}");
+    let old = cluster.cli(&["get", "k", "--revision", &(first + 1).to_string()]);
     assert_eq!(old.status.code(), Some(1));
     let text = stderr(&old);
-    assert!(text.contains("revision 3 is not available") && text.contains("6 to 11"), "{text}");
-    assert_eq!(cluster.cli(&["get", "k", "--revision", "8"]).stdout, b"v7");
+    let window = format!("{} to {last}", last - 5);
+    assert!(text.contains("is not available") && text.contains(&window), "{text}");
+    assert_eq!(cluster.cli(&["get", "k", "--revision", &revisions[6].to_string()]).stdout, b"v7");
     assert_eq!(cluster.terminate(1).code(), Some(0));
     cluster.start_node(1);
-    let recent = cluster.cli(&["get", "k", "--revision", "9"]);
+    let recent = cluster.cli(&["get", "k", "--revision", &revisions[7].to_string()]);
     assert_eq!(recent.stdout, b"v8", "{}", stderr(&recent));
     assert_eq!(cluster.cli(&["get", "k"]).stdout, b"v10");
     assert_eq!(cluster.terminate(1).code(), Some(0));

@@ -90,7 +90,7 @@ impl Cluster {
                 split_keys: None,
                 tick_ms: plan.tick_ms,
                 snapshot_entries: plan.snapshot_entries,
-                history_revisions: plan.history_revisions,
+                history_revisions: Some(plan.history_revisions),
                 leader_placement: plan.leader_placement,
                 // By entries only: the sim's states are tiny and snapshots must happen.
                 snapshot_log_ratio: 0,

@@ -41,6 +41,8 @@ pub const DECLARED: &[&str] = &[
     "quiet range snapshotted to release the WAL",
     // Reached since the sweep's batches grew (12-13 of 2,000 seeds; 0 of 200 before).
     "torn WAL tail cut at recovery",
+    // Runtime settings changed through `admin config set` (sim/harness/admin.rs).
+    "runtime config change applied",
 ];
 
 /// Markers the default sweep is known not to reach, with why: printed as such and

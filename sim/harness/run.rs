@@ -14,6 +14,7 @@ use rangedb::env::sim_disk::DiskFaults;
 use rangedb::env::sim_hooks;
 use rangedb::hash::splitmix64;
 use rangedb::raft::NodeId;
+use rangedb::range::settings::RangeSettings;
 
 use super::checkers::raft_safety::{Safety, SafetyObserver};
 use super::checkers::{durability, linearizability, liveness, witness, Violation};
@@ -334,6 +335,13 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>, runaway: Arc<AtomicBoo
         );
         clients.push(node.spawn(task));
     }
+    // An operator changing runtime settings (a third of the seeds; admin.rs).
+    let admin = cluster.client_nodes[0].spawn(super::admin::run_admin_client(
+        plan.client_attempt_ms,
+        cluster.endpoints(),
+        plan.seed,
+        stop.clone(),
+    ));
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
     let mut supervisor = Supervisor {
         cluster: &mut cluster,
@@ -376,6 +384,8 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>, runaway: Arc<AtomicBoo
     for client in clients {
         let _ = client.await;
     }
+    let settings_set = admin.await.unwrap_or(0);
+    faults.insert("effect: settings changed by the operator".into(), settings_set);
     let mut history = std::mem::take(&mut *history.lock().expect("history lock"));
     let heal_start = now_ms(start);
     let all_committed = supervisor.probe_writes(&mut history, &mut liveness, heal_start).await;
@@ -1239,6 +1249,7 @@ impl Supervisor<'_> {
                 statuses.push(self.cluster.status(node).await);
             }
             let mut per_range: BTreeMap<u64, Vec<(u64, u64, bool)>> = BTreeMap::new();
+            let mut settings: BTreeMap<u64, BTreeMap<u64, RangeSettings>> = BTreeMap::new();
             let mut all_up = true;
             for status in &statuses {
                 match status {
@@ -1249,6 +1260,8 @@ impl Supervisor<'_> {
                                 r.applied,
                                 r.leader.is_some(),
                             ));
+                            let node = status.node.0;
+                            settings.entry(r.descriptor.id.0).or_default().insert(node, r.settings);
                         }
                     }
                     None => all_up = false,
@@ -1261,6 +1274,14 @@ impl Supervisor<'_> {
             if converged {
                 self.converged_commit =
                     per_range.iter().map(|(range, rs)| (*range, rs[0].0)).collect();
+                // Converged replicas of a range applied the same log: the same settings.
+                for (range, by_node) in &settings {
+                    let distinct: BTreeSet<RangeSettings> = by_node.values().copied().collect();
+                    if distinct.len() > 1 {
+                        let mut state = self.safety.lock().expect("safety lock");
+                        state.settings_diverged(*range, by_node);
+                    }
+                }
             }
             let last = format!(
                 "{per_range:?} all nodes answered: {all_up}; servers {:?}",

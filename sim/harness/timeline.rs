@@ -282,6 +282,20 @@ impl Observer for Recorder {
         self.change(node, range, term, None);
         self.after();
     }
+    fn settings_applied(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        index: u64,
+        settings: rangedb::range::settings::RangeSettings,
+    ) {
+        self.inner.settings_applied(node, range, index, settings);
+        self.after();
+    }
+    fn node_settings(&mut self, node: NodeId, revision: u64, entries: u64) {
+        self.inner.node_settings(node, revision, entries);
+        self.after();
+    }
 }
 
 // ---- rendering ----

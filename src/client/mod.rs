@@ -12,6 +12,7 @@
 //! applies a retried write once. A write whose fate the client cannot learn before the
 //! deadline ends in `ClientError::OutcomeUnknown`, never in a plain failure.
 
+mod admin;
 pub mod compare;
 mod conn;
 mod error;
@@ -20,6 +21,7 @@ mod route;
 mod status;
 mod txn;
 
+pub use admin::{check_meta_key, kv_json, kvs_json, setting_json, status_json};
 pub use error::ClientError;
 pub use membership::{lag as learner_lag, MembershipReport, NodeIdentity, CAUGHT_UP_LAG};
 pub use status::{ClusterStatus, NodeReport};

@@ -53,6 +53,21 @@ impl ClusterStatus {
         ranges
     }
 
+    /// The cluster's id, from the first node that answered.
+    pub fn cluster(&self) -> Option<u64> {
+        self.nodes.iter().find_map(|report| report.status.as_ref().ok().map(|own| own.cluster))
+    }
+
+    /// The id of the node at `address` as it or its peers know it.
+    pub fn id_of(&self, address: &str) -> Option<NodeId> {
+        let answered = self.nodes.iter().filter_map(|report| report.status.as_ref().ok());
+        let mut known = answered.flat_map(|own| {
+            std::iter::once((own.node, own.address.as_str()))
+                .chain(own.peers.iter().map(|(id, peer, _)| (*id, peer.as_str())))
+        });
+        known.find(|(_, known)| *known == address).map(|(id, _)| id)
+    }
+
     /// The address a node reported for itself, if it answered.
     pub fn address_of(&self, node: NodeId) -> Option<&str> {
         self.nodes.iter().find_map(|report| match &report.status {

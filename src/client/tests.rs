@@ -345,6 +345,7 @@ async fn client_status_reports_up_and_unreachable_nodes() {
                     outgoing: vec![],
                     learners: vec![],
                     matched: vec![(NodeId(1), 5), (NodeId(2), 4)],
+                    settings: crate::range::settings::RangeSettings::default(),
                 }],
             }))
         }

@@ -127,6 +127,23 @@ pub trait Observer {
     /// At recovery a replica found its storage damaged and discarded its log: its
     /// durable state restarts at (`term`, `commit`) and it repairs from its peers.
     fn storage_damaged(&mut self, node: NodeId, range: RangeId, term: Term, commit: u64);
+    /// A replica's state machine holds other settings than when last reported, first
+    /// seen after it applied `index` (range/settings.rs): every replica of a range must
+    /// change them at the same index (they come from the range's log).
+    fn settings_applied(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        index: u64,
+        settings: crate::range::settings::RangeSettings,
+    ) {
+        let _ = (node, range, index, settings);
+    }
+    /// A node applied the cluster setting `snapshot_entries` written at meta revision
+    /// `revision` (0: unset; `entries` is then its flag).
+    fn node_settings(&mut self, node: NodeId, revision: u64, entries: u64) {
+        let _ = (node, revision, entries);
+    }
 }
 
 #[derive(Default)]

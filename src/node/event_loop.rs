@@ -34,6 +34,7 @@ use crate::range::descriptor::{
 };
 use crate::range::keys::{validate_key, validate_value};
 use crate::range::kv::{Command, KvStore, WriteOp};
+use crate::range::settings::{ClusterSettings, Setting};
 use crate::range::txn::TxnOp;
 use crate::storage::{SnapshotStore, StorageError, Wal, WalRecord};
 use crate::wire::{
@@ -69,15 +70,18 @@ pub enum Event {
 #[derive(Clone, Copy, Debug)]
 pub struct Tuning {
     /// A range snapshots its state machine once this many entries applied since the
-    /// last snapshot...
+    /// last snapshot (the cluster setting `snapshot_entries`, else the flag below)...
     pub snapshot_entries: u64,
     /// ... and once their bytes reach this many times the last snapshot's size, so
     /// that a large state written slowly is not rewritten whole every
     /// `snapshot_entries` entries: snapshots write at most 1/ratio bytes per byte of
     /// log (0: by entries only).
     pub snapshot_log_ratio: u64,
-    /// Revisions of history a range keeps below its newest (KvStore::set_history).
-    pub history_revisions: u64,
+    /// `--snapshot-entries`: `snapshot_entries` while the cluster has no setting.
+    pub snapshot_entries_flag: u64,
+    /// `--history-revisions`: written as the cluster setting `history_revisions` by
+    /// the meta range's leader if the cluster has none (`Node::write_initial_settings`).
+    pub initial_history_revisions: Option<u64>,
     pub leader_placement: LeaderPlacement,
 }
 
@@ -156,6 +160,10 @@ pub struct Node {
     pub telemetry: Arc<Telemetry>,
     /// The leader each range last reported (counts leader changes).
     last_leaders: BTreeMap<RangeId, Option<NodeId>>,
+    /// The runtime settings as this node's meta replica holds them (range/settings.rs).
+    pub settings: ClusterSettings,
+    /// When this node (leading the meta range) last proposed the initial settings.
+    pub(crate) initial_settings_proposed: Option<u64>,
 }
 
 /// At most one line per kind of repeated event in this interval (then a count).
@@ -190,7 +198,7 @@ impl Node {
         let peers: Vec<NodeId> =
             members::read(&members).current().map(|(peer, _)| peer).filter(|&p| p != id).collect();
         let liveness = Liveness::new(peers);
-        Node {
+        let mut node = Node {
             id,
             members,
             replicas,
@@ -209,7 +217,17 @@ impl Node {
             log_limiter: RateLimiter::new(LOG_LIMIT_INTERVAL_MS),
             telemetry: Arc::new(Telemetry::default()),
             last_leaders: BTreeMap::new(),
-        }
+            settings: ClusterSettings::default(),
+            initial_settings_proposed: None,
+        };
+        // A restarted node reads the settings from its meta replica at once.
+        node.refresh_settings();
+        node
+    }
+
+    /// Ticks performed since start.
+    pub(crate) fn ticks(&self) -> u64 {
+        self.ticks
     }
 
     /// Performs every tick the clock says is due (ticker.rs).
@@ -262,6 +280,8 @@ impl Node {
         if self.tuning.leader_placement == LeaderPlacement::Colocate && now % PLACEMENT_TICKS == 0 {
             self.place_leaders();
         }
+        self.write_initial_settings();
+        self.propagate_settings();
         self.publish_telemetry();
         for (kind, count) in self.log_limiter.take_summaries(self.elapsed_ms()) {
             let seconds = LOG_LIMIT_INTERVAL_MS / 1000;
@@ -469,6 +489,20 @@ impl Node {
                 let op = WriteOp::Delete { key };
                 return self.propose(range, Command { request_id: Some(request_id), op }, reply);
             }
+            Request::ConfigSet { name, value, request_id } => {
+                let checked = Setting::parse(&name)
+                    .and_then(|setting| Ok((setting, setting.parse_value(&value)?)));
+                let (setting, value) = match checked {
+                    Ok(checked) => checked,
+                    Err(error) => {
+                        return reply.send(Response::Invalid { reason: error.to_string() })
+                    }
+                };
+                let key = setting.key();
+                let range = self.table.lookup(&key).id;
+                let op = WriteOp::Put { key, value: Setting::encode(value) };
+                return self.propose(range, Command { request_id: Some(request_id), op }, reply);
+            }
             Request::Txn { key, op, request_id } => {
                 let range = self.table.lookup(&key).id;
                 if let Err(reason) = self.check_txn_op(&key, &op) {
@@ -479,8 +513,19 @@ impl Node {
             read => read,
         };
         match &request {
-            Request::Put { .. } | Request::Delete { .. } | Request::Txn { .. } => {
+            Request::Put { .. }
+            | Request::Delete { .. }
+            | Request::Txn { .. }
+            | Request::ConfigSet { .. } => {
                 unreachable!("writes returned above")
+            }
+            Request::MetaScan { start, end, .. } => {
+                let within = |key: &[u8]| key >= RESERVED_PREFIX && key <= RESERVED_END;
+                if !start.starts_with(RESERVED_PREFIX) || !within(end) {
+                    let reason = "a meta scan reads keys under \"_/\" only".to_string();
+                    return reply.send(Response::Invalid { reason });
+                }
+                self.read(RESERVED_PREFIX, ReadMode::ReadIndex, request, reply);
             }
             Request::TxnStatus { anchor: key, .. } | Request::TxnLocks { key, .. } => {
                 let key = key.clone();
@@ -856,6 +901,7 @@ impl Node {
                     outgoing: status.outgoing,
                     learners: status.learners,
                     matched: replica.raft.matched(),
+                    settings: replica.kv.settings(),
                 }
             })
             .collect();
@@ -1065,19 +1111,29 @@ impl Node {
                 what: format!("the snapshot at index {}", snapshot.meta.index),
                 reason,
             })?;
-            replica.kv.set_history(self.tuning.history_revisions);
             NodeMetrics::add(&self.telemetry.metrics.snapshots_installed, 1);
+            #[cfg(madsim)]
+            {
+                // The snapshot's settings were applied at some index its image covers.
+                replica.sim_settings = replica.kv.settings();
+            }
             #[cfg(madsim)]
             crate::env::sim_hooks::observe(|o| {
                 o.snapshot_restored(self.id, range, snapshot.meta.index, snapshot.meta.term)
             });
         }
         for entry in &ready.committed_entries {
+            // Before and after the entry: a change made outside the log shows at the
+            // index it was made at, one the entry made at the entry's.
+            #[cfg(madsim)]
+            replica.sim_report_settings(self.id);
             replica.apply(entry).map_err(|error| NodeError::Unreadable {
                 range,
                 what: format!("committed entry {}", entry.index),
                 reason: error.to_string(),
             })?;
+            #[cfg(madsim)]
+            replica.sim_report_settings(self.id);
             if entry.format == crate::raft::EntryFormat::CONF_CHANGE {
                 let decoded = crate::raft::membership::decode_conf_change(entry);
                 #[cfg(madsim)]
@@ -1164,6 +1220,10 @@ impl Node {
             }
         }
         replica.serve_reads();
+        let meta_applied = !ready.committed_entries.is_empty() || ready.snapshot.is_some();
+        if meta_applied && range == self.table.lookup(RESERVED_PREFIX).id {
+            self.refresh_settings();
+        }
         for change in &node_changes {
             if self.apply_node_change(change)? {
                 return Err(NodeError::Removed(self.id));
@@ -1427,7 +1487,8 @@ mod tests {
         let tuning = Tuning {
             snapshot_entries: 100,
             snapshot_log_ratio: 2,
-            history_revisions: 0,
+            snapshot_entries_flag: 100,
+            initial_history_revisions: None,
             leader_placement: LeaderPlacement::Colocate,
         };
         // No snapshot yet: by entries alone.

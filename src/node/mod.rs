@@ -2,6 +2,7 @@
 //! and the boot sequence that rebuilds every replica from the data directory.
 
 pub mod bootstrap;
+pub mod config;
 pub mod event_loop;
 pub mod liveness;
 pub mod members;
@@ -29,7 +30,7 @@ use crate::range::descriptor::{
     default_split_keys, descriptor_key, initial_descriptors, RangeDescriptor, RangeId, RangeTable,
     RESERVED_PREFIX,
 };
-use crate::range::kv::{KvStore, HISTORY_REVISIONS};
+use crate::range::kv::KvStore;
 use crate::storage::datadir::DATA_VERSION;
 use crate::storage::{
     ClusterMeta, DataDir, SnapshotStore, StorageError, Wal, WalOptions, WalRecord, WalRecovery,
@@ -59,14 +60,16 @@ pub struct ServerConfig {
     /// Raft tick interval.
     pub tick_ms: u64,
     /// A range snapshots its state machine (and lets the WAL drop older segments)
-    /// after this many applied entries...
+    /// after this many applied entries (until the cluster setting `snapshot_entries`
+    /// is set: then that)...
     pub snapshot_entries: u64,
     /// ... whose bytes are at least this many times the last snapshot's size (0: by
     /// entries only; see `Tuning`).
     pub snapshot_log_ratio: u64,
-    /// Revisions of history each range keeps readable below its newest (u64::MAX:
-    /// all); older versions are dropped (range/kv.rs).
-    pub history_revisions: u64,
+    /// The cluster setting `history_revisions` to write if the cluster has none
+    /// (`--history-revisions`, kept as the initial value): the node that leads the
+    /// meta range writes it once. Ranges apply the cluster's setting, never this.
+    pub history_revisions: Option<u64>,
     /// Where range leaders go (`LeaderPlacement`).
     pub leader_placement: LeaderPlacement,
 }
@@ -84,7 +87,7 @@ impl ServerConfig {
             tick_ms: 50,
             snapshot_entries: 10_000,
             snapshot_log_ratio: SNAPSHOT_LOG_RATIO,
-            history_revisions: HISTORY_REVISIONS,
+            history_revisions: None,
             leader_placement: LeaderPlacement::Colocate,
         }
     }
@@ -233,11 +236,8 @@ async fn run_node_inner(
     // A new value at every start (the wall clock in ms): followers report it with their
     // tick counts so that leaders see a restart (raft::Config::incarnation).
     let incarnation = clock.wall_ms();
-    let mut replicas =
+    let replicas =
         recover_replicas(&meta, &descriptors, &snapshots, &mut wal, recovery, incarnation)?;
-    for replica in replicas.values_mut() {
-        replica.kv.set_history(config.history_revisions);
-    }
     #[cfg(madsim)]
     crate::env::sim_hooks::observe(|o| o.node_started(meta.node_id));
     let listener = match listener {
@@ -266,7 +266,8 @@ async fn run_node_inner(
         Tuning {
             snapshot_entries: config.snapshot_entries,
             snapshot_log_ratio: config.snapshot_log_ratio,
-            history_revisions: config.history_revisions,
+            snapshot_entries_flag: config.snapshot_entries,
+            initial_history_revisions: config.history_revisions,
             leader_placement: config.leader_placement,
         },
         Ticker::new(clock, Duration::from_millis(config.tick_ms)),
@@ -632,7 +633,7 @@ fn entries_after(snapshot: &SnapshotMeta, entries: Vec<Entry>) -> Vec<Entry> {
 /// descriptor (at revision 0), the others are empty.
 fn initial_state(descriptor: &RangeDescriptor, all: &[RangeDescriptor]) -> KvStore {
     if !descriptor.contains(RESERVED_PREFIX) {
-        return KvStore::new();
+        return KvStore::new_range();
     }
     let items = all
         .iter()

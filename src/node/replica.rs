@@ -77,7 +77,7 @@ fn command_bytes_estimate(command: &Command) -> usize {
     match &command.op {
         WriteOp::Put { key, value } => key.len() + value.len() + OVERHEAD_BYTES,
         WriteOp::Delete { key } => key.len() + OVERHEAD_BYTES,
-        WriteOp::Txn(_) => 256,
+        WriteOp::Txn(_) | WriteOp::Settings(_) => 256,
     }
 }
 
@@ -102,6 +102,12 @@ pub struct Replica {
     reads_unconfirmed: BTreeMap<u64, PendingRead>,
     /// Reads with a read index, waiting for `kv.applied() >= index`.
     reads_confirmed: Vec<(Index, PendingRead)>,
+    /// The settings revision this replica, leading, last proposed and at which tick
+    /// (`Node::propagate_settings`).
+    pub settings_proposed: Option<(u64, u64)>,
+    /// The state machine's settings last reported to the simulation's checker.
+    #[cfg(madsim)]
+    pub sim_settings: crate::range::settings::RangeSettings,
 }
 
 impl Replica {
@@ -115,13 +121,16 @@ impl Replica {
         Replica {
             descriptor,
             raft,
-            kv,
             snapshot_index,
             snapshot_bytes,
             log_bytes: 0,
             writes: BTreeMap::new(),
             reads_unconfirmed: BTreeMap::new(),
             reads_confirmed: Vec::new(),
+            settings_proposed: None,
+            #[cfg(madsim)]
+            sim_settings: kv.settings(),
+            kv,
         }
     }
 
@@ -149,6 +158,15 @@ impl Replica {
         };
         let proposed = self.raft.propose(COMMAND_FORMAT, data);
         self.await_proposal(proposed, reply, not_leader);
+    }
+
+    /// Proposes a write of the node's own that nobody waits for (the range's
+    /// settings); false if this replica cannot take it now (it is retried later).
+    pub fn propose_internal(&mut self, command: &Command) -> bool {
+        let Ok(data) = bincode::serde::encode_to_vec(command, bincode::config::standard()) else {
+            return false;
+        };
+        self.raft.propose(COMMAND_FORMAT, data).is_ok()
     }
 
     /// A proposal's outcome: its reply waits for the entry to be applied, or is sent now
@@ -292,6 +310,8 @@ impl Replica {
                     },
                     CommandResult::Locked(lock) => Response::Locked { lock },
                     CommandResult::Txn(result) => Response::Txn(result),
+                    // Proposed by the leader itself (`propose_internal`): nobody waits.
+                    CommandResult::Settings => Response::Put { revision: entry.index },
                 });
             } else {
                 let reason = "leader changed; retry".into();
@@ -341,6 +361,15 @@ impl Replica {
             }
             Request::Scan { start, end, limit, revision } => {
                 self.scan_now(start, end.as_deref(), *limit, *revision)
+            }
+            // Checked by the node: both bounds under `_/`, so in the meta range.
+            Request::MetaScan { start, end, limit } => {
+                match self.kv.scan(start, Some(end), *limit, None) {
+                    Ok(kvs) => {
+                        Response::Scan { kvs, resume: None, read_revision: applied, locks: vec![] }
+                    }
+                    Err(e) => unavailable(e),
+                }
             }
             other => Response::Invalid { reason: format!("not a read: {other:?}") },
         }
@@ -414,6 +443,18 @@ impl Replica {
         }
         for (_, read) in std::mem::take(&mut self.reads_confirmed) {
             read.reply.send(response());
+        }
+    }
+
+    /// Reports the state machine's settings to the simulation's checker if they
+    /// changed since the last report, as of its applied index.
+    #[cfg(madsim)]
+    pub fn sim_report_settings(&mut self, node: NodeId) {
+        let settings = self.kv.settings();
+        if settings != self.sim_settings {
+            self.sim_settings = settings;
+            let (range, index) = (self.id(), self.kv.applied());
+            crate::env::sim_hooks::observe(|o| o.settings_applied(node, range, index, settings));
         }
     }
 

@@ -37,8 +37,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::client::{escape, Client, ClientError};
-use crate::range::kv::KeyValue;
+pub use crate::client::kv_json;
+use crate::client::{Client, ClientError};
 
 /// The largest request body: a 4 MiB value in base64 and its key, with room to
 /// spare. Larger bodies get 413.
@@ -105,14 +105,6 @@ pub fn decode(field: &str, text: &str) -> Result<Vec<u8>, Refusal> {
     BASE64
         .decode(text)
         .map_err(|e| Refusal(format!("\"{field}\" is not base64 (standard, padded): {e}")))
-}
-
-pub fn kv_json(kv: &KeyValue) -> serde_json::Value {
-    json!({
-        "key": BASE64.encode(&kv.key),
-        "value": BASE64.encode(&kv.value),
-        "revision": kv.revision,
-    })
 }
 
 pub async fn get_path(State(client): State<Client>, Path(key): Path<String>) -> Response {
@@ -253,38 +245,7 @@ pub async fn range_json(State(client): State<Client>, body: Bytes) -> Response {
     }
 }
 
-/// `GET /v1/status`: what `rangedb status` prints, as JSON: per range (the view of
-/// its leader, else the most advanced replica) its bounds (base64, and escaped as
-/// text), leader (null: none known), term, commit, applied, voters and learners; per
-/// node its address, id and whether it answered (else the error).
+/// `GET /v1/status`: what `rangedb status` prints, as JSON (`client::status_json`).
 pub async fn status(State(client): State<Client>) -> Response {
-    let status = client.status().await;
-    let bytes = |key: &[u8]| json!({"base64": BASE64.encode(key), "text": escape(key)});
-    let ranges: Vec<serde_json::Value> = status
-        .ranges()
-        .iter()
-        .map(|range| {
-            let descriptor = &range.descriptor;
-            json!({
-                "range": descriptor.id.0,
-                "start": bytes(&descriptor.start),
-                "end": descriptor.end.as_deref().map(bytes),
-                "leader": range.leader.map(|leader| leader.0),
-                "term": range.term,
-                "commit": range.commit,
-                "applied": range.applied,
-                "voters": range.voters.iter().map(|n| n.0).collect::<Vec<_>>(),
-                "learners": range.learners.iter().map(|n| n.0).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let nodes: Vec<serde_json::Value> = status
-        .nodes
-        .iter()
-        .map(|node| match &node.status {
-            Ok(own) => json!({"address": node.address, "node": own.node.0, "up": true}),
-            Err(reason) => json!({"address": node.address, "up": false, "error": reason}),
-        })
-        .collect();
-    Json(json!({"ranges": ranges, "nodes": nodes})).into_response()
+    Json(crate::client::status_json(&client.status().await)).into_response()
 }

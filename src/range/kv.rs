@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::raft::EntryFormat;
+use crate::range::settings::RangeSettings;
 use crate::range::txn::{
     LockInfo, ReadCheck, SpanCheck, TxnOp, TxnPart, TxnRecord, TxnResult, TxnStatus, TxnTable,
     TxnWrite,
@@ -58,9 +59,9 @@ pub struct KeyValue {
     pub revision: u64,
 }
 
-/// Bumped whenever the snapshot encoding changes (3: the transaction table; 2 is
-/// still read).
-const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+/// Bumped whenever the snapshot encoding changes (4: the range's settings; 3: the
+/// transaction table; 3 and 2 are still read).
+const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 
 /// A write as replicated in a Raft entry's data (bincode), in entry format
 /// `COMMAND_FORMAT`.
@@ -72,11 +73,12 @@ pub struct Command {
 
 /// The entry format of the commands this version writes: bincode of `Command`.
 /// Bumped (and the old version still read) whenever `Command` changes. Version 2
-/// added `WriteOp::Txn` at the end of the enum, so a version-1 command decodes as
-/// the same version-2 command.
-pub const COMMAND_FORMAT: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 2 };
+/// added `WriteOp::Txn` at the end of the enum, version 3 `WriteOp::Settings`, so an
+/// older command decodes as the same newer one.
+pub const COMMAND_FORMAT: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 3 };
 /// Command versions this one reads.
 const COMMAND_FORMAT_V1: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 1 };
+const COMMAND_FORMAT_V2: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 2 };
 
 /// What a committed entry asks of the state machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,7 +116,7 @@ impl Applicable {
         if format == EntryFormat::CONF_CHANGE {
             return Ok(Applicable::ConfChange);
         }
-        if format != COMMAND_FORMAT && format != COMMAND_FORMAT_V1 {
+        if ![COMMAND_FORMAT, COMMAND_FORMAT_V2, COMMAND_FORMAT_V1].contains(&format) {
             return Err(UnreadableEntry::Format(format));
         }
         let config = bincode::config::standard();
@@ -143,6 +145,9 @@ pub enum WriteOp {
     },
     /// A transaction's step in this range (`range::txn`).
     Txn(TxnOp),
+    /// The range's replicated settings (`range::settings`), proposed by its leader
+    /// when the cluster's settings in the meta range differ from what it holds.
+    Settings(RangeSettings),
 }
 
 /// What applying a command produced; cached per client for deduplication.
@@ -161,6 +166,8 @@ pub enum CommandResult {
     /// remembered: the retry is applied once the lock is gone).
     Locked(LockInfo),
     Txn(TxnResult),
+    /// A `WriteOp::Settings` applied (or ignored as older than the range's).
+    Settings,
 }
 
 /// Results remembered per client: its writes in flight at once must stay below this.
@@ -265,6 +272,17 @@ struct KvImage {
     map: BTreeMap<Vec<u8>, Vec<Version>>,
     sessions: BTreeMap<u64, ClientSession>,
     txns: TxnTable,
+    settings: RangeSettings,
+}
+
+/// The image of format version 3 (before the range's settings).
+#[derive(Deserialize)]
+struct KvImageV3 {
+    format_version: u32,
+    applied: u64,
+    map: BTreeMap<Vec<u8>, Vec<Version>>,
+    sessions: BTreeMap<u64, ClientSession>,
+    txns: TxnTable,
 }
 
 /// The image of format version 2 (before transactions).
@@ -288,6 +306,7 @@ struct KvImageRef<'a> {
     map: &'a BTreeMap<Key, Vec<Version>>,
     sessions: &'a BTreeMap<u64, ClientSession>,
     txns: &'a TxnTable,
+    settings: &'a RangeSettings,
 }
 
 fn serialize_map_bytes_keys<S: serde::Serializer>(
@@ -305,7 +324,8 @@ impl Serialize for KeyBytes<'_> {
     }
 }
 
-/// Revisions of history a store keeps by default (`rangedb server --history-revisions`).
+/// Revisions of history a range keeps until the cluster setting `history_revisions`
+/// is set (`range::settings`).
 pub const HISTORY_REVISIONS: u64 = 10_000;
 /// The sweep looks at `SWEEP_KEYS` keys once per `SWEEP_EVERY` applied entries.
 const SWEEP_KEYS: usize = 16;
@@ -328,8 +348,9 @@ pub struct KvStore {
     sessions: BTreeMap<u64, ClientSession>,
     /// Number of keys whose newest version is a value.
     live_keys: u64,
-    /// Revisions of history served below `applied` (u64::MAX: all of it).
-    history: u64,
+    /// Revisions of history served below `applied` (u64::MAX: all of it), and the
+    /// cluster setting they come from: replicated state (`WriteOp::Settings`).
+    settings: RangeSettings,
     /// Where the sweep goes on (its next key is the first one above this).
     sweep_after: Key,
     /// Entries applied since the last sweep.
@@ -345,7 +366,7 @@ impl Default for KvStore {
             applied: 0,
             sessions: BTreeMap::new(),
             live_keys: 0,
-            history: u64::MAX,
+            settings: RangeSettings { config_revision: 0, history_revisions: u64::MAX },
             sweep_after: Key::new(),
             unswept: 0,
             txns: TxnTable::default(),
@@ -360,7 +381,7 @@ impl PartialEq for KvStore {
             && self.applied == other.applied
             && self.sessions == other.sessions
             && self.live_keys == other.live_keys
-            && self.history == other.history
+            && self.settings == other.settings
             && self.txns == other.txns
     }
 }
@@ -373,25 +394,36 @@ impl KvStore {
         KvStore::default()
     }
 
-    /// Keeps `history` revisions below the applied index readable (u64::MAX: all). A
-    /// store's history is the node's setting, not replicated state: `restore` keeps
-    /// all history until this is called.
+    /// An empty store with the settings a new range starts with (`RangeSettings`'s
+    /// default: every replica of a range starts with the same).
+    pub fn new_range() -> KvStore {
+        KvStore { settings: RangeSettings::default(), ..KvStore::default() }
+    }
+
+    /// Keeps `history` revisions below the applied index readable (u64::MAX: all),
+    /// outside the log (tests and tools; a range changes it by `WriteOp::Settings`).
     pub fn set_history(&mut self, history: u64) {
-        self.history = history;
+        self.settings.history_revisions = history;
+    }
+
+    /// The settings this store applied last.
+    pub fn settings(&self) -> RangeSettings {
+        self.settings
     }
 
     /// The oldest revision reads may ask for.
     pub fn compacted(&self) -> u64 {
-        self.applied.saturating_sub(self.history)
+        self.applied.saturating_sub(self.settings.history_revisions)
     }
 
     /// A store whose applied index is `index`, holding `items` at revision `index`
-    /// (the initial contents of a range, e.g. the range descriptors).
+    /// (the initial contents of a range, e.g. the range descriptors), with a new
+    /// range's settings.
     ///
     /// # Panics
     /// If a key appears twice.
     pub fn bootstrap(index: u64, items: Vec<(Vec<u8>, Vec<u8>)>) -> KvStore {
-        let mut store = KvStore { applied: index, ..KvStore::default() };
+        let mut store = KvStore { applied: index, ..KvStore::new_range() };
         for (key, value) in items {
             let version = Version { revision: index, value: Some(value.into()) };
             let previous = store.map.insert(Key::from_slice(&key), vec![version]);
@@ -432,7 +464,7 @@ impl KvStore {
             WriteOp::Put { key, .. } | WriteOp::Delete { key } => {
                 self.txns.blocking(key, None, true)
             }
-            WriteOp::Txn(_) => None,
+            WriteOp::Txn(_) | WriteOp::Settings(_) => None,
         };
         if let Some(lock) = locked {
             #[cfg(madsim)]
@@ -440,6 +472,19 @@ impl KvStore {
             return CommandResult::Locked(lock);
         }
         let result = match command.op {
+            WriteOp::Settings(settings) => {
+                // Older than what the range holds (a leader whose meta replica lagged
+                // proposed it): ignored, on every replica alike.
+                if settings.config_revision > self.settings.config_revision {
+                    // A change of a setting already set (not the initial value).
+                    #[cfg(madsim)]
+                    if self.settings.config_revision != 0 {
+                        crate::env::sim_hooks::sometimes("runtime config change applied");
+                    }
+                    self.settings = settings;
+                }
+                CommandResult::Settings
+            }
             WriteOp::Txn(op) => {
                 let result = self.apply_txn(index, op);
                 if matches!(result, TxnResult::Locked(_)) {
@@ -743,7 +788,7 @@ impl KvStore {
     /// Every `SWEEP_EVERY` applied entries, prunes the next `SWEEP_KEYS` keys of the
     /// key space, round and round: one descent of the map per batch.
     fn sweep(&mut self) {
-        if self.history == u64::MAX {
+        if self.settings.history_revisions == u64::MAX {
             return;
         }
         self.unswept += 1;
@@ -800,7 +845,7 @@ impl KvStore {
             );
         }
         versions.push(Version { revision, value: value.map(bytes::Bytes::from) });
-        let compacted = self.applied.saturating_sub(self.history);
+        let compacted = self.applied.saturating_sub(self.settings.history_revisions);
         prune(versions, compacted);
         if is_old_tombstone(versions, compacted) {
             self.map.remove(key);
@@ -889,6 +934,7 @@ impl KvStore {
             map: &self.map,
             sessions: &self.sessions,
             txns: &self.txns,
+            settings: &self.settings,
         };
         bincode::serde::encode_to_vec(&image, bincode::config::standard())
             .expect("KvImage always encodes")
@@ -905,19 +951,28 @@ impl KvStore {
         let (format_version, _): (u32, usize) =
             bincode::serde::decode_from_slice(data, bincode::config::standard())
                 .map_err(|e| SnapshotDecodeError(e.to_string()))?;
-        if format_version != SNAPSHOT_FORMAT_VERSION && format_version != 2 {
+        if !(2..=SNAPSHOT_FORMAT_VERSION).contains(&format_version) {
             let reason = format!(
                 "image format version {format_version}; this rangedb reads version \
                  {SNAPSHOT_FORMAT_VERSION} (a newer rangedb wrote it: upgrade this node)"
             );
             return Err(SnapshotDecodeError(reason));
         }
+        // Images from before the settings were replicated: the default a new range
+        // starts with, as on every replica restoring the same image.
+        let settings = RangeSettings::default();
         let decoded = if format_version == 2 {
             bincode::serde::decode_from_slice::<KvImageV2, _>(data, bincode::config::standard())
                 .map(|(old, used)| {
                     let KvImageV2 { format_version, applied, map, sessions } = old;
                     let txns = TxnTable::default();
-                    (KvImage { format_version, applied, map, sessions, txns }, used)
+                    (KvImage { format_version, applied, map, sessions, txns, settings }, used)
+                })
+        } else if format_version == 3 {
+            bincode::serde::decode_from_slice::<KvImageV3, _>(data, bincode::config::standard())
+                .map(|(old, used)| {
+                    let KvImageV3 { format_version, applied, map, sessions, txns } = old;
+                    (KvImage { format_version, applied, map, sessions, txns, settings }, used)
                 })
         } else {
             bincode::serde::decode_from_slice(data, bincode::config::standard())
@@ -953,6 +1008,7 @@ impl KvStore {
                 txns
             },
             live_keys,
+            settings: image.settings,
             ..KvStore::default()
         })
     }
@@ -1320,9 +1376,45 @@ mod tests {
             map: store.map.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect(),
             sessions: store.sessions.clone(),
             txns: store.txns.clone(),
+            settings: store.settings,
         };
         let owned = bincode::serde::encode_to_vec(&owned, bincode::config::standard()).unwrap();
         assert_eq!(store.snapshot(), owned);
+    }
+
+    #[test]
+    fn settings_change_the_history_at_their_index_and_travel_in_snapshots() {
+        use crate::range::settings::RangeSettings;
+        let settings = |config_revision, history_revisions| Command {
+            request_id: None,
+            op: WriteOp::Settings(RangeSettings { config_revision, history_revisions }),
+        };
+        let mut store = KvStore::new_range();
+        assert_eq!(store.settings(), RangeSettings::default());
+        for index in 1..=5 {
+            store.apply(index, &put("a", &index.to_string()));
+        }
+        assert_eq!(store.get(b"a", Some(1)).unwrap(), Some(kv("a", "1", 1)));
+        assert_eq!(store.apply(6, &settings(9, 2)), CommandResult::Settings);
+        assert_eq!(store.compacted(), 4, "two revisions below 6 from index 6 on");
+        assert!(store.get(b"a", Some(3)).is_err());
+        // An older settings revision (a leader whose meta replica lagged) is ignored.
+        store.apply(7, &settings(8, 100));
+        assert_eq!(store.settings(), RangeSettings { config_revision: 9, history_revisions: 2 });
+        let restored = KvStore::restore(&store.snapshot()).unwrap();
+        assert_eq!(restored.settings(), store.settings());
+        assert_eq!(restored, store);
+        // An image from before settings (version 3) restores with a new range's.
+        let v3 = bincode::serde::encode_to_vec(
+            (3u32, store.applied, BTreeMap::<Vec<u8>, Vec<Version>>::new()),
+            bincode::config::standard(),
+        )
+        .unwrap();
+        let mut v3 = v3;
+        let tail = (BTreeMap::<u64, ClientSession>::new(), TxnTable::default());
+        v3.extend(bincode::serde::encode_to_vec(tail, bincode::config::standard()).unwrap());
+        let old = KvStore::restore(&v3).unwrap();
+        assert_eq!(old.settings(), RangeSettings::default());
     }
 
     #[test]

@@ -3,4 +3,5 @@
 pub mod descriptor;
 pub mod keys;
 pub mod kv;
+pub mod settings;
 pub mod txn;

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::raft::NodeId;
 use crate::range::descriptor::{RangeDescriptor, RangeId};
 use crate::range::kv::{KeyValue, RequestId};
+use crate::range::settings::RangeSettings;
 use crate::range::txn::{LockInfo, TxnId, TxnOp, TxnResult};
 
 /// Client frame: requests are pipelined on a connection and answered by `id`.
@@ -86,6 +87,20 @@ pub enum Request {
         key: Vec<u8>,
         limit: u32,
     },
+    /// `rangedb admin config set`: writes the runtime setting `name` (range::settings)
+    /// under `_/cluster/config/` in the meta range, through Raft; the node checks the
+    /// name and value. Answered `Put` with the revision it applied at.
+    ConfigSet { name: String, value: String, request_id: RequestId },
+    /// `rangedb admin meta list`: rangedb's own keys in `[start, end)`, both under
+    /// `_/`, read linearizably from the meta range (ordinary scans pass over it).
+    /// Answered `Scan` (no resume: the meta range holds every such key).
+    MetaScan {
+        #[serde(with = "crate::byte_serde::vec")]
+        start: Vec<u8>,
+        #[serde(with = "crate::byte_serde::vec")]
+        end: Vec<u8>,
+        limit: u64,
+    },
 }
 
 /// A change of one range's replicas.
@@ -129,6 +144,8 @@ pub struct RangeStatus {
     pub learners: Vec<NodeId>,
     /// On the leader: the log index each member holds (how far behind it is).
     pub matched: Vec<(NodeId, u64)>,
+    /// The replica's settings as applied (`range::settings::RangeSettings`).
+    pub settings: RangeSettings,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,15 +25,19 @@ pub const MAX_FRAME_BYTES: u32 = 16 << 20;
 /// hello (peer.rs), identities, and entries with a format (raft::EntryFormat);
 /// version 4 membership changes (client requests `ChangeReplicas` and `Join`, range
 /// configurations in `Status`); version 5 transactions (`Txn`, `TxnStatus`,
-/// `TxnLocks`, locks in `Get` and `Scan` answers, command entries of version 2).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// `TxnLocks`, locks in `Get` and `Scan` answers, command entries of version 2);
+/// version 6 runtime settings (`ConfigSet`, `MetaScan`, settings in `Status`,
+/// command entries of version 3, snapshot images of version 4).
+pub const PROTOCOL_VERSION: u32 = 6;
 /// The oldest protocol version this node speaks. Versions 1 and 2 had no
 /// negotiation; a node of those is refused by name. Version 3's status and requests
 /// have another layout, and its nodes stop at a membership change (an entry kind they
 /// cannot read): a cluster moves from 3 to 4 by restarting all nodes on the new
 /// binary (DESIGN 6.4). Version 4's `Get` and `Scan` answers have another layout,
 /// and its nodes cannot read version-2 commands: 4 to 5 is a full restart too.
-pub const PROTOCOL_VERSION_MIN: u32 = 5;
+/// Version 5's `Status` has another layout and its nodes cannot read version-3
+/// commands (settings): 5 to 6 is a full restart as well.
+pub const PROTOCOL_VERSION_MIN: u32 = 6;
 
 /// Why a frame was refused. Any of these closes the connection.
 #[derive(Debug, thiserror::Error)]
@@ -348,6 +352,12 @@ mod tests {
             },
             Request::RangeTable,
             Request::Status,
+            Request::ConfigSet {
+                name: "history_revisions".into(),
+                value: "all".into(),
+                request_id,
+            },
+            Request::MetaScan { start: b"_/".to_vec(), end: b"_0".to_vec(), limit: 10 },
         ]
     }
 
@@ -388,6 +398,7 @@ mod tests {
                     outgoing: vec![],
                     learners: vec![],
                     matched: vec![(NodeId(1), 5), (NodeId(2), 4)],
+                    settings: crate::range::settings::RangeSettings::default(),
                 }],
             }),
             Response::NotLeader {

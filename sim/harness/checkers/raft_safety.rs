@@ -13,7 +13,11 @@
 //!   voters (membership changes); a replica left out of its latest configuration
 //!   leads only while that configuration is not committed;
 //! - a follower's commit index never passes what its leader's message vouched for
-//!   (the lesser of the leader's commit and the last entry the Append covered).
+//!   (the lesser of the leader's commit and the last entry the Append covered);
+//! - runtime settings (range/settings.rs, checker "settings"): every replica of a
+//!   range changes its settings at the same index of the range's log, to the same
+//!   value, and every node applies the same `snapshot_entries` for the same meta
+//!   revision; converged replicas hold the same settings (`settings_diverged`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -21,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use rangedb::env::sim_hooks::{LogTerm, Observer};
 use rangedb::raft::{Membership, NodeId, Role, Term};
 use rangedb::range::descriptor::RangeId;
+use rangedb::range::settings::RangeSettings;
 
 use super::super::{now_ms, Fnv};
 use super::Violation;
@@ -66,6 +71,13 @@ pub struct Safety {
     committed_configurations: BTreeMap<(RangeId, u64), Membership>,
     /// Conf-change entries applied (an effect counted per sweep).
     pub conf_changes_applied: u64,
+    /// (range, settings revision) -> (index, history, node): where a replica first
+    /// changed to those settings.
+    settings_at: BTreeMap<(RangeId, u64), (u64, u64, NodeId)>,
+    /// Meta revision of `snapshot_entries` -> (entries, node) as a node first applied it.
+    node_settings: BTreeMap<u64, (u64, NodeId)>,
+    /// Settings changes applied by replicas (an effect counted per sweep).
+    pub settings_applied: u64,
     /// Joint configurations left (a leave entry applied after its joint one).
     pub joints_left: u64,
     /// Replicas repairing: (node, range) -> their commit index when found damaged.
@@ -247,6 +259,24 @@ impl Safety {
                 defenders.join(","),
                 heard.join(", "),
                 STICKY_AT_LEAST_US as f64 / 1_000.0
+            ),
+        );
+    }
+
+    /// Converged replicas of `range` (the same commit and applied index) hold other
+    /// settings: one applied them outside the log, or skipped the entry.
+    pub fn settings_diverged(&mut self, range: u64, by_node: &BTreeMap<u64, RangeSettings>) {
+        let list: Vec<String> = by_node
+            .iter()
+            .map(|(node, s)| {
+                format!("n{node}: history {} (revision {})", s.history_revisions, s.config_revision)
+            })
+            .collect();
+        self.violate_as(
+            "settings",
+            format!(
+                "r{range}: replicas at the same applied index hold different settings: {}",
+                list.join(", ")
             ),
         );
     }
@@ -667,6 +697,62 @@ impl Observer for SafetyObserver {
             s.durable.insert((node, range), (term, commit));
             s.repairs += 1;
             s.repairing.insert((node, range), commit);
+        });
+    }
+
+    fn settings_applied(
+        &mut self,
+        node: NodeId,
+        range: RangeId,
+        index: u64,
+        settings: RangeSettings,
+    ) {
+        self.with(|s, t| {
+            let RangeSettings { config_revision, history_revisions: history } = settings;
+            s.range_event(
+                t,
+                range,
+                format!("{t:>6} ms {node} {range} settings at {index}: history {history} (revision {config_revision})"),
+            );
+            s.settings_applied += 1;
+            match s.settings_at.get(&(range, config_revision)).copied() {
+                Some((index0, history0, node0)) if (index0, history0) != (index, history) => {
+                    s.violate_as(
+                        "settings",
+                        format!(
+                            "{range}: {node} changed to settings revision {config_revision} (history \
+                             {history}) after applying {index}, but {node0} changed to it \
+                             (history {history0}) after applying {index0}: a setting applied \
+                             outside the range's log"
+                        ),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    s.settings_at.insert((range, config_revision), (index, history, node));
+                }
+            }
+        });
+    }
+
+    fn node_settings(&mut self, node: NodeId, revision: u64, entries: u64) {
+        self.with(|s, _| {
+            if revision == 0 {
+                return; // Unset: each node's flag.
+            }
+            match s.node_settings.get(&revision).copied() {
+                Some((entries0, node0)) if entries0 != entries => s.violate_as(
+                    "settings",
+                    format!(
+                        "{node} applied snapshot_entries {entries} for meta revision {revision}, \
+                         {node0} applied {entries0}"
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    s.node_settings.insert(revision, (entries, node));
+                }
+            }
         });
     }
 

@@ -100,6 +100,8 @@ impl Model {
                     // Transactions touch the bank's keys only (sim/harness/bank.rs),
                     // which the bank checker judges; none of `KEYS`.
                     WriteOp::Txn(_) => {}
+                    // A range's settings (range/settings.rs): no key.
+                    WriteOp::Settings(_) => {}
                 }
             }
         }
