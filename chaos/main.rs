@@ -8,11 +8,6 @@
 #[path = "../sim/harness/mod.rs"]
 mod harness;
 
-/// jemalloc, as the sweep (sim/main.rs) and the server binary.
-#[cfg(all(madsim, not(target_env = "msvc")))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[cfg(madsim)]
 fn main() {
     use harness::schedule::Scenario;

@@ -12,13 +12,6 @@
 #[cfg(madsim)]
 mod harness;
 
-/// jemalloc, as the server binary (rangedb.rs): a simulated run allocates per message,
-/// entry and frame as the server does, and glibc's malloc, free and consolidation
-/// were ~12% of a sweep's CPU.
-#[cfg(all(madsim, not(target_env = "msvc")))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 /// Default sweep size (issue 17: at least 2,000 seeds in 5 minutes on 2 cores);
 /// chaos/ adds its scenarios and corpus.
 #[cfg(madsim)]
