@@ -156,6 +156,8 @@ pub struct Node {
     pub telemetry: Arc<Telemetry>,
     /// The leader each range last reported (counts leader changes).
     last_leaders: BTreeMap<RangeId, Option<NodeId>>,
+    /// Images captured for backups, waiting to be fetched (backup.rs).
+    pub(crate) backups: crate::node::backup::BackupStash,
 }
 
 /// At most one line per kind of repeated event in this interval (then a count).
@@ -209,6 +211,7 @@ impl Node {
             log_limiter: RateLimiter::new(LOG_LIMIT_INTERVAL_MS),
             telemetry: Arc::new(Telemetry::default()),
             last_leaders: BTreeMap::new(),
+            backups: Default::default(),
         }
     }
 
@@ -262,6 +265,7 @@ impl Node {
         if self.tuning.leader_placement == LeaderPlacement::Colocate && now % PLACEMENT_TICKS == 0 {
             self.place_leaders();
         }
+        self.expire_backups();
         self.publish_telemetry();
         for (kind, count) in self.log_limiter.take_summaries(self.elapsed_ms()) {
             let seconds = LOG_LIMIT_INTERVAL_MS / 1000;
@@ -441,7 +445,7 @@ impl Node {
     }
 
     /// The redirect a non-leader replica of `range` answers with.
-    fn not_leader(&self, range: RangeId) -> impl Fn(Option<NodeId>) -> Response + use<> {
+    pub(crate) fn not_leader(&self, range: RangeId) -> impl Fn(Option<NodeId>) -> Response + use<> {
         let members = Arc::clone(&self.members);
         move |leader| Response::NotLeader {
             range,
@@ -476,10 +480,18 @@ impl Node {
                 }
                 return self.propose(range, Command { request_id, op: WriteOp::Txn(op) }, reply);
             }
+            Request::Backup { key, op } => return self.backup_step(&key, op, reply),
+            Request::BackupFetch { backup, range, offset } => {
+                return reply.send(self.backup_fetch(backup, range, offset))
+            }
             read => read,
         };
         match &request {
-            Request::Put { .. } | Request::Delete { .. } | Request::Txn { .. } => {
+            Request::Put { .. }
+            | Request::Delete { .. }
+            | Request::Txn { .. }
+            | Request::Backup { .. }
+            | Request::BackupFetch { .. } => {
                 unreachable!("writes returned above")
             }
             Request::TxnStatus { anchor: key, .. } | Request::TxnLocks { key, .. } => {
@@ -784,7 +796,10 @@ impl Node {
         Ok(())
     }
 
-    fn propose(&mut self, range: RangeId, command: Command, reply: ReplyTo) {
+    pub(crate) fn propose(&mut self, range: RangeId, command: Command, reply: ReplyTo) {
+        if let Some(refused) = self.refused_by_freeze(range, &command.op) {
+            return reply.send(refused);
+        }
         let not_leader = self.not_leader(range);
         // The table and the replica map are built from the same descriptors.
         let replica =

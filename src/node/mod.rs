@@ -1,6 +1,7 @@
 //! The node: one event loop driving every range replica hosted here, the listener,
 //! and the boot sequence that rebuilds every replica from the data directory.
 
+pub mod backup;
 pub mod bootstrap;
 pub mod event_loop;
 pub mod liveness;

@@ -55,7 +55,9 @@ impl Operation {
             Request::RangeTable
             | Request::Status
             | Request::ChangeReplicas { .. }
-            | Request::Join { .. } => Operation::Admin,
+            | Request::Join { .. }
+            | Request::Backup { .. }
+            | Request::BackupFetch { .. } => Operation::Admin,
         }
     }
 

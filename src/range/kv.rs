@@ -58,9 +58,9 @@ pub struct KeyValue {
     pub revision: u64,
 }
 
-/// Bumped whenever the snapshot encoding changes (3: the transaction table; 2 is
-/// still read).
-const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+/// Bumped whenever the snapshot encoding changes (3: the transaction table; 4: the
+/// backup freeze; 2 and 3 are still read).
+const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 
 /// A write as replicated in a Raft entry's data (bincode), in entry format
 /// `COMMAND_FORMAT`.
@@ -75,6 +75,12 @@ pub struct Command {
 /// added `WriteOp::Txn` at the end of the enum, so a version-1 command decodes as
 /// the same version-2 command.
 pub const COMMAND_FORMAT: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 2 };
+/// The entry format of a backup's freeze and unfreeze (`WriteOp::Freeze`, `Unfreeze`,
+/// added at the end of the enum): a node that reads version 2 only stops at one with
+/// "upgrade this node" rather than misread it; every other command stays version 2,
+/// so a cluster that takes no backup runs with such nodes.
+pub const COMMAND_FORMAT_FREEZE: EntryFormat =
+    EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 3 };
 /// Command versions this one reads.
 const COMMAND_FORMAT_V1: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 1 };
 
@@ -114,7 +120,10 @@ impl Applicable {
         if format == EntryFormat::CONF_CHANGE {
             return Ok(Applicable::ConfChange);
         }
-        if format != COMMAND_FORMAT && format != COMMAND_FORMAT_V1 {
+        if format != COMMAND_FORMAT
+            && format != COMMAND_FORMAT_V1
+            && format != COMMAND_FORMAT_FREEZE
+        {
             return Err(UnreadableEntry::Format(format));
         }
         let config = bincode::config::standard();
@@ -143,6 +152,31 @@ pub enum WriteOp {
     },
     /// A transaction's step in this range (`range::txn`).
     Txn(TxnOp),
+    /// Backup `backup` holds the range still: every later write is refused (and
+    /// retried by its client) until `Unfreeze`, or until a leader whose clock passed
+    /// `deadline_ms` (wall-clock ms) proposes the `Unfreeze` itself (src/backup/).
+    Freeze { backup: u64, deadline_ms: u64 },
+    /// Ends `backup`'s freeze, if it is the one in force.
+    Unfreeze { backup: u64 },
+}
+
+impl WriteOp {
+    /// The entry format this write is proposed in.
+    pub fn format(&self) -> EntryFormat {
+        match self {
+            WriteOp::Freeze { .. } | WriteOp::Unfreeze { .. } => COMMAND_FORMAT_FREEZE,
+            _ => COMMAND_FORMAT,
+        }
+    }
+}
+
+/// A backup's freeze of a range, as applied (replicated state, in snapshots).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Freeze {
+    pub backup: u64,
+    /// The index of the entry that froze the range: its state since is the backup's.
+    pub index: u64,
+    pub deadline_ms: u64,
 }
 
 /// What applying a command produced; cached per client for deduplication.
@@ -161,6 +195,17 @@ pub enum CommandResult {
     /// remembered: the retry is applied once the lock is gone).
     Locked(LockInfo),
     Txn(TxnResult),
+    /// A write refused while a backup holds the range (`WriteOp::Freeze`); nothing was
+    /// done (not remembered: the retry is applied once the range is unfrozen). Also
+    /// the answer to a `Freeze` while another backup's is in force.
+    Frozen(Freeze),
+    /// The answer to `Freeze`: the range is held for this backup since `index`.
+    FrozenFor(Freeze),
+    /// The answer to `Unfreeze`: whether that backup's freeze was in force until now
+    /// (false: it had expired, or never applied).
+    Unfrozen {
+        held: bool,
+    },
 }
 
 /// Results remembered per client: its writes in flight at once must stay below this.
@@ -265,6 +310,17 @@ struct KvImage {
     map: BTreeMap<Vec<u8>, Vec<Version>>,
     sessions: BTreeMap<u64, ClientSession>,
     txns: TxnTable,
+    freeze: Option<Freeze>,
+}
+
+/// The image of format version 3 (before the backup freeze).
+#[derive(Deserialize)]
+struct KvImageV3 {
+    format_version: u32,
+    applied: u64,
+    map: BTreeMap<Vec<u8>, Vec<Version>>,
+    sessions: BTreeMap<u64, ClientSession>,
+    txns: TxnTable,
 }
 
 /// The image of format version 2 (before transactions).
@@ -288,6 +344,7 @@ struct KvImageRef<'a> {
     map: &'a BTreeMap<Key, Vec<Version>>,
     sessions: &'a BTreeMap<u64, ClientSession>,
     txns: &'a TxnTable,
+    freeze: &'a Option<Freeze>,
 }
 
 fn serialize_map_bytes_keys<S: serde::Serializer>(
@@ -336,6 +393,9 @@ pub struct KvStore {
     unswept: u32,
     /// Locks, transaction records and finished transactions (`range::txn`).
     txns: TxnTable,
+    /// The backup holding this range still, if any: every write but `Unfreeze` and
+    /// another `Freeze` is refused while it is set.
+    freeze: Option<Freeze>,
 }
 
 impl Default for KvStore {
@@ -349,6 +409,7 @@ impl Default for KvStore {
             sweep_after: Key::new(),
             unswept: 0,
             txns: TxnTable::default(),
+            freeze: None,
         }
     }
 }
@@ -362,6 +423,7 @@ impl PartialEq for KvStore {
             && self.live_keys == other.live_keys
             && self.history == other.history
             && self.txns == other.txns
+            && self.freeze == other.freeze
     }
 }
 
@@ -428,11 +490,34 @@ impl KvStore {
                 }
             }
         }
+        match (&command.op, self.freeze) {
+            (WriteOp::Freeze { backup, deadline_ms }, None) => {
+                let freeze = Freeze { backup: *backup, index, deadline_ms: *deadline_ms };
+                self.freeze = Some(freeze);
+                return CommandResult::FrozenFor(freeze);
+            }
+            (WriteOp::Freeze { backup, .. }, Some(freeze)) if freeze.backup == *backup => {
+                return CommandResult::FrozenFor(freeze);
+            }
+            (WriteOp::Unfreeze { backup }, freeze) => {
+                let held = freeze.is_some_and(|freeze| freeze.backup == *backup);
+                if held {
+                    self.freeze = None;
+                }
+                return CommandResult::Unfrozen { held };
+            }
+            (_, Some(freeze)) => {
+                #[cfg(madsim)]
+                crate::env::sim_hooks::sometimes("write refused by a backup's freeze");
+                return CommandResult::Frozen(freeze);
+            }
+            (_, None) => {}
+        }
         let locked = match &command.op {
             WriteOp::Put { key, .. } | WriteOp::Delete { key } => {
                 self.txns.blocking(key, None, true)
             }
-            WriteOp::Txn(_) => None,
+            WriteOp::Txn(_) | WriteOp::Freeze { .. } | WriteOp::Unfreeze { .. } => None,
         };
         if let Some(lock) = locked {
             #[cfg(madsim)]
@@ -457,6 +542,9 @@ impl KvStore {
                     self.push_version(&key, index, None);
                 }
                 CommandResult::Delete { revision: index, existed }
+            }
+            WriteOp::Freeze { .. } | WriteOp::Unfreeze { .. } => {
+                unreachable!("answered before the lock check")
             }
         };
         if let Some(id) = command.request_id {
@@ -812,6 +900,31 @@ impl KvStore {
         }
     }
 
+    /// The backup holding this range still, if any.
+    pub fn freeze(&self) -> Option<Freeze> {
+        self.freeze
+    }
+
+    /// Replaces the versions of `items`' keys with one version each at revision 0, as
+    /// `bootstrap` writes them: the range descriptors of a cluster restored from a
+    /// backup (src/backup/restore.rs), which name the new cluster's nodes. Any
+    /// freeze the image was captured under is lifted (the backup's, not the new
+    /// cluster's).
+    pub fn rebootstrap(&mut self, items: Vec<(Vec<u8>, Vec<u8>)>) {
+        self.freeze = None;
+        for (key, value) in items {
+            let version = Version { revision: 0, value: Some(value.into()) };
+            let previous = self.map.insert(Key::from_slice(&key), vec![version]);
+            let was_live = previous
+                .as_ref()
+                .and_then(|versions| versions.last())
+                .is_some_and(|version| version.value.is_some());
+            if !was_live {
+                self.live_keys += 1;
+            }
+        }
+    }
+
     /// The index of the last applied entry: the newest readable revision.
     pub fn applied(&self) -> u64 {
         self.applied
@@ -889,6 +1002,7 @@ impl KvStore {
             map: &self.map,
             sessions: &self.sessions,
             txns: &self.txns,
+            freeze: &self.freeze,
         };
         bincode::serde::encode_to_vec(&image, bincode::config::standard())
             .expect("KvImage always encodes")
@@ -905,7 +1019,7 @@ impl KvStore {
         let (format_version, _): (u32, usize) =
             bincode::serde::decode_from_slice(data, bincode::config::standard())
                 .map_err(|e| SnapshotDecodeError(e.to_string()))?;
-        if format_version != SNAPSHOT_FORMAT_VERSION && format_version != 2 {
+        if !(2..=SNAPSHOT_FORMAT_VERSION).contains(&format_version) {
             let reason = format!(
                 "image format version {format_version}; this rangedb reads version \
                  {SNAPSHOT_FORMAT_VERSION} (a newer rangedb wrote it: upgrade this node)"
@@ -917,7 +1031,13 @@ impl KvStore {
                 .map(|(old, used)| {
                     let KvImageV2 { format_version, applied, map, sessions } = old;
                     let txns = TxnTable::default();
-                    (KvImage { format_version, applied, map, sessions, txns }, used)
+                    (KvImage { format_version, applied, map, sessions, txns, freeze: None }, used)
+                })
+        } else if format_version == 3 {
+            bincode::serde::decode_from_slice::<KvImageV3, _>(data, bincode::config::standard())
+                .map(|(old, used)| {
+                    let KvImageV3 { format_version, applied, map, sessions, txns } = old;
+                    (KvImage { format_version, applied, map, sessions, txns, freeze: None }, used)
                 })
         } else {
             bincode::serde::decode_from_slice(data, bincode::config::standard())
@@ -953,6 +1073,7 @@ impl KvStore {
                 txns
             },
             live_keys,
+            freeze: image.freeze,
             ..KvStore::default()
         })
     }
@@ -1320,9 +1441,55 @@ mod tests {
             map: store.map.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect(),
             sessions: store.sessions.clone(),
             txns: store.txns.clone(),
+            freeze: store.freeze,
         };
         let owned = bincode::serde::encode_to_vec(&owned, bincode::config::standard()).unwrap();
         assert_eq!(store.snapshot(), owned);
+    }
+
+    #[test]
+    fn a_freeze_refuses_every_write_until_its_unfreeze_and_survives_a_snapshot() {
+        let freeze =
+            |backup| Command { request_id: None, op: WriteOp::Freeze { backup, deadline_ms: 99 } };
+        let unfreeze = |backup| Command { request_id: None, op: WriteOp::Unfreeze { backup } };
+        let mut store = KvStore::new();
+        store.apply(1, &put("a", "1"));
+        let held = Freeze { backup: 7, index: 2, deadline_ms: 99 };
+        assert_eq!(store.apply(2, &freeze(7)), CommandResult::FrozenFor(held));
+        // A retried freeze of the same backup answers the same; another backup waits.
+        assert_eq!(store.apply(3, &freeze(7)), CommandResult::FrozenFor(held));
+        assert_eq!(store.apply(4, &freeze(8)), CommandResult::Frozen(held));
+        let id = RequestId { client: 1, seq: 1 };
+        let retried = Command { request_id: Some(id), ..put("a", "2") };
+        assert_eq!(store.apply(5, &retried), CommandResult::Frozen(held));
+        assert_eq!(store.apply(6, &delete("a")), CommandResult::Frozen(held));
+        assert_eq!(store.get(b"a", None).unwrap(), Some(kv("a", "1", 1)));
+        let restored = KvStore::restore(&store.snapshot()).unwrap();
+        assert_eq!(restored.freeze(), Some(held));
+        assert_eq!(restored, store);
+        // Another backup's unfreeze lifts nothing; its own does, once.
+        assert_eq!(store.apply(7, &unfreeze(8)), CommandResult::Unfrozen { held: false });
+        assert_eq!(store.apply(8, &unfreeze(7)), CommandResult::Unfrozen { held: true });
+        assert_eq!(store.apply(9, &unfreeze(7)), CommandResult::Unfrozen { held: false });
+        // The refused write was not remembered: its retry applies now.
+        assert_eq!(store.apply(10, &retried), CommandResult::Put { revision: 10 });
+        assert_eq!(store.freeze(), None);
+    }
+
+    #[test]
+    fn a_version_3_image_is_read_unfrozen() {
+        let mut store = KvStore::new();
+        store.apply(1, &put("a", "1"));
+        let old = (
+            3u32,
+            1u64,
+            store.map.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect::<BTreeMap<_, _>>(),
+            store.sessions.clone(),
+            store.txns.clone(),
+        );
+        let bytes = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        let restored = KvStore::restore(&bytes).unwrap();
+        assert_eq!(restored, store);
     }
 
     #[test]

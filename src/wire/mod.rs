@@ -25,8 +25,10 @@ pub const MAX_FRAME_BYTES: u32 = 16 << 20;
 /// hello (peer.rs), identities, and entries with a format (raft::EntryFormat);
 /// version 4 membership changes (client requests `ChangeReplicas` and `Join`, range
 /// configurations in `Status`); version 5 transactions (`Txn`, `TxnStatus`,
-/// `TxnLocks`, locks in `Get` and `Scan` answers, command entries of version 2).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// `TxnLocks`, locks in `Get` and `Scan` answers, command entries of version 2);
+/// version 6 backups (`Backup`, `BackupFetch` and their answers, command entries of
+/// version 3 for freezes only: a version-5 node still reads every other entry).
+pub const PROTOCOL_VERSION: u32 = 6;
 /// The oldest protocol version this node speaks. Versions 1 and 2 had no
 /// negotiation; a node of those is refused by name. Version 3's status and requests
 /// have another layout, and its nodes stop at a membership change (an entry kind they
