@@ -114,6 +114,39 @@ enum Command {
     },
     /// Measures throughput and latency against --endpoints or a --local cluster.
     Bench(bench::BenchArgs),
+    /// The operator's commands.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Consistent backups of every range, and new clusters restored from them.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BackupCommand {
+    /// Writes a consistent copy of every range into DIR (new or empty): writes wait
+    /// while every range is held still for an in-memory copy.
+    Create {
+        dir: PathBuf,
+        /// The longest a range may be held: past it, its leader lets it go and the
+        /// backup fails (a backup that died never holds a range for good).
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        hold: Duration,
+    },
+    /// Checks the backup in DIR and stages it in an empty --data-dir; `rangedb server`
+    /// on it (every founder staged, started with --id and --peers) founds a new
+    /// cluster holding the backup.
+    Restore {
+        dir: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -529,6 +562,16 @@ async fn client_command(client: &Client, command: &Command) -> anyhow::Result<u8
             Ok(0)
         }
         Command::Txn(args) => txn_command(client, args).await,
+        Command::Admin { command: AdminCommand::Backup(command) } => match command {
+            BackupCommand::Create { dir, hold } => {
+                rangedb::cli_backup::create(client, dir, *hold).await?;
+                Ok(0)
+            }
+            BackupCommand::Restore { dir, data_dir } => {
+                rangedb::cli_backup::restore(dir, data_dir)?;
+                Ok(0)
+            }
+        },
         Command::Batch { command } => {
             let writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = match command {
                 BatchCommand::Put { pairs } => {

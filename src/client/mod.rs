@@ -12,6 +12,7 @@
 //! applies a retried write once. A write whose fate the client cannot learn before the
 //! deadline ends in `ClientError::OutcomeUnknown`, never in a plain failure.
 
+mod backup;
 pub mod compare;
 mod conn;
 mod error;
