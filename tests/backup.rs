@@ -166,6 +166,8 @@ async fn a_backup_under_load_restores_one_consistent_cut_into_a_new_cluster() {
     let backup_took = began.elapsed();
     assert!(out.status.success(), "backup create: {}", stderr(&out));
     let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    // Every image is its range's state at its freeze (no write above it).
+    rangedb::backup::verify(&backup).expect("the backup verifies");
     assert!(summary.contains("6 ranges") && summary.contains("writes paused"), "{summary}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);

@@ -45,7 +45,9 @@ pub fn verify(dir: &Path) -> Result<Verified, BackupError> {
             .map_err(|error| BackupError::damaged(&path, error.to_string()))?;
         let frozen =
             kv.freeze().is_some_and(|f| f.backup == backup && f.index == entry.freeze_index);
-        if !frozen || kv.applied() != entry.applied {
+        // The state at the freeze holds no write after it: one that does was
+        // captured while the range took writes, and is no point of a consistent cut.
+        if !frozen || kv.applied() != entry.applied || kv.newest_write() > entry.freeze_index {
             let reason = format!(
                 "the image is not range {}'s state at backup {}'s freeze (index {})",
                 entry.id, manifest.backup, entry.freeze_index

@@ -900,6 +900,17 @@ impl KvStore {
         }
     }
 
+    /// The revision of the newest write this state holds (a version, a transaction's
+    /// decision, a client's write): a state captured under a freeze holds none above
+    /// the freeze's index (src/backup/ checks it).
+    pub fn newest_write(&self) -> u64 {
+        let versions = self.map.values().filter_map(|versions| versions.last());
+        let versions = versions.map(|version| version.revision).max().unwrap_or(0);
+        let records = self.txns.records.values().map(|record| record.revision).max();
+        let sessions = self.sessions.values().map(|session| session.last_revision).max();
+        versions.max(records.unwrap_or(0)).max(sessions.unwrap_or(0))
+    }
+
     /// The backup holding this range still, if any.
     pub fn freeze(&self) -> Option<Freeze> {
         self.freeze
@@ -1464,6 +1475,7 @@ mod tests {
         assert_eq!(store.apply(5, &retried), CommandResult::Frozen(held));
         assert_eq!(store.apply(6, &delete("a")), CommandResult::Frozen(held));
         assert_eq!(store.get(b"a", None).unwrap(), Some(kv("a", "1", 1)));
+        assert_eq!(store.newest_write(), 1);
         let restored = KvStore::restore(&store.snapshot()).unwrap();
         assert_eq!(restored.freeze(), Some(held));
         assert_eq!(restored, store);
@@ -1474,6 +1486,7 @@ mod tests {
         // The refused write was not remembered: its retry applies now.
         assert_eq!(store.apply(10, &retried), CommandResult::Put { revision: 10 });
         assert_eq!(store.freeze(), None);
+        assert_eq!(store.newest_write(), 10);
     }
 
     #[test]
