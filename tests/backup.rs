@@ -86,6 +86,21 @@ async fn sequence(client: Client, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<In
     }
 }
 
+/// Puts to a key in every range until `stop` (more writes for a freeze to hold off);
+/// none may fail. Returns how many were acknowledged.
+async fn noise(client: Client, worker: u64, stop: Arc<AtomicBool>) -> u64 {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let key = format!("{}noise{worker}", ["0", "9", "b", "i", "r", "y"][(n % 6) as usize]);
+        match client.put(key.as_bytes(), n.to_string().as_bytes()).await {
+            Ok(_) | Err(ClientError::OutcomeUnknown { .. }) => {}
+            Err(error) => panic!("noise put {key} failed: {error}"),
+        }
+    }
+    n
+}
+
 /// The restored value of every sequence key (0: absent).
 async fn sequence_values(client: &Client) -> BTreeMap<&'static str, u64> {
     let mut values = BTreeMap::new();
@@ -150,32 +165,44 @@ async fn a_backup_under_load_restores_one_consistent_cut_into_a_new_cluster() {
     }
     let puts =
         tokio::spawn(sequence(client(cluster.endpoints()), Arc::clone(&stop), Arc::clone(&acked)));
+    let noisy: Vec<_> = (0..3)
+        .map(|worker| tokio::spawn(noise(client(cluster.endpoints()), worker, Arc::clone(&stop))))
+        .collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
+    // Three backups in a row; the second is restored below.
     let kept = tempfile::tempdir().unwrap();
-    let backup = kept.path().join("backup");
-    let began = Instant::now();
-    let acked_before = acked.lock().unwrap().len() as u64;
-    let endpoints = cluster.endpoints_flag();
-    let dir = backup.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        cli(&endpoints, &["admin", "backup", "create", path_str(&dir)])
-    })
-    .await
-    .unwrap();
-    let backup_took = began.elapsed();
-    assert!(out.status.success(), "backup create: {}", stderr(&out));
-    let summary = String::from_utf8_lossy(&out.stdout).to_string();
-    // Every image is its range's state at its freeze (no write above it).
-    rangedb::backup::verify(&backup).expect("the backup verifies");
-    assert!(summary.contains("6 ranges") && summary.contains("writes paused"), "{summary}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut taken = Vec::new();
+    for round in 0..3 {
+        let backup = kept.path().join(format!("backup{round}"));
+        let began = Instant::now();
+        let acked_before = acked.lock().unwrap().len() as u64;
+        let endpoints = cluster.endpoints_flag();
+        let dir = backup.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            cli(&endpoints, &["admin", "backup", "create", path_str(&dir)])
+        })
+        .await
+        .unwrap();
+        let took = began.elapsed();
+        assert!(out.status.success(), "backup create: {}", stderr(&out));
+        let summary = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(summary.contains("6 ranges") && summary.contains("writes paused"), "{summary}");
+        // Every image is its range's state at its freeze (no write above it).
+        rangedb::backup::verify(&backup).expect("the backup verifies");
+        taken.push((backup, began, took, acked_before, summary));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (backup, began, backup_took, acked_before, summary) = taken.swap_remove(1);
     stop.store(true, Ordering::Relaxed);
     let mut committed = 0;
     for task in bank {
         committed += task.await.unwrap();
     }
     puts.await.unwrap();
+    for task in noisy {
+        assert!(task.await.unwrap() > 0, "the noise writers ran");
+    }
     let acked = acked.lock().unwrap().clone();
     let during = acked.iter().filter(|at| **at > began && **at < began + backup_took).count();
     eprintln!(
