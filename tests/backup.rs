@@ -248,6 +248,9 @@ async fn a_backup_under_load_restores_one_consistent_cut_into_a_new_cluster() {
     assert!(!new_id.is_empty() && !manifest.contains(new_id), "{status_text}\n{manifest}");
 }
 
+/// Something done to a copy of a backup.
+type Damage = Box<dyn FnOnce(&Path)>;
+
 /// A copy of `backup` in `name`, changed by `damage`.
 fn damaged_copy(backup: &Path, name: &str, damage: impl FnOnce(&Path)) -> std::path::PathBuf {
     let copy = backup.parent().unwrap().join(name);
@@ -273,7 +276,7 @@ async fn a_damaged_or_partial_backup_is_refused_naming_the_file() {
     let again = cluster.cli(&["admin", "backup", "create", path_str(&backup)]);
     assert!(!again.status.success() && stderr(&again).contains("not empty"), "{}", stderr(&again));
     let file = |dir: &Path| dir.join("range-0000000000000004.img");
-    let cases: Vec<(&str, Box<dyn FnOnce(&Path)>, &str)> = vec![
+    let cases: Vec<(&str, Damage, &str)> = vec![
         (
             "truncated",
             Box::new(move |dir: &Path| {
