@@ -16,6 +16,7 @@ compile_error!(
      --cfg madsim), not `cargo test`"
 );
 
+pub mod backup;
 pub mod bank;
 pub mod checkers;
 pub mod cluster;

@@ -3,12 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::backup::files::{encode_hex, encode_image, image_file_name, sync_dir, write_durably};
 use crate::backup::{BackupError, Manifest, RangeEntry};
-use crate::client::{Client, ClientError};
+use crate::client::Client;
 use crate::env::{Clock, RealClock};
 use crate::range::descriptor::RangeDescriptor;
 use crate::wire::Captured;
@@ -74,16 +73,9 @@ pub async fn create(
 ) -> Result<Summary, BackupError> {
     let started = Instant::now();
     prepare_dir(dir)?;
-    let ranges = client.ranges().await?;
     let cluster = cluster_id(client).await;
-    let backup = client.client_id();
     let created_ms = RealClock.wall_ms();
-    let held = Instant::now();
-    let captured = freeze_and_capture(client, &ranges, backup, options.hold).await;
-    let unfrozen = unfreeze_all(client, &ranges, backup).await;
-    let pause = held.elapsed();
-    let captured = captured?;
-    unfrozen?;
+    let Cut { backup, ranges, captured, pause } = hold_and_capture(client, options.hold).await?;
     progress(&Progress::Captured { ranges: ranges.len(), pause });
     let pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
     let mut manifest = Manifest::new(backup, cluster, created_ms, pause_ms);
@@ -111,6 +103,34 @@ pub async fn create(
     }
     manifest.write(dir)?;
     Ok(Summary { dir: dir.to_path_buf(), manifest, pause, duration: started.elapsed() })
+}
+
+/// Every range captured at one cut (not fetched yet).
+pub struct Cut {
+    /// The backup's id (its freezes').
+    pub backup: u64,
+    pub ranges: Vec<RangeDescriptor>,
+    /// One per range, in the same order.
+    pub captured: Vec<Captured>,
+    /// How long writes were held.
+    pub pause: Duration,
+}
+
+/// Freezes every range, captures each, unfreezes every range (steps 1 to 3 of
+/// docs/DESIGN.md 7.9); the images wait on the nodes for `Client::backup_fetch`.
+///
+/// # Errors
+/// As `create`.
+pub async fn hold_and_capture(client: &Client, hold: Duration) -> Result<Cut, BackupError> {
+    let ranges = client.ranges().await?;
+    let backup = client.client_id();
+    let held = Instant::now();
+    let captured = freeze_and_capture(client, &ranges, backup, hold).await;
+    let unfrozen = unfreeze_all(client, &ranges, backup).await;
+    let pause = held.elapsed();
+    let captured = captured?;
+    unfrozen?;
+    Ok(Cut { backup, ranges, captured, pause })
 }
 
 /// Creates `dir`, or accepts an empty one.
@@ -147,24 +167,34 @@ async fn freeze_and_capture(
     backup: u64,
     hold: Duration,
 ) -> Result<Vec<Captured>, BackupError> {
-    let mut freezes = JoinSet::new();
-    for descriptor in ranges {
-        let (client, start) = (client.clone(), descriptor.start.clone());
-        freezes.spawn(async move { client.backup_freeze(&start, backup, hold).await });
+    // In parallel: each range's step is a task (madsim's tokio has no JoinSet).
+    let freezes: Vec<_> = ranges
+        .iter()
+        .map(|descriptor| {
+            let (client, start) = (client.clone(), descriptor.start.clone());
+            tokio::spawn(async move { client.backup_freeze(&start, backup, hold).await })
+        })
+        .collect();
+    let mut outcome = Ok(());
+    for freeze in freezes {
+        if let Err(error) = freeze.await.map_err(task_failed)? {
+            outcome = outcome.and(Err(BackupError::Client(error)));
+        }
     }
-    first_error(freezes).await?;
+    outcome?;
     // Every range is held from here until its unfreeze.
-    let mut captures = JoinSet::new();
-    for (index, descriptor) in ranges.iter().enumerate() {
-        let (client, start) = (client.clone(), descriptor.start.clone());
-        captures.spawn(async move { (index, client.backup_capture(&start, backup).await) });
+    let captures: Vec<_> = ranges
+        .iter()
+        .map(|descriptor| {
+            let (client, start) = (client.clone(), descriptor.start.clone());
+            tokio::spawn(async move { client.backup_capture(&start, backup).await })
+        })
+        .collect();
+    let mut captured = Vec::with_capacity(ranges.len());
+    for capture in captures {
+        captured.push(capture.await.map_err(task_failed)??);
     }
-    let mut captured: Vec<Option<Captured>> = vec![None; ranges.len()];
-    while let Some(joined) = captures.join_next().await {
-        let (index, result) = joined.map_err(task_failed)?;
-        captured[index] = Some(result?);
-    }
-    Ok(captured.into_iter().flatten().collect())
+    Ok(captured)
 }
 
 /// Unfreezes every range; fails when one's freeze had lapsed (or could not be
@@ -174,30 +204,20 @@ async fn unfreeze_all(
     ranges: &[RangeDescriptor],
     backup: u64,
 ) -> Result<(), BackupError> {
-    let mut unfreezes = JoinSet::new();
-    for descriptor in ranges {
-        let (client, start, range) = (client.clone(), descriptor.start.clone(), descriptor.id);
-        unfreezes.spawn(async move { (range, client.backup_unfreeze(&start, backup).await) });
-    }
+    let unfreezes: Vec<_> = ranges
+        .iter()
+        .map(|descriptor| {
+            let (client, start, range) = (client.clone(), descriptor.start.clone(), descriptor.id);
+            tokio::spawn(async move { (range, client.backup_unfreeze(&start, backup).await) })
+        })
+        .collect();
     let mut outcome = Ok(());
-    while let Some(joined) = unfreezes.join_next().await {
-        let (range, result) = joined.map_err(task_failed)?;
+    for unfreeze in unfreezes {
+        let (range, result) = unfreeze.await.map_err(task_failed)?;
         match result {
             Ok(true) => {}
             Ok(false) => outcome = outcome.and(Err(BackupError::Expired { range })),
             Err(error) => outcome = outcome.and(Err(BackupError::Client(error))),
-        }
-    }
-    outcome
-}
-
-async fn first_error<T: 'static>(
-    mut set: JoinSet<Result<T, ClientError>>,
-) -> Result<(), BackupError> {
-    let mut outcome = Ok(());
-    while let Some(joined) = set.join_next().await {
-        if let Err(error) = joined.map_err(task_failed)? {
-            outcome = outcome.and(Err(BackupError::Client(error)));
         }
     }
     outcome

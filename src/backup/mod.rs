@@ -29,7 +29,7 @@ pub mod create;
 mod files;
 pub mod restore;
 
-pub use create::{create, CreateOptions, Progress, Summary};
+pub use create::{create, hold_and_capture, CreateOptions, Cut, Progress, Summary};
 pub use files::{decode_hex as files_decode_hex, Manifest, RangeEntry, FORMAT_VERSION, MANIFEST};
 pub use restore::{stage, verify, Staged, RESTORE_DIR};
 

@@ -911,6 +911,11 @@ impl KvStore {
         versions.max(records.unwrap_or(0)).max(sessions.unwrap_or(0))
     }
 
+    /// The revision of `key`'s newest version, a tombstone's included (0: none).
+    pub fn last_revision(&self, key: &[u8]) -> u64 {
+        self.map.get(key).and_then(|versions| versions.last()).map_or(0, |v| v.revision)
+    }
+
     /// The backup holding this range still, if any.
     pub fn freeze(&self) -> Option<Freeze> {
         self.freeze
