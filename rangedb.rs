@@ -154,6 +154,11 @@ enum Admin {
         #[command(subcommand)]
         command: MetaCommand,
     },
+    /// Consistent backups of every range, and new clusters restored from them.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -190,6 +195,27 @@ enum MetaCommand {
     },
     /// Prints the value of one of rangedb's keys.
     Get { key: OsString },
+}
+
+#[derive(Subcommand, Debug)]
+enum BackupCommand {
+    /// Writes a consistent copy of every range into DIR (new or empty): writes wait
+    /// while every range is held still for an in-memory copy.
+    Create {
+        dir: PathBuf,
+        /// The longest a range may be held: past it, its leader lets it go and the
+        /// backup fails (a backup that died never holds a range for good).
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        hold: Duration,
+    },
+    /// Checks the backup in DIR and stages it in an empty --data-dir; `rangedb server`
+    /// on it (every founder staged, started with --id and --peers) founds a new
+    /// cluster holding the backup.
+    Restore {
+        dir: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]

@@ -1,4 +1,4 @@
-//! `rangedb admin ...`: cluster status, runtime settings, rangedb's own keys.
+//! `rangedb admin ...`: cluster status, runtime settings, rangedb's own keys, backups.
 //!
 //! Each area of `Admin` (rangedb.rs) has one function here; a new area (for example
 //! `backup`) is one more variant and one more function.
@@ -13,8 +13,8 @@ use rangedb::range::descriptor::{RangeDescriptor, DESCRIPTOR_PREFIX};
 use rangedb::range::settings::{ClusterSettings, Setting, CONFIG_PREFIX};
 
 use super::{
-    client_result, print_json, print_table, usage_error, Admin, ClusterCommand, ConfigCommand,
-    MetaCommand, EXIT_ERROR, EXIT_NOT_FOUND,
+    client_result, print_json, print_table, usage_error, Admin, BackupCommand, ClusterCommand,
+    ConfigCommand, MetaCommand, EXIT_ERROR, EXIT_NOT_FOUND,
 };
 
 pub async fn run(client: &Client, command: &Admin, json: bool) -> anyhow::Result<u8> {
@@ -22,7 +22,19 @@ pub async fn run(client: &Client, command: &Admin, json: bool) -> anyhow::Result
         Admin::Cluster { command: ClusterCommand::Status } => cluster_status(client, json).await,
         Admin::Config { command } => config(client, command, json).await,
         Admin::Meta { command } => meta(client, command, json).await,
+        Admin::Backup { command } => backup(client, command).await,
     }
+}
+
+/// `admin backup create DIR` / `restore DIR --data-dir D` (src/cli_backup.rs).
+async fn backup(client: &Client, command: &BackupCommand) -> anyhow::Result<u8> {
+    match command {
+        BackupCommand::Create { dir, hold } => {
+            rangedb::cli_backup::create(client, dir, *hold).await?;
+        }
+        BackupCommand::Restore { dir, data_dir } => rangedb::cli_backup::restore(dir, data_dir)?,
+    }
+    Ok(0)
 }
 
 /// `admin cluster status`: what `rangedb status` gathers (`Client::status`), shown

@@ -11,7 +11,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use rangedb::range::kv::{Command, CommandResult, KvStore, RevisionUnavailable, WriteOp};
-use rangedb::range::kv::{KeyValue, RequestId};
+use rangedb::range::kv::{Freeze, KeyValue, RequestId};
 
 type State = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
 
@@ -51,6 +51,8 @@ fn op() -> impl Strategy<Value = Op> {
     let write = prop_oneof![
         3 => (key(), vec(any::<u8>(), 0..4)).prop_map(|(key, value)| WriteOp::Put { key, value }),
         1 => key().prop_map(|key| WriteOp::Delete { key }),
+        1 => (1u64..3).prop_map(|backup| WriteOp::Freeze { backup, deadline_ms: 5 }),
+        1 => (1u64..3).prop_map(|backup| WriteOp::Unfreeze { backup }),
     ];
     let id = proptest::option::of((0u64..3, 0u64..24));
     prop_oneof![
@@ -71,6 +73,8 @@ struct Model {
     results: BTreeMap<(u64, u64), CommandResult>,
     /// Commands with a request id, for retries.
     sent: Vec<Command>,
+    /// The backup freeze in force: every other write is refused, and not remembered.
+    freeze: Option<Freeze>,
 }
 
 impl Model {
@@ -91,20 +95,38 @@ impl Model {
         let id = command.request_id.map(|id| (id.client, id.seq));
         let mut state = self.states.last().expect("never empty").1.clone();
         let cached = id.and_then(|id| self.results.get(&id).cloned());
-        let result = cached.unwrap_or_else(|| match &command.op {
-            WriteOp::Put { key, value } => {
+        let result = match (cached, &command.op, self.freeze) {
+            (Some(cached), _, _) => cached,
+            (None, WriteOp::Freeze { backup, deadline_ms }, None) => {
+                let freeze = Freeze { backup: *backup, index, deadline_ms: *deadline_ms };
+                self.freeze = Some(freeze);
+                CommandResult::FrozenFor(freeze)
+            }
+            (None, WriteOp::Freeze { backup, .. }, Some(freeze)) if freeze.backup == *backup => {
+                CommandResult::FrozenFor(freeze)
+            }
+            (None, WriteOp::Unfreeze { backup }, freeze) => {
+                let held = freeze.is_some_and(|freeze| freeze.backup == *backup);
+                if held {
+                    self.freeze = None;
+                }
+                CommandResult::Unfrozen { held }
+            }
+            (None, _, Some(freeze)) => CommandResult::Frozen(freeze),
+            (None, WriteOp::Put { key, value }, None) => {
                 state.insert(key.clone(), (value.clone(), index));
                 CommandResult::Put { revision: index }
             }
-            WriteOp::Delete { key } => {
+            (None, WriteOp::Delete { key }, None) => {
                 let existed = state.remove(key).is_some();
                 CommandResult::Delete { revision: index, existed }
             }
-            WriteOp::Txn(_) | WriteOp::Settings(_) => {
+            (None, WriteOp::Txn(_) | WriteOp::Settings(_), None) => {
                 unreachable!("this model draws no transaction steps or settings")
             }
-        });
-        if let Some(id) = id {
+        };
+        let applied = matches!(result, CommandResult::Put { .. } | CommandResult::Delete { .. });
+        if let (Some(id), true) = (id, applied) {
             self.results.entry(id).or_insert(result.clone());
         }
         self.states.push((index, state));
@@ -130,8 +152,12 @@ fn unavailable(revision: u64, first: u64, applied: u64) -> RevisionUnavailable {
 fn run(ops: Vec<Op>, history: u64) -> Result<(), TestCaseError> {
     let mut store = KvStore::new();
     store.set_history(history);
-    let mut model =
-        Model { states: vec![(0, State::new())], results: BTreeMap::new(), sent: vec![] };
+    let mut model = Model {
+        states: vec![(0, State::new())],
+        results: BTreeMap::new(),
+        sent: vec![],
+        freeze: None,
+    };
     for op in ops {
         let applied = model.applied();
         let first = applied.saturating_sub(history);

@@ -17,6 +17,7 @@ compile_error!(
 );
 
 pub mod admin;
+pub mod backup;
 pub mod bank;
 pub mod checkers;
 pub mod cluster;

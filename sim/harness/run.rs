@@ -321,6 +321,19 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>, runaway: Arc<AtomicBoo
         );
         clients.push(node.spawn(task));
     }
+    // A backup during the workload in a quarter of the seeds (backup.rs).
+    let backup_log = Arc::new(Mutex::new(super::backup::BackupLog::default()));
+    if let Some(at_ms) = super::backup::planned_at(plan.seed, plan.fault_ms) {
+        let node = cluster.client_nodes.last().expect("clients");
+        let task = super::backup::run_backup(
+            cluster.endpoints(),
+            plan.client_attempt_ms,
+            at_ms,
+            start,
+            backup_log.clone(),
+        );
+        clients.push(node.spawn(task));
+    }
     // List-append transactions (Elle): one client beside each workload client.
     let list_log = Arc::new(Mutex::new(Vec::new()));
     for (c, node) in cluster.client_nodes.iter().enumerate() {
@@ -387,6 +400,11 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>, runaway: Arc<AtomicBoo
     let settings_set = admin.await.unwrap_or(0);
     faults.insert("effect: settings changed by the operator".into(), settings_set);
     let mut history = std::mem::take(&mut *history.lock().expect("history lock"));
+    let backup_taken = {
+        let backup = backup_log.lock().expect("backup log");
+        liveness.extend(super::backup::check(&backup, &history));
+        matches!(backup.outcome, Some(Ok(_)))
+    };
     let heal_start = now_ms(start);
     let all_committed = supervisor.probe_writes(&mut history, &mut liveness, heal_start).await;
     let recovery_ms = all_committed.filter(|_| !changes_pending).map(|at| at - healed_at);
@@ -449,6 +467,7 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>, runaway: Arc<AtomicBoo
     {
         let safety = safety.lock().expect("safety lock");
         markers.insert("leader elected after the heal".into(), safety.elections_since(heal_start));
+        markers.insert("backup captured during the workload".into(), u64::from(backup_taken));
         markers.insert("snapshot installed from a leader".into(), safety.snapshots_restored);
         markers.insert(
             "repair finished (damaged replica applied past its commit)".into(),

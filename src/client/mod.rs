@@ -13,6 +13,7 @@
 //! deadline ends in `ClientError::OutcomeUnknown`, never in a plain failure.
 
 mod admin;
+mod backup;
 pub mod compare;
 mod conn;
 mod error;

@@ -52,6 +52,11 @@ impl RangeCache {
         candidate.contains(key).then_some(candidate)
     }
 
+    /// The table, sorted by `start`.
+    pub(crate) fn ranges(&self) -> &[RangeDescriptor] {
+        &self.ranges
+    }
+
     /// Every known node address, in node id order.
     pub(crate) fn addresses(&self) -> Vec<String> {
         self.addresses.values().cloned().collect()

@@ -124,6 +124,7 @@ pub async fn found(
     config: &ServerConfig,
     data_dir: &DataDir,
     split_keys: Vec<Vec<u8>>,
+    restoring: u64,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Option<ClusterMeta>, NodeError> {
     let me = config.node_id;
@@ -131,7 +132,9 @@ pub async fn found(
     let founding = Founding {
         me,
         identity: data_dir.identity(),
-        digest: founding_digest(&config.peers, &split_keys),
+        // Founders restoring a backup must all restore the same one (0: none).
+        digest: founding_digest(&config.peers, &split_keys)
+            ^ if restoring == 0 { 0 } else { crate::hash::splitmix64(restoring) },
         peers: config.peers.clone(),
         creator,
         fresh: BTreeMap::new(),

@@ -164,6 +164,8 @@ pub struct Node {
     pub settings: ClusterSettings,
     /// When this node (leading the meta range) last proposed the initial settings.
     pub(crate) initial_settings_proposed: Option<u64>,
+    /// Images captured for backups, waiting to be fetched (backup.rs).
+    pub(crate) backups: crate::node::backup::BackupStash,
 }
 
 /// At most one line per kind of repeated event in this interval (then a count).
@@ -219,6 +221,7 @@ impl Node {
             last_leaders: BTreeMap::new(),
             settings: ClusterSettings::default(),
             initial_settings_proposed: None,
+            backups: Default::default(),
         };
         // A restarted node reads the settings from its meta replica at once.
         node.refresh_settings();
@@ -282,6 +285,7 @@ impl Node {
         }
         self.write_initial_settings();
         self.propagate_settings();
+        self.expire_backups();
         self.publish_telemetry();
         for (kind, count) in self.log_limiter.take_summaries(self.elapsed_ms()) {
             let seconds = LOG_LIMIT_INTERVAL_MS / 1000;
@@ -461,7 +465,7 @@ impl Node {
     }
 
     /// The redirect a non-leader replica of `range` answers with.
-    fn not_leader(&self, range: RangeId) -> impl Fn(Option<NodeId>) -> Response + use<> {
+    pub(crate) fn not_leader(&self, range: RangeId) -> impl Fn(Option<NodeId>) -> Response + use<> {
         let members = Arc::clone(&self.members);
         move |leader| Response::NotLeader {
             range,
@@ -510,13 +514,19 @@ impl Node {
                 }
                 return self.propose(range, Command { request_id, op: WriteOp::Txn(op) }, reply);
             }
+            Request::Backup { key, op } => return self.backup_step(&key, op, reply),
+            Request::BackupFetch { backup, range, offset } => {
+                return reply.send(self.backup_fetch(backup, range, offset))
+            }
             read => read,
         };
         match &request {
             Request::Put { .. }
             | Request::Delete { .. }
             | Request::Txn { .. }
-            | Request::ConfigSet { .. } => {
+            | Request::ConfigSet { .. }
+            | Request::Backup { .. }
+            | Request::BackupFetch { .. } => {
                 unreachable!("writes returned above")
             }
             Request::MetaScan { start, end, .. } => {
@@ -829,7 +839,10 @@ impl Node {
         Ok(())
     }
 
-    fn propose(&mut self, range: RangeId, command: Command, reply: ReplyTo) {
+    pub(crate) fn propose(&mut self, range: RangeId, command: Command, reply: ReplyTo) {
+        if let Some(refused) = self.refused_by_freeze(range, &command.op) {
+            return reply.send(refused);
+        }
         let not_leader = self.not_leader(range);
         // The table and the replica map are built from the same descriptors.
         let replica =

@@ -1,6 +1,7 @@
 //! The node: one event loop driving every range replica hosted here, the listener,
 //! and the boot sequence that rebuilds every replica from the data directory.
 
+pub mod backup;
 pub mod bootstrap;
 pub mod config;
 pub mod event_loop;
@@ -198,6 +199,9 @@ async fn run_node_inner(
             config.data_dir.display()
         );
     }
+    // A backup staged by `rangedb admin backup restore` (src/backup/restore.rs).
+    let restoring = crate::backup::restore::pending(&config.data_dir)
+        .map_err(|error| NodeError::Config(format!("cannot restore the staged backup: {error}")))?;
     tokio::pin!(shutdown);
     // A node that must found its cluster listens at once (the founders talk); one that
     // belongs to a cluster only once its replicas are recovered.
@@ -205,8 +209,16 @@ async fn run_node_inner(
     let meta = match data_dir.load_meta()? {
         Some(meta) => checked_meta(meta, &config)?,
         None => {
-            let split_keys = new_cluster_split_keys(&config, &data_dir)?;
+            let split_keys = match &restoring {
+                Some(backup) => restored_split_keys(&config, &data_dir, &backup.manifest)?,
+                None => new_cluster_split_keys(&config, &data_dir)?,
+            };
+            let backup = restoring.as_ref().map_or(0, |backup| backup.manifest.backup_id());
             if let Some(join) = &config.join {
+                if backup != 0 {
+                    let reason = "a node that joins a cluster cannot restore a backup (start                                   it with --id and --peers to found the restored cluster)";
+                    return Err(NodeError::Config(reason.into()));
+                }
                 let bound = listener.insert(bind(&config.listen).await?);
                 match bootstrap::join(bound, &config, join, &data_dir, &mut shutdown).await? {
                     Some(meta) => meta,
@@ -216,8 +228,9 @@ async fn run_node_inner(
                 bootstrap::create_single(&config, &data_dir, split_keys)?
             } else {
                 let bound = listener.insert(bind(&config.listen).await?);
-                match bootstrap::found(bound, &config, &data_dir, split_keys, &mut shutdown).await?
-                {
+                let founding =
+                    bootstrap::found(bound, &config, &data_dir, split_keys, backup, &mut shutdown);
+                match founding.await? {
                     Some(meta) => meta,
                     None => return Ok(()),
                 }
@@ -232,7 +245,23 @@ async fn run_node_inner(
         .map_err(|e| NodeError::Config(e.to_string()))?;
     let (mut wal, recovery) =
         Wal::open(Arc::clone(&disk), &data_dir.wal_dir(), WalOptions::default())?;
-    let snapshots = SnapshotStore::open(Arc::clone(&disk), &data_dir.snap_dir())?;
+    let mut snapshots = SnapshotStore::open(Arc::clone(&disk), &data_dir.snap_dir())?;
+    if let Some(backup) = restoring {
+        let ranges = backup.ranges.len();
+        crate::backup::restore::seed(
+            &config.data_dir,
+            backup,
+            &descriptors,
+            descriptor_items(&descriptors),
+            &meta.founders,
+            &mut snapshots,
+        )
+        .map_err(|error| NodeError::Config(format!("cannot restore the staged backup: {error}")))?;
+        info!(
+            node = meta.node_id.0,
+            "rangedb node {}: {ranges} ranges restored from the staged backup", meta.node_id.0
+        );
+    }
     // A new value at every start (the wall clock in ms): followers report it with their
     // tick counts so that leaders see a restart (raft::Config::incarnation).
     let incarnation = clock.wall_ms();
@@ -635,13 +664,36 @@ fn initial_state(descriptor: &RangeDescriptor, all: &[RangeDescriptor]) -> KvSto
     if !descriptor.contains(RESERVED_PREFIX) {
         return KvStore::new_range();
     }
-    let items = all
-        .iter()
+    KvStore::bootstrap(0, descriptor_items(all))
+}
+
+/// The meta range's keys that describe `all` ranges.
+fn descriptor_items(all: &[RangeDescriptor]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    all.iter()
         .map(|d| {
             let value = bincode::serde::encode_to_vec(d, bincode::config::standard())
                 .expect("a descriptor always encodes");
             (descriptor_key(d.id), value)
         })
-        .collect();
-    KvStore::bootstrap(0, items)
+        .collect()
+}
+
+/// The split keys of a cluster restored from `manifest`: the backup's ranges. Split
+/// keys given as flags must be the same.
+fn restored_split_keys(
+    config: &ServerConfig,
+    data_dir: &DataDir,
+    manifest: &crate::backup::Manifest,
+) -> Result<Vec<Vec<u8>>, NodeError> {
+    let split_keys = manifest.split_keys();
+    let mut checked = config.clone();
+    checked.split_keys = Some(split_keys.clone());
+    let split_keys = new_cluster_split_keys(&checked, data_dir)?;
+    let given = config.split_keys.as_ref().map(|keys| initial_descriptors(keys, &[]));
+    let restored = initial_descriptors(&split_keys, &[]);
+    if given.is_some_and(|given| given != restored) {
+        let reason = "--split-keys differs from the staged backup's ranges: omit it";
+        return Err(NodeError::Config(reason.into()));
+    }
+    Ok(split_keys)
 }

@@ -14,7 +14,7 @@ use crate::raft::{Entry, Index, NodeId, RaftGroup, ReadMode, Role, Term};
 use crate::range::descriptor::{RangeDescriptor, RangeId};
 use crate::range::kv::{
     Applicable, Command, CommandResult, KeyValue, KvStore, RevisionUnavailable, UnreadableEntry,
-    WriteOp, COMMAND_FORMAT,
+    WriteOp,
 };
 use crate::wire::{Request, Response};
 
@@ -78,6 +78,7 @@ fn command_bytes_estimate(command: &Command) -> usize {
         WriteOp::Put { key, value } => key.len() + value.len() + OVERHEAD_BYTES,
         WriteOp::Delete { key } => key.len() + OVERHEAD_BYTES,
         WriteOp::Txn(_) | WriteOp::Settings(_) => 256,
+        WriteOp::Freeze { .. } | WriteOp::Unfreeze { .. } => OVERHEAD_BYTES,
     }
 }
 
@@ -156,7 +157,7 @@ impl Replica {
                     .send(Response::Invalid { reason: format!("unencodable command: {error}") })
             }
         };
-        let proposed = self.raft.propose(COMMAND_FORMAT, data);
+        let proposed = self.raft.propose(command.op.format(), data);
         self.await_proposal(proposed, reply, not_leader);
     }
 
@@ -166,7 +167,7 @@ impl Replica {
         let Ok(data) = bincode::serde::encode_to_vec(command, bincode::config::standard()) else {
             return false;
         };
-        self.raft.propose(COMMAND_FORMAT, data).is_ok()
+        self.raft.propose(command.op.format(), data).is_ok()
     }
 
     /// A proposal's outcome: its reply waits for the entry to be applied, or is sent now
@@ -312,6 +313,9 @@ impl Replica {
                     CommandResult::Txn(result) => Response::Txn(result),
                     // Proposed by the leader itself (`propose_internal`): nobody waits.
                     CommandResult::Settings => Response::Put { revision: entry.index },
+                    CommandResult::Frozen(freeze) => frozen(self.descriptor.id, freeze),
+                    CommandResult::FrozenFor(freeze) => Response::BackupFrozen { freeze },
+                    CommandResult::Unfrozen { held } => Response::BackupUnfrozen { held },
                 });
             } else {
                 let reason = "leader changed; retry".into();
@@ -466,4 +470,13 @@ impl Replica {
     pub fn scan_all(&self, start: &[u8], end: &[u8]) -> Vec<KeyValue> {
         self.kv.scan(start, Some(end), 0, None).unwrap_or_default()
     }
+}
+
+/// The answer to a write that a backup's freeze refused: retry (the client does).
+pub fn frozen(
+    range: crate::range::descriptor::RangeId,
+    freeze: crate::range::kv::Freeze,
+) -> Response {
+    let reason = format!("{range} is held still for backup {:016x}; retry", freeze.backup);
+    Response::Unavailable { reason }
 }

@@ -57,7 +57,9 @@ impl Operation {
             | Request::ChangeReplicas { .. }
             | Request::Join { .. }
             | Request::ConfigSet { .. }
-            | Request::MetaScan { .. } => Operation::Admin,
+            | Request::MetaScan { .. }
+            | Request::Backup { .. }
+            | Request::BackupFetch { .. } => Operation::Admin,
         }
     }
 

@@ -59,8 +59,8 @@ pub struct KeyValue {
     pub revision: u64,
 }
 
-/// Bumped whenever the snapshot encoding changes (4: the range's settings; 3: the
-/// transaction table; 3 and 2 are still read).
+/// Bumped whenever the snapshot encoding changes (4: the range's settings and a
+/// backup's freeze; 3: the transaction table; 3 and 2 are still read).
 const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 
 /// A write as replicated in a Raft entry's data (bincode), in entry format
@@ -73,8 +73,8 @@ pub struct Command {
 
 /// The entry format of the commands this version writes: bincode of `Command`.
 /// Bumped (and the old version still read) whenever `Command` changes. Version 2
-/// added `WriteOp::Txn` at the end of the enum, version 3 `WriteOp::Settings`, so an
-/// older command decodes as the same newer one.
+/// added `WriteOp::Txn` at the end of the enum, version 3 `WriteOp::Settings`,
+/// `Freeze` and `Unfreeze`, so an older command decodes as the same newer one.
 pub const COMMAND_FORMAT: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 3 };
 /// Command versions this one reads.
 const COMMAND_FORMAT_V1: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 1 };
@@ -148,6 +148,29 @@ pub enum WriteOp {
     /// The range's replicated settings (`range::settings`), proposed by its leader
     /// when the cluster's settings in the meta range differ from what it holds.
     Settings(RangeSettings),
+    /// Backup `backup` holds the range still: every later write is refused (and
+    /// retried by its client) until `Unfreeze`, or until a leader whose clock passed
+    /// `deadline_ms` (wall-clock ms) proposes the `Unfreeze` itself (src/backup/).
+    Freeze { backup: u64, deadline_ms: u64 },
+    /// Ends `backup`'s freeze, if it is the one in force.
+    Unfreeze { backup: u64 },
+}
+
+impl WriteOp {
+    /// The entry format this write is proposed in (one for every write since version
+    /// 3, which added the settings as well as the freezes).
+    pub fn format(&self) -> EntryFormat {
+        COMMAND_FORMAT
+    }
+}
+
+/// A backup's freeze of a range, as applied (replicated state, in snapshots).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Freeze {
+    pub backup: u64,
+    /// The index of the entry that froze the range: its state since is the backup's.
+    pub index: u64,
+    pub deadline_ms: u64,
 }
 
 /// What applying a command produced; cached per client for deduplication.
@@ -168,6 +191,17 @@ pub enum CommandResult {
     Txn(TxnResult),
     /// A `WriteOp::Settings` applied (or ignored as older than the range's).
     Settings,
+    /// A write refused while a backup holds the range (`WriteOp::Freeze`); nothing was
+    /// done (not remembered: the retry is applied once the range is unfrozen). Also
+    /// the answer to a `Freeze` while another backup's is in force.
+    Frozen(Freeze),
+    /// The answer to `Freeze`: the range is held for this backup since `index`.
+    FrozenFor(Freeze),
+    /// The answer to `Unfreeze`: whether that backup's freeze was in force until now
+    /// (false: it had expired, or never applied).
+    Unfrozen {
+        held: bool,
+    },
 }
 
 /// Results remembered per client: its writes in flight at once must stay below this.
@@ -273,9 +307,10 @@ struct KvImage {
     sessions: BTreeMap<u64, ClientSession>,
     txns: TxnTable,
     settings: RangeSettings,
+    freeze: Option<Freeze>,
 }
 
-/// The image of format version 3 (before the range's settings).
+/// The image of format version 3 (before the range's settings and backup freezes).
 #[derive(Deserialize)]
 struct KvImageV3 {
     format_version: u32,
@@ -307,6 +342,7 @@ struct KvImageRef<'a> {
     sessions: &'a BTreeMap<u64, ClientSession>,
     txns: &'a TxnTable,
     settings: &'a RangeSettings,
+    freeze: &'a Option<Freeze>,
 }
 
 fn serialize_map_bytes_keys<S: serde::Serializer>(
@@ -357,6 +393,9 @@ pub struct KvStore {
     unswept: u32,
     /// Locks, transaction records and finished transactions (`range::txn`).
     txns: TxnTable,
+    /// The backup holding this range still, if any: every write but `Unfreeze` and
+    /// another `Freeze` is refused while it is set.
+    freeze: Option<Freeze>,
 }
 
 impl Default for KvStore {
@@ -370,6 +409,7 @@ impl Default for KvStore {
             sweep_after: Key::new(),
             unswept: 0,
             txns: TxnTable::default(),
+            freeze: None,
         }
     }
 }
@@ -383,6 +423,7 @@ impl PartialEq for KvStore {
             && self.live_keys == other.live_keys
             && self.settings == other.settings
             && self.txns == other.txns
+            && self.freeze == other.freeze
     }
 }
 
@@ -460,11 +501,37 @@ impl KvStore {
                 }
             }
         }
+        match (&command.op, self.freeze) {
+            (WriteOp::Freeze { backup, deadline_ms }, None) => {
+                let freeze = Freeze { backup: *backup, index, deadline_ms: *deadline_ms };
+                self.freeze = Some(freeze);
+                return CommandResult::FrozenFor(freeze);
+            }
+            (WriteOp::Freeze { backup, .. }, Some(freeze)) if freeze.backup == *backup => {
+                return CommandResult::FrozenFor(freeze);
+            }
+            (WriteOp::Unfreeze { backup }, freeze) => {
+                let held = freeze.is_some_and(|freeze| freeze.backup == *backup);
+                if held {
+                    self.freeze = None;
+                }
+                return CommandResult::Unfrozen { held };
+            }
+            (_, Some(freeze)) => {
+                #[cfg(madsim)]
+                crate::env::sim_hooks::sometimes("write refused by a backup's freeze");
+                return CommandResult::Frozen(freeze);
+            }
+            (_, None) => {}
+        }
         let locked = match &command.op {
             WriteOp::Put { key, .. } | WriteOp::Delete { key } => {
                 self.txns.blocking(key, None, true)
             }
-            WriteOp::Txn(_) | WriteOp::Settings(_) => None,
+            WriteOp::Txn(_)
+            | WriteOp::Settings(_)
+            | WriteOp::Freeze { .. }
+            | WriteOp::Unfreeze { .. } => None,
         };
         if let Some(lock) = locked {
             #[cfg(madsim)]
@@ -502,6 +569,9 @@ impl KvStore {
                     self.push_version(&key, index, None);
                 }
                 CommandResult::Delete { revision: index, existed }
+            }
+            WriteOp::Freeze { .. } | WriteOp::Unfreeze { .. } => {
+                unreachable!("answered before the lock check")
             }
         };
         if let Some(id) = command.request_id {
@@ -857,6 +927,47 @@ impl KvStore {
         }
     }
 
+    /// The revision of the newest write this state holds (a version, a transaction's
+    /// decision, a client's write): a state captured under a freeze holds none above
+    /// the freeze's index (src/backup/ checks it).
+    pub fn newest_write(&self) -> u64 {
+        let versions = self.map.values().filter_map(|versions| versions.last());
+        let versions = versions.map(|version| version.revision).max().unwrap_or(0);
+        let records = self.txns.records.values().map(|record| record.revision).max();
+        let sessions = self.sessions.values().map(|session| session.last_revision).max();
+        versions.max(records.unwrap_or(0)).max(sessions.unwrap_or(0))
+    }
+
+    /// The revision of `key`'s newest version, a tombstone's included (0: none).
+    pub fn last_revision(&self, key: &[u8]) -> u64 {
+        self.map.get(key).and_then(|versions| versions.last()).map_or(0, |v| v.revision)
+    }
+
+    /// The backup holding this range still, if any.
+    pub fn freeze(&self) -> Option<Freeze> {
+        self.freeze
+    }
+
+    /// Replaces the versions of `items`' keys with one version each at revision 0, as
+    /// `bootstrap` writes them: the range descriptors of a cluster restored from a
+    /// backup (src/backup/restore.rs), which name the new cluster's nodes. Any
+    /// freeze the image was captured under is lifted (the backup's, not the new
+    /// cluster's).
+    pub fn rebootstrap(&mut self, items: Vec<(Vec<u8>, Vec<u8>)>) {
+        self.freeze = None;
+        for (key, value) in items {
+            let version = Version { revision: 0, value: Some(value.into()) };
+            let previous = self.map.insert(Key::from_slice(&key), vec![version]);
+            let was_live = previous
+                .as_ref()
+                .and_then(|versions| versions.last())
+                .is_some_and(|version| version.value.is_some());
+            if !was_live {
+                self.live_keys += 1;
+            }
+        }
+    }
+
     /// The index of the last applied entry: the newest readable revision.
     pub fn applied(&self) -> u64 {
         self.applied
@@ -935,6 +1046,7 @@ impl KvStore {
             sessions: &self.sessions,
             txns: &self.txns,
             settings: &self.settings,
+            freeze: &self.freeze,
         };
         bincode::serde::encode_to_vec(&image, bincode::config::standard())
             .expect("KvImage always encodes")
@@ -966,13 +1078,35 @@ impl KvStore {
                 .map(|(old, used)| {
                     let KvImageV2 { format_version, applied, map, sessions } = old;
                     let txns = TxnTable::default();
-                    (KvImage { format_version, applied, map, sessions, txns, settings }, used)
+                    (
+                        KvImage {
+                            format_version,
+                            applied,
+                            map,
+                            sessions,
+                            txns,
+                            settings,
+                            freeze: None,
+                        },
+                        used,
+                    )
                 })
         } else if format_version == 3 {
             bincode::serde::decode_from_slice::<KvImageV3, _>(data, bincode::config::standard())
                 .map(|(old, used)| {
                     let KvImageV3 { format_version, applied, map, sessions, txns } = old;
-                    (KvImage { format_version, applied, map, sessions, txns, settings }, used)
+                    (
+                        KvImage {
+                            format_version,
+                            applied,
+                            map,
+                            sessions,
+                            txns,
+                            settings,
+                            freeze: None,
+                        },
+                        used,
+                    )
                 })
         } else {
             bincode::serde::decode_from_slice(data, bincode::config::standard())
@@ -1009,6 +1143,7 @@ impl KvStore {
             },
             live_keys,
             settings: image.settings,
+            freeze: image.freeze,
             ..KvStore::default()
         })
     }
@@ -1377,6 +1512,7 @@ mod tests {
             sessions: store.sessions.clone(),
             txns: store.txns.clone(),
             settings: store.settings,
+            freeze: store.freeze,
         };
         let owned = bincode::serde::encode_to_vec(&owned, bincode::config::standard()).unwrap();
         assert_eq!(store.snapshot(), owned);
@@ -1415,6 +1551,53 @@ mod tests {
         v3.extend(bincode::serde::encode_to_vec(tail, bincode::config::standard()).unwrap());
         let old = KvStore::restore(&v3).unwrap();
         assert_eq!(old.settings(), RangeSettings::default());
+    }
+
+    #[test]
+    fn a_freeze_refuses_every_write_until_its_unfreeze_and_survives_a_snapshot() {
+        let freeze =
+            |backup| Command { request_id: None, op: WriteOp::Freeze { backup, deadline_ms: 99 } };
+        let unfreeze = |backup| Command { request_id: None, op: WriteOp::Unfreeze { backup } };
+        let mut store = KvStore::new();
+        store.apply(1, &put("a", "1"));
+        let held = Freeze { backup: 7, index: 2, deadline_ms: 99 };
+        assert_eq!(store.apply(2, &freeze(7)), CommandResult::FrozenFor(held));
+        // A retried freeze of the same backup answers the same; another backup waits.
+        assert_eq!(store.apply(3, &freeze(7)), CommandResult::FrozenFor(held));
+        assert_eq!(store.apply(4, &freeze(8)), CommandResult::Frozen(held));
+        let id = RequestId { client: 1, seq: 1 };
+        let retried = Command { request_id: Some(id), ..put("a", "2") };
+        assert_eq!(store.apply(5, &retried), CommandResult::Frozen(held));
+        assert_eq!(store.apply(6, &delete("a")), CommandResult::Frozen(held));
+        assert_eq!(store.get(b"a", None).unwrap(), Some(kv("a", "1", 1)));
+        assert_eq!(store.newest_write(), 1);
+        let restored = KvStore::restore(&store.snapshot()).unwrap();
+        assert_eq!(restored.freeze(), Some(held));
+        assert_eq!(restored, store);
+        // Another backup's unfreeze lifts nothing; its own does, once.
+        assert_eq!(store.apply(7, &unfreeze(8)), CommandResult::Unfrozen { held: false });
+        assert_eq!(store.apply(8, &unfreeze(7)), CommandResult::Unfrozen { held: true });
+        assert_eq!(store.apply(9, &unfreeze(7)), CommandResult::Unfrozen { held: false });
+        // The refused write was not remembered: its retry applies now.
+        assert_eq!(store.apply(10, &retried), CommandResult::Put { revision: 10 });
+        assert_eq!(store.freeze(), None);
+        assert_eq!(store.newest_write(), 10);
+    }
+
+    #[test]
+    fn a_version_3_image_is_read_unfrozen() {
+        let mut store = KvStore::new();
+        store.apply(1, &put("a", "1"));
+        let old = (
+            3u32,
+            1u64,
+            store.map.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect::<BTreeMap<_, _>>(),
+            store.sessions.clone(),
+            store.txns.clone(),
+        );
+        let bytes = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        let restored = KvStore::restore(&bytes).unwrap();
+        assert_eq!(restored, store);
     }
 
     #[test]

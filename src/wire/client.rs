@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::raft::NodeId;
 use crate::range::descriptor::{RangeDescriptor, RangeId};
-use crate::range::kv::{KeyValue, RequestId};
+use crate::range::kv::{Freeze, KeyValue, RequestId};
 use crate::range::settings::RangeSettings;
 use crate::range::txn::{LockInfo, TxnId, TxnOp, TxnResult};
 
@@ -101,6 +101,42 @@ pub enum Request {
         end: Vec<u8>,
         limit: u64,
     },
+    /// A backup's step in the range of `key` (src/backup/; protocol 6).
+    Backup {
+        #[serde(with = "crate::byte_serde::vec")]
+        key: Vec<u8>,
+        op: BackupOp,
+    },
+    /// Bytes from `offset` of the image of `range` this node captured for `backup`
+    /// (`BackupOp::Capture`), answered by `BackupChunk`; the last chunk lets it go.
+    BackupFetch { backup: u64, range: RangeId, offset: u64 },
+}
+
+/// A backup's step in one range (its leader does it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackupOp {
+    /// Holds the range still through Raft (`WriteOp::Freeze`) for at most `hold_ms`;
+    /// answered by `BackupFrozen` once applied.
+    Freeze { backup: u64, hold_ms: u64 },
+    /// Copies the range's state, which must be held for `backup`, in memory on this
+    /// node (fetched with `BackupFetch`); answered by `BackupCaptured`.
+    Capture { backup: u64 },
+    /// Ends the freeze (`WriteOp::Unfreeze`); answered by `BackupUnfrozen`.
+    Unfreeze { backup: u64 },
+}
+
+/// A range's state captured for a backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Captured {
+    pub range: RangeId,
+    /// The freeze it was captured under (its index is the backup's point in the log).
+    pub freeze: Freeze,
+    /// The applied index of the copy (>= the freeze's: no-ops may follow it).
+    pub applied: u64,
+    /// Live keys in the copy.
+    pub keys: u64,
+    /// The node holding the copy, where `BackupFetch` goes.
+    pub address: String,
 }
 
 /// A change of one range's replicas.
@@ -218,6 +254,22 @@ pub enum Response {
     Membership(RangeMembership),
     /// The answer to `Join` for a node that was added: everything it needs to start.
     Joined(JoinInfo),
+    /// The range is held for `freeze.backup` (`BackupOp::Freeze`).
+    BackupFrozen {
+        freeze: Freeze,
+    },
+    BackupCaptured(Captured),
+    /// `held`: the backup's freeze was in force until this unfreeze (false: it had
+    /// expired, so the ranges were not all held at one moment).
+    BackupUnfrozen {
+        held: bool,
+    },
+    /// Bytes of a captured image from the offset asked; `total` is its whole size.
+    BackupChunk {
+        total: u64,
+        #[serde(with = "crate::byte_serde::vec")]
+        data: Vec<u8>,
+    },
     /// Ask `leader` (at `address`) instead; both None when no leader is known.
     NotLeader {
         range: RangeId,

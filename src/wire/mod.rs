@@ -26,8 +26,9 @@ pub const MAX_FRAME_BYTES: u32 = 16 << 20;
 /// version 4 membership changes (client requests `ChangeReplicas` and `Join`, range
 /// configurations in `Status`); version 5 transactions (`Txn`, `TxnStatus`,
 /// `TxnLocks`, locks in `Get` and `Scan` answers, command entries of version 2);
-/// version 6 runtime settings (`ConfigSet`, `MetaScan`, settings in `Status`,
-/// command entries of version 3, snapshot images of version 4).
+/// version 6 runtime settings and backups (`ConfigSet`, `MetaScan`, settings in
+/// `Status`, `Backup`, `BackupFetch` and their answers; command entries of version 3,
+/// snapshot images of version 4).
 pub const PROTOCOL_VERSION: u32 = 6;
 /// The oldest protocol version this node speaks. Versions 1 and 2 had no
 /// negotiation; a node of those is refused by name. Version 3's status and requests

@@ -62,6 +62,9 @@ impl Model {
         }
         for (range, entries) in ranges {
             let mut seen: BTreeMap<(u64, u64), ()> = BTreeMap::new();
+            // A backup's freeze in force: the range refuses every other write, and
+            // forgets it (its retry applies later).
+            let mut frozen: Option<u64> = None;
             for (index, data) in entries {
                 if data.is_empty() {
                     continue;
@@ -74,6 +77,15 @@ impl Model {
                     model.problems.push(format!("{range} index {index}: undecodable entry"));
                     continue;
                 };
+                match (&command.op, frozen) {
+                    (WriteOp::Freeze { backup, .. }, None) => frozen = Some(*backup),
+                    (WriteOp::Unfreeze { backup }, Some(holder)) if *backup == holder => {
+                        frozen = None
+                    }
+                    (WriteOp::Freeze { .. } | WriteOp::Unfreeze { .. }, _) => {}
+                    (_, Some(_)) => continue,
+                    (_, None) => {}
+                }
                 let id = command.request_id.map(|id| (id.client, id.seq));
                 if let Some(id) = id {
                     model.logged.entry(id).or_default().push((range, index));
@@ -102,6 +114,7 @@ impl Model {
                     WriteOp::Txn(_) => {}
                     // A range's settings (range/settings.rs): no key.
                     WriteOp::Settings(_) => {}
+                    WriteOp::Freeze { .. } | WriteOp::Unfreeze { .. } => {}
                 }
             }
         }
