@@ -589,9 +589,6 @@ async fn client_command(client: &Client, command: &Command, json: bool) -> anyho
     match command {
         Command::Server(_) | Command::Bench(_) => unreachable!("handled in main"),
         Command::Admin { command } => admin::run(client, command, json).await,
-        Command::Node { .. } if json => {
-            usage_error("node commands print text only (no -w json yet)")
-        }
         Command::Put { key, value } => {
             let key = key_arg(key);
             let value = if value == "-" {
@@ -686,7 +683,7 @@ async fn client_command(client: &Client, command: &Command, json: bool) -> anyho
         }
         Command::Node { command: NodeCommand::List } => {
             let status = client.status().await;
-            print_members(&status);
+            print_members(&status, json)?;
             let any_up = status.nodes.iter().any(|node| node.status.is_ok());
             Ok(if any_up { 0 } else { EXIT_ERROR })
         }
@@ -712,11 +709,21 @@ async fn client_command(client: &Client, command: &Command, json: bool) -> anyho
             } else {
                 format!(", caught up in {:.1?}", report.catch_up)
             };
+            if json {
+                print_json(&serde_json::json!({
+                    "node": report.node.0,
+                    "done": what,
+                    "ranges": report.ranges,
+                    "total_ms": report.total.as_secs_f64() * 1e3,
+                    "catch_up_ms": report.catch_up.as_secs_f64() * 1e3,
+                }))?;
+                return Ok(0);
+            }
             println!(
                 "OK: {} {what} on {} ranges in {:.1?}{catch_up}",
                 report.node, report.ranges, report.total
             );
-            print_members(&client.status().await);
+            print_members(&client.status().await, false)?;
             Ok(0)
         }
     }
@@ -1066,7 +1073,10 @@ fn print_status(status: &ClusterStatus) {
 }
 
 /// `rangedb node list`: one row per member, from every node that answered.
-fn print_members(status: &ClusterStatus) {
+/// `node list`: one line per member (a table), or with `json` one object:
+/// `{"cluster": HEX, "members": [{"id", "address", "identity", "up", "state"}],
+/// "removed": [IDS]}`.
+fn print_members(status: &ClusterStatus, json: bool) -> anyhow::Result<()> {
     let reports: Vec<&rangedb::wire::NodeStatus> =
         status.nodes.iter().filter_map(|node| node.status.as_ref().ok()).collect();
     let mut addresses: BTreeMap<NodeId, String> = BTreeMap::new();
@@ -1113,6 +1123,7 @@ fn print_members(status: &ClusterStatus) {
         role
     };
     let mut rows = vec![["NODE", "ADDRESS", "IDENTITY", "STATE"].map(String::from)];
+    let mut members = Vec::new();
     for (id, address) in &addresses {
         let own = reports.iter().find(|report| report.node == *id);
         let identity = own.map(|report| report.identity).or(identities.get(id).copied());
@@ -1151,21 +1162,31 @@ fn print_members(status: &ClusterStatus) {
                 }
             }
         };
-        rows.push([
-            id.to_string(),
-            address.clone(),
-            identity.map_or("?".to_string(), |identity| format!("{identity:016x}")),
-            state,
-        ]);
+        let identity = identity.map(|identity| format!("{identity:016x}"));
+        members.push(serde_json::json!({
+            "id": id.0,
+            "address": address,
+            "identity": identity,
+            "up": own.is_some(),
+            "state": state,
+        }));
+        rows.push([id.to_string(), address.clone(), identity.unwrap_or_else(|| "?".into()), state]);
+    }
+    let cluster = reports.first().map(|report| format!("{:016x}", report.cluster));
+    if json {
+        let removed: Vec<u64> = removed.iter().map(|id| id.0).collect();
+        let value = serde_json::json!({"cluster": cluster, "members": members, "removed": removed});
+        return print_json(&value);
     }
     print_table(&rows);
     if !removed.is_empty() {
         let list: Vec<String> = removed.iter().map(ToString::to_string).collect();
         println!("\nremoved: {}", list.join(", "));
     }
-    if let Some(cluster) = reports.first().map(|report| report.cluster) {
-        println!("\ncluster {cluster:016x}");
+    if let Some(cluster) = cluster {
+        println!("\ncluster {cluster}");
     }
+    Ok(())
 }
 
 fn print_table<const N: usize>(rows: &[[String; N]]) {

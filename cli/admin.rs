@@ -22,17 +22,20 @@ pub async fn run(client: &Client, command: &Admin, json: bool) -> anyhow::Result
         Admin::Cluster { command: ClusterCommand::Status } => cluster_status(client, json).await,
         Admin::Config { command } => config(client, command, json).await,
         Admin::Meta { command } => meta(client, command, json).await,
-        Admin::Backup { command } => backup(client, command).await,
+        Admin::Backup { command } => backup(client, command, json).await,
     }
 }
 
-/// `admin backup create DIR` / `restore DIR --data-dir D` (src/cli_backup.rs).
-async fn backup(client: &Client, command: &BackupCommand) -> anyhow::Result<u8> {
+/// `admin backup create DIR` / `restore DIR --data-dir D` (src/cli_backup.rs); with
+/// `-w json` one object: the summary with the manifest.
+async fn backup(client: &Client, command: &BackupCommand, json: bool) -> anyhow::Result<u8> {
     match command {
         BackupCommand::Create { dir, hold } => {
-            rangedb::cli_backup::create(client, dir, *hold).await?;
+            rangedb::cli_backup::create(client, dir, *hold, json).await?;
         }
-        BackupCommand::Restore { dir, data_dir } => rangedb::cli_backup::restore(dir, data_dir)?,
+        BackupCommand::Restore { dir, data_dir } => {
+            rangedb::cli_backup::restore(dir, data_dir, json)?;
+        }
     }
     Ok(0)
 }

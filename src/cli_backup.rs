@@ -12,7 +12,12 @@ use crate::client::Client;
 ///
 /// # Errors
 /// As `backup::create`.
-pub async fn create(client: &Client, dir: &Path, hold: Duration) -> Result<Summary, BackupError> {
+pub async fn create(
+    client: &Client,
+    dir: &Path,
+    hold: Duration,
+    json: bool,
+) -> Result<Summary, BackupError> {
     let terminal = std::io::stderr().is_terminal();
     let mut progress = |progress: &Progress| match progress {
         Progress::Captured { ranges, pause } => {
@@ -32,7 +37,19 @@ pub async fn create(client: &Client, dir: &Path, hold: Duration) -> Result<Summa
     if terminal {
         eprintln!();
     }
-    print_summary(&summary);
+    if json {
+        let value = serde_json::json!({
+            "dir": summary.dir.display().to_string(),
+            "keys": summary.keys(),
+            "bytes": summary.bytes(),
+            "pause_ms": summary.pause.as_secs_f64() * 1e3,
+            "duration_ms": summary.duration.as_secs_f64() * 1e3,
+            "manifest": summary.manifest,
+        });
+        println!("{value}");
+    } else {
+        print_summary(&summary);
+    }
     Ok(summary)
 }
 
@@ -77,10 +94,20 @@ fn print_summary(summary: &Summary) {
 ///
 /// # Errors
 /// As `backup::stage`.
-pub fn restore(dir: &Path, data_dir: &Path) -> Result<(), BackupError> {
+pub fn restore(dir: &Path, data_dir: &Path, json: bool) -> Result<(), BackupError> {
     let staged = backup::stage(dir, data_dir)?;
     let manifest = &staged.manifest;
     let keys: u64 = manifest.ranges.iter().map(|range| range.keys).sum();
+    if json {
+        let value = serde_json::json!({
+            "staged": staged.dir.display().to_string(),
+            "data_dir": data_dir.display().to_string(),
+            "keys": keys,
+            "manifest": manifest,
+        });
+        println!("{value}");
+        return Ok(());
+    }
     println!(
         "staged backup {} ({} ranges, {keys} keys) in {}",
         manifest.backup,

@@ -192,6 +192,22 @@ fn write_out_json_is_one_parseable_object_per_command() {
     assert_eq!(json(&txn)["succeeded"], true, "{}", stdout(&txn));
     // Text output is unchanged without the flag.
     assert_eq!(stdout(&cluster.cli(&["put", "e", "5"])).split(' ').next(), Some("OK"));
-    let refused = cluster.cli(&["-w", "json", "node", "list"]);
-    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    let nodes = json(&cluster.cli(&["-w", "json", "node", "list"]));
+    assert_eq!(nodes["members"][0]["id"], 1, "{nodes}");
+    assert_eq!(nodes["members"][0]["up"], true, "{nodes}");
+    assert_eq!(nodes["cluster"], admin["cluster"], "{nodes}");
+    // A backup and its restore, each one object with the manifest.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let into = dir.path().join("backup");
+    let backup = json(&cluster.cli(&["-w", "json", "admin", "backup", "create", path(&into)]));
+    assert_eq!(backup["manifest"]["ranges"].as_array().map(Vec::len), Some(6), "{backup}");
+    assert!(backup["keys"].as_u64().is_some_and(|keys| keys >= 4), "{backup}");
+    let data = dir.path().join("restored");
+    let restore = ["-w", "json", "admin", "backup", "restore", path(&into), "--data-dir"];
+    let staged = json(&cluster.cli(&[&restore[..], &[path(&data)]].concat()));
+    assert_eq!(staged["manifest"]["backup"], backup["manifest"]["backup"], "{staged}");
+}
+
+fn path(path: &std::path::Path) -> &str {
+    path.to_str().expect("a UTF-8 temporary path")
 }
