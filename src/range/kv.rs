@@ -1586,7 +1586,7 @@ mod tests {
 
     #[test]
     fn a_version_3_image_is_read_unfrozen() {
-        let mut store = KvStore::new();
+        let mut store = KvStore::new_range();
         store.apply(1, &put("a", "1"));
         let old = (
             3u32,
