@@ -23,6 +23,7 @@ use anyhow::{bail, Context};
 use clap::{CommandFactory, Parser, Subcommand};
 
 use rangedb::cli_parse;
+use rangedb::cli_table::print_table;
 use rangedb::client::{
     check_key, escape, Client, ClientConfig, ClientError, ClusterStatus, CAUGHT_UP_LAG,
 };
@@ -1187,24 +1188,4 @@ fn print_members(status: &ClusterStatus, json: bool) -> anyhow::Result<()> {
         println!("\ncluster {cluster}");
     }
     Ok(())
-}
-
-fn print_table<const N: usize>(rows: &[[String; N]]) {
-    let mut widths = [0usize; N];
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    for row in rows {
-        let mut line = String::new();
-        for (column, (cell, width)) in row.iter().zip(widths).enumerate() {
-            if column + 1 == N {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}  "));
-            }
-        }
-        println!("{}", line.trim_end());
-    }
 }

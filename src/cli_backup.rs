@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::backup::{self, BackupError, CreateOptions, Progress, Summary};
+use crate::cli_table::print_table;
 use crate::client::Client;
 
 /// Takes a backup into `dir`, printing a progress line and a summary table.
@@ -120,18 +121,4 @@ pub fn restore(dir: &Path, data_dir: &Path, json: bool) -> Result<(), BackupErro
         data_dir.display()
     );
     Ok(())
-}
-
-fn print_table<const N: usize>(rows: &[[String; N]]) {
-    let mut widths = [0usize; N];
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    for row in rows {
-        let cells: Vec<String> =
-            row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
-        println!("{}", cells.join("  ").trim_end());
-    }
 }

@@ -15,6 +15,7 @@
 //! - `logging`: the server's structured logs (tracing) and their rate limiter.
 //! - `cli_parse`: the parsers of the CLI's flag text.
 //! - `cli_backup`: `rangedb admin backup create|restore` (progress and summary).
+//! - `cli_table`: the CLI's aligned text tables.
 //! - `cli_txn`: `rangedb txn` in etcdctl's transaction syntax (parse, run, print).
 //! - `fuzzing`: the bodies of the fuzz targets (also run by `cargo test`); only with
 //!   the `fuzzing` feature, which the server's build does not have.
@@ -23,6 +24,7 @@ pub mod backup;
 pub mod byte_serde;
 pub mod cli_backup;
 pub mod cli_parse;
+pub mod cli_table;
 pub mod cli_txn;
 pub mod client;
 pub mod env;

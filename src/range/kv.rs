@@ -1073,40 +1073,27 @@ impl KvStore {
         // Images from before the settings were replicated: the default a new range
         // starts with, as on every replica restoring the same image.
         let settings = RangeSettings::default();
+        // An image from before version 4: no settings (a new range's) and no freeze.
+        let upgraded = |format_version, applied, map, sessions, txns| KvImage {
+            format_version,
+            applied,
+            map,
+            sessions,
+            txns,
+            settings,
+            freeze: None,
+        };
         let decoded = if format_version == 2 {
             bincode::serde::decode_from_slice::<KvImageV2, _>(data, bincode::config::standard())
                 .map(|(old, used)| {
                     let KvImageV2 { format_version, applied, map, sessions } = old;
-                    let txns = TxnTable::default();
-                    (
-                        KvImage {
-                            format_version,
-                            applied,
-                            map,
-                            sessions,
-                            txns,
-                            settings,
-                            freeze: None,
-                        },
-                        used,
-                    )
+                    (upgraded(format_version, applied, map, sessions, TxnTable::default()), used)
                 })
         } else if format_version == 3 {
             bincode::serde::decode_from_slice::<KvImageV3, _>(data, bincode::config::standard())
                 .map(|(old, used)| {
                     let KvImageV3 { format_version, applied, map, sessions, txns } = old;
-                    (
-                        KvImage {
-                            format_version,
-                            applied,
-                            map,
-                            sessions,
-                            txns,
-                            settings,
-                            freeze: None,
-                        },
-                        used,
-                    )
+                    (upgraded(format_version, applied, map, sessions, txns), used)
                 })
         } else {
             bincode::serde::decode_from_slice(data, bincode::config::standard())
