@@ -160,6 +160,9 @@ enum Admin {
         #[command(subcommand)]
         command: BackupCommand,
     },
+    /// Splits the range holding KEY at KEY (ranges also split on their own once their
+    /// data passes the setting range_max_bytes); waits until the new range serves.
+    Split { key: OsString },
 }
 
 #[derive(Subcommand, Debug)]

@@ -125,7 +125,22 @@ impl Client {
         }
         self.wait_settled(&ranges, |m| m.voters.contains(&node), "promotion", &mut progress)
             .await?;
-        Ok(MembershipReport { node, ranges: ranges.len(), catch_up, total: started.elapsed() })
+        let mut count = ranges.len();
+        for _ in 0..SPLIT_ROUNDS_MAX {
+            let more = self.ranges_not(|m| m.voters.contains(&node)).await;
+            if more.is_empty() {
+                break;
+            }
+            progress(&format!("{} ranges split off meanwhile", more.len()));
+            self.add_learners(&more, node, address, identity, &mut progress).await?;
+            for range in &more {
+                self.change_replicas(range, ReplicaOp::Promote { node }).await?;
+            }
+            self.wait_settled(&more, |m| m.voters.contains(&node), "promotion", &mut progress)
+                .await?;
+            count += more.len();
+        }
+        Ok(MembershipReport { node, ranges: count, catch_up, total: started.elapsed() })
     }
 
     /// Removes `node` from every range (the meta range last), then from the cluster.
@@ -153,6 +168,19 @@ impl Client {
             self.change_replicas(range, ReplicaOp::Remove { node, last }).await?;
         }
         self.wait_settled(&ranges, |m| !is_member(m, node), "removal", &mut progress).await?;
+        let mut count = count;
+        for _ in 0..SPLIT_ROUNDS_MAX {
+            let more = self.ranges_not(|m| !is_member(m, node)).await;
+            if more.is_empty() {
+                break;
+            }
+            progress(&format!("{} ranges split off meanwhile", more.len()));
+            for range in &more {
+                self.change_replicas(range, ReplicaOp::Remove { node, last: false }).await?;
+            }
+            self.wait_settled(&more, |m| !is_member(m, node), "removal", &mut progress).await?;
+            count += more.len();
+        }
         Ok(MembershipReport {
             node,
             ranges: count,
@@ -203,6 +231,21 @@ impl Client {
         }
         let done = |m: &RangeMembership| m.voters.contains(&node) && !is_member(m, old);
         self.wait_settled(&ranges, done, "replacement", &mut progress).await?;
+        let mut count = count;
+        for _ in 0..SPLIT_ROUNDS_MAX {
+            let more = self.ranges_not(done).await;
+            if more.is_empty() {
+                break;
+            }
+            progress(&format!("{} ranges split off meanwhile", more.len()));
+            self.add_learners(&more, node, address, identity, &mut progress).await?;
+            for range in &more {
+                let op = ReplicaOp::Replace { remove: old, add: node, last: false };
+                self.change_replicas(range, op).await?;
+            }
+            self.wait_settled(&more, done, "replacement", &mut progress).await?;
+            count += more.len();
+        }
         Ok(MembershipReport { node, ranges: count, catch_up, total: started.elapsed() })
     }
 
@@ -356,6 +399,26 @@ impl Client {
 
 /// The ranges in the order nodes are added: the meta range first (its entries tell
 /// every node about members), then by start key.
+/// Rounds of catching up with ranges split off while a membership command ran (a
+/// range that splits takes its configuration at the split, which may predate the
+/// command's change of it).
+const SPLIT_ROUNDS_MAX: usize = 5;
+
+impl Client {
+    /// The ranges, by the cluster's status now, whose configuration `done` is not
+    /// true of, in add order.
+    async fn ranges_not(&self, done: impl Fn(&RangeMembership) -> bool) -> Vec<RangeDescriptor> {
+        let status = self.status().await;
+        let pending: BTreeSet<_> = status
+            .ranges()
+            .iter()
+            .filter(|view| !done(&membership(view)))
+            .map(|view| view.descriptor.id)
+            .collect();
+        add_order(&status).into_iter().filter(|d| pending.contains(&d.id)).collect()
+    }
+}
+
 fn add_order(status: &ClusterStatus) -> Vec<RangeDescriptor> {
     let mut ranges: Vec<RangeDescriptor> =
         status.ranges().into_iter().map(|r| r.descriptor).collect();
