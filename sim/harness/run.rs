@@ -230,6 +230,11 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
         &outcomes.finals,
         &outcomes.converged_commit,
     ));
+    if let Some(range) = std::env::var("SIM_DEBUG_RANGE").ok().and_then(|r| r.parse().ok()) {
+        for event in safety.events_around(rangedb::range::descriptor::RangeId(range), 0, u64::MAX) {
+            eprintln!("range {range}: {event}");
+        }
+    }
     for violation in violations.iter_mut() {
         if let Some((key, from, to)) = &violation.focus {
             let range = model.range_of(key);

@@ -46,7 +46,7 @@ pub async fn run_split_client(
     if rng.chance(0.3) {
         tokio::time::sleep(Duration::from_millis(rng.between(200, 1_500))).await;
         // A few hundred bytes: the ranges the workload writes to split by size.
-        let bytes = ["200", "400", "1KiB"][rng.below(3) as usize];
+        let bytes = ["48", "96", "200"][rng.below(3) as usize];
         done.by_size = client.config_set("range_max_bytes", bytes).await.is_ok();
     }
     for _ in 0..rng.between(1, 5) {

@@ -159,27 +159,32 @@ impl Client {
         if !known.contains(&node) {
             return Err(ClientError::Invalid { reason: format!("{node} is not a member") });
         }
-        let mut ranges = add_order(&status);
-        ranges.reverse();
-        let count = ranges.len();
-        for (k, range) in ranges.iter().enumerate() {
-            progress(&format!("removing {node}: {k}/{count} ranges"));
-            let last = k + 1 == count;
-            self.change_replicas(range, ReplicaOp::Remove { node, last }).await?;
-        }
-        self.wait_settled(&ranges, |m| !is_member(m, node), "removal", &mut progress).await?;
-        let mut count = count;
-        for _ in 0..SPLIT_ROUNDS_MAX {
-            let more = self.ranges_not(|m| !is_member(m, node)).await;
-            if more.is_empty() {
+        // Every range but the meta range first, then again for ranges split off
+        // meanwhile (they take their range's configuration at the split), and the
+        // meta range last: its entry retires the node, which stops then.
+        let (meta, others) = meta_and_others(add_order(&status));
+        let done = |m: &RangeMembership| !is_member(m, node);
+        let mut count = 0;
+        let mut pending = others;
+        for _ in 0..=SPLIT_ROUNDS_MAX {
+            for range in &pending {
+                progress(&format!("removing {node}: {count} ranges"));
+                self.change_replicas(range, ReplicaOp::Remove { node, last: false }).await?;
+                count += 1;
+            }
+            self.wait_settled(&pending, done, "removal", &mut progress).await?;
+            pending = self.ranges_not(done).await;
+            pending.retain(|range| Some(range.id) != meta.as_ref().map(|m| m.id));
+            if pending.is_empty() {
                 break;
             }
-            progress(&format!("{} ranges split off meanwhile", more.len()));
-            for range in &more {
-                self.change_replicas(range, ReplicaOp::Remove { node, last: false }).await?;
-            }
-            self.wait_settled(&more, |m| !is_member(m, node), "removal", &mut progress).await?;
-            count += more.len();
+            progress(&format!("{} ranges split off meanwhile", pending.len()));
+        }
+        if let Some(meta) = meta {
+            progress(&format!("removing {node}: {count} ranges"));
+            self.change_replicas(&meta, ReplicaOp::Remove { node, last: true }).await?;
+            self.wait_settled(&[meta], done, "removal", &mut progress).await?;
+            count += 1;
         }
         Ok(MembershipReport {
             node,
@@ -221,30 +226,35 @@ impl Client {
             return Err(ClientError::Invalid { reason: format!("{old} is not a member") });
         }
         let catch_up = self.add_learners(&ranges, node, address, identity, &mut progress).await?;
-        let count = ranges.len();
-        for (k, range) in ranges.iter().enumerate().rev() {
-            progress(&format!("replacing {old} by {node}: {}/{count} ranges", count - 1 - k));
-            // The meta range (first in add order) last: its entry retires `old`.
-            let last = k == 0;
-            self.change_replicas(range, ReplicaOp::Replace { remove: old, add: node, last })
-                .await?;
-        }
+        // As `remove_node`: the meta range last, its entry retires `old`.
+        let (meta, others) = meta_and_others(ranges);
         let done = |m: &RangeMembership| m.voters.contains(&node) && !is_member(m, old);
-        self.wait_settled(&ranges, done, "replacement", &mut progress).await?;
-        let mut count = count;
-        for _ in 0..SPLIT_ROUNDS_MAX {
-            let more = self.ranges_not(done).await;
-            if more.is_empty() {
-                break;
+        let mut count = 0;
+        let mut pending = others;
+        for round in 0..=SPLIT_ROUNDS_MAX {
+            if round > 0 {
+                self.add_learners(&pending, node, address, identity, &mut progress).await?;
             }
-            progress(&format!("{} ranges split off meanwhile", more.len()));
-            self.add_learners(&more, node, address, identity, &mut progress).await?;
-            for range in &more {
+            for range in &pending {
+                progress(&format!("replacing {old} by {node}: {count} ranges"));
                 let op = ReplicaOp::Replace { remove: old, add: node, last: false };
                 self.change_replicas(range, op).await?;
+                count += 1;
             }
-            self.wait_settled(&more, done, "replacement", &mut progress).await?;
-            count += more.len();
+            self.wait_settled(&pending, done, "replacement", &mut progress).await?;
+            pending = self.ranges_not(done).await;
+            pending.retain(|range| Some(range.id) != meta.as_ref().map(|m| m.id));
+            if pending.is_empty() {
+                break;
+            }
+            progress(&format!("{} ranges split off meanwhile", pending.len()));
+        }
+        if let Some(meta) = meta {
+            progress(&format!("replacing {old} by {node}: {count} ranges"));
+            let op = ReplicaOp::Replace { remove: old, add: node, last: true };
+            self.change_replicas(&meta, op).await?;
+            self.wait_settled(&[meta], done, "replacement", &mut progress).await?;
+            count += 1;
         }
         Ok(MembershipReport { node, ranges: count, catch_up, total: started.elapsed() })
     }
@@ -416,6 +426,19 @@ impl Client {
             .map(|view| view.descriptor.id)
             .collect();
         add_order(&status).into_iter().filter(|d| pending.contains(&d.id)).collect()
+    }
+}
+
+/// The meta range (first in add order), and the others.
+fn meta_and_others(
+    mut ranges: Vec<RangeDescriptor>,
+) -> (Option<RangeDescriptor>, Vec<RangeDescriptor>) {
+    match ranges.first() {
+        Some(first) if first.contains(RESERVED_PREFIX) => {
+            let meta = ranges.remove(0);
+            (Some(meta), ranges)
+        }
+        _ => (None, ranges),
     }
 }
 

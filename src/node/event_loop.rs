@@ -629,7 +629,10 @@ impl Node {
         let not_leader = self.not_leader(range);
         let invalid = |reason: String| Response::Invalid { reason };
         let Some(replica) = self.replicas.get(&range) else {
-            return reply.send(invalid(format!("no range {range} on {}", self.id)));
+            // Perhaps not yet: a range split off elsewhere reaches this node when it
+            // applies the split, or by a snapshot from its leader.
+            let reason = format!("{} holds no replica of {range} (yet); retry", self.id);
+            return reply.send(Response::Unavailable { reason });
         };
         if !replica.is_leader() {
             return reply.send(not_leader(replica.raft.leader()));
@@ -921,6 +924,16 @@ impl Node {
         }
         if ranges.is_empty() {
             ranges = self.replicas.values().map(|r| r.descriptor.clone()).collect();
+        }
+        // The meta range records spans; who holds each range is its configuration,
+        // which this node's replica knows better (membership changes do not rewrite
+        // the descriptors).
+        for descriptor in &mut ranges {
+            if let Some(replica) = self.replicas.get(&descriptor.id) {
+                if replica.kv.span().is_some() && !replica.descriptor.replicas.is_empty() {
+                    descriptor.replicas = replica.descriptor.replicas.clone();
+                }
+            }
         }
         let addresses =
             members::read(&self.members).current().map(|(id, a)| (id, a.clone())).collect();

@@ -592,6 +592,13 @@ fn recover_replicas(
         };
         let log = recovery.ranges.remove(&range).unwrap_or_default();
         let mut hard_state = log.hard_state.unwrap_or_default();
+        if hard_state.term < snapshot.meta.term {
+            // A range created by a split starts at its split entry's term, saved in
+            // its snapshot at once; its first hard state may not have reached the WAL
+            // before a crash. Its term never goes below its log's (a vote in that
+            // term would have been logged and synced first).
+            hard_state = HardState { term: snapshot.meta.term, vote: None, ..hard_state };
+        }
         let mut entries = entries_after(&snapshot.meta, log.entries);
         if damaged {
             if single_voter(&snapshot, &entries) {
