@@ -253,6 +253,9 @@ pub fn descriptor_json(descriptor: &RangeDescriptor) -> serde_json::Value {
 
 /// A setting's value in JSON: a number, or "all".
 pub fn setting_json(setting: Setting, value: u64) -> serde_json::Value {
+    if setting == Setting::RangeMaxBytes {
+        return json!(value); // Bytes, as a number (the text form says "64MiB").
+    }
     match setting.format_value(value).parse::<u64>() {
         Ok(number) => json!(number),
         Err(_) => json!(setting.format_value(value)),
