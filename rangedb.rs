@@ -992,9 +992,11 @@ fn client_result<T>(result: Result<T, ClientError>) -> anyhow::Result<T> {
 }
 
 fn print_status(status: &ClusterStatus) {
-    let mut rows =
-        vec![["RANGE", "START", "END", "LEADER", "TERM", "COMMIT", "APPLIED", "REPLICAS"]
-            .map(String::from)];
+    let mut rows = vec![[
+        "RANGE", "START", "END", "GEN", "KEYS", "SIZE", "LEADER", "TERM", "COMMIT", "APPLIED",
+        "REPLICAS",
+    ]
+    .map(String::from)];
     for range in status.ranges() {
         let descriptor = &range.descriptor;
         let leader = match range.leader {
@@ -1019,6 +1021,9 @@ fn print_status(status: &ClusterStatus) {
                 Some(end) => format!("\"{}\"", escape(end)),
                 None => "(end)".to_string(),
             },
+            descriptor.generation.to_string(),
+            range.keys.to_string(),
+            rangedb::cli_table::human_bytes(range.bytes),
             leader,
             range.term.to_string(),
             range.commit.to_string(),
