@@ -139,6 +139,11 @@ async fn ranges_split_by_size_on_their_own() {
     }
     assert!(ranges.values().all(|r| r.len() >= 12), "ranges did not split by size: {ranges:?}");
     check_everywhere(&cluster, &client, &acked).await;
+    // Watched: one look per interval, each with its header.
+    let watch = cluster.cli(&["status", "--watch", "--interval", "100ms", "--count", "2"]);
+    assert!(watch.status.success(), "{}", stderr(&watch));
+    let text = String::from_utf8_lossy(&watch.stdout).to_string();
+    assert_eq!(text.matches("ranges (every 100ms").count(), 2, "{text}");
     // The status shows each range's generation and size.
     let status = cluster.cli(&["status", "-w", "json"]);
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
