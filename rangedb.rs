@@ -699,7 +699,7 @@ async fn client_command(client: &Client, command: &Command, json: bool) -> anyho
             Ok(if any_up { 0 } else { EXIT_ERROR })
         }
         Command::Status { watch: true, interval, count } => {
-            watch_status(&client, *interval, *count, json).await
+            watch_status(client, *interval, *count, json).await
         }
         Command::Node { command: NodeCommand::List } => {
             let status = client.status().await;
