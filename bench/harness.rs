@@ -103,6 +103,10 @@ pub struct BenchArgs {
     /// Start an N-node cluster on loopback for the run (instead of --endpoints).
     #[arg(long)]
     local: Option<u64>,
+    /// A runtime setting (`rangedb admin config set`) made before the run, as
+    /// NAME=VALUE; repeatable (e.g. `--setting range_max_bytes=16MiB`; rangedb only).
+    #[arg(long, value_name = "NAME=VALUE")]
+    setting: Vec<String>,
     /// Print one JSON object per run on stdout (the table goes to stderr).
     #[arg(long)]
     json: bool,
@@ -186,6 +190,15 @@ enum Target {
 }
 
 impl Target {
+    /// The rangedb client, if that is the target.
+    fn rangedb(&self) -> Option<&Client> {
+        match self {
+            Target::Rangedb(client) => Some(client),
+            #[cfg(feature = "etcd")]
+            Target::Etcd(_) => None,
+        }
+    }
+
     /// `connections` connections to `endpoints`, each to every node.
     async fn connect(
         kind: TargetKind,
@@ -573,6 +586,17 @@ async fn drive(
     wait_ready(&mut clients[0].clone()).await?;
     let server_version = clients[0].clone().server_version().await.context("server version")?;
     eprintln!("{} {server_version} at {}", kind.name(), endpoints.join(","));
+    for setting in &args.setting {
+        let Some((name, value)) = setting.split_once('=') else {
+            bail!("--setting {setting:?}: expected NAME=VALUE");
+        };
+        let Some(client) = clients[0].rangedb() else {
+            bail!("--setting is for rangedb");
+        };
+        client.config_set(name, value).await.with_context(|| format!("--setting {setting}"))?;
+        eprintln!("setting {name} = {value}");
+    }
+    let ranges_before = range_count(&clients[0]).await;
     if workload.needs_preload() && !args.skip_preload {
         eprintln!("loading {} keys...", args.keys);
         preload(&clients, args).await?;
@@ -614,6 +638,9 @@ async fn drive(
         let _ = task.await;
     }
     eprintln!();
+    if let (Some(before), Some(after)) = (ranges_before, range_count(&clients[0]).await) {
+        eprintln!("ranges: {before} before the run, {after} after");
+    }
     let histogram = shared.histogram.lock().expect("no task panicked holding it");
     let target = (kind, server_version.as_str());
     let summary = report(args, target, &histogram, &shared.counters, elapsed, cpu, client_cpu);
@@ -622,6 +649,11 @@ async fn drive(
         write_report(args, target, summary, &timeline, &histogram, path)?;
     }
     Ok(0)
+}
+
+/// How many ranges a rangedb cluster has (None for another target).
+async fn range_count(target: &Target) -> Option<usize> {
+    Some(target.rangedb()?.status().await.ranges().len())
 }
 
 /// Prints a progress line every second until the duration or the op count is reached.

@@ -23,7 +23,7 @@ use crate::node::members::{self, NodeChange, SharedMembers};
 use crate::node::replica::{Replica, ReplyTo};
 use crate::node::routes::Routes;
 use crate::node::snapshotter::Snapshotter;
-use crate::node::split::{AppliedSplit, PlannedSplit};
+use crate::node::split::{AppliedSplit, PlannedSplit, SPLIT_SNAPSHOT_DELAY_TICKS};
 use crate::node::telemetry::{EventKind, NodeMetrics, Readiness, Telemetry, READY_APPLY_LAG};
 use crate::node::ticker::Ticker;
 use crate::node::NodeError;
@@ -1035,7 +1035,16 @@ impl Node {
                     });
                 }
             }
-            outbox(&mut send_now, *range, std::mem::take(&mut ready.messages));
+            let mut messages = std::mem::take(&mut ready.messages);
+            if replica.split_at_tick.is_some_and(|at| self.ticks < at + SPLIT_SNAPSHOT_DELAY_TICKS)
+            {
+                // A range just split off: its followers create it by applying the same
+                // split; a snapshot now (to a replica still empty) would copy the whole
+                // range for nothing. The core sends it again if the follower stays
+                // silent.
+                messages.retain(|m| !matches!(m.body, MessageBody::Snapshot { .. }));
+            }
+            outbox(&mut send_now, *range, messages);
             if let Some(snapshot) = &ready.snapshot {
                 // The file first: once the marker is durable, recovery needs it.
                 self.snapshots.save_now(*range, snapshot)?;

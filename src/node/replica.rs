@@ -118,6 +118,8 @@ pub struct Replica {
     /// The settings revision this replica, leading, last proposed and at which tick
     /// (`Node::propagate_settings`).
     pub settings_proposed: Option<(u64, u64)>,
+    /// The node tick at which this replica was created by applying a split.
+    pub split_at_tick: Option<u64>,
     /// The state machine's settings last reported to the simulation's checker.
     #[cfg(madsim)]
     pub sim_settings: crate::range::settings::RangeSettings,
@@ -141,6 +143,7 @@ impl Replica {
             reads_unconfirmed: BTreeMap::new(),
             reads_confirmed: Vec::new(),
             settings_proposed: None,
+            split_at_tick: None,
             #[cfg(madsim)]
             sim_settings: kv.settings(),
             kv,

@@ -38,6 +38,9 @@ use crate::wire::Response;
 /// Ticks before a leader proposes a planned split again that its range has not
 /// applied (a proposal lost to a leadership change).
 pub const SPLIT_RETRY_TICKS: u64 = 20;
+/// Ticks after a split during which the new range sends no snapshot (its followers
+/// are about to create it from their own replica of the left range).
+pub const SPLIT_SNAPSHOT_DELAY_TICKS: u64 = 20;
 /// Ticks between two looks at the ranges' sizes by the meta range's leader.
 pub const SPLIT_CHECK_TICKS: u64 = 10;
 
@@ -312,7 +315,12 @@ impl Node {
         let seed = self.raft_seed;
         let config = crate::node::range_raft_config(self.id, seed.cluster, right, seed.incarnation);
         let raft = match RaftGroup::new(config, store) {
-            Ok(raft) => raft,
+            Ok(mut raft) => {
+                if kept.is_none() {
+                    raft.created_fresh();
+                }
+                raft
+            }
             Err(error) => {
                 warn!(
                     node = self.id.0,
@@ -324,6 +332,7 @@ impl Node {
         let span = kv.span().cloned().unwrap_or(Span { start: vec![], end: None, generation: 0 });
         let descriptor = span.descriptor(right, Vec::new());
         let mut replica = Replica::new(descriptor, raft, kv, index, bytes);
+        replica.split_at_tick = Some(self.ticks());
         if self.replicas.get(&left).is_some_and(Replica::is_leader) {
             // Its followers create it as they apply the same entry: an election now
             // instead of after a timeout.

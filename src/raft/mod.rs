@@ -402,6 +402,13 @@ impl RaftGroup {
     }
 
     /// Starts an election now (used to elect a single-node group without waiting).
+    /// A group created with a term it never ran in (a range split off at its split
+    /// entry's term): it is not a restarted replica, so it does not refuse votes for
+    /// an election timeout (it acknowledged no leader's heartbeats before).
+    pub fn created_fresh(&mut self) {
+        self.restart_sticky_ticks = 0;
+    }
+
     pub fn campaign(&mut self) {
         self.wake();
         self.hup(false);
