@@ -142,6 +142,7 @@ fn shown(settings: &ClusterSettings, setting: Setting) -> String {
             "{} (default)",
             setting.format_value(rangedb::range::settings::RANGE_MAX_BYTES_DEFAULT)
         ),
+        (None, Setting::RangeMaxWritesPerSec) => "0 (default: never by load)".to_string(),
     }
 }
 
@@ -155,6 +156,7 @@ fn setting_object(settings: &ClusterSettings, setting: Setting) -> serde_json::V
         Setting::RangeMaxBytes => {
             setting_json(setting, rangedb::range::settings::RANGE_MAX_BYTES_DEFAULT)
         }
+        Setting::RangeMaxWritesPerSec => setting_json(setting, 0),
     };
     json!({
         "name": setting.name(),

@@ -151,3 +151,33 @@ async fn ranges_split_by_size_on_their_own() {
         json["ranges"].as_array().expect("ranges").iter().filter_map(|r| r["bytes"].as_u64()).sum();
     assert!(bytes > 30_000, "{json}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_range_splits_by_load_at_the_keys_it_is_written() {
+    let cluster = Cluster::start(3, &[]);
+    let client = client(&cluster);
+    for (name, value) in [("range_max_bytes", "0"), ("range_max_writes_per_sec", "50")] {
+        let set = cluster.cli(&["admin", "config", "set", name, value]);
+        assert!(set.status.success(), "{}", stderr(&set));
+    }
+    // Keys "h-..." only: the range g..p is the hot one.
+    let mut hot = None;
+    for i in 0..2000u64 {
+        client.put(format!("h-{i:05}").as_bytes(), b"v").await.expect("put");
+        if i % 100 == 99 {
+            let ranges = ranges_per_node(&client).await;
+            let cuts: BTreeSet<Vec<u8>> = ranges
+                .values()
+                .flatten()
+                .map(|(_, start, _, _)| start.clone())
+                .filter(|start| start.starts_with(b"h-"))
+                .collect();
+            if !cuts.is_empty() {
+                hot = Some(cuts);
+                break;
+            }
+        }
+    }
+    let cuts = hot.expect("the hot range never split by load");
+    assert!(cuts.iter().all(|cut| cut.as_slice() > b"h-00000".as_slice()), "{cuts:?}");
+}

@@ -55,6 +55,7 @@ pub const DECLARED: &[&str] = &[
     // caught up by snapshot (or that was added while the range split).
     "range split applied",
     "range split by size planned",
+    "range split by load planned",
     "write routed before a split refused",
     "replica created empty for a range split elsewhere",
 ];

@@ -415,6 +415,7 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>, runaway: Arc<AtomicBoo
     let splits = splitter.await.unwrap_or_default();
     faults.insert("effect: ranges split by the operator".into(), splits.split);
     faults.insert("effect: splits by size turned on".into(), u64::from(splits.by_size));
+    faults.insert("effect: splits by load turned on".into(), u64::from(splits.by_load));
     let mut history = std::mem::take(&mut *history.lock().expect("history lock"));
     let backup_taken = {
         let backup = backup_log.lock().expect("backup log");

@@ -1,7 +1,8 @@
 //! Ranges that split while the cluster runs, in about half the seeds: an operator's
 //! client splits ranges at keys among the workload's, the bank's and the lists'
-//! (`rangedb admin split`), and in some of those seeds sets `range_max_bytes` so low
-//! that the meta range's leader splits ranges by size on its own. The splits happen
+//! (`rangedb admin split`), and in some of those seeds sets `range_max_bytes` or
+//! `range_max_writes_per_sec` so low that the meta range's leader splits ranges by
+//! size or by load on its own. The splits happen
 //! under every fault the schedule injects; the witness replays them (every write
 //! applied inside its range's span, generations only growing), and the nodes report
 //! their spans to the `splits` check (no two of a node's replicas overlap).
@@ -29,6 +30,7 @@ const SPLIT_KEYS: [&[u8]; 14] =
 pub struct SplitsDone {
     pub split: u64,
     pub by_size: bool,
+    pub by_load: bool,
 }
 
 pub async fn run_split_client(
@@ -48,6 +50,13 @@ pub async fn run_split_client(
         // A few hundred bytes: the ranges the workload writes to split by size.
         let bytes = ["48", "96", "200"][rng.below(3) as usize];
         done.by_size = client.config_set("range_max_bytes", bytes).await.is_ok();
+    }
+    // Splits by load in a quarter of these seeds (a stream of its own: the draws
+    // above and below stay those of the seeds that found the split bugs).
+    let mut load = Rng::new(seed ^ 0x10ad_5b11_7000);
+    if load.chance(0.25) {
+        let rate = ["5", "20", "50"][load.below(3) as usize];
+        done.by_load = client.config_set("range_max_writes_per_sec", rate).await.is_ok();
     }
     for _ in 0..rng.between(1, 5) {
         tokio::time::sleep(Duration::from_millis(rng.between(100, 1_500))).await;

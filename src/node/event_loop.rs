@@ -306,6 +306,7 @@ impl Node {
         self.propagate_settings();
         self.propose_planned_splits();
         self.split_large_ranges();
+        self.split_hot_ranges();
         self.expire_backups();
         self.publish_telemetry();
         for (kind, count) in self.log_limiter.take_summaries(self.elapsed_ms()) {

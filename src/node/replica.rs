@@ -84,6 +84,43 @@ fn command_bytes_estimate(command: &Command) -> usize {
     }
 }
 
+/// A range's write load as its replica applies it: a counter, and every 8th written
+/// key in a ring of the last 64 such (where a split by load cuts: their median).
+#[derive(Debug, Default)]
+pub struct Load {
+    pub writes: u64,
+    sampled: std::collections::VecDeque<Vec<u8>>,
+    /// `writes` and the node's clock (ms) at the last look (`Node::split_hot_ranges`).
+    pub mark: (u64, u64),
+}
+
+impl Load {
+    const EVERY: u64 = 8;
+    const KEPT: usize = 64;
+
+    /// Whether the next write's key is kept.
+    fn samples_next(&self) -> bool {
+        (self.writes + 1) % Load::EVERY == 0
+    }
+
+    fn record(&mut self, sampled: Option<Vec<u8>>) {
+        self.writes += 1;
+        if let Some(key) = sampled {
+            if self.sampled.len() == Load::KEPT {
+                self.sampled.pop_front();
+            }
+            self.sampled.push_back(key);
+        }
+    }
+
+    /// The median of the sampled keys.
+    pub fn median_key(&self) -> Option<Vec<u8>> {
+        let mut keys: Vec<&Vec<u8>> = self.sampled.iter().collect();
+        keys.sort();
+        keys.get(keys.len() / 2).map(|key| (*key).clone())
+    }
+}
+
 /// What applying an entry did beyond the state machine.
 #[derive(Default)]
 pub struct Applied {
@@ -120,6 +157,8 @@ pub struct Replica {
     pub settings_proposed: Option<(u64, u64)>,
     /// The node tick at which this replica was created by applying a split.
     pub split_at_tick: Option<u64>,
+    /// Writes applied, and some of their keys (for a split by load).
+    pub load: Load,
     /// The state machine's settings last reported to the simulation's checker.
     #[cfg(madsim)]
     pub sim_settings: crate::range::settings::RangeSettings,
@@ -144,6 +183,7 @@ impl Replica {
             reads_confirmed: Vec::new(),
             settings_proposed: None,
             split_at_tick: None,
+            load: Load::default(),
             #[cfg(madsim)]
             sim_settings: kv.settings(),
             kv,
@@ -316,6 +356,14 @@ impl Replica {
         // same on every replica); a joint one refuses the split (its leader plans it
         // again once the change is done).
         let conf_state = self.raft.conf_state_at(entry.index);
+        // A put or delete counts toward the range's load; one in `Load::EVERY` keeps
+        // its key (copied only then: this is the write path).
+        let written = match &command.op {
+            WriteOp::Put { key, .. } | WriteOp::Delete { key } => {
+                Some(self.load.samples_next().then(|| key.clone()))
+            }
+            _ => None,
+        };
         let result = if matches!(command.op, WriteOp::Split { .. }) && conf_state.is_none() {
             self.kv.apply_noop(entry.index);
             let reason = "the range is changing its replicas".to_string();
@@ -339,6 +387,9 @@ impl Replica {
         };
         let refused =
             matches!(result, CommandResult::WrongRange | CommandResult::SplitRefused { .. });
+        if let (Some(sampled), false) = (written, refused) {
+            self.load.record(sampled);
+        }
         if let Some(write) = waiting {
             if write.term == entry.term {
                 write.committed();

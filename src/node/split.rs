@@ -269,6 +269,42 @@ impl Node {
             .or_insert_with(|| Replica::new(descriptor, raft, KvStore::new_range(), 0, 0))
     }
 
+    /// The meta range's leader plans a split of a range whose replica here applied
+    /// more than `range_max_writes_per_sec` writes per second since the last look, at
+    /// the median of its recently written keys (one plan per look).
+    pub(crate) fn split_hot_ranges(&mut self) {
+        let max_rate = self.settings.range_max_writes_per_sec();
+        if max_rate.is_none() || self.ticks() % SPLIT_CHECK_TICKS != 0 {
+            return;
+        }
+        let now_ms = self.ticker.wall_ms();
+        let meta = self.table.meta();
+        let leads_meta = self.replicas.get(&meta).is_some_and(Replica::is_leader);
+        let mut candidate = None;
+        for (id, replica) in self.replicas.iter_mut() {
+            let (writes, at_ms) = replica.load.mark;
+            replica.load.mark = (replica.load.writes, now_ms);
+            let elapsed_ms = now_ms.saturating_sub(at_ms);
+            let skip = !leads_meta || candidate.is_some() || *id == meta;
+            if skip || at_ms == 0 || elapsed_ms == 0 || self.split_plans.contains_key(id) {
+                continue;
+            }
+            let rate = (replica.load.writes - writes) * 1000 / elapsed_ms;
+            if max_rate.is_some_and(|max| rate > max) {
+                let inside =
+                    |key: &Vec<u8>| replica.kv.span().is_some_and(|span| span.splits_at(key));
+                candidate = replica.load.median_key().filter(inside).map(|key| (*id, key));
+            }
+        }
+        let Some((range, key)) = candidate else { return };
+        let Ok(command) = self.split_plan_for(range, &key) else { return };
+        if let Some(replica) = self.replicas.get_mut(&meta) {
+            #[cfg(madsim)]
+            crate::env::sim_hooks::sometimes("range split by load planned");
+            replica.propose_internal(&command);
+        }
+    }
+
     /// Creates the new range of a split a local replica applied: its snapshot at the
     /// split's index saved first (so a restart finds it even once the left range's
     /// log is compacted past the split), then its Raft group. A range this node

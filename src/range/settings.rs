@@ -35,6 +35,11 @@ pub enum Setting {
     /// A range whose live keys and values pass this many bytes is split in two at
     /// its middle key by the meta range's leader (0: never by size).
     RangeMaxBytes,
+    /// A range applying more writes per second than this (as the meta range's
+    /// leader's replica sees them) is split at the median of its recently written
+    /// keys (0: never by load, the default: with every range's leader on one node a
+    /// split spreads no load yet).
+    RangeMaxWritesPerSec,
 }
 
 /// `range_max_bytes` when never set: 64 MiB (TiKV's regions split at 96 MiB,
@@ -63,14 +68,19 @@ struct StoredSetting {
 const STORED_SETTING_VERSION: u32 = 1;
 
 impl Setting {
-    pub const ALL: [Setting; 3] =
-        [Setting::HistoryRevisions, Setting::SnapshotEntries, Setting::RangeMaxBytes];
+    pub const ALL: [Setting; 4] = [
+        Setting::HistoryRevisions,
+        Setting::SnapshotEntries,
+        Setting::RangeMaxBytes,
+        Setting::RangeMaxWritesPerSec,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Setting::HistoryRevisions => "history_revisions",
             Setting::SnapshotEntries => "snapshot_entries",
             Setting::RangeMaxBytes => "range_max_bytes",
+            Setting::RangeMaxWritesPerSec => "range_max_writes_per_sec",
         }
     }
 
@@ -83,6 +93,9 @@ impl Setting {
             Setting::SnapshotEntries => "entries a range applies between two snapshots",
             Setting::RangeMaxBytes => {
                 "bytes of live data at which a range splits in two (0: never; default 64MiB)"
+            }
+            Setting::RangeMaxWritesPerSec => {
+                "writes per second at which a range splits in two (0: never, the default)"
             }
         }
     }
@@ -121,6 +134,9 @@ impl Setting {
             },
             Setting::RangeMaxBytes => {
                 parse_bytes(text).ok_or_else(|| bad("expected bytes, e.g. 65536, 512KiB, 64MiB"))
+            }
+            Setting::RangeMaxWritesPerSec => {
+                text.parse().map_err(|_| bad("expected writes per second (0: never)"))
             }
         }
     }
@@ -173,6 +189,7 @@ pub struct ClusterSettings {
     pub history_revisions: Option<SetValue>,
     pub snapshot_entries: Option<SetValue>,
     pub range_max_bytes: Option<SetValue>,
+    pub range_max_writes_per_sec: Option<SetValue>,
 }
 
 impl ClusterSettings {
@@ -181,7 +198,13 @@ impl ClusterSettings {
             Setting::HistoryRevisions => self.history_revisions,
             Setting::SnapshotEntries => self.snapshot_entries,
             Setting::RangeMaxBytes => self.range_max_bytes,
+            Setting::RangeMaxWritesPerSec => self.range_max_writes_per_sec,
         }
+    }
+
+    /// The write rate at which ranges split (None: never by load).
+    pub fn range_max_writes_per_sec(&self) -> Option<u64> {
+        self.range_max_writes_per_sec.map(|set| set.value).filter(|&rate| rate > 0)
     }
 
     /// The size at which ranges split (None: never by size).
@@ -195,6 +218,7 @@ impl ClusterSettings {
             Setting::HistoryRevisions => &mut self.history_revisions,
             Setting::SnapshotEntries => &mut self.snapshot_entries,
             Setting::RangeMaxBytes => &mut self.range_max_bytes,
+            Setting::RangeMaxWritesPerSec => &mut self.range_max_writes_per_sec,
         }
     }
 
