@@ -159,33 +159,12 @@ impl Client {
         if !known.contains(&node) {
             return Err(ClientError::Invalid { reason: format!("{node} is not a member") });
         }
-        // Every range but the meta range first, then again for ranges split off
-        // meanwhile (they take their range's configuration at the split), and the
-        // meta range last: its entry retires the node, which stops then.
         let (meta, others) = meta_and_others(add_order(&status));
         let done = |m: &RangeMembership| !is_member(m, node);
-        let mut count = 0;
-        let mut pending = others;
-        for _ in 0..=SPLIT_ROUNDS_MAX {
-            for range in &pending {
-                progress(&format!("removing {node}: {count} ranges"));
-                self.change_replicas(range, ReplicaOp::Remove { node, last: false }).await?;
-                count += 1;
-            }
-            self.wait_settled(&pending, done, "removal", &mut progress).await?;
-            pending = self.ranges_not(done).await;
-            pending.retain(|range| Some(range.id) != meta.as_ref().map(|m| m.id));
-            if pending.is_empty() {
-                break;
-            }
-            progress(&format!("{} ranges split off meanwhile", pending.len()));
-        }
-        if let Some(meta) = meta {
-            progress(&format!("removing {node}: {count} ranges"));
-            self.change_replicas(&meta, ReplicaOp::Remove { node, last: true }).await?;
-            self.wait_settled(&[meta], done, "removal", &mut progress).await?;
-            count += 1;
-        }
+        let op = |last| ReplicaOp::Remove { node, last };
+        let step = format!("removing {node}");
+        let count =
+            self.change_all(meta, others, op, done, None, &step, "removal", &mut progress).await?;
         Ok(MembershipReport {
             node,
             ranges: count,
@@ -226,36 +205,14 @@ impl Client {
             return Err(ClientError::Invalid { reason: format!("{old} is not a member") });
         }
         let catch_up = self.add_learners(&ranges, node, address, identity, &mut progress).await?;
-        // As `remove_node`: the meta range last, its entry retires `old`.
         let (meta, others) = meta_and_others(ranges);
         let done = |m: &RangeMembership| m.voters.contains(&node) && !is_member(m, old);
-        let mut count = 0;
-        let mut pending = others;
-        for round in 0..=SPLIT_ROUNDS_MAX {
-            if round > 0 {
-                self.add_learners(&pending, node, address, identity, &mut progress).await?;
-            }
-            for range in &pending {
-                progress(&format!("replacing {old} by {node}: {count} ranges"));
-                let op = ReplicaOp::Replace { remove: old, add: node, last: false };
-                self.change_replicas(range, op).await?;
-                count += 1;
-            }
-            self.wait_settled(&pending, done, "replacement", &mut progress).await?;
-            pending = self.ranges_not(done).await;
-            pending.retain(|range| Some(range.id) != meta.as_ref().map(|m| m.id));
-            if pending.is_empty() {
-                break;
-            }
-            progress(&format!("{} ranges split off meanwhile", pending.len()));
-        }
-        if let Some(meta) = meta {
-            progress(&format!("replacing {old} by {node}: {count} ranges"));
-            let op = ReplicaOp::Replace { remove: old, add: node, last: true };
-            self.change_replicas(&meta, op).await?;
-            self.wait_settled(&[meta], done, "replacement", &mut progress).await?;
-            count += 1;
-        }
+        let op = |last| ReplicaOp::Replace { remove: old, add: node, last };
+        let learner = Some((node, address, identity));
+        let step = format!("replacing {old} by {node}");
+        let count = self
+            .change_all(meta, others, op, done, learner, &step, "replacement", &mut progress)
+            .await?;
         Ok(MembershipReport { node, ranges: count, catch_up, total: started.elapsed() })
     }
 
@@ -409,6 +366,53 @@ impl Client {
 
 /// The ranges in the order nodes are added: the meta range first (its entries tell
 /// every node about members), then by start key.
+impl Client {
+    /// `op(false)` on every range in `others`, then again on the ranges split off
+    /// meanwhile (they take their range's configuration at the split: `done` is not
+    /// true of them), each round awaited; then `op(true)` on the meta range, whose
+    /// entry retires a node (it stops then, so it must be last). With `learner`, a
+    /// new range gets that node as a learner first. Returns the ranges changed.
+    #[allow(clippy::too_many_arguments)] // The command's parts, each used once.
+    async fn change_all(
+        &self,
+        meta: Option<RangeDescriptor>,
+        others: Vec<RangeDescriptor>,
+        op: impl Fn(bool) -> ReplicaOp,
+        done: impl Fn(&RangeMembership) -> bool + Copy,
+        learner: Option<(NodeId, &str, u64)>,
+        step: &str,
+        what: &str,
+        progress: &mut impl FnMut(&str),
+    ) -> Result<usize, ClientError> {
+        let mut count = 0;
+        let mut pending = others;
+        for round in 0..=SPLIT_ROUNDS_MAX {
+            if let (Some((node, address, identity)), true) = (learner, round > 0) {
+                self.add_learners(&pending, node, address, identity, progress).await?;
+            }
+            for range in &pending {
+                progress(&format!("{step}: {count} ranges"));
+                self.change_replicas(range, op(false)).await?;
+                count += 1;
+            }
+            self.wait_settled(&pending, done, what, progress).await?;
+            pending = self.ranges_not(done).await;
+            pending.retain(|range| Some(range.id) != meta.as_ref().map(|m| m.id));
+            if pending.is_empty() {
+                break;
+            }
+            progress(&format!("{} ranges split off meanwhile", pending.len()));
+        }
+        if let Some(meta) = meta {
+            progress(&format!("{step}: {count} ranges"));
+            self.change_replicas(&meta, op(true)).await?;
+            self.wait_settled(&[meta], done, what, progress).await?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
 /// Rounds of catching up with ranges split off while a membership command ran (a
 /// range that splits takes its configuration at the split, which may predate the
 /// command's change of it).
