@@ -8,6 +8,7 @@ pub mod event_loop;
 pub mod liveness;
 pub mod members;
 pub mod replica;
+pub mod replicas;
 pub mod server;
 pub mod snapshotter;
 pub mod telemetry;

@@ -462,6 +462,13 @@ impl Replica {
         }
     }
 
+    /// No write or read waits on this replica.
+    pub fn waits_on_nothing(&self) -> bool {
+        self.writes.is_empty()
+            && self.reads_unconfirmed.is_empty()
+            && self.reads_confirmed.is_empty()
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.role() == Role::Leader
     }

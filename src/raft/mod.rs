@@ -71,6 +71,7 @@ use std::collections::BTreeMap;
 
 pub use membership::{ConfChange, Membership};
 pub use message::*;
+pub use quiesce::TickClock;
 pub use ready::{ReadState, Ready, SoftState};
 pub use storage::{MemStorage, Storage, StorageError};
 
@@ -265,6 +266,10 @@ pub struct RaftGroup {
     append_pending: bool,
     /// Idle: ticks only advance `now_tick` (quiesce.rs).
     quiesced: bool,
+    /// The driver's tick count, if it keeps one (`use_tick_clock`), and its value
+    /// when this group went quiet.
+    tick_clock: Option<quiesce::TickClock>,
+    quiesced_at: u64,
     /// Debug only: the commit index at the last invariant check.
     checked_commit: Index,
 }
@@ -320,6 +325,8 @@ impl RaftGroup {
             ready_outstanding: false,
             append_pending: false,
             quiesced: false,
+            tick_clock: None,
+            quiesced_at: 0,
         };
         group.randomize_election_timeout();
         Ok(group)
@@ -328,10 +335,14 @@ impl RaftGroup {
     /// Advances logical time by one tick: elections on followers, heartbeats,
     /// check-quorum and transfer timeouts on the leader.
     pub fn tick(&mut self) {
-        self.now_tick += 1;
         if self.quiesced {
+            // With a driver's clock, the clock counts this tick (`now`).
+            if self.tick_clock.is_none() {
+                self.now_tick += 1;
+            }
             return;
         }
+        self.now_tick += 1;
         match self.role {
             Role::Leader => self.tick_leader(),
             _ => self.tick_election(),
