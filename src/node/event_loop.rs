@@ -1452,7 +1452,9 @@ impl Node {
             replica.snapshot_index = index;
             replica.snapshot_bytes = snapshot.data.len() as u64;
             NodeMetrics::add(&self.telemetry.metrics.snapshots_taken, 1);
-            if let Err(error) = replica.raft.compact(snapshot) {
+            // What the log drops is freed off the loop.
+            let compacted = replica.raft.compact(snapshot);
+            if let Err(error) = compacted.map(|discarded| self.snapshots.discard(discarded)) {
                 warn!(
                     node = self.id.0,
                     range = range.0,

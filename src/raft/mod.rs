@@ -73,7 +73,7 @@ pub use membership::{ConfChange, Membership};
 pub use message::*;
 pub use quiesce::TickClock;
 pub use ready::{ReadState, Ready, SoftState};
-pub use storage::{MemStorage, Storage, StorageError};
+pub use storage::{Discarded, MemStorage, Storage, StorageError};
 
 use log::RaftLog;
 use membership::Configs;
@@ -425,7 +425,8 @@ impl RaftGroup {
     }
 
     /// Drops log entries up to `snapshot.meta.index` (<= applied); the snapshot is
-    /// kept and served to lagging followers.
+    /// kept and served to lagging followers. Returns what was dropped, for the
+    /// caller to free (`Discarded`).
     ///
     /// # Errors
     /// `Storage(Compacted)` if the log is already compacted past it; `InvalidConfig`
@@ -433,7 +434,7 @@ impl RaftGroup {
     /// `conf_state_at`).
     /// # Panics
     /// If the snapshot is beyond the applied index or its term disagrees with the log.
-    pub fn compact(&mut self, snapshot: Snapshot) -> Result<(), RaftError> {
+    pub fn compact(&mut self, snapshot: Snapshot) -> Result<Discarded, RaftError> {
         let index = snapshot.meta.index;
         assert!(
             index <= self.log.applied,
@@ -454,9 +455,9 @@ impl RaftGroup {
                 )))
             }
         }
-        self.log.store.compact(snapshot);
+        let discarded = self.log.store.compact(snapshot);
         self.configs.compact_to(index);
-        Ok(())
+        Ok(discarded)
     }
 
     pub fn status(&self) -> Status {
