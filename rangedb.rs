@@ -120,8 +120,21 @@ enum Command {
         #[command(subcommand)]
         command: BatchCommand,
     },
-    /// Shows every range (span, leader, term, commit, applied, replicas) and node.
-    Status,
+    /// Shows every range (span, generation, keys, size, leader, term, commit, applied,
+    /// replicas) and node.
+    Status {
+        /// Shows it again every --interval until interrupted (ranges new since the
+        /// last look are marked `+`, ranges whose span changed `*`); with -w json,
+        /// one object per line.
+        #[arg(long)]
+        watch: bool,
+        /// Time between two looks with --watch: `1s`, `500ms`, ...
+        #[arg(long, value_parser = parse_duration, default_value = "1s")]
+        interval: Duration,
+        /// Stop after this many looks (0: until interrupted).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
     /// Cluster membership.
     Node {
         #[command(subcommand)]
@@ -160,6 +173,9 @@ enum Admin {
         #[command(subcommand)]
         command: BackupCommand,
     },
+    /// Splits the range holding KEY at KEY (ranges also split on their own once their
+    /// data passes the setting range_max_bytes); waits until the new range serves.
+    Split { key: OsString },
 }
 
 #[derive(Subcommand, Debug)]
@@ -672,15 +688,18 @@ async fn client_command(client: &Client, command: &Command, json: bool) -> anyho
             }
             Ok(0)
         }
-        Command::Status => {
+        Command::Status { watch: false, .. } => {
             let status = client.status().await;
             if json {
                 print_json(&rangedb::client::status_json(&status))?;
             } else {
-                print_status(&status);
+                print_status(&status, &BTreeMap::new());
             }
             let any_up = status.nodes.iter().any(|node| node.status.is_ok());
             Ok(if any_up { 0 } else { EXIT_ERROR })
+        }
+        Command::Status { watch: true, interval, count } => {
+            watch_status(client, *interval, *count, json).await
         }
         Command::Node { command: NodeCommand::List } => {
             let status = client.status().await;
@@ -988,10 +1007,53 @@ fn client_result<T>(result: Result<T, ClientError>) -> anyhow::Result<T> {
     }
 }
 
-fn print_status(status: &ClusterStatus) {
-    let mut rows =
-        vec![["RANGE", "START", "END", "LEADER", "TERM", "COMMIT", "APPLIED", "REPLICAS"]
-            .map(String::from)];
+/// `status --watch`: the status again every `interval` (the screen cleared first on a
+/// terminal), marking what changed since the previous look.
+async fn watch_status(
+    client: &Client,
+    interval: Duration,
+    count: u64,
+    json: bool,
+) -> anyhow::Result<u8> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stdout().is_terminal();
+    let mut before: BTreeMap<u64, (Vec<u8>, Option<Vec<u8>>)> = BTreeMap::new();
+    let mut looks = 0;
+    loop {
+        let status = client.status().await;
+        looks += 1;
+        if json {
+            print_json(&rangedb::client::status_json(&status))?;
+        } else {
+            if terminal {
+                print!("\x1b[2J\x1b[H");
+            }
+            let ranges = status.ranges().len();
+            println!("{} ranges (every {interval:?}; + new, * span changed)", ranges);
+            print_status(&status, &before);
+            println!();
+        }
+        before = status
+            .ranges()
+            .iter()
+            .map(|r| (r.descriptor.id.0, (r.descriptor.start.clone(), r.descriptor.end.clone())))
+            .collect();
+        if count != 0 && looks >= count {
+            return Ok(0);
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Prints the ranges and nodes; ranges not in `before` (a previous look: id ->
+/// span) are marked `+`, ranges whose span changed since `*` (nothing is marked when
+/// `before` is empty).
+fn print_status(status: &ClusterStatus, before: &BTreeMap<u64, (Vec<u8>, Option<Vec<u8>>)>) {
+    let mut rows = vec![[
+        "RANGE", "START", "END", "GEN", "KEYS", "SIZE", "LEADER", "TERM", "COMMIT", "APPLIED",
+        "REPLICAS",
+    ]
+    .map(String::from)];
     for range in status.ranges() {
         let descriptor = &range.descriptor;
         let leader = match range.leader {
@@ -1009,13 +1071,23 @@ fn print_status(status: &ClusterStatus) {
                 .filter(|n| !range.voters.contains(n))
                 .map(|n| format!("{n}(out)")),
         );
+        let span = (descriptor.start.clone(), descriptor.end.clone());
+        let mark = match before.get(&descriptor.id.0) {
+            _ if before.is_empty() => "",
+            None => "+",
+            Some(old) if *old != span => "*",
+            Some(_) => "",
+        };
         rows.push([
-            descriptor.id.to_string(),
+            format!("{}{mark}", descriptor.id),
             format!("\"{}\"", escape(&descriptor.start)),
             match &descriptor.end {
                 Some(end) => format!("\"{}\"", escape(end)),
                 None => "(end)".to_string(),
             },
+            descriptor.generation.to_string(),
+            range.keys.to_string(),
+            rangedb::cli_table::human_bytes(range.bytes),
             leader,
             range.term.to_string(),
             range.commit.to_string(),

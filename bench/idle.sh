@@ -22,7 +22,7 @@ while read -r keys; do SPLIT_FLAGS+=(--split-keys "$keys"); done < <(
 cluster_start -- "${SPLIT_FLAGS[@]}"
 # One write, so every node is up and the leaders are elected.
 for _ in $(seq 50); do "$BIN" --endpoints "$E" put idle-ready 1 >/dev/null 2>&1 && break; sleep 0.2; done
-echo "ranges with a leader: $("$BIN" --endpoints "$E" status 2>/dev/null | awk '$1 ~ /^r[0-9]/ && $4 ~ /^n[0-9]/' | wc -l)"
+echo "ranges with a leader: $("$BIN" --endpoints "$E" status 2>/dev/null | awk '$1 ~ /^r[0-9]/ && $7 ~ /^n[0-9]/' | wc -l)"
 sleep 3
 ticks() { for pid in "${PIDS[@]}"; do awk '{print $14 + $15}' "/proc/$pid/stat"; done | paste -sd+ | bc; }
 before=$(ticks)

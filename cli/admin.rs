@@ -23,7 +23,35 @@ pub async fn run(client: &Client, command: &Admin, json: bool) -> anyhow::Result
         Admin::Config { command } => config(client, command, json).await,
         Admin::Meta { command } => meta(client, command, json).await,
         Admin::Backup { command } => backup(client, command, json).await,
+        Admin::Split { key } => split(client, key, json).await,
     }
+}
+
+/// `admin split KEY`: the range holding KEY splits there; prints both halves.
+async fn split(client: &Client, key: &OsString, json: bool) -> anyhow::Result<u8> {
+    let key = super::key_arg(key);
+    let (left, right) = client_result(client.split(&key).await)?;
+    if json {
+        print_json(&json!({
+            "left": rangedb::client::descriptor_json(&left),
+            "right": rangedb::client::descriptor_json(&right),
+        }))?;
+    } else {
+        let row = |d: &RangeDescriptor| {
+            [
+                d.id.to_string(),
+                escape(&d.start),
+                d.end.as_deref().map_or_else(|| "∞".to_string(), escape),
+                d.generation.to_string(),
+            ]
+        };
+        print_table(&[
+            ["RANGE".into(), "START".into(), "END".into(), "GENERATION".into()],
+            row(&left),
+            row(&right),
+        ]);
+    }
+    Ok(0)
 }
 
 /// `admin backup create DIR` / `restore DIR --data-dir D` (src/cli_backup.rs); with
@@ -110,6 +138,10 @@ fn shown(settings: &ClusterSettings, setting: Setting) -> String {
             format!("{} (default)", setting.format_value(rangedb::range::kv::HISTORY_REVISIONS))
         }
         (None, Setting::SnapshotEntries) => "unset (each node's --snapshot-entries)".to_string(),
+        (None, Setting::RangeMaxBytes) => format!(
+            "{} (default)",
+            setting.format_value(rangedb::range::settings::RANGE_MAX_BYTES_DEFAULT)
+        ),
     }
 }
 
@@ -120,6 +152,9 @@ fn setting_object(settings: &ClusterSettings, setting: Setting) -> serde_json::V
     let default = match setting {
         Setting::HistoryRevisions => setting_json(setting, rangedb::range::kv::HISTORY_REVISIONS),
         Setting::SnapshotEntries => serde_json::Value::Null,
+        Setting::RangeMaxBytes => {
+            setting_json(setting, rangedb::range::settings::RANGE_MAX_BYTES_DEFAULT)
+        }
     };
     json!({
         "name": setting.name(),

@@ -121,8 +121,15 @@ impl Model {
                 let existed = state.remove(key).is_some();
                 CommandResult::Delete { revision: index, existed }
             }
-            (None, WriteOp::Txn(_) | WriteOp::Settings(_), None) => {
-                unreachable!("this model draws no transaction steps or settings")
+            (
+                None,
+                WriteOp::Txn(_)
+                | WriteOp::Settings(_)
+                | WriteOp::Split { .. }
+                | WriteOp::PlanSplit { .. },
+                None,
+            ) => {
+                unreachable!("this model draws no transaction steps, settings or splits")
             }
         };
         let applied = matches!(result, CommandResult::Put { .. } | CommandResult::Delete { .. });

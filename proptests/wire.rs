@@ -196,6 +196,7 @@ fn client_request() -> impl Strategy<Value = ClientRequest> {
             end,
             limit
         }),
+        bytes(10).prop_map(|key| Request::Split { key }),
     ];
     (any::<u64>(), request).prop_map(|(id, request)| ClientRequest { id, request })
 }
@@ -250,7 +251,7 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
         any::<[u64; 4]>(),
         (nodes(), nodes(), nodes()),
         vec((node(), any::<u64>()), 0..4),
-        any::<(u64, u64)>(),
+        any::<(u64, u64, u64, u64)>(),
     )
         .prop_map(
             |(
@@ -260,7 +261,7 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
                 [term, commit, applied, last_index],
                 (voters, outgoing, learners),
                 matched,
-                (config_revision, history_revisions),
+                (config_revision, history_revisions, keys, bytes),
             )| RangeStatus {
                 descriptor,
                 role,
@@ -277,6 +278,8 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
                     config_revision,
                     history_revisions,
                 },
+                keys,
+                bytes,
             },
         );
     let node_status = (
@@ -358,6 +361,14 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
         }),
         text.prop_map(|reason| Response::Invalid { reason }),
         text.prop_map(|reason| Response::Unavailable { reason }),
+        (any::<u64>(), descriptor()).prop_map(|(range, descriptor)| Response::WrongRange {
+            range: RangeId(range),
+            descriptor
+        }),
+        (descriptor(), descriptor()).prop_map(|(left, right)| Response::Split {
+            left: Box::new(left),
+            right: Box::new(right)
+        }),
     ];
     (any::<u64>(), response).prop_map(|(id, response)| ClientResponse { id, response })
 }

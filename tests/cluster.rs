@@ -8,75 +8,12 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rangedb::client::{Client, ClientConfig, ClientError};
+use rangedb::client::{Client, ClientConfig};
 use support::*;
 use tokio::io::AsyncWriteExt;
 
 fn client(cluster: &Cluster) -> Client {
     Client::new(ClientConfig { endpoints: cluster.endpoints(), ..ClientConfig::default() })
-}
-
-/// Writes keys `range` and records every acknowledged value. A write whose outcome
-/// is unknown is retried (same key, same value) until acknowledged.
-async fn write_keys(
-    client: &Client,
-    keys: std::ops::Range<u64>,
-    round: u64,
-    acked: &mut BTreeMap<Vec<u8>, Vec<u8>>,
-) {
-    for i in keys {
-        let (key, value) = (spread_key(i), value_of(i, round));
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match client.put(&key, &value).await {
-                Ok(_) => break,
-                Err(ClientError::OutcomeUnknown { .. }) if attempts < 5 => continue,
-                Err(error) => panic!(
-                    "put {} failed after {attempts} attempts: {error}",
-                    String::from_utf8_lossy(&key)
-                ),
-            }
-        }
-        acked.insert(key, value);
-    }
-}
-
-/// Every acknowledged write must be readable from every node's own replica (after
-/// it catches up) and through the leader.
-async fn check_everywhere(cluster: &Cluster, client: &Client, acked: &BTreeMap<Vec<u8>, Vec<u8>>) {
-    for (key, value) in acked {
-        let got = client.get(key).await.unwrap_or_else(|e| panic!("linearizable get: {e}"));
-        assert_eq!(
-            got.map(|kv| kv.value).as_ref(),
-            Some(value),
-            "key {}",
-            String::from_utf8_lossy(key)
-        );
-        let got = client.get_lease(key).await.unwrap_or_else(|e| panic!("lease get: {e}"));
-        assert_eq!(got.map(|kv| kv.value).as_ref(), Some(value), "lease get");
-    }
-    for server in cluster.servers.values() {
-        let mut connection = RawConnection::connect(&server.address).await.expect("connect");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        for (key, value) in acked {
-            loop {
-                // Unavailable while the replica repairs damaged storage: wait as well.
-                let got = connection.local_get(key).await.map_err(|e| e.to_string());
-                if got.as_ref().ok().and_then(Option::as_ref) == Some(value) {
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "node {} never caught up on key {}: has {:?}",
-                    server.id,
-                    String::from_utf8_lossy(key),
-                    got.map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned()))
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
 }
 
 /// The node leading the range that owns `key`, from any node's status.

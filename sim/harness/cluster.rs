@@ -324,6 +324,17 @@ impl Cluster {
         }
     }
 
+    /// The range descriptors as the node's meta replica holds them.
+    pub async fn range_table(
+        &self,
+        i: usize,
+    ) -> Option<Vec<rangedb::range::descriptor::RangeDescriptor>> {
+        match self.probe(i, Request::RangeTable).await? {
+            Response::RangeTable { ranges, .. } => Some(ranges),
+            _ => None,
+        }
+    }
+
     /// The node's local (not linearizable) value of `key`: (value, revision).
     pub async fn local_get(&self, i: usize, key: &[u8]) -> Option<Seen> {
         let request =

@@ -28,6 +28,7 @@ pub mod plan;
 pub mod run;
 pub mod schedule;
 pub mod shrink;
+pub mod splits;
 pub mod sweep;
 pub mod timeline;
 pub mod workload;

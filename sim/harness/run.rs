@@ -37,6 +37,8 @@ const RECOVERY_BOUND_MS: u64 = 30 * ELECTION_TIMEOUT_MS;
 /// One key per data range, written by the liveness probe.
 const PROBE_KEYS: [&[u8]; 5] = [b"1", b"9", b"a", b"h", b"r"];
 const PROBE_CLIENT: u64 = 1000;
+/// A range as the convergence check compares it: id, start, end, generation.
+type SpanRow = (u64, Vec<u8>, Option<Vec<u8>>, u64);
 /// Bound for one membership command (it retries refusals while another change is in
 /// flight, and waits for learners to catch up).
 const MEMBERSHIP_BOUND_MS: u64 = 10_000;
@@ -197,7 +199,7 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
         }
     };
     super::timeline::finish(&outcomes.history);
-    let model = witness::Model::replay(&safety.committed);
+    let model = witness::Model::replay(&safety.committed, plan.nodes);
     let mut outcomes = outcomes;
     outcomes.faults.insert("effect: leaders elected".into(), safety.elections);
     outcomes
@@ -219,7 +221,7 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
     );
     outcomes.faults.retain(|_, v| *v > 0);
     violations.extend(outcomes.liveness.clone());
-    violations.extend(witness::check(&model, &outcomes.history, plan.nodes));
+    violations.extend(witness::check(&model, &outcomes.history));
     let (lin, summary) = linearizability::check(&outcomes.history);
     violations.extend(lin);
     violations.extend(durability::check(
@@ -227,11 +229,15 @@ fn run_seed_on_this_thread(plan: &Plan) -> SeedReport {
         &outcomes.history,
         &outcomes.finals,
         &outcomes.converged_commit,
-        plan.nodes,
     ));
+    if let Some(range) = std::env::var("SIM_DEBUG_RANGE").ok().and_then(|r| r.parse().ok()) {
+        for event in safety.events_around(rangedb::range::descriptor::RangeId(range), 0, u64::MAX) {
+            eprintln!("range {range}: {event}");
+        }
+    }
     for violation in violations.iter_mut() {
         if let Some((key, from, to)) = &violation.focus {
-            let range = witness::range_of(key, plan.nodes);
+            let range = model.range_of(key);
             let events = safety.events_around(range, from.saturating_sub(500), to + 100);
             violation.evidence.push(format!(
                 "Raft events of {range} (range of {}) from {} to {} ms:",
@@ -355,6 +361,13 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>, runaway: Arc<AtomicBoo
         plan.seed,
         stop.clone(),
     ));
+    // An operator splitting ranges (half the seeds; splits.rs).
+    let splitter = cluster.client_nodes[0].spawn(super::splits::run_split_client(
+        plan.client_attempt_ms,
+        cluster.endpoints(),
+        plan.seed,
+        stop.clone(),
+    ));
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
     let mut supervisor = Supervisor {
         cluster: &mut cluster,
@@ -399,6 +412,9 @@ async fn simulate(plan: Plan, safety: Arc<Mutex<Safety>>, runaway: Arc<AtomicBoo
     }
     let settings_set = admin.await.unwrap_or(0);
     faults.insert("effect: settings changed by the operator".into(), settings_set);
+    let splits = splitter.await.unwrap_or_default();
+    faults.insert("effect: ranges split by the operator".into(), splits.split);
+    faults.insert("effect: splits by size turned on".into(), u64::from(splits.by_size));
     let mut history = std::mem::take(&mut *history.lock().expect("history lock"));
     let backup_taken = {
         let backup = backup_log.lock().expect("backup log");
@@ -1262,6 +1278,7 @@ impl Supervisor<'_> {
     /// applied index; then reads every key locally on every node.
     async fn converge(&mut self, liveness: &mut Vec<Violation>, heal_start: u64) -> Finals {
         let deadline = heal_start + HEAL_BOUND_MS;
+        let mut last_spans = String::new();
         loop {
             let mut statuses = Vec::new();
             for node in self.live_members() {
@@ -1286,7 +1303,47 @@ impl Supervisor<'_> {
                     None => all_up = false,
                 }
             }
+            // Every node holds every range with the same span, and the meta range's
+            // descriptors say the same (no split planned and not made, none made and
+            // not recorded).
+            let spans: BTreeSet<Vec<SpanRow>> = statuses
+                .iter()
+                .flatten()
+                .map(|status| {
+                    let mut spans: Vec<_> = status
+                        .ranges
+                        .iter()
+                        .map(|r| {
+                            let d = &r.descriptor;
+                            (d.id.0, d.start.clone(), d.end.clone(), d.generation)
+                        })
+                        .collect();
+                    spans.sort();
+                    spans
+                })
+                .collect();
+            let mut spans_agree = spans.len() == 1;
+            if spans_agree {
+                let first = self.live_members().first().copied();
+                let table = match first {
+                    Some(node) => self.cluster.range_table(node).await,
+                    None => None,
+                };
+                let mut recorded: Vec<_> = table
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|d| (d.id.0, d.start, d.end, d.generation))
+                    .collect();
+                recorded.sort();
+                spans_agree = spans.first() == Some(&recorded);
+                if !spans_agree {
+                    last_spans = format!("replicas {spans:?}, meta range {recorded:?}");
+                }
+            } else {
+                last_spans = format!("nodes disagree on the ranges: {spans:?}");
+            }
             let converged = all_up
+                && spans_agree
                 && per_range.values().all(|rs| {
                     rs.iter().all(|r| r.2 && r.0 == r.1 && (r.0, r.1) == (rs[0].0, rs[0].1))
                 });
@@ -1303,13 +1360,23 @@ impl Supervisor<'_> {
                 }
             }
             let last = format!(
-                "{per_range:?} all nodes answered: {all_up}; servers {:?}",
+                "{per_range:?} all nodes answered: {all_up}; servers {:?}; {last_spans}",
                 self.live_members().iter().map(|n| n + 1).collect::<Vec<_>>()
             );
             if converged {
                 break;
             }
             if now_ms(self.start) > deadline {
+                if std::env::var("SIM_DEBUG_CONVERGE").is_ok() {
+                    for status in statuses.iter().flatten() {
+                        for r in &status.ranges {
+                            eprintln!(
+                                "converge: {} {} {:?} leader {:?} term {} commit {} applied {} voters {:?} learners {:?} gen {}",
+                                status.node, r.descriptor.id, r.role, r.leader, r.term, r.commit, r.applied, r.voters, r.learners, r.descriptor.generation
+                            );
+                        }
+                    }
+                }
                 liveness.push(liveness::violation(
                     format!("replicas did not converge within {HEAL_BOUND_MS} ms of healing"),
                     vec![format!("range -> [(commit, applied, knows leader)] per node: {last}")],

@@ -292,6 +292,14 @@ impl Observer for Recorder {
         self.inner.settings_applied(node, range, index, settings);
         self.after();
     }
+    fn spans_changed(
+        &mut self,
+        node: NodeId,
+        spans: &[(RangeId, rangedb::range::descriptor::Span)],
+    ) {
+        self.inner.spans_changed(node, spans);
+        self.after();
+    }
     fn node_settings(&mut self, node: NodeId, revision: u64, entries: u64) {
         self.inner.node_settings(node, revision, entries);
         self.after();

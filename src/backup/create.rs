@@ -122,16 +122,43 @@ pub struct Cut {
 /// # Errors
 /// As `create`.
 pub async fn hold_and_capture(client: &Client, hold: Duration) -> Result<Cut, BackupError> {
-    let ranges = client.ranges().await?;
-    let backup = client.client_id();
-    let held = Instant::now();
-    let captured = freeze_and_capture(client, &ranges, backup, hold).await;
-    let unfrozen = unfreeze_all(client, &ranges, backup).await;
-    let pause = held.elapsed();
-    let captured = captured?;
-    unfrozen?;
-    Ok(Cut { backup, ranges, captured, pause })
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let ranges = client.ranges_now().await?;
+        let backup = client.client_id();
+        let held = Instant::now();
+        let captured = freeze_and_capture(client, &ranges, backup, hold).await;
+        // Once every range is frozen no range splits (a split is a write, and so is
+        // its plan in the meta range): the ranges now must be the ones frozen, each
+        // captured under its own id, or a split came in between.
+        let unchanged = match &captured {
+            Ok(captured) => {
+                let same_ids = captured.iter().zip(&ranges).all(|(c, d)| c.range == d.id);
+                same_ids && client.ranges_now().await.is_ok_and(|now| now == ranges)
+            }
+            Err(_) => true,
+        };
+        let unfrozen = unfreeze_all(client, &ranges, backup).await;
+        let pause = held.elapsed();
+        let captured = captured?;
+        unfrozen?;
+        if unchanged {
+            return Ok(Cut { backup, ranges, captured, pause });
+        }
+        #[cfg(madsim)]
+        crate::env::sim_hooks::sometimes("backup taken again after a split");
+        if attempt >= SPLIT_RETRIES {
+            return Err(BackupError::Refused(
+                "ranges kept splitting while the backup froze them; run it again".into(),
+            ));
+        }
+    }
 }
+
+/// Times a backup is taken again when a range split between listing the ranges and
+/// freezing them.
+const SPLIT_RETRIES: usize = 3;
 
 /// Creates `dir`, or accepts an empty one.
 fn prepare_dir(dir: &Path) -> Result<(), BackupError> {

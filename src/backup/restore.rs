@@ -136,6 +136,14 @@ pub fn seed(
     snapshots: &mut SnapshotStore,
 ) -> Result<(), BackupError> {
     let mut ranges = verified.ranges;
+    let split = ranges.iter().enumerate().any(|(k, (entry, _))| entry.id != k as u64 + 1);
+    if split {
+        return Err(BackupError::Refused(
+            "this backup was taken after ranges split (its range ids are not 1.. in key \
+             order): restoring such a backup is not supported yet"
+                .into(),
+        ));
+    }
     if ranges.len() != descriptors.len() {
         return Err(mismatch(descriptors.len(), ranges.len()));
     }

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde_json::json;
 
-use crate::range::descriptor::{RESERVED_END, RESERVED_PREFIX};
+use crate::range::descriptor::{RangeDescriptor, RESERVED_END, RESERVED_PREFIX};
 use crate::range::kv::KeyValue;
 use crate::range::settings::{ClusterSettings, Setting, CONFIG_END, CONFIG_PREFIX};
 use crate::wire::{ReadConsistency, Request, Response};
@@ -90,6 +90,56 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Splits the range holding `key` at `key` (`rangedb admin split`): the meta
+    /// range's leader plans it, then this waits until a replica of the new range has
+    /// a leader (the split applied) or the deadline passes. Returns the two
+    /// descriptors. A split already made at `key` answers with them at once.
+    ///
+    /// # Errors
+    /// `Invalid` for a key at a range's start, inside `_/` or not valid; as `put`
+    /// otherwise; `Unavailable` when the split was planned but not seen applied in
+    /// time (it completes on its own).
+    pub async fn split(
+        &self,
+        key: &[u8],
+    ) -> Result<(RangeDescriptor, RangeDescriptor), ClientError> {
+        crate::range::keys::validate_key(key)
+            .map_err(|error| ClientError::Invalid { reason: error.to_string() })?;
+        let request = Request::Split { key: key.to_vec() };
+        let deadline = self.deadline();
+        let (left, right) =
+            match self.execute(RESERVED_PREFIX, request, Kind::Read, deadline).await? {
+                Response::Split { left, right } => (*left, *right),
+                other => return Err(unexpected("Split", &other)),
+            };
+        loop {
+            let status = self.status().await;
+            let applied = status.ranges().iter().any(|range| {
+                range.descriptor.id == right.id
+                    && range.leader.is_some()
+                    && range.descriptor.generation >= right.generation
+            });
+            if applied {
+                self.routes().mark_stale();
+                return Ok((left, right));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::Unavailable {
+                    reason: format!(
+                        "the split of {} at {:?} is planned ({}) but not applied yet; it \
+                         completes on its own",
+                        left.id,
+                        String::from_utf8_lossy(key),
+                        right.id
+                    ),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
 fn invalid(error: crate::range::settings::SettingError) -> ClientError {
     ClientError::Invalid { reason: error.to_string() }
 }
@@ -155,6 +205,9 @@ pub fn status_json(status: &super::ClusterStatus) -> serde_json::Value {
                 "range": descriptor.id.0,
                 "start": bytes(&descriptor.start),
                 "end": descriptor.end.as_deref().map(bytes),
+                "generation": descriptor.generation,
+                "keys": range.keys,
+                "bytes": range.bytes,
                 "leader": range.leader.map(|leader| leader.0),
                 "term": range.term,
                 "commit": range.commit,
@@ -186,8 +239,23 @@ pub fn status_json(status: &super::ClusterStatus) -> serde_json::Value {
     json!({"cluster": cluster, "ranges": ranges, "nodes": nodes})
 }
 
+/// A range descriptor in JSON: id, span (keys as in `kv_json`), generation, replicas.
+pub fn descriptor_json(descriptor: &RangeDescriptor) -> serde_json::Value {
+    let bytes = |key: &[u8]| json!({"base64": BASE64.encode(key), "text": super::escape(key)});
+    json!({
+        "range": descriptor.id.0,
+        "start": bytes(&descriptor.start),
+        "end": descriptor.end.as_deref().map(bytes),
+        "generation": descriptor.generation,
+        "replicas": descriptor.replicas.iter().map(|n| n.0).collect::<Vec<_>>(),
+    })
+}
+
 /// A setting's value in JSON: a number, or "all".
 pub fn setting_json(setting: Setting, value: u64) -> serde_json::Value {
+    if setting == Setting::RangeMaxBytes {
+        return json!(value); // Bytes, as a number (the text form says "64MiB").
+    }
     match setting.format_value(value).parse::<u64>() {
         Ok(number) => json!(number),
         Err(_) => json!(setting.format_value(value)),

@@ -6,11 +6,38 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::client::{unexpected, Attempts, Client, ClientError, Kind};
-use crate::range::descriptor::{RangeDescriptor, RangeId};
+use crate::range::descriptor::{RangeDescriptor, RangeId, DESCRIPTOR_PREFIX};
 use crate::range::kv::Freeze;
 use crate::wire::{BackupOp, Captured, Request, Response};
 
 impl Client {
+    /// Every range's descriptor as the meta range holds it, read linearizably (a
+    /// node's own table may lag a split), sorted by start.
+    ///
+    /// # Errors
+    /// As `meta_scan`; `Protocol` for a descriptor this version cannot read.
+    pub async fn ranges_now(&self) -> Result<Vec<RangeDescriptor>, ClientError> {
+        let end = crate::range::descriptor::RESERVED_END;
+        let kvs = self.meta_scan(DESCRIPTOR_PREFIX, end, 0).await?;
+        let mut ranges = Vec::with_capacity(kvs.len());
+        for kv in kvs.iter().filter(|kv| kv.key.starts_with(DESCRIPTOR_PREFIX)) {
+            let decoded = bincode::serde::decode_from_slice::<RangeDescriptor, _>(
+                &kv.value,
+                bincode::config::standard(),
+            );
+            match decoded {
+                Ok((descriptor, _)) => ranges.push(descriptor),
+                Err(error) => {
+                    return Err(ClientError::Protocol {
+                        reason: format!("undecodable range descriptor: {error}"),
+                    })
+                }
+            }
+        }
+        ranges.sort_by(|a, b| a.start.cmp(&b.start));
+        Ok(ranges)
+    }
+
     /// Every range's descriptor, read from the cluster now.
     ///
     /// # Errors

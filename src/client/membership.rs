@@ -125,7 +125,22 @@ impl Client {
         }
         self.wait_settled(&ranges, |m| m.voters.contains(&node), "promotion", &mut progress)
             .await?;
-        Ok(MembershipReport { node, ranges: ranges.len(), catch_up, total: started.elapsed() })
+        let mut count = ranges.len();
+        for _ in 0..SPLIT_ROUNDS_MAX {
+            let more = self.ranges_not(|m| m.voters.contains(&node)).await;
+            if more.is_empty() {
+                break;
+            }
+            progress(&format!("{} ranges split off meanwhile", more.len()));
+            self.add_learners(&more, node, address, identity, &mut progress).await?;
+            for range in &more {
+                self.change_replicas(range, ReplicaOp::Promote { node }).await?;
+            }
+            self.wait_settled(&more, |m| m.voters.contains(&node), "promotion", &mut progress)
+                .await?;
+            count += more.len();
+        }
+        Ok(MembershipReport { node, ranges: count, catch_up, total: started.elapsed() })
     }
 
     /// Removes `node` from every range (the meta range last), then from the cluster.
@@ -144,15 +159,33 @@ impl Client {
         if !known.contains(&node) {
             return Err(ClientError::Invalid { reason: format!("{node} is not a member") });
         }
-        let mut ranges = add_order(&status);
-        ranges.reverse();
-        let count = ranges.len();
-        for (k, range) in ranges.iter().enumerate() {
-            progress(&format!("removing {node}: {k}/{count} ranges"));
-            let last = k + 1 == count;
-            self.change_replicas(range, ReplicaOp::Remove { node, last }).await?;
+        // Every range but the meta range first, then again for ranges split off
+        // meanwhile (they take their range's configuration at the split), and the
+        // meta range last: its entry retires the node, which stops then.
+        let (meta, others) = meta_and_others(add_order(&status));
+        let done = |m: &RangeMembership| !is_member(m, node);
+        let mut count = 0;
+        let mut pending = others;
+        for _ in 0..=SPLIT_ROUNDS_MAX {
+            for range in &pending {
+                progress(&format!("removing {node}: {count} ranges"));
+                self.change_replicas(range, ReplicaOp::Remove { node, last: false }).await?;
+                count += 1;
+            }
+            self.wait_settled(&pending, done, "removal", &mut progress).await?;
+            pending = self.ranges_not(done).await;
+            pending.retain(|range| Some(range.id) != meta.as_ref().map(|m| m.id));
+            if pending.is_empty() {
+                break;
+            }
+            progress(&format!("{} ranges split off meanwhile", pending.len()));
         }
-        self.wait_settled(&ranges, |m| !is_member(m, node), "removal", &mut progress).await?;
+        if let Some(meta) = meta {
+            progress(&format!("removing {node}: {count} ranges"));
+            self.change_replicas(&meta, ReplicaOp::Remove { node, last: true }).await?;
+            self.wait_settled(&[meta], done, "removal", &mut progress).await?;
+            count += 1;
+        }
         Ok(MembershipReport {
             node,
             ranges: count,
@@ -193,16 +226,36 @@ impl Client {
             return Err(ClientError::Invalid { reason: format!("{old} is not a member") });
         }
         let catch_up = self.add_learners(&ranges, node, address, identity, &mut progress).await?;
-        let count = ranges.len();
-        for (k, range) in ranges.iter().enumerate().rev() {
-            progress(&format!("replacing {old} by {node}: {}/{count} ranges", count - 1 - k));
-            // The meta range (first in add order) last: its entry retires `old`.
-            let last = k == 0;
-            self.change_replicas(range, ReplicaOp::Replace { remove: old, add: node, last })
-                .await?;
-        }
+        // As `remove_node`: the meta range last, its entry retires `old`.
+        let (meta, others) = meta_and_others(ranges);
         let done = |m: &RangeMembership| m.voters.contains(&node) && !is_member(m, old);
-        self.wait_settled(&ranges, done, "replacement", &mut progress).await?;
+        let mut count = 0;
+        let mut pending = others;
+        for round in 0..=SPLIT_ROUNDS_MAX {
+            if round > 0 {
+                self.add_learners(&pending, node, address, identity, &mut progress).await?;
+            }
+            for range in &pending {
+                progress(&format!("replacing {old} by {node}: {count} ranges"));
+                let op = ReplicaOp::Replace { remove: old, add: node, last: false };
+                self.change_replicas(range, op).await?;
+                count += 1;
+            }
+            self.wait_settled(&pending, done, "replacement", &mut progress).await?;
+            pending = self.ranges_not(done).await;
+            pending.retain(|range| Some(range.id) != meta.as_ref().map(|m| m.id));
+            if pending.is_empty() {
+                break;
+            }
+            progress(&format!("{} ranges split off meanwhile", pending.len()));
+        }
+        if let Some(meta) = meta {
+            progress(&format!("replacing {old} by {node}: {count} ranges"));
+            let op = ReplicaOp::Replace { remove: old, add: node, last: true };
+            self.change_replicas(&meta, op).await?;
+            self.wait_settled(&[meta], done, "replacement", &mut progress).await?;
+            count += 1;
+        }
         Ok(MembershipReport { node, ranges: count, catch_up, total: started.elapsed() })
     }
 
@@ -356,6 +409,39 @@ impl Client {
 
 /// The ranges in the order nodes are added: the meta range first (its entries tell
 /// every node about members), then by start key.
+/// Rounds of catching up with ranges split off while a membership command ran (a
+/// range that splits takes its configuration at the split, which may predate the
+/// command's change of it).
+const SPLIT_ROUNDS_MAX: usize = 5;
+
+impl Client {
+    /// The ranges, by the cluster's status now, whose configuration `done` is not
+    /// true of, in add order.
+    async fn ranges_not(&self, done: impl Fn(&RangeMembership) -> bool) -> Vec<RangeDescriptor> {
+        let status = self.status().await;
+        let pending: BTreeSet<_> = status
+            .ranges()
+            .iter()
+            .filter(|view| !done(&membership(view)))
+            .map(|view| view.descriptor.id)
+            .collect();
+        add_order(&status).into_iter().filter(|d| pending.contains(&d.id)).collect()
+    }
+}
+
+/// The meta range (first in add order), and the others.
+fn meta_and_others(
+    mut ranges: Vec<RangeDescriptor>,
+) -> (Option<RangeDescriptor>, Vec<RangeDescriptor>) {
+    match ranges.first() {
+        Some(first) if first.contains(RESERVED_PREFIX) => {
+            let meta = ranges.remove(0);
+            (Some(meta), ranges)
+        }
+        _ => (None, ranges),
+    }
+}
+
 fn add_order(status: &ClusterStatus) -> Vec<RangeDescriptor> {
     let mut ranges: Vec<RangeDescriptor> =
         status.ranges().into_iter().map(|r| r.descriptor).collect();

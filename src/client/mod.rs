@@ -22,7 +22,7 @@ mod route;
 mod status;
 mod txn;
 
-pub use admin::{check_meta_key, kv_json, kvs_json, setting_json, status_json};
+pub use admin::{check_meta_key, descriptor_json, kv_json, kvs_json, setting_json, status_json};
 pub use error::ClientError;
 pub use membership::{lag as learner_lag, MembershipReport, NodeIdentity, CAUGHT_UP_LAG};
 pub use status::{ClusterStatus, NodeReport};
@@ -354,6 +354,25 @@ impl Client {
                         }
                     }
                 }
+                Ok(Response::WrongRange { range, descriptor }) => {
+                    // Nothing was done: the range split since the request was routed.
+                    attempts.answered = true;
+                    self.routes().mark_stale();
+                    if request_spans_ranges(&request) {
+                        // Its keys were grouped by the old table: the transaction
+                        // starts again (as after a conflict), grouped anew.
+                        return Err(ClientError::Conflict {
+                            reason: format!("{range} split since the transaction was grouped"),
+                        });
+                    }
+                    attempts.last_error = format!(
+                        "{target}: {range} no longer holds the key (now {:?}..{:?}, generation \
+                         {}); the table was refreshed",
+                        String::from_utf8_lossy(&descriptor.start),
+                        descriptor.end.as_deref().map(String::from_utf8_lossy),
+                        descriptor.generation
+                    );
+                }
                 Ok(Response::Unavailable { reason }) => {
                     attempts.answered = true;
                     // A node shutting down fails writes it may already have proposed.
@@ -394,6 +413,13 @@ impl Client {
         assert!(!candidates.is_empty(), "a client needs at least one endpoint");
         candidates[rotation % candidates.len()].clone()
     }
+}
+
+/// Whether `request` names keys grouped by the client's table (a transaction's part),
+/// which a split can leave in two ranges.
+fn request_spans_ranges(request: &Request) -> bool {
+    use crate::range::txn::TxnOp;
+    matches!(request, Request::Txn { op: TxnOp::Prepare { .. } | TxnOp::Commit1pc { .. }, .. })
 }
 
 /// The bookkeeping of one operation's attempts, to pick the right error at the end.

@@ -346,6 +346,8 @@ async fn client_status_reports_up_and_unreachable_nodes() {
                     learners: vec![],
                     matched: vec![(NodeId(1), 5), (NodeId(2), 4)],
                     settings: crate::range::settings::RangeSettings::default(),
+                    keys: 3,
+                    bytes: 40,
                 }],
             }))
         }

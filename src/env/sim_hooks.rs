@@ -139,6 +139,11 @@ pub trait Observer {
     ) {
         let _ = (node, range, index, settings);
     }
+    /// A node's replicas changed their spans (a split applied, a snapshot installed):
+    /// every initialized replica's (range, span) on that node now.
+    fn spans_changed(&mut self, node: NodeId, spans: &[(RangeId, crate::range::descriptor::Span)]) {
+        let _ = (node, spans);
+    }
     /// A node applied the cluster setting `snapshot_entries` written at meta revision
     /// `revision` (0: unset; `entries` is then its flag).
     fn node_settings(&mut self, node: NodeId, revision: u64, entries: u64) {

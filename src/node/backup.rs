@@ -98,7 +98,10 @@ impl BackupStash {
 impl Node {
     /// A backup's step in the range of `key`.
     pub(crate) fn backup_step(&mut self, key: &[u8], op: BackupOp, reply: ReplyTo) {
-        let range = self.table.lookup(key).id;
+        let range = match self.route(key) {
+            Ok(range) => range,
+            Err(response) => return reply.send(*response),
+        };
         let command = match op {
             BackupOp::Freeze { backup, hold_ms } => {
                 let deadline_ms = self.ticker.wall_ms().saturating_add(hold_ms);

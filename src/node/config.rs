@@ -11,7 +11,7 @@
 use tracing::{error, info, warn};
 
 use crate::node::event_loop::Node;
-use crate::range::descriptor::{RangeId, RESERVED_PREFIX};
+use crate::range::descriptor::RangeId;
 use crate::range::kv::{Command, WriteOp};
 use crate::range::settings::{ClusterSettings, Setting, CONFIG_END, CONFIG_PREFIX};
 
@@ -25,7 +25,7 @@ impl Node {
     /// (`snapshot_entries`). Called at start and after the meta range applied entries
     /// or a snapshot.
     pub(crate) fn refresh_settings(&mut self) {
-        let meta = self.table.lookup(RESERVED_PREFIX).id;
+        let meta = self.table.meta();
         let Some(replica) = self.replicas.get(&meta) else { return };
         let kvs = replica.scan_all(CONFIG_PREFIX, CONFIG_END);
         let items = kvs.iter().map(|kv| (kv.key.as_slice(), kv.value.as_slice(), kv.revision));
@@ -130,7 +130,7 @@ impl Node {
         if self.initial_settings_proposed.is_some_and(|at| now < at + SETTINGS_RETRY_TICKS) {
             return;
         }
-        let meta = self.table.lookup(RESERVED_PREFIX).id;
+        let meta = self.table.meta();
         let Some(replica) = self.replicas.get_mut(&meta) else { return };
         let committed = replica.raft.committed();
         let own_term = replica.raft.log_term(committed).ok().flatten() == Some(replica.raft.term());

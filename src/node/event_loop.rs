@@ -22,7 +22,9 @@ use crate::node::liveness::Liveness;
 use crate::node::members::{self, NodeChange, SharedMembers};
 use crate::node::replica::{Replica, ReplyTo};
 use crate::node::replicas::Replicas;
+use crate::node::routes::Routes;
 use crate::node::snapshotter::Snapshotter;
+use crate::node::split::{AppliedSplit, PlannedSplit};
 use crate::node::telemetry::{EventKind, NodeMetrics, Readiness, Telemetry, READY_APPLY_LAG};
 use crate::node::ticker::Ticker;
 use crate::node::NodeError;
@@ -30,9 +32,7 @@ use crate::raft::{
     ConfChange, Message, MessageBody, NodeId, ReadMode, Ready, Role, Snapshot, SnapshotMeta,
     Storage, TickClock,
 };
-use crate::range::descriptor::{
-    RangeId, RangeTable, DESCRIPTOR_PREFIX, RESERVED_END, RESERVED_PREFIX,
-};
+use crate::range::descriptor::{RangeId, DESCRIPTOR_PREFIX, RESERVED_END, RESERVED_PREFIX};
 use crate::range::keys::{validate_key, validate_value};
 use crate::range::kv::{Command, KvStore, WriteOp};
 use crate::range::settings::{ClusterSettings, Setting};
@@ -142,7 +142,8 @@ pub struct Node {
     /// The ranges whose replica here reported itself leader in its last Ready (the
     /// walks of leaders look only at these).
     pub(crate) leading: BTreeSet<RangeId>,
-    pub table: RangeTable,
+    /// Which local replica owns a key (routes.rs), rebuilt as spans change.
+    pub table: Routes,
     pub wal: Wal,
     /// Writes snapshots in the background (snapshotter.rs).
     pub snapshots: Snapshotter,
@@ -188,6 +189,21 @@ pub struct Node {
     pub(crate) initial_settings_proposed: Option<u64>,
     /// Images captured for backups, waiting to be fetched (backup.rs).
     pub(crate) backups: crate::node::backup::BackupStash,
+    /// Splits the meta range planned that local replicas have not applied (split.rs).
+    pub(crate) split_plans: BTreeMap<RangeId, PlannedSplit>,
+    /// Splits applied this cycle whose new range has an empty replica here, replaced
+    /// after the cycle (split.rs).
+    deferred_splits: Vec<AppliedSplit>,
+    /// What the Raft groups of ranges created here are configured with.
+    pub raft_seed: RaftSeed,
+}
+
+/// What a new range's Raft group on this node is configured from (`raft_config`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RaftSeed {
+    pub cluster: u64,
+    /// This start's incarnation (raft::Config::incarnation).
+    pub incarnation: u64,
 }
 
 /// At most one line per kind of repeated event in this interval (then a count).
@@ -212,7 +228,6 @@ impl Node {
         id: NodeId,
         members: SharedMembers,
         replicas: BTreeMap<RangeId, Replica>,
-        table: RangeTable,
         wal: Wal,
         snapshots: SnapshotStore,
         network: Arc<dyn Network>,
@@ -227,9 +242,9 @@ impl Node {
         let mut node = Node {
             id,
             members,
+            table: Routes::new(&replicas),
             replicas: Replicas::new(replicas, TickClock::new()),
             leading: BTreeSet::new(),
-            table,
             wal,
             snapshots: Snapshotter::new(id, snapshots),
             network,
@@ -252,7 +267,11 @@ impl Node {
             txn_ranges_changed: true,
             initial_settings_proposed: None,
             backups: Default::default(),
+            split_plans: BTreeMap::new(),
+            deferred_splits: Vec::new(),
+            raft_seed: RaftSeed::default(),
         };
+        node.refresh_split_plans();
         // A restarted node reads the settings from its meta replica at once.
         node.refresh_settings();
         node
@@ -321,6 +340,8 @@ impl Node {
         }
         self.write_initial_settings();
         self.propagate_settings();
+        self.propose_planned_splits();
+        self.split_large_ranges();
         self.expire_backups();
         if std::mem::take(&mut self.txn_ranges_changed) {
             self.telemetry.set_txn_ranges(self.txn_ranges.values().cloned().collect());
@@ -401,7 +422,7 @@ impl Node {
     /// leads to the meta range's leader, if that is another live node, holding a
     /// replica of the range and close to caught up.
     fn place_leaders(&mut self) {
-        let meta = self.table.lookup(RESERVED_PREFIX).id;
+        let meta = self.table.meta();
         let Some(target) = self.replicas.get(&meta).and_then(|r| r.raft.leader()) else {
             return;
         };
@@ -514,6 +535,9 @@ impl Node {
                 }
                 continue;
             }
+            if !self.replicas.contains_key(&range) && range.0 != 0 {
+                self.create_uninitialized(range);
+            }
             match self.replicas.get_mut(&range) {
                 Some(replica) => {
                     #[cfg(madsim)]
@@ -565,7 +589,10 @@ impl Node {
                 if let Err(error) = validate_key(&key).and_then(|()| validate_value(&value)) {
                     return reply.send(Response::Invalid { reason: error.to_string() });
                 }
-                let range = self.table.lookup(&key).id;
+                let range = match self.route(&key) {
+                    Ok(range) => range,
+                    Err(response) => return reply.send(*response),
+                };
                 let op = WriteOp::Put { key, value };
                 return self.propose(range, Command { request_id: Some(request_id), op }, reply);
             }
@@ -573,7 +600,10 @@ impl Node {
                 if let Err(error) = validate_key(&key) {
                     return reply.send(Response::Invalid { reason: error.to_string() });
                 }
-                let range = self.table.lookup(&key).id;
+                let range = match self.route(&key) {
+                    Ok(range) => range,
+                    Err(response) => return reply.send(*response),
+                };
                 let op = WriteOp::Delete { key };
                 return self.propose(range, Command { request_id: Some(request_id), op }, reply);
             }
@@ -587,14 +617,20 @@ impl Node {
                     }
                 };
                 let key = setting.key();
-                let range = self.table.lookup(&key).id;
+                let range = self.table.meta();
                 let op = WriteOp::Put { key, value: Setting::encode(value) };
                 return self.propose(range, Command { request_id: Some(request_id), op }, reply);
             }
             Request::Txn { key, op, request_id } => {
-                let range = self.table.lookup(&key).id;
-                if let Err(reason) = self.check_txn_op(&key, &op) {
-                    return reply.send(Response::Invalid { reason });
+                if let Err(reason) = validate_key(&key) {
+                    return reply.send(Response::Invalid { reason: reason.to_string() });
+                }
+                let range = match self.route(&key) {
+                    Ok(range) => range,
+                    Err(response) => return reply.send(*response),
+                };
+                if let Err(response) = self.check_txn_op(range, &op) {
+                    return reply.send(*response);
                 }
                 return self.propose(range, Command { request_id, op: WriteOp::Txn(op) }, reply);
             }
@@ -626,9 +662,13 @@ impl Node {
                 self.read(&key, ReadMode::ReadIndex, request, reply);
             }
             Request::Get { key, consistency: ReadConsistency::Local, .. } => {
-                let range = self.table.lookup(key).id;
-                let replica =
-                    self.replicas.get(&range).expect("every range in the table has a replica");
+                let range = match self.route(key) {
+                    Ok(range) => range,
+                    Err(response) => return reply.send(*response),
+                };
+                let Some(replica) = self.replicas.get(&range) else {
+                    return reply.send(self.not_leader(range)(None));
+                };
                 if replica.raft.repairing() {
                     let reason = format!("{range} is repairing damaged storage from its peers");
                     return reply.send(Response::Unavailable { reason });
@@ -659,6 +699,10 @@ impl Node {
             Request::Status => reply.send(Response::Status(self.status())),
             Request::ChangeReplicas { range, op } => self.change_replicas(*range, op, reply),
             Request::Join { identity, address } => reply.send(self.join_info(*identity, address)),
+            Request::Split { key } => {
+                let key = key.clone();
+                self.admin_split(&key, reply);
+            }
         }
     }
 
@@ -669,7 +713,10 @@ impl Node {
         let not_leader = self.not_leader(range);
         let invalid = |reason: String| Response::Invalid { reason };
         let Some(replica) = self.replicas.get(&range) else {
-            return reply.send(invalid(format!("no range {range} on {}", self.id)));
+            // Perhaps not yet: a range split off elsewhere reaches this node when it
+            // applies the split, or by a snapshot from its leader.
+            let reason = format!("{} holds no replica of {range} (yet); retry", self.id);
+            return reply.send(Response::Unavailable { reason });
         };
         if !replica.is_leader() {
             return reply.send(not_leader(replica.raft.leader()));
@@ -707,7 +754,7 @@ impl Node {
                 // first, and its entry records the id's address and identity on every
                 // node. Another range adds only a node recorded so, which keeps two
                 // commands racing for the same new id from giving it to two nodes.
-                let meta = self.table.lookup(RESERVED_PREFIX).id;
+                let meta = self.table.meta();
                 if range != meta && recorded.is_none() {
                     return reply.send(Response::Unavailable {
                         reason: format!(
@@ -883,45 +930,32 @@ impl Node {
 
     /// Checks a transaction step's keys: valid, and all in the range of `key` (spans
     /// clipped to it), so the range applying it holds every key it names.
-    fn check_txn_op(&self, key: &[u8], op: &TxnOp) -> Result<(), String> {
-        validate_key(key).map_err(|e| e.to_string())?;
-        let descriptor = self.table.lookup(key);
-        let part = match op {
-            TxnOp::Commit1pc { part } | TxnOp::Prepare { part, .. } => part,
-            _ => return Ok(()),
+    /// Checks a transaction step: its keys and values valid (else `Invalid`), and all
+    /// in `range` (spans too), so the range applying it holds every key it names; a
+    /// step grouped by a table from before a split gets `WrongRange` (the client's
+    /// transaction starts again with a fresh table).
+    fn check_txn_op(&self, range: RangeId, op: &TxnOp) -> Result<(), Box<Response>> {
+        let invalid = |reason: String| Box::new(Response::Invalid { reason });
+        let Some(replica) = self.replicas.get(&range) else {
+            return Err(Box::new(self.not_leader(range)(None)));
         };
-        if part.is_empty() {
-            return Err("a transaction step with no key".into());
-        }
-        for key in part.keys() {
-            validate_key(key).map_err(|e| e.to_string())?;
-            if !descriptor.contains(key) {
-                return Err(format!(
-                    "key {:?} is not in {} (a transaction step names the keys of one range)",
-                    String::from_utf8_lossy(key),
-                    descriptor.id
-                ));
+        if let TxnOp::Commit1pc { part } | TxnOp::Prepare { part, .. } = op {
+            if part.is_empty() {
+                return Err(invalid("a transaction step with no key".into()));
+            }
+            for key in part.keys() {
+                validate_key(key).map_err(|e| invalid(e.to_string()))?;
+            }
+            for write in &part.writes {
+                if let Some(value) = &write.value {
+                    validate_value(value).map_err(|e| invalid(e.to_string()))?;
+                }
             }
         }
-        for write in &part.writes {
-            if let Some(value) = &write.value {
-                validate_value(value).map_err(|e| e.to_string())?;
-            }
+        match replica.kv.span() {
+            Some(span) if !op.within(span) => Err(Box::new(replica.wrong_range())),
+            _ => Ok(()),
         }
-        for span in &part.spans {
-            if !descriptor.contains(&span.start) {
-                return Err(format!("a scanned span starts outside {}", descriptor.id));
-            }
-            let within = match (&descriptor.end, &span.end) {
-                (None, _) => true,
-                (Some(_), None) => false,
-                (Some(range_end), Some(end)) => end <= range_end,
-            };
-            if !within {
-                return Err(format!("a scanned span reaches past the end of {}", descriptor.id));
-            }
-        }
-        Ok(())
     }
 
     pub(crate) fn propose(&mut self, range: RangeId, command: Command, reply: ReplyTo) {
@@ -929,9 +963,9 @@ impl Node {
             return reply.send(refused);
         }
         let not_leader = self.not_leader(range);
-        // The table and the replica map are built from the same descriptors.
-        let replica =
-            self.replicas.get_mut(&range).expect("every range in the table has a replica");
+        let Some(replica) = self.replicas.get_mut(&range) else {
+            return reply.send(not_leader(None));
+        };
         replica.propose_write(command, reply, not_leader);
     }
 
@@ -939,12 +973,16 @@ impl Node {
         // Raft's idea of time must be the clock's before it judges a lease: a leader
         // that stalled would otherwise still count ticks from before the stall.
         self.catch_up_ticks();
-        let range = self.table.lookup(key).id;
+        let range = match self.route(key) {
+            Ok(range) => range,
+            Err(response) => return reply.send(*response),
+        };
         let context = self.next_read_context;
         self.next_read_context += 1;
         let not_leader = self.not_leader(range);
-        let replica =
-            self.replicas.get_mut(&range).expect("every range in the table has a replica");
+        let Some(replica) = self.replicas.get_mut(&range) else {
+            return reply.send(not_leader(None));
+        };
         #[cfg(madsim)]
         let lease_reads = replica.raft.lease_reads();
         replica.start_read(context, mode, self.ticks, request, reply, not_leader);
@@ -954,7 +992,7 @@ impl Node {
 
     /// Descriptors as stored under `_/range/` in the meta range, plus addresses.
     fn range_table(&self) -> Response {
-        let meta = self.table.lookup(RESERVED_PREFIX).id;
+        let meta = self.table.meta();
         let mut ranges = Vec::new();
         if let Some(replica) = self.replicas.get(&meta) {
             for kv in replica.scan_all(DESCRIPTOR_PREFIX, RESERVED_END) {
@@ -970,7 +1008,17 @@ impl Node {
             }
         }
         if ranges.is_empty() {
-            ranges = self.table.ranges().to_vec();
+            ranges = self.replicas.values().map(|r| r.descriptor.clone()).collect();
+        }
+        // The meta range records spans; who holds each range is its configuration,
+        // which this node's replica knows better (membership changes do not rewrite
+        // the descriptors).
+        for descriptor in &mut ranges {
+            if let Some(replica) = self.replicas.get(&descriptor.id) {
+                if replica.kv.span().is_some() && !replica.descriptor.replicas.is_empty() {
+                    descriptor.replicas = replica.descriptor.replicas.clone();
+                }
+            }
         }
         let addresses =
             members::read(&self.members).current().map(|(id, a)| (id, a.clone())).collect();
@@ -1000,6 +1048,8 @@ impl Node {
                     learners: status.learners,
                     matched: replica.raft.matched(),
                     settings: replica.kv.settings(),
+                    keys: replica.kv.len() as u64,
+                    bytes: replica.kv.live_bytes(),
                 }
             })
             .collect();
@@ -1162,6 +1212,13 @@ impl Node {
         for (range, ready) in readies {
             self.finish_ready(range, ready)?;
         }
+        if !self.deferred_splits.is_empty() {
+            for split in std::mem::take(&mut self.deferred_splits) {
+                self.create_split_range(split)?;
+            }
+            self.rebuild_routes();
+            self.refresh_split_plans();
+        }
         self.collect_snapshots()?;
         self.snapshot_pinning_ranges();
         self.ping_idle_links();
@@ -1211,6 +1268,7 @@ impl Node {
             });
         }
         let mut node_changes = Vec::new();
+        let mut splits: Vec<AppliedSplit> = Vec::new();
         if let Some(snapshot) = &ready.snapshot {
             // advance() needs the snapshot too: it replaces the group's stable log.
             restore_snapshot(replica, snapshot).map_err(|reason| NodeError::Unreadable {
@@ -1234,11 +1292,14 @@ impl Node {
             // index it was made at, one the entry made at the entry's.
             #[cfg(madsim)]
             replica.sim_report_settings(self.id);
-            replica.apply(entry).map_err(|error| NodeError::Unreadable {
+            let applied = replica.apply(entry).map_err(|error| NodeError::Unreadable {
                 range,
                 what: format!("committed entry {}", entry.index),
                 reason: error.to_string(),
             })?;
+            #[cfg(madsim)]
+            let refused = applied.refused;
+            splits.extend(applied.split);
             #[cfg(madsim)]
             replica.sim_report_settings(self.id);
             if entry.format == crate::raft::EntryFormat::CONF_CHANGE {
@@ -1276,9 +1337,10 @@ impl Node {
                 }
             }
             // A membership change is reported with `conf_applied` (above); to the
-            // checkers of commands it is a no-op.
+            // checkers of commands it is a no-op, and so is a command the state machine
+            // refused as a whole (a write routed before a split, a split not made).
             #[cfg(madsim)]
-            let data: &[u8] = if entry.format == crate::raft::EntryFormat::CONF_CHANGE {
+            let data: &[u8] = if entry.format == crate::raft::EntryFormat::CONF_CHANGE || refused {
                 &[]
             } else {
                 &entry.data
@@ -1357,9 +1419,26 @@ impl Node {
                 }
             }
         }
+        let spans_changed = !splits.is_empty() || ready.snapshot.is_some();
+        for split in splits {
+            if self.replicas.contains_key(&split.right) {
+                // An empty replica of it is here, perhaps with a Ready of this cycle
+                // outstanding: replaced once the cycle is done (`flush_sync`).
+                self.deferred_splits.push(split);
+            } else {
+                self.create_split_range(split)?;
+            }
+        }
+        if spans_changed {
+            self.rebuild_routes();
+        }
         let meta_applied = !ready.committed_entries.is_empty() || ready.snapshot.is_some();
-        if meta_applied && range == self.table.lookup(RESERVED_PREFIX).id {
+        if meta_applied && range == self.table.meta() {
             self.refresh_settings();
+        }
+        if (meta_applied && range == self.table.meta()) || spans_changed {
+            self.refresh_split_plans();
+            self.propose_planned_splits();
         }
         for change in &node_changes {
             if self.apply_node_change(change)? {

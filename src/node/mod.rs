@@ -9,8 +9,10 @@ pub mod liveness;
 pub mod members;
 pub mod replica;
 pub mod replicas;
+pub mod routes;
 pub mod server;
 pub mod snapshotter;
+pub mod split;
 pub mod telemetry;
 pub mod ticker;
 
@@ -29,7 +31,7 @@ use crate::raft::{
     self, ConfState, Entry, HardState, MemStorage, NodeId, RaftGroup, Snapshot, SnapshotMeta,
 };
 use crate::range::descriptor::{
-    default_split_keys, descriptor_key, initial_descriptors, RangeDescriptor, RangeId, RangeTable,
+    default_split_keys, descriptor_key, initial_descriptors, RangeDescriptor, RangeId,
     RESERVED_PREFIX,
 };
 use crate::range::kv::KvStore;
@@ -289,7 +291,6 @@ async fn run_node_inner(
         meta.node_id,
         Arc::clone(&members),
         replicas,
-        RangeTable::new(descriptors.clone()),
         wal,
         snapshots,
         network,
@@ -322,6 +323,7 @@ async fn run_node_inner(
         persist: Some(Arc::clone(&persist)),
     };
     node.telemetry = Arc::clone(&telemetry);
+    node.raft_seed = event_loop::RaftSeed { cluster: meta.cluster_id, incarnation };
     let admission = server::Admission {
         me: meta.node_id,
         identity,
@@ -530,13 +532,33 @@ fn recover_replicas(
     let mut replicas = BTreeMap::new();
     let mut repairs = BTreeMap::new();
     let mut damaged_snapshots = Vec::new();
-    for descriptor in descriptors {
+    // The ranges the cluster was created with, then those created here by splits
+    // (each saved a snapshot when it was created): a split range's descriptor comes
+    // from its state machine's span and its Raft configuration.
+    let initial: BTreeMap<RangeId, &RangeDescriptor> =
+        descriptors.iter().map(|d| (d.id, d)).collect();
+    let created: Vec<RangeDescriptor> = snapshots
+        .ranges()?
+        .into_iter()
+        .filter(|range| !initial.contains_key(range))
+        .map(|id| RangeDescriptor { id, start: vec![], end: None, generation: 0, replicas: vec![] })
+        .collect();
+    for descriptor in descriptors.iter().chain(&created) {
         let range = descriptor.id;
+        let split_created = !initial.contains_key(&range);
         let recovery_error = |reason: String| NodeError::Recovery { range, reason };
         let initial = || {
-            let conf_state = ConfState { voters: voters.clone(), learners: vec![] };
+            // A split range whose snapshot is lost starts empty, with no span (it
+            // serves nothing) and no configuration, until its leader sends one.
+            let voters = if split_created { vec![] } else { voters.clone() };
+            let conf_state = ConfState { voters, learners: vec![] };
             let meta = SnapshotMeta { index: 0, term: 0, conf_state };
-            (Snapshot { meta, data: vec![] }, initial_state(descriptor, descriptors))
+            let kv = if split_created {
+                KvStore::new_range()
+            } else {
+                initial_state(descriptor, descriptors)
+            };
+            (Snapshot { meta, data: vec![] }, kv)
         };
         let mut damaged = wal_damage.is_some();
         // Whether this node is the range's only voter (it has no peer to repair from,
@@ -549,7 +571,7 @@ fn recover_replicas(
             );
             membership.is_single_voter(meta.node_id)
         };
-        let (snapshot, kv) = match snapshots.load(range) {
+        let (snapshot, mut kv) = match snapshots.load(range) {
             Ok(Some(snapshot)) => {
                 let kv =
                     KvStore::restore(&snapshot.data).map_err(|e| recovery_error(e.to_string()))?;
@@ -571,6 +593,13 @@ fn recover_replicas(
         };
         let log = recovery.ranges.remove(&range).unwrap_or_default();
         let mut hard_state = log.hard_state.unwrap_or_default();
+        if hard_state.term < snapshot.meta.term {
+            // A range created by a split starts at its split entry's term, saved in
+            // its snapshot at once; its first hard state may not have reached the WAL
+            // before a crash. Its term never goes below its log's (a vote in that
+            // term would have been logged and synced first).
+            hard_state = HardState { term: snapshot.meta.term, vote: None, ..hard_state };
+        }
         let mut entries = entries_after(&snapshot.meta, log.entries);
         if damaged {
             if single_voter(&snapshot, &entries) {
@@ -591,6 +620,10 @@ fn recover_replicas(
                 o.storage_damaged(meta.node_id, range, hard_state.term, hard_state.commit)
             });
         }
+        if !split_created {
+            // A new cluster's range, or an image from before spans were stored.
+            kv.adopt_span(descriptor.span());
+        }
         let (snapshot_index, snapshot_bytes) = (snapshot.meta.index, snapshot.data.len() as u64);
         let store = MemStorage::recover(snapshot, hard_state, entries)
             .map_err(|e| recovery_error(format!("log does not follow its snapshot: {e}")))?;
@@ -599,10 +632,33 @@ fn recover_replicas(
         if raft.membership().is_single_voter(meta.node_id) {
             raft.campaign();
         }
-        replicas.insert(
-            range,
-            Replica::new(descriptor.clone(), raft, kv, snapshot_index, snapshot_bytes),
-        );
+        let mut replica =
+            Replica::new(descriptor.clone(), raft, kv, snapshot_index, snapshot_bytes);
+        replica.refresh_descriptor();
+        replicas.insert(range, replica);
+    }
+    // Ranges with a term or vote in the WAL but no state: replicas created empty for
+    // a leader to send a snapshot to (split.rs). Their votes must survive a restart.
+    for (range, log) in std::mem::take(&mut recovery.ranges) {
+        if replicas.contains_key(&range) {
+            continue;
+        }
+        let Some(hard_state) = log.hard_state else { continue };
+        let hard_state = HardState { commit: 0, ..hard_state };
+        let empty = Snapshot { meta: SnapshotMeta::default(), data: vec![] };
+        let store = MemStorage::recover(empty, hard_state, Vec::new())
+            .expect("a log with no entries follows any snapshot");
+        let config = raft_config(meta, range, incarnation);
+        let raft = RaftGroup::new(config, store)
+            .map_err(|e| NodeError::Recovery { range, reason: e.to_string() })?;
+        let descriptor = RangeDescriptor {
+            id: range,
+            start: vec![],
+            end: None,
+            generation: 0,
+            replicas: vec![],
+        };
+        replicas.insert(range, Replica::new(descriptor, raft, KvStore::new_range(), 0, 0));
     }
     if repairs.is_empty() {
         return Ok(replicas);
@@ -635,8 +691,18 @@ fn recover_replicas(
 /// whether it may use one, `ReadConsistency::Lease`), heartbeats every
 /// `HEARTBEAT_TICKS`.
 fn raft_config(meta: &ClusterMeta, range: RangeId, incarnation: u64) -> raft::Config {
-    let seed = meta.node_id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ range.0 ^ meta.cluster_id;
-    let mut config = raft::Config::new(meta.node_id, seed);
+    range_raft_config(meta.node_id, meta.cluster_id, range, incarnation)
+}
+
+/// `raft_config` of node `node` in cluster `cluster`.
+pub(crate) fn range_raft_config(
+    node: NodeId,
+    cluster: u64,
+    range: RangeId,
+    incarnation: u64,
+) -> raft::Config {
+    let seed = node.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ range.0 ^ cluster;
+    let mut config = raft::Config::new(node, seed);
     config.heartbeat_tick = HEARTBEAT_TICKS;
     config.lease_read = true;
     config.incarnation = incarnation;

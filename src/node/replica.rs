@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::node::split::AppliedSplit;
 use crate::node::telemetry::{NodeMetrics, Operation, Outcome, Telemetry};
 use crate::raft::{Entry, Index, NodeId, RaftGroup, ReadMode, Role, Term};
 use crate::range::descriptor::{RangeDescriptor, RangeId};
@@ -79,7 +80,18 @@ fn command_bytes_estimate(command: &Command) -> usize {
         WriteOp::Delete { key } => key.len() + OVERHEAD_BYTES,
         WriteOp::Txn(_) | WriteOp::Settings(_) => 256,
         WriteOp::Freeze { .. } | WriteOp::Unfreeze { .. } => OVERHEAD_BYTES,
+        WriteOp::Split { key, .. } | WriteOp::PlanSplit { key, .. } => key.len() + OVERHEAD_BYTES,
     }
+}
+
+/// What applying an entry did beyond the state machine.
+#[derive(Default)]
+pub struct Applied {
+    /// The range split: the node creates the new range.
+    pub split: Option<AppliedSplit>,
+    /// A command refused as a whole (routed before a split, or a split that could not
+    /// be made): the state machine only moved its applied index.
+    pub refused: bool,
 }
 
 /// Ticks a read may wait for its read index before it is failed for a retry.
@@ -269,7 +281,7 @@ impl Replica {
     /// # Errors
     /// An entry this version cannot read (a newer node's format): nothing is applied,
     /// and the replica cannot go on (its state machine would skip a committed write).
-    pub fn apply(&mut self, entry: &Entry) -> Result<(), UnreadableEntry> {
+    pub fn apply(&mut self, entry: &Entry) -> Result<Applied, UnreadableEntry> {
         let command = match Applicable::decode(entry.format, &entry.data)? {
             Applicable::ConfChange => {
                 self.kv.apply_noop(entry.index);
@@ -282,7 +294,7 @@ impl Replica {
                         write.reply.send_dropped(Response::Unavailable { reason });
                     }
                 }
-                return Ok(());
+                return Ok(Applied::default());
             }
             Applicable::Noop => {
                 self.kv.apply_noop(entry.index);
@@ -291,13 +303,39 @@ impl Replica {
                     let reason = "leader changed; retry".into();
                     write.reply.send_dropped(Response::Unavailable { reason });
                 }
-                return Ok(());
+                return Ok(Applied::default());
             }
             Applicable::Command(command) => command,
         };
         self.log_bytes += entry.data.len() as u64;
         let waiting = self.writes.remove(&entry.index);
-        let result = self.kv.apply_owned(entry.index, command);
+        // The new range's configuration is the one in force at the split's index (the
+        // same on every replica); a joint one refuses the split (its leader plans it
+        // again once the change is done).
+        let conf_state = self.raft.conf_state_at(entry.index);
+        let result = if matches!(command.op, WriteOp::Split { .. }) && conf_state.is_none() {
+            self.kv.apply_noop(entry.index);
+            let reason = "the range is changing its replicas".to_string();
+            CommandResult::SplitRefused { reason }
+        } else {
+            self.kv.apply_owned(entry.index, command)
+        };
+        let split = match (&result, self.kv.take_split(), conf_state) {
+            (CommandResult::Split { .. }, Some((right, kv)), Some(conf_state)) => {
+                self.refresh_descriptor();
+                Some(AppliedSplit {
+                    left: self.id(),
+                    right,
+                    kv,
+                    index: entry.index,
+                    term: entry.term,
+                    conf_state,
+                })
+            }
+            _ => None,
+        };
+        let refused =
+            matches!(result, CommandResult::WrongRange | CommandResult::SplitRefused { .. });
         if let Some(write) = waiting {
             if write.term == entry.term {
                 write.committed();
@@ -316,13 +354,36 @@ impl Replica {
                     CommandResult::Frozen(freeze) => frozen(self.descriptor.id, freeze),
                     CommandResult::FrozenFor(freeze) => Response::BackupFrozen { freeze },
                     CommandResult::Unfrozen { held } => Response::BackupUnfrozen { held },
+                    CommandResult::WrongRange => self.wrong_range(),
+                    CommandResult::Split { right } => Response::Invalid {
+                        reason: format!("{} split ({right}); not an answer to a client", self.id()),
+                    },
+                    CommandResult::SplitRefused { reason } => Response::Invalid { reason },
+                    CommandResult::SplitPlanned { left, right } => {
+                        Response::Split { left: Box::new(left), right: Box::new(right) }
+                    }
                 });
             } else {
                 let reason = "leader changed; retry".into();
                 write.reply.send_dropped(Response::Unavailable { reason });
             }
         }
-        Ok(())
+        Ok(Applied { split, refused })
+    }
+
+    /// The answer to a request for a key this range no longer owns.
+    pub fn wrong_range(&self) -> Response {
+        Response::WrongRange { range: self.id(), descriptor: self.descriptor.clone() }
+    }
+
+    /// Takes the descriptor's span from the state machine (after a split or an
+    /// installed snapshot) and its replicas from the Raft configuration.
+    pub fn refresh_descriptor(&mut self) {
+        if let Some(span) = self.kv.span() {
+            let membership = self.raft.membership();
+            let replicas = membership.members().into_iter().collect();
+            self.descriptor = span.descriptor(self.id(), replicas);
+        }
     }
 
     /// Answers every confirmed read the state machine has caught up with.
@@ -343,6 +404,19 @@ impl Replica {
 
     /// Answers a read from the local state machine as it is now.
     pub fn read_now(&self, request: &Request) -> Response {
+        let key = match request {
+            Request::Get { key, .. }
+            | Request::TxnLocks { key, .. }
+            | Request::TxnStatus { anchor: key, .. }
+            | Request::Scan { start: key, .. } => Some(key),
+            _ => None,
+        };
+        // Routed here before the range split (or the read waited across the split).
+        if let (Some(key), Some(span)) = (key, self.kv.span()) {
+            if !span.contains(key) {
+                return self.wrong_range();
+            }
+        }
         let applied = self.kv.applied();
         let unavailable = |e: RevisionUnavailable| Response::RevisionUnavailable {
             revision: e.revision,

@@ -49,6 +49,25 @@ impl Replicas {
         self.map.insert(range, replica)
     }
 
+    /// The replica of `range`, added by `make` (active, on the node's clock) if there
+    /// is none; marked active either way.
+    pub fn get_or_insert_with(
+        &mut self,
+        range: RangeId,
+        make: impl FnOnce() -> Replica,
+    ) -> &mut Replica {
+        if !self.map.contains_key(&range) {
+            self.insert(range, make());
+        }
+        self.active.insert(range);
+        self.map.get_mut(&range).expect("inserted above")
+    }
+
+    /// The map itself, to read.
+    pub fn map(&self) -> &BTreeMap<RangeId, Replica> {
+        &self.map
+    }
+
     pub fn remove(&mut self, range: &RangeId) -> Option<Replica> {
         self.active.remove(range);
         self.map.remove(range)

@@ -59,7 +59,8 @@ impl Operation {
             | Request::ConfigSet { .. }
             | Request::MetaScan { .. }
             | Request::Backup { .. }
-            | Request::BackupFetch { .. } => Operation::Admin,
+            | Request::BackupFetch { .. }
+            | Request::Split { .. } => Operation::Admin,
         }
     }
 

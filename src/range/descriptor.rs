@@ -34,6 +34,50 @@ impl RangeDescriptor {
     pub fn contains(&self, key: &[u8]) -> bool {
         key >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| key < end)
     }
+
+    /// The span and generation (what a range's replicated state holds of it).
+    pub fn span(&self) -> Span {
+        Span { start: self.start.clone(), end: self.end.clone(), generation: self.generation }
+    }
+}
+
+/// The part of a range's descriptor that is its replicated state (`kv::KvStore`):
+/// the span `[start, end)` it owns and the generation every split (and merge) bumps.
+/// The replicas are its Raft configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    #[serde(with = "crate::byte_serde::vec")]
+    pub start: Vec<u8>,
+    pub end: Option<Vec<u8>>,
+    pub generation: u64,
+}
+
+impl Span {
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| key < end)
+    }
+
+    /// Whether `key` may cut the span in two non-empty halves.
+    pub fn splits_at(&self, key: &[u8]) -> bool {
+        key > self.start.as_slice() && self.contains(key)
+    }
+
+    /// Whether the spans share a key.
+    pub fn overlaps(&self, other: &Span) -> bool {
+        let before =
+            |end: &Option<Vec<u8>>, start: &[u8]| end.as_deref().is_some_and(|e| e <= start);
+        !before(&self.end, &other.start) && !before(&other.end, &self.start)
+    }
+
+    pub fn descriptor(&self, id: RangeId, replicas: Vec<NodeId>) -> RangeDescriptor {
+        RangeDescriptor {
+            id,
+            start: self.start.clone(),
+            end: self.end.clone(),
+            generation: self.generation,
+            replicas,
+        }
+    }
 }
 
 /// The reserved prefix under which rangedb keeps its own data (range descriptors).

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::raft::EntryFormat;
+use crate::range::descriptor::{descriptor_key, RangeDescriptor, RangeId, Span, DESCRIPTOR_PREFIX};
 use crate::range::settings::RangeSettings;
 use crate::range::txn::{
     LockInfo, ReadCheck, SpanCheck, TxnOp, TxnPart, TxnRecord, TxnResult, TxnStatus, TxnTable,
@@ -60,9 +61,10 @@ pub struct KeyValue {
     pub revision: u64,
 }
 
-/// Bumped whenever the snapshot encoding changes (4: the range's settings and a
-/// backup's freeze; 3: the transaction table; 3 and 2 are still read).
-const SNAPSHOT_FORMAT_VERSION: u32 = 4;
+/// Bumped whenever the snapshot encoding changes (5: the range's span and
+/// generation; 4: the range's settings and a backup's freeze; 3: the transaction
+/// table; 4, 3 and 2 are still read).
+const SNAPSHOT_FORMAT_VERSION: u32 = 5;
 
 /// A write as replicated in a Raft entry's data (bincode), in entry format
 /// `COMMAND_FORMAT`.
@@ -75,9 +77,11 @@ pub struct Command {
 /// The entry format of the commands this version writes: bincode of `Command`.
 /// Bumped (and the old version still read) whenever `Command` changes. Version 2
 /// added `WriteOp::Txn` at the end of the enum, version 3 `WriteOp::Settings`,
-/// `Freeze` and `Unfreeze`, so an older command decodes as the same newer one.
-pub const COMMAND_FORMAT: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 3 };
+/// `Freeze` and `Unfreeze`, version 4 `Split` and `PlanSplit`, so an older command
+/// decodes as the same newer one.
+pub const COMMAND_FORMAT: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 4 };
 /// Command versions this one reads.
+const COMMAND_FORMAT_V3: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 3 };
 const COMMAND_FORMAT_V1: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 1 };
 const COMMAND_FORMAT_V2: EntryFormat = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 2 };
 
@@ -117,7 +121,9 @@ impl Applicable {
         if format == EntryFormat::CONF_CHANGE {
             return Ok(Applicable::ConfChange);
         }
-        if ![COMMAND_FORMAT, COMMAND_FORMAT_V2, COMMAND_FORMAT_V1].contains(&format) {
+        if ![COMMAND_FORMAT, COMMAND_FORMAT_V3, COMMAND_FORMAT_V2, COMMAND_FORMAT_V1]
+            .contains(&format)
+        {
             return Err(UnreadableEntry::Format(format));
         }
         let config = bincode::config::standard();
@@ -155,6 +161,24 @@ pub enum WriteOp {
     Freeze { backup: u64, deadline_ms: u64 },
     /// Ends `backup`'s freeze, if it is the one in force.
     Unfreeze { backup: u64 },
+    /// Splits the range at `key` if its generation is `generation`: the keys from
+    /// `key` on, with their history, locks and records, become range `right` (on the
+    /// same replicas, starting at this entry's index), and both halves take
+    /// generation + 1. Proposed by the range's leader once the meta range planned it.
+    Split {
+        #[serde(with = "crate::byte_serde::vec")]
+        key: Vec<u8>,
+        right: RangeId,
+        generation: u64,
+    },
+    /// In the meta range: plans the split of `range` (at `generation`) at `key`,
+    /// allocating the new range's id and writing both descriptors (`_/range/`).
+    PlanSplit {
+        range: RangeId,
+        generation: u64,
+        #[serde(with = "crate::byte_serde::vec")]
+        key: Vec<u8>,
+    },
 }
 
 impl WriteOp {
@@ -202,6 +226,23 @@ pub enum CommandResult {
     /// (false: it had expired, or never applied).
     Unfrozen {
         held: bool,
+    },
+    /// A key the command names is not in the range's span any more (it was routed
+    /// before a split): nothing was done (not remembered: the retry goes to the range
+    /// that owns the key now).
+    WrongRange,
+    /// The range split; `right` holds the keys from the split key on.
+    Split {
+        right: RangeId,
+    },
+    /// The split (or its plan) was not done, and why.
+    SplitRefused {
+        reason: String,
+    },
+    /// The meta range planned a split: the two descriptors it now holds.
+    SplitPlanned {
+        left: RangeDescriptor,
+        right: RangeDescriptor,
     },
 }
 
@@ -312,6 +353,19 @@ struct KvImage {
     txns: TxnTable,
     settings: RangeSettings,
     freeze: Option<Freeze>,
+    span: Option<Span>,
+}
+
+/// The image of format version 4 (before the range's span).
+#[derive(Deserialize)]
+struct KvImageV4 {
+    format_version: u32,
+    applied: u64,
+    map: BTreeMap<Vec<u8>, Vec<Version>>,
+    sessions: BTreeMap<u64, ClientSession>,
+    txns: TxnTable,
+    settings: RangeSettings,
+    freeze: Option<Freeze>,
 }
 
 /// The image of format version 3 (before the range's settings and backup freezes).
@@ -347,6 +401,7 @@ struct KvImageRef<'a> {
     txns: &'a TxnTable,
     settings: &'a RangeSettings,
     freeze: &'a Option<Freeze>,
+    span: &'a Option<Span>,
 }
 
 fn serialize_map_bytes_keys<S: serde::Serializer>(
@@ -367,6 +422,9 @@ impl Serialize for KeyBytes<'_> {
 /// Revisions of history a range keeps until the cluster setting `history_revisions`
 /// is set (`range::settings`).
 pub const HISTORY_REVISIONS: u64 = 10_000;
+
+/// Where the meta range keeps the id the next new range gets (little-endian u64).
+pub const NEXT_RANGE_ID_KEY: &[u8] = b"_/meta/next-range-id";
 /// The sweep looks at `SWEEP_KEYS` keys once per `SWEEP_EVERY` applied entries.
 const SWEEP_KEYS: usize = 16;
 const SWEEP_EVERY: u32 = 64;
@@ -407,6 +465,14 @@ pub struct KvStore {
     /// The backup holding this range still, if any: every write but `Unfreeze` and
     /// another `Freeze` is refused while it is set.
     freeze: Option<Freeze>,
+    /// The span and generation of the range (None: not known, a store of tests or an
+    /// image from before version 5 until the node sets it): writes of keys outside
+    /// it are refused (`WrongRange`).
+    span: Option<Span>,
+    /// Bytes of the live keys and their newest values.
+    live_bytes: u64,
+    /// The right half of the split the last applied entry made, for the node to take.
+    split_out: Option<(RangeId, Box<KvStore>)>,
 }
 
 impl Default for KvStore {
@@ -421,6 +487,9 @@ impl Default for KvStore {
             unswept: 0,
             txns: TxnTable::default(),
             freeze: None,
+            span: None,
+            live_bytes: 0,
+            split_out: None,
         }
     }
 }
@@ -435,6 +504,7 @@ impl PartialEq for KvStore {
             && self.settings == other.settings
             && self.txns == other.txns
             && self.freeze == other.freeze
+            && self.span == other.span
     }
 }
 
@@ -480,9 +550,67 @@ impl KvStore {
             let version = Version { revision: index, value: Some(value.into()) };
             let previous = store.map.insert(Key::from_slice(&key), Arc::new(vec![version]));
             assert!(previous.is_none(), "bootstrap key {key:?} given twice");
-            store.live_keys += 1;
         }
+        store.recount();
         store
+    }
+
+    /// Counts the live keys and their bytes over the whole map.
+    fn recount(&mut self) {
+        let (mut keys, mut bytes) = (0, 0);
+        for (key, versions) in &self.map {
+            if let Some(value) = versions.last().and_then(|version| version.value.as_ref()) {
+                keys += 1;
+                bytes += (key.len() + value.len()) as u64;
+            }
+        }
+        self.live_keys = keys;
+        self.live_bytes = bytes;
+    }
+
+    /// The range's span and generation, once known.
+    pub fn span(&self) -> Option<&Span> {
+        self.span.as_ref()
+    }
+
+    /// Sets the span of a store that has none (a new cluster's range, or one restored
+    /// from an image of before version 5): the node knows it from the descriptors it
+    /// created the range with.
+    pub fn adopt_span(&mut self, span: Span) {
+        if self.span.is_none() {
+            self.span = Some(span);
+        }
+    }
+
+    /// Bytes of the live keys and their newest values.
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    /// The right half of a split the last applied entry made (`CommandResult::Split`).
+    pub fn take_split(&mut self) -> Option<(RangeId, KvStore)> {
+        self.split_out.take().map(|(id, store)| (id, *store))
+    }
+
+    /// A key near the middle of the live data by bytes (for a split by size), if the
+    /// span can be split there; None for a range with fewer than two keys.
+    pub fn middle_key(&self) -> Option<Vec<u8>> {
+        let half = self.live_bytes / 2;
+        let mut seen = 0;
+        for (key, versions) in &self.map {
+            if let Some(value) = versions.last().and_then(|version| version.value.as_ref()) {
+                seen += (key.len() + value.len()) as u64;
+                if seen >= half {
+                    let key = key.to_vec();
+                    return self
+                        .span
+                        .as_ref()
+                        .is_some_and(|span| span.splits_at(&key))
+                        .then_some(key);
+                }
+            }
+        }
+        None
     }
 
     /// Applies the entry at `index` (> applied). Empty/no-op entries go through
@@ -511,6 +639,11 @@ impl KvStore {
                     return CommandResult::Expired;
                 }
             }
+        }
+        if !self.owns(&command.op) {
+            #[cfg(madsim)]
+            crate::env::sim_hooks::sometimes("write routed before a split refused");
+            return CommandResult::WrongRange;
         }
         match (&command.op, self.freeze) {
             (WriteOp::Freeze { backup, deadline_ms }, None) => {
@@ -542,7 +675,9 @@ impl KvStore {
             WriteOp::Txn(_)
             | WriteOp::Settings(_)
             | WriteOp::Freeze { .. }
-            | WriteOp::Unfreeze { .. } => None,
+            | WriteOp::Unfreeze { .. }
+            | WriteOp::Split { .. }
+            | WriteOp::PlanSplit { .. } => None,
         };
         if let Some(lock) = locked {
             #[cfg(madsim)]
@@ -581,6 +716,10 @@ impl KvStore {
                 }
                 CommandResult::Delete { revision: index, existed }
             }
+            WriteOp::Split { key, right, generation } => self.split(index, key, right, generation),
+            WriteOp::PlanSplit { range, generation, key } => {
+                self.plan_split(index, range, generation, key)
+            }
             WriteOp::Freeze { .. } | WriteOp::Unfreeze { .. } => {
                 unreachable!("answered before the lock check")
             }
@@ -589,6 +728,151 @@ impl KvStore {
             self.remember(id, index, result.clone());
         }
         result
+    }
+
+    /// Whether every key `op` names lies in the range's span (always, while the span
+    /// is not known).
+    fn owns(&self, op: &WriteOp) -> bool {
+        let Some(span) = &self.span else { return true };
+        match op {
+            WriteOp::Put { key, .. } | WriteOp::Delete { key } => span.contains(key),
+            WriteOp::Txn(op) => op.within(span),
+            WriteOp::PlanSplit { range, .. } => span.contains(&descriptor_key(*range)),
+            WriteOp::Settings(_)
+            | WriteOp::Freeze { .. }
+            | WriteOp::Unfreeze { .. }
+            | WriteOp::Split { .. } => true,
+        }
+    }
+
+    /// `WriteOp::Split`: cuts the store at `key` if the range is at `generation` and
+    /// `key` falls strictly inside it. The right half (`take_split`) starts at this
+    /// index with the same settings and a copy of the client sessions (a retry of a
+    /// write applied before the split is answered from either half).
+    fn split(
+        &mut self,
+        index: u64,
+        key: Vec<u8>,
+        right: RangeId,
+        generation: u64,
+    ) -> CommandResult {
+        let refused = |reason: String| CommandResult::SplitRefused { reason };
+        let Some(span) = self.span.clone() else {
+            return refused("the range's span is not known".into());
+        };
+        if span.generation != generation {
+            return refused(format!(
+                "the range is at generation {}, not {generation} (split or merged since)",
+                span.generation
+            ));
+        }
+        if !span.splits_at(&key) {
+            return refused(format!(
+                "{:?} is not strictly inside the range",
+                String::from_utf8_lossy(&key)
+            ));
+        }
+        let map = self.map.split_off(key.as_slice());
+        let txns = self.txns.split_off(&key);
+        let mut half = KvStore {
+            map,
+            applied: index,
+            sessions: self.sessions.clone(),
+            settings: self.settings,
+            txns,
+            span: Some(Span { start: key.clone(), end: span.end, generation: generation + 1 }),
+            ..KvStore::default()
+        };
+        half.recount();
+        self.span = Some(Span { start: span.start, end: Some(key), generation: generation + 1 });
+        self.recount();
+        self.sweep_after = Key::new();
+        self.split_out = Some((right, Box::new(half)));
+        CommandResult::Split { right }
+    }
+
+    /// `WriteOp::PlanSplit` in the meta range: if the descriptor of `range` stored here
+    /// is at `generation` and `key` falls strictly inside it, allocates the new range's
+    /// id (never reused: `NEXT_RANGE_ID_KEY` only grows) and writes both descriptors
+    /// at generation + 1.
+    fn plan_split(
+        &mut self,
+        index: u64,
+        range: RangeId,
+        generation: u64,
+        key: Vec<u8>,
+    ) -> CommandResult {
+        let refused = |reason: String| CommandResult::SplitRefused { reason };
+        let Some(current) = self.descriptor(range) else {
+            return refused(format!("no descriptor of {range} in the meta range"));
+        };
+        if current.generation != generation {
+            return refused(format!(
+                "{range} is at generation {}, not {generation} (split or merged since)",
+                current.generation
+            ));
+        }
+        if !current.span().splits_at(&key) {
+            return refused(format!(
+                "{:?} is not strictly inside {range}",
+                String::from_utf8_lossy(&key)
+            ));
+        }
+        let next = self.next_range_id();
+        let left = RangeDescriptor {
+            end: Some(key.clone()),
+            generation: generation + 1,
+            ..current.clone()
+        };
+        let right = RangeDescriptor {
+            id: next,
+            start: key,
+            end: current.end,
+            generation: generation + 1,
+            replicas: current.replicas,
+        };
+        for descriptor in [&left, &right] {
+            let value = bincode::serde::encode_to_vec(descriptor, bincode::config::standard())
+                .expect("a descriptor always encodes");
+            self.push_version(&descriptor_key(descriptor.id), index, Some(value));
+        }
+        self.push_version(NEXT_RANGE_ID_KEY, index, Some((next.0 + 1).to_le_bytes().to_vec()));
+        CommandResult::SplitPlanned { left, right }
+    }
+
+    /// The descriptor of `range` stored in this (meta) range, if any.
+    pub fn descriptor(&self, range: RangeId) -> Option<RangeDescriptor> {
+        let versions = self.map.get(descriptor_key(range).as_slice())?;
+        let value = versions.last()?.value.as_ref()?;
+        bincode::serde::decode_from_slice(value, bincode::config::standard()).ok().map(|(d, _)| d)
+    }
+
+    /// Every descriptor stored in this (meta) range, in id order.
+    pub fn descriptors(&self) -> Vec<RangeDescriptor> {
+        let end = crate::range::descriptor::RESERVED_END;
+        self.scan(DESCRIPTOR_PREFIX, Some(end), 0, None)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|kv| kv.key.starts_with(DESCRIPTOR_PREFIX))
+            .filter_map(|kv| {
+                bincode::serde::decode_from_slice(&kv.value, bincode::config::standard())
+                    .ok()
+                    .map(|(d, _)| d)
+            })
+            .collect()
+    }
+
+    /// The id the next planned range gets: the stored counter, else one above every
+    /// descriptor's (a cluster that never split).
+    fn next_range_id(&self) -> RangeId {
+        let stored = self
+            .map
+            .get(NEXT_RANGE_ID_KEY)
+            .and_then(|versions| versions.last()?.value.as_ref())
+            .and_then(|value| <[u8; 8]>::try_from(value.as_ref()).ok())
+            .map(u64::from_le_bytes);
+        let highest = self.descriptors().iter().map(|d| d.id.0).max().unwrap_or(0);
+        RangeId(stored.unwrap_or(0).max(highest + 1))
     }
 
     /// Applies one transaction step at `index` (see `range::txn`).
@@ -910,14 +1194,14 @@ impl KvStore {
     }
 
     fn push_version(&mut self, key: &[u8], revision: u64, value: Option<Vec<u8>>) {
-        let now_live = value.is_some();
+        let value_len = value.as_ref().map(Vec::len);
         // One search by slice (`entry` would copy the key even when it exists); a new
         // key costs a second one.
         let versions = match self.map.get_mut(key) {
             Some(versions) => versions,
             None => self.map.entry(Key::from_slice(key)).or_default(),
         };
-        let was_live = versions.last().is_some_and(|version| version.value.is_some());
+        let was_live = versions.last().and_then(|version| version.value.as_ref()).map(|v| v.len());
         if let Some(last) = versions.last() {
             assert!(
                 last.revision < revision,
@@ -931,10 +1215,20 @@ impl KvStore {
         if is_old_tombstone(versions, compacted) {
             self.map.remove(key);
         }
-        match (was_live, now_live) {
-            (false, true) => self.live_keys += 1,
-            (true, false) => self.live_keys -= 1,
-            _ => {}
+        let now_bytes = value_len.map(|len| (key.len() + len) as u64);
+        match (was_live, now_bytes) {
+            (None, Some(bytes)) => {
+                self.live_keys += 1;
+                self.live_bytes += bytes;
+            }
+            (Some(old), None) => {
+                self.live_keys -= 1;
+                self.live_bytes -= (key.len() + old) as u64;
+            }
+            (Some(old), Some(bytes)) => {
+                self.live_bytes = self.live_bytes - (key.len() + old) as u64 + bytes;
+            }
+            (None, None) => {}
         }
     }
 
@@ -968,15 +1262,9 @@ impl KvStore {
         self.freeze = None;
         for (key, value) in items {
             let version = Version { revision: 0, value: Some(value.into()) };
-            let previous = self.map.insert(Key::from_slice(&key), Arc::new(vec![version]));
-            let was_live = previous
-                .as_ref()
-                .and_then(|versions| versions.last())
-                .is_some_and(|version| version.value.is_some());
-            if !was_live {
-                self.live_keys += 1;
-            }
+            self.map.insert(Key::from_slice(&key), Arc::new(vec![version]));
         }
+        self.recount();
     }
 
     /// The index of the last applied entry: the newest readable revision.
@@ -1058,6 +1346,7 @@ impl KvStore {
             txns: &self.txns,
             settings: &self.settings,
             freeze: &self.freeze,
+            span: &self.span,
         };
         bincode::serde::encode_to_vec(&image, bincode::config::standard())
             .expect("KvImage always encodes")
@@ -1093,6 +1382,7 @@ impl KvStore {
             txns,
             settings,
             freeze: None,
+            span: None,
         };
         let decoded = if format_version == 2 {
             bincode::serde::decode_from_slice::<KvImageV2, _>(data, bincode::config::standard())
@@ -1106,6 +1396,31 @@ impl KvStore {
                     let KvImageV3 { format_version, applied, map, sessions, txns } = old;
                     (upgraded(format_version, applied, map, sessions, txns), used)
                 })
+        } else if format_version == 4 {
+            // Before the span: the node sets it from the range's descriptor.
+            bincode::serde::decode_from_slice::<KvImageV4, _>(data, bincode::config::standard())
+                .map(|(old, used)| {
+                    let KvImageV4 {
+                        format_version,
+                        applied,
+                        map,
+                        sessions,
+                        txns,
+                        settings,
+                        freeze,
+                    } = old;
+                    let image = KvImage {
+                        format_version,
+                        applied,
+                        map,
+                        sessions,
+                        txns,
+                        settings,
+                        freeze,
+                        span: None,
+                    };
+                    (image, used)
+                })
         } else {
             bincode::serde::decode_from_slice(data, bincode::config::standard())
         };
@@ -1115,7 +1430,6 @@ impl KvStore {
             return Err(SnapshotDecodeError(format!("{} trailing bytes", data.len() - used)));
         }
         debug_assert_eq!(image.format_version, format_version);
-        let mut live_keys = 0;
         for (key, versions) in &image.map {
             let increasing = versions.windows(2).all(|pair| pair[0].revision < pair[1].revision);
             let last = versions
@@ -1124,9 +1438,8 @@ impl KvStore {
             if !increasing || last.revision > image.applied {
                 return Err(SnapshotDecodeError(format!("key {key:?} has revisions out of order")));
             }
-            live_keys += u64::from(last.value.is_some());
         }
-        Ok(KvStore {
+        let mut store = KvStore {
             map: image
                 .map
                 .into_iter()
@@ -1139,11 +1452,13 @@ impl KvStore {
                 txns.drop_resolved_records();
                 txns
             },
-            live_keys,
             settings: image.settings,
             freeze: image.freeze,
+            span: image.span,
             ..KvStore::default()
-        })
+        };
+        store.recount();
+        Ok(store)
     }
 }
 
@@ -1244,6 +1559,133 @@ mod tests {
             store.apply(6, &txn_step(absent)),
             CommandResult::Txn(TxnResult::Committed { revision: 6 })
         );
+    }
+
+    fn whole_span() -> Span {
+        Span { start: Vec::new(), end: None, generation: 1 }
+    }
+
+    fn split(key: &str, right: u64, generation: u64) -> Command {
+        let op = WriteOp::Split { key: key.into(), right: RangeId(right), generation };
+        Command { request_id: None, op }
+    }
+
+    #[test]
+    fn a_split_moves_the_right_half_with_its_history_locks_records_and_sessions() {
+        let mut store = KvStore::new_range();
+        store.adopt_span(whole_span());
+        store.apply(1, &put("a", "1"));
+        store.apply(2, &put("m", "1"));
+        let retried = Command {
+            request_id: Some(RequestId { client: 9, seq: 1 }),
+            op: WriteOp::Put { key: b"x".to_vec(), value: b"1".to_vec() },
+        };
+        store.apply(3, &retried);
+        store.apply(4, &put("m", "2"));
+        // A transaction reading a and writing y, anchored at y: its lock on y and its
+        // record go right, its read lock on a stays left.
+        let prepare = TxnOp::Prepare {
+            txn: T1,
+            anchor: b"y".to_vec(),
+            participants: vec![b"y".to_vec()],
+            part: part(&[("a", 1)], &[("y", Some("t"))]),
+        };
+        store.apply(5, &txn_step(prepare));
+        assert_eq!(
+            store.apply(6, &split("k", 7, 2)),
+            CommandResult::SplitRefused {
+                reason: "the range is at generation 1, not 2 (split or merged since)".into()
+            }
+        );
+        assert!(matches!(store.apply(7, &split("", 7, 1)), CommandResult::SplitRefused { .. }));
+        assert_eq!(store.apply(8, &split("k", 7, 1)), CommandResult::Split { right: RangeId(7) });
+        let (id, mut right) = store.take_split().expect("split");
+        assert_eq!(id, RangeId(7));
+        assert_eq!(
+            store.span(),
+            Some(&Span { start: vec![], end: Some(b"k".to_vec()), generation: 2 })
+        );
+        assert_eq!(right.span(), Some(&Span { start: b"k".to_vec(), end: None, generation: 2 }));
+        assert_eq!((store.applied(), right.applied()), (8, 8));
+        assert_eq!((store.len(), right.len()), (1, 2));
+        assert_eq!(store.live_bytes() + right.live_bytes(), 6);
+        // History moved: m as of revision 2 reads on the right.
+        assert_eq!(right.get(b"m", Some(2)).unwrap(), Some(kv("m", "1", 2)));
+        assert_eq!(store.get(b"m", None).unwrap(), None);
+        // Locks and records: y's intent and T1's record on the right, a's read lock left.
+        assert!(right.intent(b"y").is_some());
+        assert!(store.txns.locks.contains_key(b"a".as_slice()));
+        assert!(!store.txns.locks.contains_key(b"y".as_slice()));
+        let pending = |store: &KvStore| {
+            matches!(
+                store.txn_status(T1),
+                TxnResult::Status { status: Some(TxnStatus::Pending), .. }
+            )
+        };
+        assert!(pending(&right) && !pending(&store));
+        assert!(store.txns.records.is_empty());
+        // The retry of a write applied before the split is answered from the copy.
+        assert_eq!(right.apply(9, &retried), CommandResult::Put { revision: 3 });
+        // Keys the left range no longer owns are refused there, not applied.
+        assert_eq!(store.apply(9, &put("z", "1")), CommandResult::WrongRange);
+        assert_eq!(right.apply(10, &put("b", "1")), CommandResult::WrongRange);
+        assert_eq!(store.apply(10, &put("b", "1")), CommandResult::Put { revision: 10 });
+        // Both halves travel in snapshots with their spans.
+        let restored = KvStore::restore(&right.snapshot()).unwrap();
+        assert_eq!(restored, right);
+    }
+
+    #[test]
+    fn the_meta_range_plans_splits_with_ids_never_reused() {
+        let descriptor = |id, start: &str, end: Option<&str>| RangeDescriptor {
+            id: RangeId(id),
+            start: start.into(),
+            end: end.map(Into::into),
+            generation: 1,
+            replicas: vec![crate::raft::NodeId(1)],
+        };
+        let items = [
+            descriptor(1, "", Some("_/")),
+            descriptor(2, "_/", Some("_0")),
+            descriptor(3, "_0", None),
+        ]
+        .iter()
+        .map(|d| {
+            (
+                descriptor_key(d.id),
+                bincode::serde::encode_to_vec(d, bincode::config::standard()).unwrap(),
+            )
+        })
+        .collect();
+        let mut meta = KvStore::bootstrap(0, items);
+        meta.adopt_span(Span { start: b"_/".to_vec(), end: Some(b"_0".to_vec()), generation: 1 });
+        let plan = |range, generation, key: &str| Command {
+            request_id: None,
+            op: WriteOp::PlanSplit { range: RangeId(range), generation, key: key.into() },
+        };
+        let CommandResult::SplitPlanned { left, right } = meta.apply(1, &plan(3, 1, "m")) else {
+            panic!("planned")
+        };
+        assert_eq!(
+            (left.id, left.end.as_deref(), left.generation),
+            (RangeId(3), Some(&b"m"[..]), 2)
+        );
+        assert_eq!(
+            (right.id, right.start.as_slice(), right.end, right.generation),
+            (RangeId(4), &b"m"[..], None, 2)
+        );
+        // A second plan of the same generation is refused; the next one gets id 5.
+        assert!(matches!(meta.apply(2, &plan(3, 1, "f")), CommandResult::SplitRefused { .. }));
+        assert!(matches!(meta.apply(3, &plan(4, 2, "m")), CommandResult::SplitRefused { .. }));
+        let CommandResult::SplitPlanned { right, .. } = meta.apply(4, &plan(4, 2, "t")) else {
+            panic!("planned")
+        };
+        assert_eq!(right.id, RangeId(5));
+        assert_eq!(meta.descriptors().len(), 5);
+        // A plan for a range whose descriptor is not in this range's span is refused.
+        let mut data = KvStore::new_range();
+        data.adopt_span(Span { start: b"a".to_vec(), end: Some(b"b".to_vec()), generation: 1 });
+        assert_eq!(data.apply(1, &plan(3, 1, "m")), CommandResult::WrongRange);
     }
 
     #[test]
@@ -1511,6 +1953,7 @@ mod tests {
             txns: store.txns.clone(),
             settings: store.settings,
             freeze: store.freeze,
+            span: store.span.clone(),
         };
         let owned = bincode::serde::encode_to_vec(&owned, bincode::config::standard()).unwrap();
         assert_eq!(store.snapshot(), owned);

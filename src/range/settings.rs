@@ -32,7 +32,14 @@ pub enum Setting {
     /// A range snapshots its state machine after this many applied entries (once they
     /// also hold `snapshot_log_ratio` times the last snapshot's bytes).
     SnapshotEntries,
+    /// A range whose live keys and values pass this many bytes is split in two at
+    /// its middle key by the meta range's leader (0: never by size).
+    RangeMaxBytes,
 }
+
+/// `range_max_bytes` when never set: 64 MiB (TiKV's regions split at 96 MiB,
+/// CockroachDB's ranges at 512 MiB; smaller ranges spread sooner over few nodes).
+pub const RANGE_MAX_BYTES_DEFAULT: u64 = 64 << 20;
 
 /// Why a setting's name or value is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,12 +63,14 @@ struct StoredSetting {
 const STORED_SETTING_VERSION: u32 = 1;
 
 impl Setting {
-    pub const ALL: [Setting; 2] = [Setting::HistoryRevisions, Setting::SnapshotEntries];
+    pub const ALL: [Setting; 3] =
+        [Setting::HistoryRevisions, Setting::SnapshotEntries, Setting::RangeMaxBytes];
 
     pub fn name(self) -> &'static str {
         match self {
             Setting::HistoryRevisions => "history_revisions",
             Setting::SnapshotEntries => "snapshot_entries",
+            Setting::RangeMaxBytes => "range_max_bytes",
         }
     }
 
@@ -72,6 +81,9 @@ impl Setting {
                 "revisions of history each range keeps (\"all\": every one)"
             }
             Setting::SnapshotEntries => "entries a range applies between two snapshots",
+            Setting::RangeMaxBytes => {
+                "bytes of live data at which a range splits in two (0: never; default 64MiB)"
+            }
         }
     }
 
@@ -107,6 +119,9 @@ impl Setting {
                 Ok(entries) => Ok(entries),
                 Err(_) => Err(bad("expected a number of entries of at least 1")),
             },
+            Setting::RangeMaxBytes => {
+                parse_bytes(text).ok_or_else(|| bad("expected bytes, e.g. 65536, 512KiB, 64MiB"))
+            }
         }
     }
 
@@ -114,6 +129,7 @@ impl Setting {
     pub fn format_value(self, value: u64) -> String {
         match self {
             Setting::HistoryRevisions if value == u64::MAX => "all".to_string(),
+            Setting::RangeMaxBytes => format_bytes(value),
             _ => value.to_string(),
         }
     }
@@ -156,6 +172,7 @@ pub struct SetValue {
 pub struct ClusterSettings {
     pub history_revisions: Option<SetValue>,
     pub snapshot_entries: Option<SetValue>,
+    pub range_max_bytes: Option<SetValue>,
 }
 
 impl ClusterSettings {
@@ -163,13 +180,21 @@ impl ClusterSettings {
         match setting {
             Setting::HistoryRevisions => self.history_revisions,
             Setting::SnapshotEntries => self.snapshot_entries,
+            Setting::RangeMaxBytes => self.range_max_bytes,
         }
+    }
+
+    /// The size at which ranges split (None: never by size).
+    pub fn range_max_bytes(&self) -> Option<u64> {
+        let bytes = self.range_max_bytes.map_or(RANGE_MAX_BYTES_DEFAULT, |set| set.value);
+        (bytes > 0).then_some(bytes)
     }
 
     fn slot(&mut self, setting: Setting) -> &mut Option<SetValue> {
         match setting {
             Setting::HistoryRevisions => &mut self.history_revisions,
             Setting::SnapshotEntries => &mut self.snapshot_entries,
+            Setting::RangeMaxBytes => &mut self.range_max_bytes,
         }
     }
 
@@ -202,6 +227,33 @@ impl ClusterSettings {
     }
 }
 
+/// Bytes as an operator writes them: a number, optionally followed by B, KiB, MiB
+/// or GiB (also KB/MB/GB, taken as the same powers of two).
+fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "kib" | "kb" | "k" => 10,
+        "mib" | "mb" | "m" => 20,
+        "gib" | "gb" | "g" => 30,
+        _ => return None,
+    };
+    number.checked_mul(1 << shift)
+}
+
+/// Bytes as `parse_bytes` reads them, in the largest unit that divides them.
+fn format_bytes(bytes: u64) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes > 0 && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 /// The settings a range's state machine holds (replicated: changed only by a
 /// `WriteOp::Settings` entry of its log, and carried in its snapshots).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -228,7 +280,10 @@ mod tests {
     fn names_and_values_are_checked() {
         assert_eq!(Setting::parse("history_revisions"), Ok(Setting::HistoryRevisions));
         let unknown = Setting::parse("history").unwrap_err().to_string();
-        assert!(unknown.contains("history_revisions, snapshot_entries"), "{unknown}");
+        assert!(
+            unknown.contains("history_revisions, snapshot_entries, range_max_bytes"),
+            "{unknown}"
+        );
         let history = Setting::HistoryRevisions;
         assert_eq!(history.parse_value("all"), Ok(u64::MAX));
         assert_eq!(history.parse_value("0"), Ok(0));
@@ -239,6 +294,14 @@ mod tests {
         assert!(entries.parse_value("0").unwrap_err().to_string().contains("at least 1"));
         assert_eq!(entries.parse_value("500"), Ok(500));
         assert!(entries.parse_value("all").is_err());
+        let bytes = Setting::RangeMaxBytes;
+        assert_eq!(bytes.parse_value("64MiB"), Ok(64 << 20));
+        assert_eq!(bytes.parse_value("4096"), Ok(4096));
+        assert_eq!(bytes.parse_value("0"), Ok(0));
+        assert_eq!(bytes.format_value(64 << 20), "64MiB");
+        assert_eq!(bytes.format_value(1000), "1000");
+        assert!(bytes.parse_value("64 parsecs").is_err());
+        assert!(bytes.parse_value("99999999999GiB").is_err());
     }
 
     #[test]

@@ -25,6 +25,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::range::descriptor::Span;
+
 /// A transaction: the coordinating client's id and a sequence number of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TxnId {
@@ -84,6 +86,35 @@ impl TxnPart {
 
     pub fn is_empty(&self) -> bool {
         self.reads.is_empty() && self.spans.is_empty() && self.writes.is_empty()
+    }
+
+    /// Whether every key and scanned span of the part lies in `span`.
+    pub fn within(&self, span: &Span) -> bool {
+        let span_within = |check: &SpanCheck| {
+            span.contains(&check.start)
+                && match (&span.end, &check.end) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(range_end), Some(end)) => end <= range_end,
+                }
+        };
+        self.keys().all(|key| span.contains(key)) && self.spans.iter().all(span_within)
+    }
+}
+
+impl TxnOp {
+    /// Whether every key the step names (its part's, and its anchor where it makes or
+    /// decides the record) lies in `span`: a step routed to a range before it split
+    /// is refused when it applies, not applied to keys the range no longer owns.
+    pub fn within(&self, span: &Span) -> bool {
+        match self {
+            TxnOp::Commit1pc { part } => part.within(span),
+            TxnOp::Prepare { anchor, participants, part, .. } => {
+                part.within(span) && (participants.is_empty() || span.contains(anchor))
+            }
+            TxnOp::Decide { anchor, .. } | TxnOp::Push { anchor, .. } => span.contains(anchor),
+            TxnOp::Resolve { .. } | TxnOp::Forget { .. } => true,
+        }
     }
 }
 
@@ -221,6 +252,56 @@ pub struct TxnTable {
 impl TxnTable {
     pub fn is_empty(&self) -> bool {
         self.locks.is_empty() && self.held.is_empty() && self.records.is_empty()
+    }
+
+    /// Splits the table at `key`: the locks of keys from `key` on, the parts of what
+    /// each transaction holds there (scanned spans cut at `key`) and the records
+    /// anchored there move to the returned table; both keep the finished
+    /// transactions (either half must refuse their late prepares).
+    pub fn split_off(&mut self, key: &[u8]) -> TxnTable {
+        let locks = self.locks.split_off(key);
+        let mut held = BTreeMap::new();
+        let mut emptied = Vec::new();
+        for (txn, left) in self.held.iter_mut() {
+            let (keys_left, keys_right) =
+                std::mem::take(&mut left.keys).into_iter().partition(|k| k.as_slice() < key);
+            left.keys = keys_left;
+            let mut spans_right = Vec::new();
+            for (start, end) in std::mem::take(&mut left.spans) {
+                if start.as_slice() < key {
+                    let clipped = match &end {
+                        Some(end) if end.as_slice() <= key => Some(end.clone()),
+                        _ => Some(key.to_vec()),
+                    };
+                    left.spans.push((start.clone(), clipped));
+                }
+                if end.as_deref().is_none_or(|end| end > key) {
+                    spans_right.push((start.max(key.to_vec()), end));
+                }
+            }
+            if !keys_right.is_empty() || !spans_right.is_empty() {
+                if left.keys.is_empty() && left.spans.is_empty() {
+                    emptied.push(*txn);
+                }
+                let anchor = left.anchor.clone();
+                held.insert(*txn, Held { anchor, keys: keys_right, spans: spans_right });
+            }
+        }
+        for txn in emptied {
+            self.held.remove(&txn);
+        }
+        let (records_left, records) = std::mem::take(&mut self.records)
+            .into_iter()
+            .partition(|(_, record)| record.anchor.as_slice() < key);
+        self.records = records_left;
+        TxnTable {
+            locks,
+            held,
+            records,
+            resolved_order: VecDeque::new(),
+            finished: self.finished.clone(),
+            finished_order: self.finished_order.clone(),
+        }
     }
 
     /// A lock of another transaction than `me` that a read (`write` false) or a

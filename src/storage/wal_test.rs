@@ -571,9 +571,9 @@ fn version_1_entries_records_are_read() {
     let (first, size) = decode_frame(&segment, 0).unwrap();
     let (second, _) = decode_frame(&segment, size).unwrap();
     let cmd = EntryFormat { kind: EntryFormat::KIND_COMMAND, version: 1 };
-    // Version-1 WAL entries hold commands of format 1, which today's version 3 still
+    // Version-1 WAL entries hold commands of format 1, which today's version 4 still
     // reads (its enum only grew at the end).
-    assert_eq!(COMMAND_FORMAT.version, 3);
+    assert_eq!(COMMAND_FORMAT.version, 4);
     let put = crate::range::kv::Command {
         request_id: None,
         op: crate::range::kv::WriteOp::Put { key: b"k".to_vec(), value: b"v".to_vec() },

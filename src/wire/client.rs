@@ -110,6 +110,13 @@ pub enum Request {
     /// Bytes from `offset` of the image of `range` this node captured for `backup`
     /// (`BackupOp::Capture`), answered by `BackupChunk`; the last chunk lets it go.
     BackupFetch { backup: u64, range: RangeId, offset: u64 },
+    /// `rangedb admin split KEY` (protocol 7): the meta range's leader plans the split
+    /// of the range holding `key` at `key`, answered `Split` once planned; the range
+    /// splits when its leader sees the plan.
+    Split {
+        #[serde(with = "crate::byte_serde::vec")]
+        key: Vec<u8>,
+    },
 }
 
 /// A backup's step in one range (its leader does it).
@@ -182,6 +189,9 @@ pub struct RangeStatus {
     pub matched: Vec<(NodeId, u64)>,
     /// The replica's settings as applied (`range::settings::RangeSettings`).
     pub settings: RangeSettings,
+    /// Live keys and their bytes (keys plus newest values) at the applied index.
+    pub keys: u64,
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,6 +279,18 @@ pub enum Response {
         total: u64,
         #[serde(with = "crate::byte_serde::vec")]
         data: Vec<u8>,
+    },
+    /// The range the request went to no longer owns its key (it split since the
+    /// client or the node routed it): nothing was done; `descriptor` is the range's
+    /// now. The client refreshes its table and retries (protocol 7).
+    WrongRange {
+        range: RangeId,
+        descriptor: RangeDescriptor,
+    },
+    /// A split planned: the two descriptors (protocol 7).
+    Split {
+        left: Box<RangeDescriptor>,
+        right: Box<RangeDescriptor>,
     },
     /// Ask `leader` (at `address`) instead; both None when no leader is known.
     NotLeader {

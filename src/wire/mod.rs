@@ -28,8 +28,9 @@ pub const MAX_FRAME_BYTES: u32 = 16 << 20;
 /// `TxnLocks`, locks in `Get` and `Scan` answers, command entries of version 2);
 /// version 6 runtime settings and backups (`ConfigSet`, `MetaScan`, settings in
 /// `Status`, `Backup`, `BackupFetch` and their answers; command entries of version 3,
-/// snapshot images of version 4).
-pub const PROTOCOL_VERSION: u32 = 6;
+/// snapshot images of version 4); version 7 splits (`Split`, `WrongRange`, sizes in
+/// `Status`; command entries of version 4, snapshot images of version 5).
+pub const PROTOCOL_VERSION: u32 = 7;
 /// The oldest protocol version this node speaks. Versions 1 and 2 had no
 /// negotiation; a node of those is refused by name. Version 3's status and requests
 /// have another layout, and its nodes stop at a membership change (an entry kind they
@@ -37,8 +38,9 @@ pub const PROTOCOL_VERSION: u32 = 6;
 /// binary (DESIGN 6.4). Version 4's `Get` and `Scan` answers have another layout,
 /// and its nodes cannot read version-2 commands: 4 to 5 is a full restart too.
 /// Version 5's `Status` has another layout and its nodes cannot read version-3
-/// commands (settings): 5 to 6 is a full restart as well.
-pub const PROTOCOL_VERSION_MIN: u32 = 6;
+/// commands (settings): 5 to 6 is a full restart as well, and so is 6 to 7 (its
+/// `Status` has another layout, its nodes cannot read version-4 commands).
+pub const PROTOCOL_VERSION_MIN: u32 = 7;
 
 /// Why a frame was refused. Any of these closes the connection.
 #[derive(Debug, thiserror::Error)]
@@ -400,6 +402,8 @@ mod tests {
                     learners: vec![],
                     matched: vec![(NodeId(1), 5), (NodeId(2), 4)],
                     settings: crate::range::settings::RangeSettings::default(),
+                    keys: 3,
+                    bytes: 40,
                 }],
             }),
             Response::NotLeader {

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use rangedb::env::sim_hooks::{LogTerm, Observer};
 use rangedb::raft::{Membership, NodeId, Role, Term};
-use rangedb::range::descriptor::RangeId;
+use rangedb::range::descriptor::{RangeId, Span};
 use rangedb::range::settings::RangeSettings;
 
 use super::super::{now_ms, Fnv};
@@ -78,6 +78,11 @@ pub struct Safety {
     node_settings: BTreeMap<u64, (u64, NodeId)>,
     /// Settings changes applied by replicas (an effect counted per sweep).
     pub settings_applied: u64,
+    /// The generation each node's replica of a range last had (cleared at restart:
+    /// a replica recovers from its snapshot and applies its log again).
+    generations: BTreeMap<(NodeId, RangeId), u64>,
+    /// Spans reported by nodes (an effect counted per sweep).
+    pub span_reports: u64,
     /// Joint configurations left (a leave entry applied after its joint one).
     pub joints_left: u64,
     /// Replicas repairing: (node, range) -> their commit index when found damaged.
@@ -635,6 +640,7 @@ impl Observer for SafetyObserver {
         let now_us = self.now_us();
         self.with(|s, _| {
             s.restarted_at.insert(node, now_us);
+            s.generations.retain(|(n, _), _| *n != node);
             s.node_restarted(node);
         });
     }
@@ -697,6 +703,58 @@ impl Observer for SafetyObserver {
             s.durable.insert((node, range), (term, commit));
             s.repairs += 1;
             s.repairing.insert((node, range), commit);
+        });
+    }
+
+    fn spans_changed(&mut self, node: NodeId, spans: &[(RangeId, Span)]) {
+        self.with(|s, t| {
+            s.span_reports += 1;
+            let mut sorted: Vec<&(RangeId, Span)> = spans.iter().collect();
+            sorted.sort_by(|a, b| a.1.start.cmp(&b.1.start));
+            for pair in sorted.windows(2) {
+                let ((a, left), (b, right)) = (pair[0], pair[1]);
+                if left.overlaps(right) {
+                    s.violate_as(
+                        "splits",
+                        format!(
+                            "{node}'s replicas of {a} ({:?}..{:?}, generation {}) and {b} \
+                             ({:?}..{:?}, generation {}) overlap",
+                            String::from_utf8_lossy(&left.start),
+                            left.end.as_deref().map(String::from_utf8_lossy),
+                            left.generation,
+                            String::from_utf8_lossy(&right.start),
+                            right.end.as_deref().map(String::from_utf8_lossy),
+                            right.generation
+                        ),
+                    );
+                }
+            }
+            for (range, span) in spans {
+                let before = s.generations.insert((node, *range), span.generation);
+                if before == Some(span.generation) {
+                    continue;
+                }
+                if before.is_some_and(|before| before > span.generation) {
+                    s.violate_as(
+                        "splits",
+                        format!(
+                            "{node}'s replica of {range} went back from generation {} to {}",
+                            before.unwrap_or(0),
+                            span.generation
+                        ),
+                    );
+                }
+                s.range_event(
+                    t,
+                    *range,
+                    format!(
+                        "{t:>6} ms {node} {range} span {:?}..{:?} generation {}",
+                        String::from_utf8_lossy(&span.start),
+                        span.end.as_deref().map(String::from_utf8_lossy),
+                        span.generation
+                    ),
+                );
+            }
         });
     }
 

@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 
 use rangedb::raft::Term;
-use rangedb::range::descriptor::{default_split_keys, initial_descriptors, RangeId, RangeTable};
+use rangedb::range::descriptor::{
+    default_split_keys, initial_descriptors, RangeId, RangeTable, Span,
+};
 use rangedb::range::kv::{Command, WriteOp};
 
 use super::super::history::{Call, Op, Outcome, Seen};
@@ -36,6 +38,10 @@ pub struct Model {
     pub delete_existed: BTreeMap<(u64, u64), bool>,
     /// (client, seq) of every entry in the log, effective or deduplicated.
     pub logged: BTreeMap<(u64, u64), Vec<(RangeId, u64)>>,
+    /// Every range's span after the whole log (splits replayed).
+    pub spans: BTreeMap<RangeId, Span>,
+    /// Splits the log made: (range, index, key, new range).
+    pub splits: Vec<(RangeId, u64, Vec<u8>, RangeId)>,
     pub problems: Vec<String>,
 }
 
@@ -49,8 +55,24 @@ pub fn range_of(key: &[u8], voters: usize) -> RangeId {
 }
 
 impl Model {
-    pub fn replay(committed: &BTreeMap<(RangeId, u64), (Term, Vec<u8>)>) -> Model {
+    /// The range that owns `key` once the whole log is applied.
+    pub fn range_of(&self, key: &[u8]) -> RangeId {
+        self.spans.iter().find(|(_, span)| span.contains(key)).map_or(RangeId(0), |(id, _)| *id)
+    }
+
+    /// Replays the log range by range in id order (a range a split created has a
+    /// higher id than the range it came from, so its parent's split is replayed
+    /// first: it starts with the parent's right half of the keyspace and a copy of its
+    /// deduplication table). Writes the state machine refused as a whole (routed
+    /// before a split) are logged empty by the nodes, as no-ops.
+    pub fn replay(committed: &BTreeMap<(RangeId, u64), (Term, Vec<u8>)>, voters: usize) -> Model {
         let mut model = Model::default();
+        let founders: Vec<rangedb::raft::NodeId> =
+            (1..=voters as u64).map(rangedb::raft::NodeId).collect();
+        let initial = initial_descriptors(&default_split_keys(), &founders)
+            .expect("default split keys are valid");
+        model.spans = initial.iter().map(|d| (d.id, d.span())).collect();
+        let mut inherited: BTreeMap<RangeId, BTreeMap<(u64, u64), ()>> = BTreeMap::new();
         for key in KEYS {
             model
                 .versions
@@ -61,7 +83,13 @@ impl Model {
             ranges.entry(*range).or_default().push((*index, data));
         }
         for (range, entries) in ranges {
-            let mut seen: BTreeMap<(u64, u64), ()> = BTreeMap::new();
+            let mut seen: BTreeMap<(u64, u64), ()> = inherited.remove(&range).unwrap_or_default();
+            if !model.spans.contains_key(&range) {
+                model.problems.push(format!(
+                    "{range} has committed entries but no split in the log created it"
+                ));
+                continue;
+            }
             // A backup's freeze in force: the range refuses every other write, and
             // forgets it (its retry applies later).
             let mut frozen: Option<u64> = None;
@@ -94,7 +122,52 @@ impl Model {
                     }
                     model.effective.insert(id, (range, index));
                 }
+                let span = model.spans.get(&range).cloned().expect("checked above");
+                let outside = match &command.op {
+                    WriteOp::Put { key, .. } | WriteOp::Delete { key } => {
+                        (!span.contains(key)).then(|| key.clone())
+                    }
+                    _ => None,
+                };
+                if let Some(key) = outside {
+                    model.problems.push(format!(
+                        "{range} applied a write of {:?} at index {index}, outside its span \
+                         {:?}..{:?} (generation {})",
+                        String::from_utf8_lossy(&key),
+                        String::from_utf8_lossy(&span.start),
+                        span.end.as_deref().map(String::from_utf8_lossy),
+                        span.generation
+                    ));
+                }
                 match command.op {
+                    WriteOp::Split { key, right, generation } => {
+                        if generation != span.generation || !span.splits_at(&key) {
+                            model.problems.push(format!(
+                                "{range} applied a split at {:?} of generation {generation} at \
+                                 index {index}, but it is {:?}..{:?} at generation {}",
+                                String::from_utf8_lossy(&key),
+                                String::from_utf8_lossy(&span.start),
+                                span.end.as_deref().map(String::from_utf8_lossy),
+                                span.generation
+                            ));
+                            continue;
+                        }
+                        if model.spans.contains_key(&right) {
+                            model.problems.push(format!(
+                                "{range} split at index {index} into {right}, an id in use"
+                            ));
+                            continue;
+                        }
+                        let generation = generation + 1;
+                        let left = Span { start: span.start, end: Some(key.clone()), generation };
+                        model
+                            .spans
+                            .insert(right, Span { start: key.clone(), end: span.end, generation });
+                        model.spans.insert(range, left);
+                        inherited.insert(right, seen.clone());
+                        model.splits.push((range, index, key, right));
+                    }
+                    WriteOp::PlanSplit { .. } => {}
                     WriteOp::Put { key, value } => {
                         let versions = model.versions.entry(key).or_default();
                         versions.push(Version { revision: index, value: Some(value), writer: id });
@@ -122,7 +195,7 @@ impl Model {
     }
 }
 
-pub fn check(model: &Model, history: &[Op], voters: usize) -> Vec<Violation> {
+pub fn check(model: &Model, history: &[Op]) -> Vec<Violation> {
     let mut violations = Vec::new();
     let mut fail = |message: String, ops: Vec<&Op>| {
         if violations.len() < 5 {
@@ -151,7 +224,8 @@ pub fn check(model: &Model, history: &[Op], voters: usize) -> Vec<Violation> {
         let id = (op.client, seq);
         match &op.outcome {
             Outcome::Put { revision } => match model.effective.get(&id) {
-                Some((range, index)) if *index == *revision && *range == range_of(op.key(), voters) => {}
+                // Which range applied it is checked by the replay (the key in its span).
+                Some((_, index)) if *index == *revision => {}
                 Some((range, index)) => fail(
                     format!("acknowledged put took effect at {range} index {index}, not at revision {revision}"),
                     vec![op],
