@@ -1404,14 +1404,17 @@ impl Node {
         {
             // The lock janitor's ranges: led here, with locks or records (the meta
             // range's are not its business, as `RangeCache::data_range_keys`).
-            let janitor = replica.is_leader()
-                && !replica.descriptor.contains(RESERVED_PREFIX)
-                && !replica.kv.txn_outstanding(1).is_empty();
+            // The span the state machine holds (the descriptor may be refreshed from it
+            // only later in this cycle: `rebuild_routes`).
+            let (start, meta) = match replica.kv.span() {
+                Some(span) => (&span.start, span.contains(RESERVED_PREFIX)),
+                None => (&replica.descriptor.start, replica.descriptor.contains(RESERVED_PREFIX)),
+            };
+            let janitor = replica.is_leader() && !meta && !replica.kv.txn_outstanding(1).is_empty();
             let listed = self.txn_ranges.contains_key(&range);
             if janitor != listed {
                 self.txn_ranges_changed = true;
                 if janitor {
-                    let start = &replica.descriptor.start;
                     let key = if start.is_empty() { vec![0] } else { start.clone() };
                     self.txn_ranges.insert(range, key);
                 } else {
