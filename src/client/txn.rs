@@ -983,7 +983,7 @@ impl Client {
         let mut attempts = super::Attempts::new(deadline);
         self.refresh_table(&mut attempts, 0).await;
         let starts: Vec<Vec<u8>> = self.routes().data_range_keys();
-        self.janitor_visit(memory, starts).await
+        self.janitor_settle(memory, starts).await
     }
 
     /// A janitor's look at the ranges of `starts` (a key in each): settles what has
@@ -992,6 +992,20 @@ impl Client {
     /// # Errors
     /// None today (a range that does not answer is looked at next time).
     pub async fn janitor_visit(
+        &self,
+        memory: &mut LockMemory,
+        starts: Vec<Vec<u8>>,
+    ) -> Result<usize, ClientError> {
+        if !starts.is_empty() {
+            // Routes as `janitor_pass` has them (ranges split and move), only when
+            // there is something to visit.
+            let mut attempts = super::Attempts::new(self.deadline());
+            self.refresh_table(&mut attempts, 0).await;
+        }
+        self.janitor_settle(memory, starts).await
+    }
+
+    async fn janitor_settle(
         &self,
         memory: &mut LockMemory,
         starts: Vec<Vec<u8>>,

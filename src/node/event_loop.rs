@@ -110,6 +110,10 @@ const WAL_SEGMENTS_KEPT: usize = 4;
 /// 100,000 ranges are walked every 97 ticks: gauges and readiness 5 s old at most).
 const TELEMETRY_WALK_REPLICAS: usize = 1024;
 
+/// Ticks between two looks at every range led here for the lock janitor's list
+/// (`Node::recheck_txn_ranges`).
+const TXN_RANGES_RECHECK_TICKS: u64 = 20;
+
 /// Ticks between two looks at where leaders are (`Node::place_leaders`).
 const PLACEMENT_TICKS: u64 = 4;
 /// A range hands its leadership over only to a follower this close to its log's end,
@@ -343,6 +347,9 @@ impl Node {
         self.propose_planned_splits();
         self.split_large_ranges();
         self.expire_backups();
+        if now % TXN_RANGES_RECHECK_TICKS == 0 {
+            self.recheck_txn_ranges();
+        }
         if std::mem::take(&mut self.txn_ranges_changed) {
             self.telemetry.set_txn_ranges(self.txn_ranges.values().cloned().collect());
         }
@@ -477,6 +484,29 @@ impl Node {
             .collect();
         for range in followers {
             self.replicas.get_mut(&range);
+        }
+    }
+
+    /// Lists (or unlists) `range` for the lock janitor beside this node.
+    fn set_txn_range(&mut self, range: RangeId, key: Option<Vec<u8>>) {
+        if self.txn_ranges.get(&range) != key.as_ref() {
+            self.txn_ranges_changed = true;
+            match key {
+                Some(key) => self.txn_ranges.insert(range, key),
+                None => self.txn_ranges.remove(&range),
+            };
+        }
+    }
+
+    /// Every `TXN_RANGES_RECHECK_TICKS`: the janitor's list again from the ranges led
+    /// here and those listed, whatever changed them (a replica replaced by a split's,
+    /// say, changes no Ready of its own).
+    fn recheck_txn_ranges(&mut self) {
+        let ranges: BTreeSet<RangeId> =
+            self.leading.iter().chain(self.txn_ranges.keys()).copied().collect();
+        for range in ranges {
+            let key = self.replicas.get(&range).and_then(janitor_key);
+            self.set_txn_range(range, key);
         }
     }
 
@@ -1402,25 +1432,8 @@ impl Node {
             || ready.snapshot.is_some()
             || ready.soft_state.is_some()
         {
-            // The lock janitor's ranges: led here, with locks or records (the meta
-            // range's are not its business, as `RangeCache::data_range_keys`).
-            // The span the state machine holds (the descriptor may be refreshed from it
-            // only later in this cycle: `rebuild_routes`).
-            let (start, meta) = match replica.kv.span() {
-                Some(span) => (&span.start, span.contains(RESERVED_PREFIX)),
-                None => (&replica.descriptor.start, replica.descriptor.contains(RESERVED_PREFIX)),
-            };
-            let janitor = replica.is_leader() && !meta && !replica.kv.txn_outstanding(1).is_empty();
-            let listed = self.txn_ranges.contains_key(&range);
-            if janitor != listed {
-                self.txn_ranges_changed = true;
-                if janitor {
-                    let key = if start.is_empty() { vec![0] } else { start.clone() };
-                    self.txn_ranges.insert(range, key);
-                } else {
-                    self.txn_ranges.remove(&range);
-                }
-            }
+            let key = janitor_key(replica);
+            self.set_txn_range(range, key);
         }
         let spans_changed = !splits.is_empty() || ready.snapshot.is_some();
         for split in splits {
@@ -1568,6 +1581,19 @@ fn restore_snapshot(replica: &mut Replica, snapshot: &Snapshot) -> Result<(), St
     replica.snapshot_bytes = snapshot.data.len() as u64;
     replica.log_bytes = 0;
     Ok(())
+}
+
+/// The key the lock janitor beside this node visits `replica`'s range at, if it
+/// should: led here, holding locks or records, not the meta range (whose locks are not
+/// its business, as `RangeCache::data_range_keys`). From the span the state machine
+/// holds (the descriptor may be refreshed from it only later in the cycle).
+fn janitor_key(replica: &Replica) -> Option<Vec<u8>> {
+    let (start, meta) = match replica.kv.span() {
+        Some(span) => (&span.start, span.contains(RESERVED_PREFIX)),
+        None => (&replica.descriptor.start, replica.descriptor.contains(RESERVED_PREFIX)),
+    };
+    let wanted = replica.is_leader() && !meta && !replica.kv.txn_outstanding(1).is_empty();
+    wanted.then(|| if start.is_empty() { vec![0] } else { start.clone() })
 }
 
 fn outbox(outbox: &mut BTreeMap<NodeId, Vec<Envelope>>, range: RangeId, messages: Vec<Message>) {
