@@ -443,15 +443,15 @@ fn run_server(args: &ServerArgs) -> anyhow::Result<u8> {
         let _context = runtime.enter();
         shutdown_signal()
     };
-    // The transaction lock janitor (rangedb::client::run_janitor): it settles locks
-    // of transactions whose coordinator died, through this node's own listener. It
-    // stops with the process.
+    // The transaction lock janitor (rangedb::client::run_node_janitor): it settles
+    // locks of transactions whose coordinator died in the ranges this node leads,
+    // through this node's own listener. It stops with the process.
     let janitor = Client::new(ClientConfig {
         endpoints: vec![args.listen.clone()],
         ..ClientConfig::default()
     });
-    runtime.spawn(rangedb::client::run_janitor(janitor));
     let telemetry = Arc::new(Telemetry::default());
+    runtime.spawn(rangedb::client::run_node_janitor(janitor, Arc::clone(&telemetry)));
     if let Some(address) = &args.http_addr {
         // The key-value API goes through this node's own listener, as a CLI would.
         let client = Client::new(ClientConfig {

@@ -15,8 +15,11 @@ if (( RANGES < 4 || RANGES > 1000000 )); then
     echo "idle.sh: RANGES must be 4 to 1000000, not $RANGES" >&2
     exit 2
 fi
-SPLITS=$(seq 1 $((RANGES - 3)) | awk '{printf "%sk%06d", (NR > 1 ? "," : ""), $1}')
-cluster_start -- --split-keys "$SPLITS"
+# One --split-keys flag per 10,000 keys: a single argument may hold 128 KiB at most.
+SPLIT_FLAGS=()
+while read -r keys; do SPLIT_FLAGS+=(--split-keys "$keys"); done < <(
+    seq 1 $((RANGES - 3)) | awk '{printf "%sk%06d", (NR % 10000 == 1 ? (NR > 1 ? "\n" : "") : ","), $1} END {print ""}')
+cluster_start -- "${SPLIT_FLAGS[@]}"
 # One write, so every node is up and the leaders are elected.
 for _ in $(seq 50); do "$BIN" --endpoints "$E" put idle-ready 1 >/dev/null 2>&1 && break; sleep 0.2; done
 echo "ranges with a leader: $("$BIN" --endpoints "$E" status 2>/dev/null | awk '$1 ~ /^r[0-9]/ && $7 ~ /^n[0-9]/' | wc -l)"

@@ -16,10 +16,11 @@ use madsim::task::NodeId as SimNodeId;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
-use rangedb::client::Client;
+use rangedb::client::{run_node_janitor, Client};
 use rangedb::env::sim_clock::SimClock;
 use rangedb::env::sim_disk::{DiskFaults, SimDisk};
-use rangedb::node::{run_node, ServerConfig};
+use rangedb::node::telemetry::Telemetry;
+use rangedb::node::{run_node_observed, ServerConfig};
 use rangedb::raft::NodeId;
 use rangedb::wire::{
     encode_frame, read_frame, ClientRequest, ClientResponse, Hello, HelloReply, HelloRole,
@@ -111,16 +112,19 @@ impl Cluster {
                     async move {
                         exited.store(false, Ordering::Relaxed);
                         // The lock janitor every server runs (as `rangedb server` does),
-                        // on this node: it dies with it.
+                        // on this node, looking at the ranges it leads: it dies with it.
                         let janitor = super::workload::client_config(
                             vec![server_address(i)],
                             0x1a_0000 + i as u64,
                             800,
                         );
-                        tokio::spawn(rangedb::client::run_janitor(Client::new(janitor)));
+                        let telemetry = Arc::new(Telemetry::default());
+                        let beside = Arc::clone(&telemetry);
+                        tokio::spawn(run_node_janitor(Client::new(janitor), beside));
                         let stop = async move { shutdown.notified().await };
                         let (disk, clock) = (Arc::new(disk), Arc::new(clock));
-                        if let Err(error) = run_node(config, disk, clock, stop).await {
+                        let run = run_node_observed(config, disk, clock, telemetry, stop);
+                        if let Err(error) = run.await {
                             eprintln!("sim: node stopped: {error}");
                             *reason.lock().expect("reason lock") = Some(error.to_string());
                         }

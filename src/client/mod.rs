@@ -26,7 +26,9 @@ pub use admin::{check_meta_key, descriptor_json, kv_json, kvs_json, setting_json
 pub use error::ClientError;
 pub use membership::{lag as learner_lag, MembershipReport, NodeIdentity, CAUGHT_UP_LAG};
 pub use status::{ClusterStatus, NodeReport};
-pub use txn::{run_janitor, Committed, LockMemory, Txn, TxnState, JANITOR_EVERY, LOCK_TTL};
+pub use txn::{
+    run_janitor, run_node_janitor, Committed, LockMemory, Txn, TxnState, JANITOR_EVERY, LOCK_TTL,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};

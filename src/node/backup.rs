@@ -168,14 +168,23 @@ impl Node {
         stash
             .images
             .retain(|_, (_, created_ms)| now_ms.saturating_sub(*created_ms) < STASH_KEEP_MS);
-        for (range, replica) in &mut self.replicas {
+        // Only the ranges that held a freeze when last applied (`Node::frozen`).
+        let frozen: Vec<RangeId> = self.frozen.iter().copied().collect();
+        for range in frozen {
+            let Some(replica) = self.replicas.get(&range) else {
+                stash.expiries.remove(&range);
+                self.frozen.remove(&range);
+                continue;
+            };
             let Some(freeze) = replica.kv.freeze() else {
-                stash.expiries.remove(range);
+                stash.expiries.remove(&range);
+                self.frozen.remove(&range);
                 continue;
             };
             if now_ms <= freeze.deadline_ms || replica.raft.role() != Role::Leader {
                 continue;
             }
+            let range = &range;
             let last = stash.expiries.get(range).copied().unwrap_or(0);
             if now_ms.saturating_sub(last) < EXPIRY_RETRY_MS {
                 continue;
@@ -188,7 +197,9 @@ impl Node {
                 continue;
             };
             // Nobody waits for the answer; the freeze shows whether it applied.
-            let _ = replica.raft.propose(command.op.format(), data);
+            if let Some(replica) = self.replicas.get_mut(range) {
+                let _ = replica.raft.propose(command.op.format(), data);
+            }
             #[cfg(madsim)]
             crate::env::sim_hooks::sometimes("expired backup freeze lifted by its leader");
             tracing::warn!(

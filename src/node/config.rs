@@ -11,6 +11,7 @@
 use tracing::{error, info, warn};
 
 use crate::node::event_loop::Node;
+use crate::range::descriptor::RangeId;
 use crate::range::kv::{Command, WriteOp};
 use crate::range::settings::{ClusterSettings, Setting, CONFIG_END, CONFIG_PREFIX};
 
@@ -85,13 +86,25 @@ impl Node {
         if desired.config_revision == 0 {
             return;
         }
+        // The ranges to look at: every range led here when the revision changes, and
+        // each range that becomes leader here (event_loop.rs `apply_ready`); a range
+        // leaves the list once it holds the revision or is no longer led here.
+        if self.settings_listed != desired.config_revision {
+            self.settings_listed = desired.config_revision;
+            self.settings_behind.clone_from(&self.leading);
+        }
         let now = self.ticks();
-        for replica in self.replicas.values_mut() {
-            if !replica.is_leader()
-                || replica.kv.settings().config_revision >= desired.config_revision
-            {
+        let listed: Vec<RangeId> = self.settings_behind.iter().copied().collect();
+        for range in listed {
+            let behind = self.replicas.get(&range).is_some_and(|replica| {
+                replica.is_leader()
+                    && replica.kv.settings().config_revision < desired.config_revision
+            });
+            if !behind {
+                self.settings_behind.remove(&range);
                 continue;
             }
+            let Some(replica) = self.replicas.get_mut(&range) else { continue };
             let recent = replica.settings_proposed.is_some_and(|(revision, at)| {
                 revision == desired.config_revision && now < at + SETTINGS_RETRY_TICKS
             });

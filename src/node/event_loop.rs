@@ -11,7 +11,7 @@
 //!  one fsync ─► send `persisted_messages` ─► advance ─► snapshot if due
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tracing::{error, warn};
@@ -21,6 +21,7 @@ use crate::logging::{Admit, RateLimiter};
 use crate::node::liveness::Liveness;
 use crate::node::members::{self, NodeChange, SharedMembers};
 use crate::node::replica::{Replica, ReplyTo};
+use crate::node::replicas::Replicas;
 use crate::node::routes::Routes;
 use crate::node::snapshotter::Snapshotter;
 use crate::node::split::{AppliedSplit, PlannedSplit, SPLIT_SNAPSHOT_DELAY_TICKS};
@@ -29,7 +30,7 @@ use crate::node::ticker::Ticker;
 use crate::node::NodeError;
 use crate::raft::{
     ConfChange, Message, MessageBody, NodeId, ReadMode, Ready, Role, Snapshot, SnapshotMeta,
-    Storage,
+    Storage, TickClock,
 };
 use crate::range::descriptor::{RangeId, DESCRIPTOR_PREFIX, RESERVED_END, RESERVED_PREFIX};
 use crate::range::keys::{validate_key, validate_value};
@@ -104,6 +105,15 @@ pub enum LeaderPlacement {
 /// whatever their size (`Node::snapshot_pinning_ranges`): 256 MB of 64 MB segments.
 const WAL_SEGMENTS_KEPT: usize = 4;
 
+/// `Node::publish_telemetry` walks every replica once per tick up to this many
+/// replicas, and once every `replicas / TELEMETRY_WALK_REPLICAS` ticks beyond (so
+/// 100,000 ranges are walked every 97 ticks: gauges and readiness 5 s old at most).
+const TELEMETRY_WALK_REPLICAS: usize = 1024;
+
+/// Ticks between two looks at every range led here for the lock janitor's list
+/// (`Node::recheck_txn_ranges`).
+const TXN_RANGES_RECHECK_TICKS: u64 = 20;
+
 /// Ticks between two looks at where leaders are (`Node::place_leaders`).
 const PLACEMENT_TICKS: u64 = 4;
 /// A range hands its leadership over only to a follower this close to its log's end,
@@ -131,7 +141,11 @@ pub struct Node {
     pub id: NodeId,
     /// Every member's client/peer address and identity, this node's included.
     pub members: SharedMembers,
-    pub replicas: BTreeMap<RangeId, Replica>,
+    /// Every replica hosted here, and which may have work (replicas.rs).
+    pub replicas: Replicas,
+    /// The ranges whose replica here reported itself leader in its last Ready (the
+    /// walks of leaders look only at these).
+    pub(crate) leading: BTreeSet<RangeId>,
     /// Which local replica owns a key (routes.rs), rebuilt as spans change.
     pub table: Routes,
     pub wal: Wal,
@@ -163,6 +177,18 @@ pub struct Node {
     last_leaders: BTreeMap<RangeId, Option<NodeId>>,
     /// The runtime settings as this node's meta replica holds them (range/settings.rs).
     pub settings: ClusterSettings,
+    /// Ranges led here that may not hold the settings' revision yet, and the
+    /// settings revision they were listed for (`Node::propagate_settings`).
+    pub(crate) settings_behind: BTreeSet<RangeId>,
+    pub(crate) settings_listed: u64,
+    /// Ranges whose state machine held a backup's freeze when last applied
+    /// (`Node::expire_backups` looks only at these).
+    pub(crate) frozen: BTreeSet<RangeId>,
+    /// Ranges led here whose state machine holds locks or transaction records (a
+    /// key in each), for the lock janitor beside this node (`Telemetry::txn_ranges`);
+    /// and whether it changed since it was last published.
+    txn_ranges: BTreeMap<RangeId, Vec<u8>>,
+    txn_ranges_changed: bool,
     /// When this node (leading the meta range) last proposed the initial settings.
     pub(crate) initial_settings_proposed: Option<u64>,
     /// Images captured for backups, waiting to be fetched (backup.rs).
@@ -172,6 +198,8 @@ pub struct Node {
     /// Splits applied this cycle whose new range has an empty replica here, replaced
     /// after the cycle (split.rs).
     deferred_splits: Vec<AppliedSplit>,
+    /// Each range's writes and the clock (ms) at the last look for hot ranges.
+    pub(crate) load_marks: BTreeMap<RangeId, (u64, u64)>,
     /// What the Raft groups of ranges created here are configured with.
     pub raft_seed: RaftSeed,
 }
@@ -215,11 +243,14 @@ impl Node {
         let peers: Vec<NodeId> =
             members::read(&members).current().map(|(peer, _)| peer).filter(|&p| p != id).collect();
         let liveness = Liveness::new(peers);
+        let frozen = replicas.iter().filter(|(_, r)| r.kv.freeze().is_some()).map(|(id, _)| *id);
+        let frozen = frozen.collect();
         let mut node = Node {
             id,
             members,
             table: Routes::new(&replicas),
-            replicas,
+            replicas: Replicas::new(replicas, TickClock::new()),
+            leading: BTreeSet::new(),
             wal,
             snapshots: Snapshotter::new(id, snapshots),
             network,
@@ -235,10 +266,16 @@ impl Node {
             telemetry: Arc::new(Telemetry::default()),
             last_leaders: BTreeMap::new(),
             settings: ClusterSettings::default(),
+            settings_behind: BTreeSet::new(),
+            settings_listed: 0,
+            frozen,
+            txn_ranges: BTreeMap::new(),
+            txn_ranges_changed: true,
             initial_settings_proposed: None,
             backups: Default::default(),
             split_plans: BTreeMap::new(),
             deferred_splits: Vec::new(),
+            load_marks: BTreeMap::new(),
             raft_seed: RaftSeed::default(),
         };
         node.refresh_split_plans();
@@ -268,6 +305,8 @@ impl Node {
     fn tick(&mut self) {
         self.ticks += 1;
         let now = self.ticks;
+        // The tick count of every quiesced group that is not ticked (replicas.rs).
+        self.replicas.clock().set(now);
         if self.stop.is_none() {
             if let Some(reason) = self.network.removed() {
                 // Told by a member: our own log may never show it (the entries that
@@ -284,12 +323,16 @@ impl Node {
         if !went_silent.is_empty() {
             // A peer went silent: leaders run check-quorum again.
             let at_ms = self.ticker.wall_ms();
-            for peer in went_silent {
+            for peer in &went_silent {
                 self.telemetry.record_event(at_ms, EventKind::PeerDown { node: peer.0 });
             }
             self.wake_leaders();
+            self.wake_followers_of(&went_silent);
         }
-        for replica in self.replicas.values_mut() {
+        // Only the active replicas: a resting one is quiesced with a live leader and
+        // waits on nothing, so a tick would do nothing to it (replicas.rs).
+        for range in self.replicas.active_ids() {
+            let Some(replica) = self.replicas.get_mut(&range) else { continue };
             if !replica.is_leader() {
                 let silent = replica.raft.leader().and_then(|l| self.liveness.silent_ticks(l, now));
                 if let Some(silent) = silent {
@@ -308,6 +351,12 @@ impl Node {
         self.split_large_ranges();
         self.split_hot_ranges();
         self.expire_backups();
+        if now % TXN_RANGES_RECHECK_TICKS == 0 {
+            self.recheck_txn_ranges();
+        }
+        if std::mem::take(&mut self.txn_ranges_changed) {
+            self.telemetry.set_txn_ranges(self.txn_ranges.values().cloned().collect());
+        }
         self.publish_telemetry();
         for (kind, count) in self.log_limiter.take_summaries(self.elapsed_ms()) {
             let seconds = LOG_LIMIT_INTERVAL_MS / 1000;
@@ -323,7 +372,13 @@ impl Node {
 
     /// Sets the gauges (ranges, bytes, keys) and the readiness: every hosted range
     /// has a known leader, does not repair, and has applied what it knows committed.
+    /// A walk of every replica: on every tick up to `TELEMETRY_WALK_REPLICAS`
+    /// replicas, less often beyond.
     fn publish_telemetry(&self) {
+        let stride = (self.replicas.len() / TELEMETRY_WALK_REPLICAS).max(1) as u64;
+        if self.ticks % stride != 0 {
+            return;
+        }
         let metrics = &self.telemetry.metrics;
         let (mut leading, mut bytes, mut keys) = (0, 0, 0);
         let mut problems = Vec::new();
@@ -385,25 +440,87 @@ impl Node {
         if target == self.id || self.liveness.silent_ticks(target, self.ticks).is_some() {
             return;
         }
-        for (range, replica) in self.replicas.iter_mut() {
-            let lag = replica.raft.follower_lag(target);
-            if *range != meta && lag.is_some_and(|lag| lag <= PLACEMENT_MAX_LAG) {
-                #[cfg(madsim)]
-                if replica.raft.transferring_to() != Some(target) {
-                    crate::env::sim_hooks::count_handoff();
-                }
-                replica.raft.transfer_leader(target);
+        // Only a leader has a follower lag: the ranges led here are enough.
+        let handed: Vec<RangeId> = self
+            .leading
+            .iter()
+            .filter(|&&range| range != meta)
+            .filter(|range| {
+                let lag = self.replicas.get(range).and_then(|r| r.raft.follower_lag(target));
+                lag.is_some_and(|lag| lag <= PLACEMENT_MAX_LAG)
+            })
+            .copied()
+            .collect();
+        for range in handed {
+            let Some(replica) = self.replicas.get_mut(&range) else { continue };
+            #[cfg(madsim)]
+            if replica.raft.transferring_to() != Some(target) {
+                crate::env::sim_hooks::count_handoff();
             }
+            replica.raft.transfer_leader(target);
         }
     }
 
     /// Wakes every quiesced range this node leads.
     fn wake_leaders(&mut self) {
-        for replica in self.replicas.values_mut() {
-            if replica.is_leader() {
+        let quiet: Vec<RangeId> = self
+            .replicas
+            .iter()
+            .filter(|(_, r)| r.is_leader() && r.raft.is_quiescent())
+            .map(|(range, _)| *range)
+            .collect();
+        for range in quiet {
+            if let Some(replica) = self.replicas.get_mut(&range) {
                 replica.raft.wake();
             }
         }
+    }
+
+    /// Makes the followers whose leader is one of `nodes` (gone silent, or removed)
+    /// active, so that the next ticks wake them (`wake_leader_silent`) as they wake
+    /// every follower of a silent leader.
+    fn wake_followers_of(&mut self, nodes: &[NodeId]) {
+        let followers: Vec<RangeId> = self
+            .replicas
+            .iter()
+            .filter(|(_, r)| !r.is_leader() && r.raft.leader().is_some_and(|l| nodes.contains(&l)))
+            .map(|(range, _)| *range)
+            .collect();
+        for range in followers {
+            self.replicas.get_mut(&range);
+        }
+    }
+
+    /// Lists (or unlists) `range` for the lock janitor beside this node.
+    fn set_txn_range(&mut self, range: RangeId, key: Option<Vec<u8>>) {
+        if self.txn_ranges.get(&range) != key.as_ref() {
+            self.txn_ranges_changed = true;
+            match key {
+                Some(key) => self.txn_ranges.insert(range, key),
+                None => self.txn_ranges.remove(&range),
+            };
+        }
+    }
+
+    /// Every `TXN_RANGES_RECHECK_TICKS`: the janitor's list again from the ranges led
+    /// here and those listed, whatever changed them (a replica replaced by a split's,
+    /// say, changes no Ready of its own).
+    fn recheck_txn_ranges(&mut self) {
+        let ranges: BTreeSet<RangeId> =
+            self.leading.iter().chain(self.txn_ranges.keys()).copied().collect();
+        for range in ranges {
+            let key = self.replicas.get(&range).and_then(janitor_key);
+            self.set_txn_range(range, key);
+        }
+    }
+
+    /// Whether an active replica may rest (replicas.rs): no Ready, quiesced, nothing
+    /// waiting, and a leader here or on a live node (a tick would do nothing to it).
+    fn may_rest(replica: &Replica, liveness: &Liveness, now: u64) -> bool {
+        replica.raft.is_quiescent()
+            && replica.waits_on_nothing()
+            && (replica.is_leader()
+                || replica.raft.leader().is_some_and(|l| liveness.silent_ticks(l, now).is_none()))
     }
 
     pub fn handle(&mut self, event: Event) {
@@ -839,6 +956,7 @@ impl Node {
             NodeChange::Removed { node } => {
                 self.network.remove_peer(*node);
                 self.liveness.remove(*node);
+                self.wake_followers_of(&[*node]);
                 Ok(false)
             }
         }
@@ -931,8 +1049,9 @@ impl Node {
         // the descriptors).
         for descriptor in &mut ranges {
             if let Some(replica) = self.replicas.get(&descriptor.id) {
-                if replica.kv.span().is_some() && !replica.descriptor.replicas.is_empty() {
-                    descriptor.replicas = replica.descriptor.replicas.clone();
+                let members = replica.raft.membership().members();
+                if replica.kv.span().is_some() && !members.is_empty() {
+                    descriptor.replicas = members.into_iter().collect();
                 }
             }
         }
@@ -987,9 +1106,9 @@ impl Node {
         }
     }
 
-    /// Whether some range has a Ready to take.
+    /// Whether some range has a Ready to take (only an active one can).
     pub fn has_ready(&self) -> bool {
-        self.replicas.values().any(|replica| replica.raft.has_ready())
+        self.replicas.active().any(|(_, replica)| replica.raft.has_ready())
     }
 
     /// Runs the Ready cycle for every range with work: persist with one fsync, send,
@@ -1012,8 +1131,14 @@ impl Node {
         let mut readies: Vec<(RangeId, Ready)> = Vec::new();
         let mut send_now: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
         let mut wrote = false;
-        for (range, replica) in self.replicas.iter_mut() {
+        let mut resting = Vec::new();
+        for range in self.replicas.active_ids() {
+            let Some(replica) = self.replicas.get_mut(&range) else { continue };
+            let range = &range;
             if !replica.raft.has_ready() {
+                if Node::may_rest(replica, &self.liveness, self.ticks) {
+                    resting.push(*range);
+                }
                 continue;
             }
             let mut ready = replica.raft.ready();
@@ -1077,6 +1202,9 @@ impl Node {
                 wrote |= term != durable.term || vote != durable.vote;
             }
             readies.push((*range, ready));
+        }
+        for range in resting {
+            self.replicas.rest(range);
         }
         self.send(send_now);
         for (range, ready) in &readies {
@@ -1284,6 +1412,12 @@ impl Node {
             }
         }
         if let Some(soft) = &ready.soft_state {
+            if soft.role == Role::Leader {
+                self.leading.insert(range);
+                self.settings_behind.insert(range);
+            } else {
+                self.leading.remove(&range);
+            }
             let metrics = &self.telemetry.metrics;
             let previous = self.last_leaders.insert(range, soft.leader).flatten();
             if let Some(leader) = soft.leader.filter(|&leader| Some(leader) != previous) {
@@ -1305,6 +1439,16 @@ impl Node {
             }
         }
         replica.serve_reads();
+        if replica.kv.freeze().is_some() {
+            self.frozen.insert(range);
+        }
+        if !ready.committed_entries.is_empty()
+            || ready.snapshot.is_some()
+            || ready.soft_state.is_some()
+        {
+            let key = janitor_key(replica);
+            self.set_txn_range(range, key);
+        }
         let spans_changed = !splits.is_empty() || ready.snapshot.is_some();
         for split in splits {
             if self.replicas.contains_key(&split.right) {
@@ -1417,7 +1561,9 @@ impl Node {
             replica.snapshot_index = index;
             replica.snapshot_bytes = snapshot.data.len() as u64;
             NodeMetrics::add(&self.telemetry.metrics.snapshots_taken, 1);
-            if let Err(error) = replica.raft.compact(snapshot) {
+            // What the log drops is freed off the loop.
+            let compacted = replica.raft.compact(snapshot);
+            if let Err(error) = compacted.map(|discarded| self.snapshots.discard(discarded)) {
                 warn!(
                     node = self.id.0,
                     range = range.0,
@@ -1449,6 +1595,19 @@ fn restore_snapshot(replica: &mut Replica, snapshot: &Snapshot) -> Result<(), St
     replica.snapshot_bytes = snapshot.data.len() as u64;
     replica.log_bytes = 0;
     Ok(())
+}
+
+/// The key the lock janitor beside this node visits `replica`'s range at, if it
+/// should: led here, holding locks or records, not the meta range (whose locks are not
+/// its business, as `RangeCache::data_range_keys`). From the span the state machine
+/// holds (the descriptor may be refreshed from it only later in the cycle).
+fn janitor_key(replica: &Replica) -> Option<Vec<u8>> {
+    let (start, meta) = match replica.kv.span() {
+        Some(span) => (&span.start, span.contains(RESERVED_PREFIX)),
+        None => (&replica.descriptor.start, replica.descriptor.contains(RESERVED_PREFIX)),
+    };
+    let wanted = replica.is_leader() && !meta && !replica.kv.txn_outstanding(1).is_empty();
+    wanted.then(|| if start.is_empty() { vec![0] } else { start.clone() })
 }
 
 fn outbox(outbox: &mut BTreeMap<NodeId, Vec<Envelope>>, range: RangeId, messages: Vec<Message>) {

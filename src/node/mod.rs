@@ -8,6 +8,7 @@ pub mod event_loop;
 pub mod liveness;
 pub mod members;
 pub mod replica;
+pub mod replicas;
 pub mod routes;
 pub mod server;
 pub mod snapshotter;

@@ -90,8 +90,6 @@ fn command_bytes_estimate(command: &Command) -> usize {
 pub struct Load {
     pub writes: u64,
     sampled: std::collections::VecDeque<Vec<u8>>,
-    /// `writes` and the node's clock (ms) at the last look (`Node::split_hot_ranges`).
-    pub mark: (u64, u64),
 }
 
 impl Load {
@@ -588,6 +586,13 @@ impl Replica {
             let (range, index) = (self.id(), self.kv.applied());
             crate::env::sim_hooks::observe(|o| o.settings_applied(node, range, index, settings));
         }
+    }
+
+    /// No write or read waits on this replica.
+    pub fn waits_on_nothing(&self) -> bool {
+        self.writes.is_empty()
+            && self.reads_unconfirmed.is_empty()
+            && self.reads_confirmed.is_empty()
     }
 
     pub fn is_leader(&self) -> bool {

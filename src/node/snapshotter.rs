@@ -19,7 +19,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use crate::raft::{NodeId, Snapshot, SnapshotMeta};
+use crate::raft::{Discarded, NodeId, Snapshot, SnapshotMeta};
 use crate::range::descriptor::RangeId;
 use crate::range::kv::KvStore;
 use crate::storage::{SnapshotStore, StorageError};
@@ -105,6 +105,29 @@ impl Snapshotter {
                 if let Some(write) = slot.lock().expect("never poisoned").take() {
                     write();
                 }
+            }
+        }
+    }
+
+    /// Frees what a compaction dropped (`raft::Discarded`: the log's entries up to
+    /// the snapshot, the older snapshot image) off the event loop: freeing thousands
+    /// of entries took the loop 2-4 ms per snapshot.
+    pub fn discard(&self, discarded: Discarded) {
+        if discarded.entries.is_empty() && discarded.snapshot.is_none() {
+            return;
+        }
+        #[cfg(madsim)]
+        drop(discarded); // Freeing memory changes nothing the simulation sees.
+        #[cfg(not(madsim))]
+        {
+            let slot = Arc::new(Mutex::new(Some(discarded)));
+            let in_thread = Arc::clone(&slot);
+            let spawned =
+                std::thread::Builder::new().name("rangedb-free".into()).spawn(move || {
+                    drop(in_thread.lock().expect("never poisoned").take());
+                });
+            if spawned.is_err() {
+                drop(slot.lock().expect("never poisoned").take());
             }
         }
     }

@@ -82,9 +82,18 @@ impl Node {
     /// Rebuilds the routing table from the replicas' spans (after a split applied or
     /// a snapshot installed).
     pub(crate) fn rebuild_routes(&mut self) {
-        self.table.rebuild(&self.replicas);
-        for replica in self.replicas.values_mut() {
-            replica.refresh_descriptor();
+        self.table.rebuild(self.replicas.map());
+        // Only the replicas whose span moved (a mutable access wakes a replica).
+        let moved: Vec<RangeId> = self
+            .replicas
+            .iter()
+            .filter(|(_, r)| r.kv.span().is_some_and(|span| *span != r.descriptor.span()))
+            .map(|(id, _)| *id)
+            .collect();
+        for range in moved {
+            if let Some(replica) = self.replicas.get_mut(&range) {
+                replica.refresh_descriptor();
+            }
         }
         #[cfg(madsim)]
         {
@@ -201,12 +210,12 @@ impl Node {
     pub(crate) fn propose_planned_splits(&mut self) {
         let now = self.ticks();
         for (range, plan) in self.split_plans.iter_mut() {
-            let Some(replica) = self.replicas.get_mut(range) else { continue };
-            if !replica.is_leader()
-                || plan.proposed_at.is_some_and(|at| now < at + SPLIT_RETRY_TICKS)
-            {
+            // Looked at first, changed (made active, replicas.rs) only to propose.
+            let leads = self.replicas.get(range).is_some_and(Replica::is_leader);
+            if !leads || plan.proposed_at.is_some_and(|at| now < at + SPLIT_RETRY_TICKS) {
                 continue;
             }
+            let Some(replica) = self.replicas.get_mut(range) else { continue };
             let op = WriteOp::Split {
                 key: plan.key.clone(),
                 right: plan.right,
@@ -264,9 +273,9 @@ impl Node {
         };
         #[cfg(madsim)]
         crate::env::sim_hooks::sometimes("replica created empty for a range split elsewhere");
-        self.replicas
-            .entry(range)
-            .or_insert_with(|| Replica::new(descriptor, raft, KvStore::new_range(), 0, 0))
+        self.replicas.get_or_insert_with(range, || {
+            Replica::new(descriptor, raft, KvStore::new_range(), 0, 0)
+        })
     }
 
     /// The meta range's leader plans a split of a range whose replica here applied
@@ -279,14 +288,19 @@ impl Node {
         }
         let now_ms = self.ticker.wall_ms();
         let meta = self.table.meta();
-        let leads_meta = self.replicas.get(&meta).is_some_and(Replica::is_leader);
+        if !self.replicas.get(&meta).is_some_and(Replica::is_leader) {
+            self.load_marks.clear();
+            return;
+        }
+        // Read only: a mutable walk would wake every resting replica (replicas.rs).
+        let mut marks = BTreeMap::new();
         let mut candidate = None;
-        for (id, replica) in self.replicas.iter_mut() {
-            let (writes, at_ms) = replica.load.mark;
-            replica.load.mark = (replica.load.writes, now_ms);
+        for (id, replica) in self.replicas.iter() {
+            marks.insert(*id, (replica.load.writes, now_ms));
+            let Some(&(writes, at_ms)) = self.load_marks.get(id) else { continue };
             let elapsed_ms = now_ms.saturating_sub(at_ms);
-            let skip = !leads_meta || candidate.is_some() || *id == meta;
-            if skip || at_ms == 0 || elapsed_ms == 0 || self.split_plans.contains_key(id) {
+            let skip = candidate.is_some() || *id == meta || elapsed_ms == 0;
+            if skip || self.split_plans.contains_key(id) {
                 continue;
             }
             let rate = (replica.load.writes - writes) * 1000 / elapsed_ms;
@@ -296,6 +310,7 @@ impl Node {
                 candidate = replica.load.median_key().filter(inside).map(|key| (*id, key));
             }
         }
+        self.load_marks = marks;
         let Some((range, key)) = candidate else { return };
         let Ok(command) = self.split_plan_for(range, &key) else { return };
         if let Some(replica) = self.replicas.get_mut(&meta) {

@@ -340,6 +340,10 @@ pub struct Telemetry {
     pub metrics: NodeMetrics,
     readiness: Mutex<Readiness>,
     events: Mutex<EventRing>,
+    /// A key in each range this node leads whose state machine holds locks or
+    /// transaction records, once the node runs: the ranges the lock janitor next to
+    /// it visits (`client::run_node_janitor`).
+    txn_ranges: Mutex<Option<Vec<Vec<u8>>>>,
 }
 
 impl Default for Telemetry {
@@ -348,11 +352,22 @@ impl Default for Telemetry {
             metrics: NodeMetrics::default(),
             readiness: Mutex::new(Readiness::Starting),
             events: Mutex::new(EventRing::default()),
+            txn_ranges: Mutex::new(None),
         }
     }
 }
 
 impl Telemetry {
+    /// The ranges with transaction state this node leads (None: the node is not
+    /// running yet).
+    pub fn txn_ranges(&self) -> Option<Vec<Vec<u8>>> {
+        self.txn_ranges.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub fn set_txn_ranges(&self, keys: Vec<Vec<u8>>) {
+        *self.txn_ranges.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(keys);
+    }
+
     pub fn readiness(&self) -> Readiness {
         self.readiness.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }

@@ -47,7 +47,7 @@ impl RaftGroup {
         self.leader_id = None;
         self.election_elapsed = 0;
         self.randomize_election_timeout();
-        self.quiesced = false;
+        self.leave_quiet();
         self.lead_transferee = None;
         self.transfer_elapsed = 0;
         self.lease_revoked = false;
@@ -155,7 +155,7 @@ impl RaftGroup {
     pub(super) fn in_leader_lease(&self) -> bool {
         let heard = self.leader_id.is_some() && self.election_elapsed < self.config.election_tick;
         // A restarted replica may have acked a lease holder just before it went down.
-        let restarting = self.now_tick < self.restart_sticky_ticks;
+        let restarting = self.now() < self.restart_sticky_ticks;
         self.config.check_quorum && (heard || restarting)
     }
 

@@ -71,8 +71,9 @@ use std::collections::BTreeMap;
 
 pub use membership::{ConfChange, Membership};
 pub use message::*;
+pub use quiesce::TickClock;
 pub use ready::{ReadState, Ready, SoftState};
-pub use storage::{MemStorage, Storage, StorageError};
+pub use storage::{Discarded, MemStorage, Storage, StorageError};
 
 use log::RaftLog;
 use membership::Configs;
@@ -265,6 +266,10 @@ pub struct RaftGroup {
     append_pending: bool,
     /// Idle: ticks only advance `now_tick` (quiesce.rs).
     quiesced: bool,
+    /// The driver's tick count, if it keeps one (`use_tick_clock`), and its value
+    /// when this group went quiet.
+    tick_clock: Option<quiesce::TickClock>,
+    quiesced_at: u64,
     /// Debug only: the commit index at the last invariant check.
     checked_commit: Index,
 }
@@ -320,6 +325,8 @@ impl RaftGroup {
             ready_outstanding: false,
             append_pending: false,
             quiesced: false,
+            tick_clock: None,
+            quiesced_at: 0,
         };
         group.randomize_election_timeout();
         Ok(group)
@@ -328,10 +335,14 @@ impl RaftGroup {
     /// Advances logical time by one tick: elections on followers, heartbeats,
     /// check-quorum and transfer timeouts on the leader.
     pub fn tick(&mut self) {
-        self.now_tick += 1;
         if self.quiesced {
+            // With a driver's clock, the clock counts this tick (`now`).
+            if self.tick_clock.is_none() {
+                self.now_tick += 1;
+            }
             return;
         }
+        self.now_tick += 1;
         match self.role {
             Role::Leader => self.tick_leader(),
             _ => self.tick_election(),
@@ -421,7 +432,8 @@ impl RaftGroup {
     }
 
     /// Drops log entries up to `snapshot.meta.index` (<= applied); the snapshot is
-    /// kept and served to lagging followers.
+    /// kept and served to lagging followers. Returns what was dropped, for the
+    /// caller to free (`Discarded`).
     ///
     /// # Errors
     /// `Storage(Compacted)` if the log is already compacted past it; `InvalidConfig`
@@ -429,7 +441,7 @@ impl RaftGroup {
     /// `conf_state_at`).
     /// # Panics
     /// If the snapshot is beyond the applied index or its term disagrees with the log.
-    pub fn compact(&mut self, snapshot: Snapshot) -> Result<(), RaftError> {
+    pub fn compact(&mut self, snapshot: Snapshot) -> Result<Discarded, RaftError> {
         let index = snapshot.meta.index;
         assert!(
             index <= self.log.applied,
@@ -450,9 +462,9 @@ impl RaftGroup {
                 )))
             }
         }
-        self.log.store.compact(snapshot);
+        let discarded = self.log.store.compact(snapshot);
         self.configs.compact_to(index);
-        Ok(())
+        Ok(discarded)
     }
 
     pub fn status(&self) -> Status {

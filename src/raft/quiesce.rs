@@ -23,9 +23,35 @@
 //! contact with that node), and it wakes a leader when a peer goes silent or comes
 //! back, so check-quorum runs and a returning peer gets heartbeats.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use super::message::*;
 use super::progress::ProgressState;
 use super::{RaftGroup, Role};
+
+/// A tick count a driver keeps for all its groups (`RaftGroup::use_tick_clock`): a
+/// quiesced group that reads it need not be ticked at all, so a node's idle ranges
+/// cost nothing per tick. The driver sets it before it ticks the awake groups; a
+/// quiesced group's `now_tick` is then its value when it went quiet plus the ticks of
+/// this clock since (what ticking it every time would have counted).
+#[derive(Clone, Debug, Default)]
+pub struct TickClock(Arc<AtomicU64>);
+
+impl TickClock {
+    pub fn new() -> TickClock {
+        TickClock::default()
+    }
+
+    /// The driver's tick count (it only grows).
+    pub fn set(&self, ticks: u64) {
+        self.0.store(ticks, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 impl RaftGroup {
     /// Leader: nothing is in flight and nothing is waiting, every follower was heard
@@ -56,7 +82,7 @@ impl RaftGroup {
         for peer in peers {
             self.send(peer, MessageBody::Quiesce { commit });
         }
-        self.quiesced = true;
+        self.go_quiet();
     }
 
     /// Follower: the leader is going idle at `commit`. Go idle too if this replica
@@ -64,9 +90,9 @@ impl RaftGroup {
     pub(super) fn handle_quiesce(&mut self, from: NodeId, commit: Index) {
         self.log.commit_to(commit.min(self.log.last_index()));
         if self.config.quiesce && self.log.committed == commit && self.leader_id == Some(from) {
-            self.quiesced = true;
+            self.go_quiet();
         } else {
-            let (tick, incarnation) = (self.now_tick, self.config.incarnation);
+            let (tick, incarnation) = (self.now(), self.config.incarnation);
             self.send(from, MessageBody::HeartbeatResponse { context: 0, tick, incarnation });
         }
     }
@@ -78,7 +104,7 @@ impl RaftGroup {
         if !self.quiesced {
             return;
         }
-        self.quiesced = false;
+        self.leave_quiet();
         if self.role == Role::Leader {
             self.election_elapsed = 0;
             let id = self.id;
@@ -99,8 +125,47 @@ impl RaftGroup {
         if self.role != Role::Follower {
             return;
         }
-        self.quiesced = false;
+        self.leave_quiet();
         let counted = silent_ticks.min(self.config.election_tick);
         self.election_elapsed = self.election_elapsed.max(counted);
+    }
+}
+
+impl RaftGroup {
+    /// This group's tick count: what `tick` counted, plus, while quiesced with a
+    /// driver's `TickClock`, the clock's ticks since it went quiet.
+    pub(super) fn now(&self) -> u64 {
+        match &self.tick_clock {
+            Some(clock) if self.quiesced => {
+                self.now_tick + clock.get().saturating_sub(self.quiesced_at)
+            }
+            _ => self.now_tick,
+        }
+    }
+
+    /// Goes idle (a no-op if it is): from now on the clock counts its ticks.
+    fn go_quiet(&mut self) {
+        if self.quiesced {
+            return;
+        }
+        self.quiesced = true;
+        self.quiesced_at = self.tick_clock.as_ref().map_or(0, TickClock::get);
+    }
+
+    /// Leaves idleness, keeping the ticks counted meanwhile.
+    pub(super) fn leave_quiet(&mut self) {
+        if self.quiesced {
+            self.now_tick = self.now();
+            self.quiesced = false;
+        }
+    }
+
+    /// Counts this group's ticks from `clock` while it is quiesced: the driver then
+    /// needs to tick only the groups that are not (`is_quiescent`), and sets the
+    /// clock to its tick count before it ticks them.
+    pub fn use_tick_clock(&mut self, clock: TickClock) {
+        self.now_tick = self.now();
+        self.quiesced_at = clock.get();
+        self.tick_clock = Some(clock);
     }
 }

@@ -93,7 +93,7 @@ impl RaftGroup {
             return false;
         };
         let length = u64::from(self.config.election_tick - self.config.lease_drift_ticks);
-        self.now_tick < start + length
+        self.now() < start + length
     }
 
     /// The largest follower-to-leader tick rate ratio the lease tolerates, as

@@ -34,7 +34,7 @@ impl RaftGroup {
         // On ticks that are multiples of heartbeat_tick, not counted from each group's
         // election: every group a node leads beats on the same tick, so the node sends
         // one frame per peer for all of them instead of one on every tick.
-        if self.now_tick % u64::from(self.config.heartbeat_tick) == 0 {
+        if self.now() % u64::from(self.config.heartbeat_tick) == 0 {
             if self.config.quiesce && self.can_quiesce() {
                 self.quiesce();
             } else {
@@ -228,13 +228,14 @@ impl RaftGroup {
     pub(super) fn broadcast_heartbeat(&mut self) {
         self.heartbeat_round += 1;
         let round = self.heartbeat_round;
-        self.round_send_ticks.insert(round, self.now_tick);
-        let horizon = self.now_tick.saturating_sub(u64::from(self.config.election_tick));
+        let now = self.now();
+        self.round_send_ticks.insert(round, now);
+        let horizon = now.saturating_sub(u64::from(self.config.election_tick));
         self.round_send_ticks.retain(|_, &mut tick| tick >= horizon);
         self.reads.start_round(round);
         let own = self.progress.get_mut(&self.id).expect("leader is a voter");
         own.acked_round = round;
-        own.acked_send_tick = Some(self.now_tick);
+        own.acked_send_tick = Some(now);
         let peers: Vec<NodeId> = self.progress.keys().copied().filter(|&p| p != self.id).collect();
         for peer in peers {
             let commit = self.progress[&peer].matched.min(self.log.committed);
@@ -246,7 +247,7 @@ impl RaftGroup {
     /// Follower: a heartbeat; commit is at most what the leader knows we hold.
     pub(super) fn handle_heartbeat(&mut self, from: NodeId, commit: Index, context: u64) {
         self.log.commit_to(commit.min(self.log.last_index()));
-        let (tick, incarnation) = (self.now_tick, self.config.incarnation);
+        let (tick, incarnation) = (self.now(), self.config.incarnation);
         self.send(from, MessageBody::HeartbeatResponse { context, tick, incarnation });
     }
 
@@ -261,7 +262,7 @@ impl RaftGroup {
     ) {
         let sent_tick = self.round_send_ticks.get(&context).copied();
         let tolerance = self.lease_rate_tolerance();
-        let now = self.now_tick;
+        let now = self.now();
         let progress = self.progress.get_mut(&from).expect("leader tracks every voter");
         if let Some(sent) = sent_tick {
             progress.tick_rate.observe(context, sent, now, follower_tick, incarnation, tolerance);
