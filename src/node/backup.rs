@@ -59,20 +59,7 @@ impl BackupStash {
         encode();
         #[cfg(not(madsim))]
         {
-            // As the snapshotter does: off the loop, or in it should no thread start.
-            let once = Arc::new(Mutex::new(Some(encode)));
-            let in_thread = Arc::clone(&once);
-            let spawned =
-                std::thread::Builder::new().name("rangedb-backup".into()).spawn(move || {
-                    if let Some(encode) = in_thread.lock().expect("never poisoned").take() {
-                        encode();
-                    }
-                });
-            if spawned.is_err() {
-                if let Some(encode) = once.lock().expect("never poisoned").take() {
-                    encode();
-                }
-            }
+            crate::node::snapshotter::off_the_loop("rangedb-backup", encode);
         }
     }
 

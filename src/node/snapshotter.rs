@@ -89,23 +89,10 @@ impl Snapshotter {
                 write();
             });
         }
+        // A thread per snapshot (seconds apart): no runtime needed, none blocked.
         #[cfg(not(madsim))]
         {
-            // A thread per snapshot (seconds apart): no runtime needed, none blocked.
-            // Should no thread start, the loop writes it itself, as it used to.
-            let slot = Arc::new(Mutex::new(Some(write)));
-            let in_thread = Arc::clone(&slot);
-            let spawned =
-                std::thread::Builder::new().name("rangedb-snapshot".into()).spawn(move || {
-                    if let Some(write) = in_thread.lock().expect("never poisoned").take() {
-                        write();
-                    }
-                });
-            if spawned.is_err() {
-                if let Some(write) = slot.lock().expect("never poisoned").take() {
-                    write();
-                }
-            }
+            off_the_loop("rangedb-snapshot", write);
         }
     }
 
@@ -139,5 +126,23 @@ impl Snapshotter {
             self.writing.remove(range);
         }
         done
+    }
+}
+
+/// Runs `work` on a thread of its own (named `name`), so the event loop does not wait
+/// for it; should no thread start, in the caller, as before there were threads.
+#[cfg(not(madsim))]
+pub(crate) fn off_the_loop(name: &str, work: impl FnOnce() + Send + 'static) {
+    let slot = Arc::new(Mutex::new(Some(work)));
+    let in_thread = Arc::clone(&slot);
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
+        if let Some(work) = in_thread.lock().expect("never poisoned").take() {
+            work();
+        }
+    });
+    if spawned.is_err() {
+        if let Some(work) = slot.lock().expect("never poisoned").take() {
+            work();
+        }
     }
 }

@@ -244,11 +244,20 @@ impl Node {
                 && !self.split_plans.contains_key(id);
             large.then(|| replica.kv.middle_key().map(|key| (*id, key))).flatten()
         });
-        let Some((range, key)) = candidate else { return };
-        let Ok(command) = self.split_plan_for(range, &key) else { return };
-        if let Some(replica) = self.replicas.get_mut(&meta) {
+        if let Some((range, key)) = candidate {
+            self.propose_split_plan(range, &key, "range split by size planned");
+        }
+    }
+
+    /// Proposes, as the meta range's leader, the plan to split `range` at `key` (if
+    /// it may be planned now); `why` is the simulation's coverage marker.
+    fn propose_split_plan(&mut self, range: RangeId, key: &[u8], why: &'static str) {
+        let Ok(command) = self.split_plan_for(range, key) else { return };
+        if let Some(replica) = self.replicas.get_mut(&self.table.meta()) {
             #[cfg(madsim)]
-            crate::env::sim_hooks::sometimes("range split by size planned");
+            crate::env::sim_hooks::sometimes(why);
+            #[cfg(not(madsim))]
+            let _ = why;
             replica.propose_internal(&command);
         }
     }
@@ -311,12 +320,8 @@ impl Node {
             }
         }
         self.load_marks = marks;
-        let Some((range, key)) = candidate else { return };
-        let Ok(command) = self.split_plan_for(range, &key) else { return };
-        if let Some(replica) = self.replicas.get_mut(&meta) {
-            #[cfg(madsim)]
-            crate::env::sim_hooks::sometimes("range split by load planned");
-            replica.propose_internal(&command);
+        if let Some((range, key)) = candidate {
+            self.propose_split_plan(range, &key, "range split by load planned");
         }
     }
 
